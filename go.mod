@@ -1,0 +1,3 @@
+module github.com/meadowrun-go/meadowrun
+
+go 1.26
