@@ -1,0 +1,95 @@
+package meadowrun
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+)
+
+// Codecs name how a value crosses the process boundary. They are part of
+// the protocol: a worker announces the codec of each function's argument
+// and result, and the coordinator refuses a worker that disagrees.
+const (
+	codecJSON   = "json"   // encoding/json: any JSON-encodable type, language-neutral
+	codecBytes  = "bytes"  // []byte, sent as is, without a copy
+	codecString = "string" // string, sent as its bytes
+)
+
+// codec encodes and decodes values of one type.
+type codec[T any] struct {
+	name string
+	enc  func(T) ([]byte, error)
+	dec  func([]byte) (T, error)
+}
+
+// codecFor picks the codec of T and checks that T can be encoded at all,
+// so that a bad type is reported when the function is registered rather
+// than when a task runs.
+func codecFor[T any]() (codec[T], error) {
+	var zero T
+	switch any(zero).(type) {
+	case []byte:
+		return codec[T]{
+			name: codecBytes,
+			enc:  func(v T) ([]byte, error) { return any(v).([]byte), nil },
+			dec:  func(b []byte) (T, error) { return any(b).(T), nil },
+		}, nil
+	case string:
+		return codec[T]{
+			name: codecString,
+			enc:  func(v T) ([]byte, error) { return []byte(any(v).(string)), nil },
+			dec:  func(b []byte) (T, error) { return any(string(b)).(T), nil },
+		}, nil
+	}
+	t := reflect.TypeFor[T]()
+	if err := jsonEncodable(t, map[reflect.Type]bool{}); err != nil {
+		return codec[T]{}, fmt.Errorf("type %s cannot be sent between processes: %w", t, err)
+	}
+	return codec[T]{
+		name: codecJSON,
+		enc:  func(v T) ([]byte, error) { return json.Marshal(v) },
+		dec: func(b []byte) (T, error) {
+			var v T
+			err := json.Unmarshal(b, &v)
+			return v, err
+		},
+	}, nil
+}
+
+// jsonEncodable rejects types encoding/json can never encode.
+func jsonEncodable(t reflect.Type, seen map[reflect.Type]bool) error {
+	if seen[t] {
+		return nil
+	}
+	seen[t] = true
+	if t.Implements(reflect.TypeFor[json.Marshaler]()) {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Chan, reflect.Func, reflect.UnsafePointer, reflect.Complex64, reflect.Complex128:
+		return fmt.Errorf("%s values have no JSON encoding", t.Kind())
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return jsonEncodable(t.Elem(), seen)
+	case reflect.Map:
+		switch t.Key().Kind() {
+		case reflect.String, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		default:
+			if !t.Key().Implements(reflect.TypeFor[interface{ MarshalText() ([]byte, error) }]()) {
+				return fmt.Errorf("map keys of type %s have no JSON encoding", t.Key())
+			}
+		}
+		return jsonEncodable(t.Elem(), seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() || f.Tag.Get("json") == "-" {
+				continue
+			}
+			if err := jsonEncodable(f.Type, seen); err != nil {
+				return fmt.Errorf("field %s: %w", f.Name, err)
+			}
+		}
+	}
+	return nil
+}

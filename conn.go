@@ -1,0 +1,338 @@
+package meadowrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/wire"
+)
+
+// helloTimeout bounds how long a new worker may take to announce itself.
+const helloTimeout = 30 * time.Second
+
+// lostGrace is how long the coordinator waits for a worker's exit status
+// after its stream ended, before calling it lost.
+const lostGrace = 5 * time.Second
+
+// inflight is a task sent on a connection and not yet answered.
+type inflight struct {
+	run  *jobRun
+	task *task
+}
+
+// workerConn is a connected, handshaken worker: the protocol stream, the
+// functions defined on it, and the tasks in flight. It outlives jobs: the
+// pool lends it to one job at a time.
+type workerConn struct {
+	w     driver.Worker
+	key   string
+	hello wire.Hello
+	wr    *wire.Writer
+	pool  *pool
+
+	mu       sync.Mutex
+	defined  map[string]uint64
+	nextFunc uint64
+	nextKey  uint64
+	inflight map[uint64]inflight
+	order    []uint64 // keys in the order sent; the worker runs them in this order
+	run      *jobRun  // the job the connection is lent to, nil when idle
+	dead     bool
+	idleAt   time.Time
+	gone     chan struct{} // closed when the reader has finished
+}
+
+// connect waits for a new worker's Hello and starts reading its stream.
+func connect(ctx context.Context, p *pool, w driver.Worker, key string) (*workerConn, error) {
+	c := &workerConn{
+		w: w, key: key, pool: p, wr: wire.NewWriter(w.Conn()),
+		defined: map[string]uint64{}, inflight: map[uint64]inflight{}, gone: make(chan struct{}),
+	}
+	rd := wire.NewReader(w.Conn())
+	type first struct {
+		h   wire.Hello
+		err error
+	}
+	got := make(chan first, 1)
+	go func() {
+		typ, body, err := rd.Next()
+		switch {
+		case err != nil:
+			got <- first{err: err}
+		case typ != wire.TypeHello:
+			got <- first{err: fmt.Errorf("%w: first message has type %#x, not hello", wire.ErrProtocol, typ)}
+		default:
+			h, err := wire.DecodeHello(body)
+			got <- first{h: h, err: err}
+		}
+	}()
+	fail := func(cause string) error {
+		w.Kill()
+		<-w.Done()
+		w.Conn().Close()
+		st := w.Exit()
+		msg := fmt.Sprintf("%s: worker %s on %s %s", ErrWorkerStart, w.Name(), w.Machine(), cause)
+		if st.Code >= 0 || st.Signal != "" {
+			msg += fmt.Sprintf(" (%s)", describeExit(st))
+		}
+		if len(st.Output) > 0 {
+			msg += fmt.Sprintf("; its output ended with:\n%s", tail(st.Output, 2000))
+		}
+		msg += "\nThe worker is this program re-executed: does main (or TestMain) call meadowrun.Main() before anything else?"
+		return fmt.Errorf("%w", errors.New(msg))
+	}
+	timer := time.NewTimer(helloTimeout)
+	defer timer.Stop()
+	select {
+	case f := <-got:
+		if f.err != nil {
+			return nil, wrapStart(fail(fmt.Sprintf("did not announce itself: %v", f.err)))
+		}
+		c.hello = f.h
+	case <-w.Done():
+		return nil, wrapStart(fail("exited before announcing itself"))
+	case <-timer.C:
+		return nil, wrapStart(fail(fmt.Sprintf("did not announce itself within %s", helloTimeout)))
+	case <-ctx.Done():
+		w.Kill()
+		return nil, ctx.Err()
+	}
+	go c.read(rd)
+	return c, nil
+}
+
+func wrapStart(err error) error { return &startError{err} }
+
+// startError marks errors of a worker that failed to start.
+type startError struct{ err error }
+
+func (e *startError) Error() string        { return e.err.Error() }
+func (e *startError) Is(target error) bool { return target == ErrWorkerStart }
+
+// define binds fn on the connection, checking the worker's registry first.
+func (c *workerConn) define(fn wire.Function, expectDigest string) (uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id, ok := c.defined[fn.Name]; ok {
+		return id, nil
+	}
+	if expectDigest != "" && c.hello.BinaryDigest != expectDigest {
+		return 0, fmt.Errorf("%w: worker %s runs code %s but this program is %s: was the binary rebuilt while it ran?",
+			ErrRegistryMismatch, c.w.Name(), c.hello.BinaryDigest, expectDigest)
+	}
+	var have *wire.Function
+	for i := range c.hello.Functions {
+		if c.hello.Functions[i].Name == fn.Name {
+			have = &c.hello.Functions[i]
+		}
+	}
+	if have == nil {
+		return 0, fmt.Errorf("%w: %q is not registered in worker %s (%s); it registers %d functions",
+			ErrUnknownFunction, fn.Name, c.w.Name(), c.hello.BinaryDigest, len(c.hello.Functions))
+	}
+	if *have != fn {
+		return 0, fmt.Errorf("%w: worker %s registers %q as func(%s) %s with codec %s, the caller expects func(%s) %s with codec %s",
+			ErrRegistryMismatch, c.w.Name(), fn.Name, have.Arg, have.Result, have.Codec, fn.Arg, fn.Result, fn.Codec)
+	}
+	c.nextFunc++
+	id := c.nextFunc
+	if err := c.wr.WriteFrame(wire.TypeDefine, wire.AppendDefine(nil, wire.Define{ID: id, Name: fn.Name})); err != nil {
+		return 0, err
+	}
+	c.defined[fn.Name] = id
+	return id, nil
+}
+
+// send writes a batch of tasks of run to the worker.
+func (c *workerConn) send(run *jobRun, fid uint64, ts []*task) error {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return errWorkerGone
+	}
+	hdr := wire.AppendCount(make([]byte, 0, 8+12*len(ts)), len(ts))
+	parts := make([][]byte, 0, 2)
+	for _, t := range ts {
+		c.nextKey++
+		key := c.nextKey
+		c.inflight[key] = inflight{run: run, task: t}
+		c.order = append(c.order, key)
+		t.key, t.conn = key, c
+		hdr = wire.AppendTaskHeader(hdr, wire.Task{Key: key, Func: fid}, len(t.payload))
+		if len(t.payload) >= 64<<10 {
+			parts = append(parts, hdr, t.payload)
+			hdr = nil
+		} else {
+			hdr = append(hdr, t.payload...)
+		}
+	}
+	c.mu.Unlock()
+	if len(hdr) > 0 {
+		parts = append(parts, hdr)
+	}
+	if err := c.wr.WriteFrame(wire.TypeTasks, parts...); err != nil {
+		return err
+	}
+	return c.wr.Flush()
+}
+
+var errWorkerGone = errors.New("meadowrun: worker gone")
+
+// read dispatches the worker's frames until its stream ends, then reports
+// the worker's death to the jobs whose tasks were in flight.
+func (c *workerConn) read(rd *wire.Reader) {
+	defer close(c.gone)
+	var streamErr error
+	for {
+		typ, body, err := rd.Next()
+		if err != nil {
+			streamErr = err
+			break
+		}
+		switch typ {
+		case wire.TypeResults:
+			rs, err := wire.DecodeResults(body)
+			if err != nil {
+				streamErr = err
+				break
+			}
+			c.deliver(rs)
+		case wire.TypeLog:
+			l, err := wire.DecodeLog(body)
+			if err != nil {
+				streamErr = err
+				break
+			}
+			c.log(l)
+		default:
+			streamErr = fmt.Errorf("%w: unexpected message type %#x from worker", wire.ErrProtocol, typ)
+		}
+		if streamErr != nil {
+			break
+		}
+	}
+	if !errors.Is(streamErr, io.EOF) && !errors.Is(streamErr, io.ErrUnexpectedEOF) {
+		// A protocol error or a broken stream: the worker cannot be trusted.
+		c.w.Kill()
+	}
+	var st driver.ExitStatus
+	select {
+	case <-c.w.Done():
+		st = c.w.Exit()
+	case <-time.After(lostGrace):
+		c.w.Kill()
+		st = driver.ExitStatus{Code: -1, Lost: true}
+	}
+	c.w.Conn().Close()
+	c.mu.Lock()
+	c.dead = true
+	lost := make([]inflight, 0, len(c.order))
+	for _, k := range c.order {
+		if f, ok := c.inflight[k]; ok {
+			lost = append(lost, f)
+		}
+	}
+	c.inflight, c.order = nil, nil
+	run := c.run
+	c.mu.Unlock()
+	if len(st.Output) > 0 {
+		if run != nil {
+			run.spec.logs.write(0, c.w.Name(), st.Output, true)
+		}
+	}
+	// The task at the head was running when the worker died; the others
+	// had not started and go back to their queue without losing an attempt.
+	for i, f := range lost {
+		f.run.workerDied(c, f.task, st, i == 0)
+	}
+	c.pool.dropped(c)
+}
+
+func (c *workerConn) deliver(rs []wire.Result) {
+	for _, r := range rs {
+		c.mu.Lock()
+		f, ok := c.inflight[r.Key]
+		if ok {
+			delete(c.inflight, r.Key)
+			// Results arrive in the order tasks were sent.
+			for len(c.order) > 0 {
+				k := c.order[0]
+				c.order = c.order[1:]
+				if k == r.Key {
+					break
+				}
+			}
+		}
+		c.mu.Unlock()
+		if ok {
+			f.run.completed(c, f.task, r)
+		}
+	}
+}
+
+func (c *workerConn) log(l wire.Log) {
+	c.mu.Lock()
+	var run *jobRun
+	var t *task
+	if f, ok := c.inflight[l.Key]; ok {
+		run, t = f.run, f.task
+	} else {
+		run = c.run
+	}
+	c.mu.Unlock()
+	if run == nil {
+		return
+	}
+	if t != nil {
+		run.spec.logs.write(t.index+1, "", l.Data, false)
+	} else {
+		run.spec.logs.write(0, c.w.Name(), l.Data, false)
+	}
+}
+
+// inFlight returns the number of tasks sent and not answered.
+func (c *workerConn) inFlight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.inflight)
+}
+
+func (c *workerConn) isDead() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dead
+}
+
+// failureOfResult decodes a failed result's payload.
+func failureOfResult(r wire.Result) wire.Failure {
+	var f wire.Failure
+	if err := json.Unmarshal(r.Payload, &f); err != nil {
+		f = wire.Failure{Type: r.Status.String(), Message: string(r.Payload)}
+	}
+	return f
+}
+
+func describeExit(st driver.ExitStatus) string {
+	switch {
+	case st.Lost:
+		return "lost: no exit status"
+	case st.OOMKilled:
+		return fmt.Sprintf("killed for exceeding its memory limit of %s (peak %s)", driver.Bytes(st.LimitBytes), driver.Bytes(st.PeakMemoryBytes))
+	case st.Signal != "":
+		return "killed by signal: " + st.Signal
+	}
+	return fmt.Sprintf("exit code %d", st.Code)
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}

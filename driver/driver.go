@@ -1,0 +1,157 @@
+// Package driver defines the interface between meadowrun's coordinator and
+// the places work runs (this machine, SSH hosts, cloud VMs, Kubernetes).
+//
+// A driver is thin: it admits, starts, watches and kills worker processes,
+// and hands the coordinator a byte stream to each. Everything else
+// (validation, the task table, dispatch, retries, results, logs,
+// cancellation, warm-worker pooling) is written once above it. Every driver
+// must pass the conformance suite in package hosttest.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Errors a driver returns, classified so the coordinator knows whether
+// waiting or retrying can help.
+var (
+	// ErrNoCapacity means the worker does not fit now but would fit once
+	// other workers of this host stop. The coordinator waits and retries.
+	ErrNoCapacity = errors.New("driver: no capacity now")
+	// ErrNeverFits means the request exceeds what the host can ever offer.
+	// The error message says what the host has.
+	ErrNeverFits = errors.New("can never fit")
+	// ErrUnsupported means the host cannot honour a requested feature
+	// (sidecars, ports, a deployment kind). It is never silently ignored.
+	ErrUnsupported = errors.New("not supported by this host")
+)
+
+// Resources are what one worker needs, in the units hosts work with.
+type Resources struct {
+	LogicalCPU      float64
+	MemoryBytes     int64 // 0: no limit requested
+	GPUs            float64
+	GPUMemoryBytes  int64
+	Flags           []string
+	EphemeralBytes  int64
+	MaxEvictionRate float64 // percent; hosts without eviction satisfy any value
+}
+
+// String renders r for error messages and pool keys.
+func (r Resources) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "cpu=%g mem=%s", r.LogicalCPU, Bytes(r.MemoryBytes))
+	if r.GPUs > 0 {
+		fmt.Fprintf(&b, " gpus=%g", r.GPUs)
+	}
+	if r.GPUMemoryBytes > 0 {
+		fmt.Fprintf(&b, " gpu_mem=%s", Bytes(r.GPUMemoryBytes))
+	}
+	if len(r.Flags) > 0 {
+		fmt.Fprintf(&b, " flags=%s", strings.Join(r.Flags, ","))
+	}
+	if r.EphemeralBytes > 0 {
+		fmt.Fprintf(&b, " disk=%s", Bytes(r.EphemeralBytes))
+	}
+	return b.String()
+}
+
+// Bytes formats a byte count for people.
+func Bytes(n int64) string {
+	switch {
+	case n == 0:
+		return "0"
+	case n >= 1<<30:
+		return fmt.Sprintf("%.3gGiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.3gMiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// WorkerSpec says what worker to start.
+type WorkerSpec struct {
+	// Name identifies the worker in logs and errors, unique per host.
+	Name string
+	// Resources the worker must have; the host enforces them.
+	Resources Resources
+	// Env are environment variables of the deployment.
+	Env map[string]string
+}
+
+// Capabilities declare what a host can do. The conformance suite and the
+// coordinator consult them; a feature a host lacks is refused with
+// ErrUnsupported, never ignored.
+type Capabilities struct {
+	// CapturesOutput: what user functions print to stdout and stderr is
+	// captured and attributed to their task.
+	CapturesOutput bool
+	// ProcessExits: a worker that exits (os.Exit, a signal) is reported
+	// with its exit code or signal.
+	ProcessExits bool
+	// MemoryLimits: Resources.MemoryBytes is enforced and OOM kills are
+	// reported.
+	MemoryLimits bool
+	// Sidecars and Ports can be honoured.
+	Sidecars, Ports bool
+}
+
+// ExitStatus describes how a worker ended.
+type ExitStatus struct {
+	// Code is the exit code, or -1 when the worker was killed by a signal
+	// or its fate is unknown.
+	Code int
+	// Signal names the signal that killed the worker, if any.
+	Signal string
+	// OOMKilled is true when the memory limit killed the worker.
+	OOMKilled bool
+	// PeakMemoryBytes is the worker's peak memory use, 0 if unknown.
+	PeakMemoryBytes int64
+	// LimitBytes is the memory limit that applied, 0 if none.
+	LimitBytes int64
+	// Output is what the worker wrote to stdout or stderr that was not
+	// forwarded before it died (for example a fatal runtime error).
+	Output []byte
+	// Lost is true when the worker's machine or connection disappeared and
+	// nothing more is known.
+	Lost bool
+}
+
+// Worker is a started worker process.
+type Worker interface {
+	// Name is the WorkerSpec name.
+	Name() string
+	// Machine names where the worker runs (a host name, "localhost").
+	Machine() string
+	// Conn is the protocol stream to the worker. Closing it asks the
+	// worker to stop.
+	Conn() io.ReadWriteCloser
+	// Done is closed once the worker has exited and Exit is valid.
+	Done() <-chan struct{}
+	// Exit reports how the worker ended; valid after Done is closed.
+	Exit() ExitStatus
+	// Kill stops the worker and everything it started, at once. It does
+	// not wait for Done.
+	Kill() error
+}
+
+// Host is a driver: it starts workers.
+type Host interface {
+	// Name identifies the host in errors and logs.
+	Name() string
+	// Capabilities declares what the host can do.
+	Capabilities() Capabilities
+	// Fit reports how many workers needing r the host can run at once when
+	// idle, or an error wrapping ErrNeverFits that says what the host has.
+	Fit(ctx context.Context, r Resources) (int, error)
+	// Start starts a worker. It must not block waiting for capacity: when
+	// the worker does not fit now it returns an error wrapping
+	// ErrNoCapacity, and the caller retries after a worker has exited.
+	Start(ctx context.Context, spec WorkerSpec) (Worker, error)
+	// Close releases the host. Workers still running are killed.
+	Close() error
+}

@@ -1,0 +1,169 @@
+package meadowrun
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+)
+
+// Sentinel errors, for errors.Is.
+var (
+	// ErrNeverFits: the requested Resources exceed what the host can ever
+	// offer. The message says what the host has.
+	ErrNeverFits = driver.ErrNeverFits
+	// ErrUnknownFunction: the worker has no function registered under the
+	// requested name.
+	ErrUnknownFunction = errors.New("meadowrun: function not registered in the worker")
+	// ErrRegistryMismatch: the worker registered the name with other
+	// argument or result types, or runs other code than expected.
+	ErrRegistryMismatch = errors.New("meadowrun: worker registry does not match the caller")
+	// ErrWorkerStart: a worker process did not start or did not speak the
+	// protocol (typically: main does not call meadowrun.Main first).
+	ErrWorkerStart = errors.New("meadowrun: worker did not start")
+	// ErrTaskFailed is matched by every *TaskError.
+	ErrTaskFailed = errors.New("meadowrun: task failed")
+)
+
+// ErrorKind classifies a task failure.
+type ErrorKind int
+
+// Failure classes of a task.
+const (
+	// KindError: the function returned an error.
+	KindError ErrorKind = iota + 1
+	// KindPanic: the function panicked.
+	KindPanic
+	// KindExit: the worker process exited while running the task (for
+	// example os.Exit), or a command exited with a non-zero code.
+	KindExit
+	// KindCrash: the worker was killed by a signal or a fatal runtime
+	// error while running the task.
+	KindCrash
+	// KindOOM: the worker exceeded its memory limit and was killed.
+	KindOOM
+	// KindLost: the worker or its machine disappeared; its fate is unknown.
+	KindLost
+	// KindEncoding: the argument or result could not be encoded or decoded.
+	// Retrying cannot help.
+	KindEncoding
+	// KindUnknownFunction: the worker does not know the function.
+	KindUnknownFunction
+	// KindCanceled: the task was cancelled.
+	KindCanceled
+)
+
+var kindNames = map[ErrorKind]string{
+	KindError: "error", KindPanic: "panic", KindExit: "exit", KindCrash: "crash", KindOOM: "oom",
+	KindLost: "lost", KindEncoding: "encoding", KindUnknownFunction: "unknown-function", KindCanceled: "canceled",
+}
+
+func (k ErrorKind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Retryable reports whether another attempt could succeed.
+func (k ErrorKind) Retryable() bool {
+	switch k {
+	case KindEncoding, KindUnknownFunction, KindCanceled:
+		return false
+	}
+	return true
+}
+
+// TaskError is a task that failed: the Go form of the reference's
+// TaskException. Remote errors keep their type, message and stack.
+type TaskError struct {
+	// TaskID is the task's index in the map's arguments (0 for a single
+	// function or command).
+	TaskID int
+	// Attempt is the 1-based attempt that failed.
+	Attempt int
+	Kind    ErrorKind
+	// Type, Message and Stack describe the remote error or panic.
+	Type, Message, Stack string
+	// ExitCode is the worker's or command's exit code (KindExit), Signal
+	// the signal that killed it (KindCrash).
+	ExitCode int
+	Signal   string
+	// PeakMemoryBytes is the peak memory seen for the attempt (0 if
+	// unknown), LimitBytes the limit that applied (0 if none).
+	PeakMemoryBytes, LimitBytes int64
+	// Worker and Machine say where it ran; LogFile holds its output.
+	Worker, Machine, LogFile string
+}
+
+func (e *TaskError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "meadowrun: task %d (attempt %d) failed: %s", e.TaskID, e.Attempt, e.Kind)
+	if e.Type != "" && e.Type != e.Kind.String() {
+		fmt.Fprintf(&b, " %s", e.Type)
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, ": %s", e.Message)
+	}
+	if e.LogFile != "" {
+		fmt.Fprintf(&b, " (log: %s)", e.LogFile)
+	}
+	return b.String()
+}
+
+// Is makes every TaskError match ErrTaskFailed, and a KindUnknownFunction
+// error match ErrUnknownFunction.
+func (e *TaskError) Is(target error) bool {
+	switch target {
+	case ErrTaskFailed:
+		return true
+	case ErrUnknownFunction:
+		return e.Kind == KindUnknownFunction
+	}
+	return false
+}
+
+// MapError is returned by RunMap when some tasks still failed after all
+// their attempts. The results of the other tasks are returned with it.
+type MapError struct {
+	// Failed lists each failed task's last attempt, by task id.
+	Failed []*TaskError
+	// Total is the number of tasks in the map.
+	Total int
+}
+
+func (e *MapError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "meadowrun: %d of %d tasks failed", len(e.Failed), e.Total)
+	for i, t := range e.Failed {
+		if i == 10 {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(e.Failed)-10)
+			break
+		}
+		fmt.Fprintf(&b, "\n  task %d, attempt %d: %s", t.TaskID, t.Attempt, t.Kind)
+		if t.Message != "" {
+			fmt.Fprintf(&b, ": %s", firstLine(t.Message))
+		}
+		if t.LogFile != "" {
+			fmt.Fprintf(&b, " (log: %s)", t.LogFile)
+		}
+	}
+	return b.String()
+}
+
+// Unwrap returns the task errors, for errors.Is and errors.As.
+func (e *MapError) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, t := range e.Failed {
+		errs[i] = t
+	}
+	return errs
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " ..."
+	}
+	return s
+}

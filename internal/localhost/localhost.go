@@ -1,0 +1,424 @@
+// Package localhost is the driver that runs workers as processes on this
+// machine: the user's own binary re-executed in worker mode, admitted
+// against the machine's capacity, each in its own process group and memory
+// group, with GPUs assigned per worker.
+package localhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/sysres"
+	"github.com/meadowrun-go/meadowrun/internal/worker"
+)
+
+// Options configure a local host. The zero value re-executes the running
+// binary and detects the machine.
+type Options struct {
+	// Executable is the worker binary; "" means this process's own.
+	Executable string
+	// Args are passed to the worker binary.
+	Args []string
+	// Env is added to the worker's environment (KEY=VALUE).
+	Env []string
+	// Limiter forces a memory enforcement mechanism: "cgroup2", "cgroup1"
+	// or "watchdog"; "" picks the best available.
+	Limiter string
+	// Capacity, when set, replaces the detected capacity (tests use it to
+	// model a smaller machine).
+	Capacity *sysres.Capacity
+	// NvidiaSMI is the path of nvidia-smi; "" looks it up in PATH.
+	NvidiaSMI string
+}
+
+// Host is the local driver.
+type Host struct {
+	opts    Options
+	exe     string
+	cap     sysres.Capacity
+	limiter sysres.Limiter
+
+	mu      sync.Mutex
+	closed  bool
+	cpu     float64
+	mem     int64
+	gpuUsed map[int]bool
+	workers map[*proc]bool
+}
+
+// New detects the machine and prepares memory enforcement.
+func New(ctx context.Context, opts Options) (*Host, error) {
+	exe := opts.Executable
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("local host: finding this program's executable: %w", err)
+		}
+	}
+	h := &Host{opts: opts, exe: exe, gpuUsed: map[int]bool{}, workers: map[*proc]bool{}}
+	if opts.Capacity != nil {
+		h.cap = *opts.Capacity
+	} else {
+		c, err := sysres.Detect(ctx, sysres.DetectOptions{NvidiaSMI: opts.NvidiaSMI})
+		if err != nil {
+			return nil, fmt.Errorf("local host: %w", err)
+		}
+		h.cap = c
+	}
+	lim, err := sysres.NewLimiter(sysres.LimiterOptions{Force: opts.Limiter})
+	if err != nil {
+		return nil, fmt.Errorf("local host: memory enforcement: %w", err)
+	}
+	h.limiter = lim
+	return h, nil
+}
+
+// Name implements driver.Host.
+func (h *Host) Name() string { return "localhost" }
+
+// Capacity returns what the machine offers.
+func (h *Host) Capacity() sysres.Capacity { return h.cap }
+
+// LimiterKind names the memory enforcement in use.
+func (h *Host) LimiterKind() string { return h.limiter.Kind() }
+
+// Capabilities implements driver.Host.
+func (h *Host) Capabilities() driver.Capabilities {
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true}
+}
+
+func (h *Host) describe() string {
+	s := fmt.Sprintf("this machine has %g logical CPUs, %s of memory", h.cap.LogicalCPU, driver.Bytes(h.cap.MemoryBytes))
+	if len(h.cap.GPUs) == 0 {
+		s += ", no GPUs"
+	} else {
+		s += fmt.Sprintf(", %d GPUs", len(h.cap.GPUs))
+		for _, g := range h.cap.GPUs {
+			s += fmt.Sprintf(" [%d: %s %s]", g.Index, g.Name, driver.Bytes(g.MemoryBytes))
+		}
+	}
+	if len(h.cap.Flags) > 0 {
+		s += ", flags " + strings.Join(h.cap.Flags, ",")
+	}
+	return s + fmt.Sprintf(", %s of free disk", driver.Bytes(h.cap.EphemeralStorageBytes))
+}
+
+// Fit implements driver.Host.
+func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
+	never := func(what string) (int, error) {
+		return 0, fmt.Errorf("local host: %s %w: %s", what, driver.ErrNeverFits, h.describe())
+	}
+	if r.LogicalCPU > h.cap.LogicalCPU {
+		return never(fmt.Sprintf("a request for %g logical CPUs", r.LogicalCPU))
+	}
+	if r.MemoryBytes > h.cap.MemoryBytes {
+		return never(fmt.Sprintf("a request for %s of memory", driver.Bytes(r.MemoryBytes)))
+	}
+	gpus := int(math.Ceil(r.GPUs))
+	if gpus > len(h.cap.GPUs) {
+		return never(fmt.Sprintf("a request for %g GPUs", r.GPUs))
+	}
+	if gpus > 0 && r.GPUMemoryBytes > 0 && len(h.eligibleGPUs(gpus, r.GPUMemoryBytes)) < gpus {
+		return never(fmt.Sprintf("a request for %s of GPU memory on %d GPUs", driver.Bytes(r.GPUMemoryBytes), gpus))
+	}
+	for _, f := range r.Flags {
+		if !slices.Contains(h.cap.Flags, f) {
+			return never(fmt.Sprintf("a request for the flag %q", f))
+		}
+	}
+	if r.EphemeralBytes > h.cap.EphemeralStorageBytes {
+		return never(fmt.Sprintf("a request for %s of ephemeral storage", driver.Bytes(r.EphemeralBytes)))
+	}
+	n := math.MaxInt32
+	limit := func(have, need float64) {
+		if need > 0 {
+			n = min(n, int(have/need+1e-9))
+		}
+	}
+	limit(h.cap.LogicalCPU, r.LogicalCPU)
+	limit(float64(h.cap.MemoryBytes), float64(r.MemoryBytes))
+	if gpus > 0 {
+		limit(float64(len(h.eligibleGPUs(1, r.GPUMemoryBytes/int64(gpus)))), float64(gpus))
+	}
+	return n, nil
+}
+
+// eligibleGPUs lists GPUs with at least perGPU bytes, total bytes spread
+// over n of them.
+func (h *Host) eligibleGPUs(n int, total int64) []int {
+	per := int64(0)
+	if n > 0 {
+		per = total / int64(n)
+	}
+	var ids []int
+	for _, g := range h.cap.GPUs {
+		if g.MemoryBytes >= per {
+			ids = append(ids, g.Index)
+		}
+	}
+	return ids
+}
+
+// reserve books r, or fails with ErrNoCapacity.
+func (h *Host) reserve(r driver.Resources) ([]int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errors.New("local host: closed")
+	}
+	if h.cpu+r.LogicalCPU > h.cap.LogicalCPU+1e-9 || h.mem+r.MemoryBytes > h.cap.MemoryBytes {
+		return nil, fmt.Errorf("local host: %w: %g of %g CPUs and %s of %s booked", driver.ErrNoCapacity,
+			h.cpu, h.cap.LogicalCPU, driver.Bytes(h.mem), driver.Bytes(h.cap.MemoryBytes))
+	}
+	var gpus []int
+	if n := int(math.Ceil(r.GPUs)); n > 0 {
+		for _, id := range h.eligibleGPUs(n, r.GPUMemoryBytes) {
+			if !h.gpuUsed[id] && len(gpus) < n {
+				gpus = append(gpus, id)
+			}
+		}
+		if len(gpus) < n {
+			return nil, fmt.Errorf("local host: %w: all eligible GPUs are assigned", driver.ErrNoCapacity)
+		}
+		for _, id := range gpus {
+			h.gpuUsed[id] = true
+		}
+	}
+	h.cpu += r.LogicalCPU
+	h.mem += r.MemoryBytes
+	return gpus, nil
+}
+
+func (h *Host) release(r driver.Resources, gpus []int, p *proc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cpu -= r.LogicalCPU
+	h.mem -= r.MemoryBytes
+	for _, id := range gpus {
+		delete(h.gpuUsed, id)
+	}
+	delete(h.workers, p)
+}
+
+// Start implements driver.Host: it starts the worker binary in worker
+// mode, in its own process group and memory group.
+func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
+	gpus, err := h.reserve(spec.Resources)
+	if err != nil {
+		return nil, err
+	}
+	p, err := h.start(spec, gpus)
+	if err != nil {
+		h.release(spec.Resources, gpus, nil)
+		return nil, err
+	}
+	return p, nil
+}
+
+func (h *Host) start(spec driver.WorkerSpec, gpus []int) (*proc, error) {
+	var files []*os.File
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	pipe := func() (*os.File, *os.File, error) {
+		r, w, err := os.Pipe()
+		if err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
+	}
+	taskR, taskW, err1 := pipe()
+	resR, resW, err2 := pipe()
+	logR, logW, err3 := pipe()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		closeAll()
+		return nil, fmt.Errorf("local host: pipes for worker %s: %w", spec.Name, err)
+	}
+	cmd := exec.Command(h.exe, h.opts.Args...)
+	cmd.Env = workerEnv(os.Environ(), h.opts.Env, spec, gpus)
+	cmd.Stdout, cmd.Stderr = logW, logW
+	cmd.ExtraFiles = []*os.File{taskR, resW, logR} // fds 3, 4, 5
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+
+	group, err := h.limiter.NewGroup(spec.Name, spec.Resources.MemoryBytes)
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("local host: memory group for worker %s: %w", spec.Name, err)
+	}
+	if err := cmd.Start(); err != nil {
+		group.Close()
+		closeAll()
+		return nil, fmt.Errorf("local host: starting worker %s (%s): %w", spec.Name, h.exe, err)
+	}
+	if err := group.Attach(cmd.Process.Pid); err != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		group.Close()
+		closeAll()
+		return nil, fmt.Errorf("local host: limiting the memory of worker %s: %w", spec.Name, err)
+	}
+	// The parent keeps the task writer, the result reader and its own copy
+	// of the log reader, to recover output a dying worker did not forward.
+	taskR.Close()
+	resW.Close()
+	logW.Close()
+	syscall.SetNonblock(int(logR.Fd()), true)
+	p := &proc{
+		h: h, spec: spec, gpus: gpus, cmd: cmd, group: group,
+		conn: &pipeConn{r: resR, w: taskW}, logR: logR,
+		done: make(chan struct{}),
+	}
+	h.mu.Lock()
+	h.workers[p] = true
+	h.mu.Unlock()
+	go p.wait()
+	return p, nil
+}
+
+func workerEnv(base, extra []string, spec driver.WorkerSpec, gpus []int) []string {
+	env := make([]string, 0, len(base)+len(extra)+len(spec.Env)+4)
+	for _, kv := range base {
+		if !strings.HasPrefix(kv, worker.EnvWorkerPrefix) && !strings.HasPrefix(kv, "CUDA_VISIBLE_DEVICES=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, extra...)
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	ids := make([]string, len(gpus))
+	for i, id := range gpus {
+		ids[i] = strconv.Itoa(id)
+	}
+	// An empty CUDA_VISIBLE_DEVICES hides every GPU from a worker that
+	// asked for none.
+	env = append(env, "CUDA_VISIBLE_DEVICES="+strings.Join(ids, ","))
+	return append(env, worker.EnvWorker+"=1", worker.EnvWorkerName+"="+spec.Name)
+}
+
+// Close implements driver.Host: it kills every worker still running.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	ps := make([]*proc, 0, len(h.workers))
+	for p := range h.workers {
+		ps = append(ps, p)
+	}
+	h.mu.Unlock()
+	for _, p := range ps {
+		p.Kill()
+		<-p.done
+	}
+	return h.limiter.Close()
+}
+
+// proc is one worker process.
+type proc struct {
+	h     *Host
+	spec  driver.WorkerSpec
+	gpus  []int
+	cmd   *exec.Cmd
+	group sysres.Group
+	conn  *pipeConn
+	logR  *os.File
+	done  chan struct{}
+	exit  driver.ExitStatus
+}
+
+func (p *proc) Name() string             { return p.spec.Name }
+func (p *proc) Machine() string          { return "localhost" }
+func (p *proc) Conn() io.ReadWriteCloser { return p.conn }
+func (p *proc) Done() <-chan struct{}    { return p.done }
+func (p *proc) Exit() driver.ExitStatus  { return p.exit }
+func (p *proc) Kill() error {
+	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+		return fmt.Errorf("local host: killing worker %s: %w", p.spec.Name, err)
+	}
+	return nil
+}
+
+// maxTail bounds the unforwarded output kept from a dead worker.
+const maxTail = 64 << 10
+
+func (p *proc) wait() {
+	err := p.cmd.Wait()
+	st := driver.ExitStatus{Code: -1, LimitBytes: p.spec.Resources.MemoryBytes}
+	var ee *exec.ExitError
+	if err == nil {
+		st.Code = 0
+	} else if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			st.Signal = ws.Signal().String()
+		} else {
+			st.Code = ee.ExitCode()
+		}
+	}
+	// Commands the worker started die with it.
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if peak, err := p.group.PeakBytes(); err == nil {
+		st.PeakMemoryBytes = peak
+	}
+	if oom, err := p.group.OOMKilled(); err == nil {
+		st.OOMKilled = oom
+	}
+	st.Output = drain(p.logR)
+	p.logR.Close()
+	p.group.Close()
+	// The connection stays open: the coordinator still reads the results
+	// the worker wrote before it died, then closes it.
+	p.exit = st
+	p.h.release(p.spec.Resources, p.gpus, p)
+	close(p.done)
+}
+
+// drain reads what is left in the log pipe, keeping the last maxTail bytes.
+func drain(f *os.File) []byte {
+	var out []byte
+	buf := make([]byte, 32<<10)
+	fd := int(f.Fd())
+	syscall.SetNonblock(fd, true)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if n > 0 {
+			out = append(out, buf[:n]...)
+			if len(out) > maxTail {
+				out = out[len(out)-maxTail:]
+			}
+			continue
+		}
+		if err == syscall.EINTR {
+			continue
+		}
+		return out
+	}
+}
+
+// pipeConn joins the two pipes of a worker into one stream.
+type pipeConn struct {
+	r    *os.File
+	w    *os.File
+	once sync.Once
+}
+
+func (c *pipeConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
+func (c *pipeConn) Write(b []byte) (int, error) { return c.w.Write(b) }
+func (c *pipeConn) Close() error {
+	c.once.Do(func() {
+		c.w.Close()
+		c.r.Close()
+	})
+	return nil
+}

@@ -1,0 +1,101 @@
+package worker
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/meadowrun-go/meadowrun/internal/wire"
+)
+
+// logPump forwards what the process writes to its stdout and stderr (a
+// pipe whose read end it holds) as Log frames, tagged with the running task.
+// Every read happens under mu, and switchTo drains the pipe under mu before
+// it changes the tag, so bytes written by a task before it returned are
+// always attributed to it and sent before its result.
+type logPump struct {
+	mu  sync.Mutex
+	rc  syscall.RawConn
+	w   *wire.Writer
+	key uint64
+	buf []byte
+	eof bool
+}
+
+func newLogPump(f *os.File, w *wire.Writer) (*logPump, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("worker: log pipe: %w", err)
+	}
+	return &logPump{rc: rc, w: w, buf: make([]byte, 32<<10)}, nil
+}
+
+// run forwards output as it arrives until the pipe reaches end of file.
+func (p *logPump) run() {
+	for {
+		err := p.rc.Read(func(fd uintptr) bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return p.drainLocked(int(fd))
+		})
+		p.mu.Lock()
+		eof := p.eof
+		p.mu.Unlock()
+		if err != nil || eof {
+			return
+		}
+	}
+}
+
+// drainLocked reads everything available and reports whether the pipe is
+// finished (end of file or an error other than EAGAIN).
+func (p *logPump) drainLocked(fd int) bool {
+	sent := false
+	defer func() {
+		if sent {
+			p.w.Flush()
+		}
+	}()
+	for {
+		n, err := syscall.Read(fd, p.buf)
+		if n > 0 {
+			p.w.WriteFrame(wire.TypeLog, wire.AppendLog(nil, wire.Log{Key: p.key, Data: p.buf[:n]}))
+			sent = true
+			continue
+		}
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		p.eof = true
+		return true
+	}
+}
+
+// switchTo forwards pending output under the current tag, then tags what
+// follows with key (0: the worker itself).
+func (p *logPump) switchTo(key uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.eof {
+		p.rc.Control(func(fd uintptr) { p.drainLocked(int(fd)) })
+	}
+	p.key = key
+}
+
+// logWriter sends what a command writes as Log frames of one task; used
+// when the process's own stdout is not captured.
+type logWriter struct {
+	w   *wire.Writer
+	key uint64
+}
+
+func (l logWriter) Write(b []byte) (int, error) {
+	if err := l.w.WriteFrame(wire.TypeLog, wire.AppendLog(nil, wire.Log{Key: l.key, Data: b})); err != nil {
+		return 0, err
+	}
+	return len(b), l.w.Flush()
+}

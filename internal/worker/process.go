@@ -1,0 +1,66 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/meadowrun-go/meadowrun/internal/buildid"
+	"github.com/meadowrun-go/meadowrun/internal/registry"
+)
+
+// Environment and file descriptors of a worker process. A host starts the
+// worker binary with EnvWorker set to the protocol version, tasks readable
+// on fd 3, results written to fd 4, and the read end of its own stdout and
+// stderr pipe on fd 5.
+const (
+	EnvWorker     = "MEADOWRUN_WORKER"
+	EnvWorkerName = "MEADOWRUN_WORKER_NAME"
+	FDTasks       = 3
+	FDResults     = 4
+	FDLog         = 5
+)
+
+// IsWorkerProcess reports whether this process was started as a worker.
+func IsWorkerProcess() bool { return os.Getenv(EnvWorker) != "" }
+
+// RunProcess serves reg over the worker file descriptors and returns the
+// process exit code. When the coordinator goes away (end of stream), the
+// worker kills the commands it started (its process group) and returns.
+func RunProcess(reg *registry.Registry) int {
+	digest, _ := buildid.Self()
+	opts := Options{
+		Name:          os.Getenv(EnvWorkerName),
+		Registry:      reg,
+		Digest:        digest,
+		MeasureMemory: true,
+		// The coordinator is gone: stop now, with everything started.
+		OnDisconnect: func() { signalGroup(); os.Exit(0) },
+	}
+	in := os.NewFile(FDTasks, "meadowrun-tasks")
+	out := os.NewFile(FDResults, "meadowrun-results")
+	if in == nil || out == nil {
+		fmt.Fprintln(os.Stderr, "meadowrun: worker started without its protocol file descriptors")
+		return 2
+	}
+	if err := syscall.SetNonblock(FDLog, true); err == nil {
+		opts.LogPipe = os.NewFile(FDLog, "meadowrun-log")
+	}
+	err := Serve(context.Background(), in, out, opts)
+	// Whatever the worker started dies with it.
+	signalGroup()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "meadowrun: worker %s: %v\n", opts.Name, err)
+		return 1
+	}
+	return 0
+}
+
+func signalGroup() {
+	if pgid, err := syscall.Getpgid(0); err == nil && pgid == os.Getpid() {
+		// The worker leads its process group: this kills the commands it
+		// started, and the worker itself.
+		syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+}

@@ -1,0 +1,192 @@
+package meadowrun
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrUnsupported is wrapped when a host cannot honour an option (sidecar
+// containers, ports, a deployment kind). Options are never silently
+// ignored.
+var ErrUnsupported = errors.New("meadowrun: not supported by this host")
+
+// Options configure RunFunction, RunCommand and their Start variants. The
+// zero value is valid: one logical CPU, the local code (mirror_local),
+// output streamed to stderr.
+type Options struct {
+	// Resources needed by the job. Nil means the zero Resources.
+	Resources *Resources
+	// Deployment says what code and environment the job runs with. The
+	// zero value mirrors the local program (the reference's mirror_local).
+	Deployment Deployment
+	// Sidecars are containers started next to the job, reachable as
+	// sidecar-container-0, sidecar-container-1, ...
+	Sidecars []Container
+	// Ports to open on the machine for the duration of the job, e.g.
+	// "8000" or "8080-8089".
+	Ports []string
+	// Output receives the job's stdout and stderr, live, each line
+	// prefixed with its task or worker. Nil means os.Stderr; use io.Discard
+	// to drop it (the job's log file still keeps everything).
+	Output io.Writer
+	// LogDir is where the job's log file goes. "" means the user's state
+	// directory ($XDG_STATE_HOME/meadowrun/logs, ~/.local/state/...).
+	LogDir string
+}
+
+// CommandOptions configure RunCommand.
+type CommandOptions struct {
+	Options
+	// ContextVariables are given to the command as JSON in the
+	// MEADOWRUN_CONTEXT_VARIABLES environment variable; a Go command reads
+	// them with ContextVariables.
+	ContextVariables map[string]any
+	// Env adds environment variables to the command.
+	Env map[string]string
+	// Dir is the command's working directory. "" means the worker's.
+	Dir string
+}
+
+// MapOptions configure RunMap and RunMapAsCompleted.
+type MapOptions struct {
+	Options
+	// Resources (in Options) apply to each task.
+
+	// Concurrency is the number of tasks that run at once, each in its own
+	// worker. 0 means len(args)/2+1 as in the reference (the number of
+	// workers that fit, for an iterator of unknown length); it is always
+	// capped by what fits on the host.
+	Concurrency int
+	// MaxAttempts is how many times a failing task is tried in all. 0 means
+	// 1: no retry.
+	MaxAttempts int
+	// RetryWithMoreMemory gives attempt n of a task n times the requested
+	// memory, when the previous attempt was killed for exceeding its memory
+	// or its peak reached 95% of the limit. It needs MemoryGB and
+	// MaxAttempts > 1.
+	RetryWithMoreMemory bool
+}
+
+// Deployment says what code and environment a job runs with. The zero
+// value is MirrorLocal: the caller's own binary.
+type Deployment struct {
+	kind        string // "" = mirror local
+	image       string
+	digest      string
+	repoURL     string
+	branch      string
+	commit      string
+	interpreter string
+	globs       []string
+	env         map[string]string
+}
+
+// MirrorLocal runs the caller's own program (its binary re-executed in
+// worker mode), with the files matching globs and the given environment
+// variables. On this machine the files are already there; remote hosts
+// copy them, content-addressed.
+func MirrorLocal(globs []string, env map[string]string) Deployment {
+	return Deployment{globs: slices.Clone(globs), env: maps.Clone(env)}
+}
+
+// ContainerImage runs in a container image "repository:tag".
+func ContainerImage(repository, tag string, env map[string]string) Deployment {
+	if tag == "" {
+		tag = "latest"
+	}
+	return Deployment{kind: "container", image: repository + ":" + tag, env: maps.Clone(env)}
+}
+
+// ContainerImageAtDigest runs in a container image "repository@digest".
+func ContainerImageAtDigest(repository, digest string, env map[string]string) Deployment {
+	return Deployment{kind: "container", image: repository, digest: digest, env: maps.Clone(env)}
+}
+
+// GitRepo runs code from a git repository at a branch or commit.
+func GitRepo(repoURL, branch, commit string, env map[string]string) Deployment {
+	return Deployment{kind: "git", repoURL: repoURL, branch: branch, commit: commit, env: maps.Clone(env)}
+}
+
+// PreinstalledInterpreter runs with an interpreter already installed on
+// the machine (for Python deployments).
+func PreinstalledInterpreter(path string, env map[string]string) Deployment {
+	return Deployment{kind: "interpreter", interpreter: path, env: maps.Clone(env)}
+}
+
+// Kind names the deployment: "mirror_local", "container", "git" or
+// "interpreter".
+func (d Deployment) Kind() string {
+	if d.kind == "" {
+		return "mirror_local"
+	}
+	return d.kind
+}
+
+// key identifies the deployment in warm-worker pool keys.
+func (d Deployment) key() string {
+	var b strings.Builder
+	b.WriteString(d.Kind())
+	for _, k := range slices.Sorted(maps.Keys(d.env)) {
+		fmt.Fprintf(&b, "|%s=%s", k, d.env[k])
+	}
+	fmt.Fprintf(&b, "|%s|%s|%s|%s|%s|%s|%v", d.image, d.digest, d.repoURL, d.branch, d.commit, d.interpreter, d.globs)
+	return b.String()
+}
+
+// Container is a container image used as a sidecar.
+type Container struct {
+	Repository string
+	Tag        string
+	Digest     string
+}
+
+// validatePorts checks port specifications: "N" or "N-M" with 1 ≤ N ≤ M ≤ 65535.
+func validatePorts(ports []string) error {
+	for _, p := range ports {
+		lo, hi, isRange := strings.Cut(p, "-")
+		a, err1 := strconv.Atoi(lo)
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+			return fmt.Errorf("meadowrun: invalid port %q: want a port number or a range like 8080-8089", p)
+		}
+	}
+	return nil
+}
+
+// validate checks everything that does not depend on the host.
+func (o *Options) validate() error {
+	if o.Resources != nil {
+		if err := o.Resources.Validate(); err != nil {
+			return err
+		}
+	}
+	if err := validatePorts(o.Ports); err != nil {
+		return err
+	}
+	for i, c := range o.Sidecars {
+		if c.Repository == "" {
+			return fmt.Errorf("meadowrun: sidecar %d has no image repository", i)
+		}
+	}
+	return nil
+}
+
+func (o *Options) resources() Resources {
+	if o.Resources == nil {
+		return Resources{}
+	}
+	return *o.Resources
+}
+
+// defaultIdle is how long a warm worker waits for work before it stops.
+const defaultIdle = 2 * time.Minute

@@ -1,0 +1,245 @@
+package meadowrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+)
+
+// pool keeps warm workers of one host, keyed by deployment and resources,
+// and admits new ones against the host's capacity. Workers are lent to one
+// job at a time and return warm, so that a second call in the same process
+// does not start a process.
+type pool struct {
+	drv     driver.Host
+	idleFor time.Duration
+	digest  string // code identity workers must have ("" = do not check)
+
+	mu      sync.Mutex
+	idle    map[string][]*workerConn
+	all     map[*workerConn]bool
+	changed chan struct{} // closed and replaced whenever capacity may have freed
+	seq     int
+	closed  bool
+	reaping bool
+}
+
+func newPool(drv driver.Host, digest string) *pool {
+	return &pool{drv: drv, idleFor: defaultIdle, digest: digest, idle: map[string][]*workerConn{},
+		all: map[*workerConn]bool{}, changed: make(chan struct{})}
+}
+
+// pools maps each driver to its pool. Drivers are long-lived: a host's
+// pool lives until the host is closed.
+var (
+	poolsMu sync.Mutex
+	pools   = map[driver.Host]*pool{}
+)
+
+func poolFor(drv driver.Host) *pool {
+	poolsMu.Lock()
+	defer poolsMu.Unlock()
+	p, ok := pools[drv]
+	if !ok {
+		digest := ""
+		if d, ok := drv.(interface{ ExpectedDigest() string }); ok {
+			digest = d.ExpectedDigest()
+		}
+		p = newPool(drv, digest)
+		pools[drv] = p
+	}
+	return p
+}
+
+func closePool(drv driver.Host) {
+	poolsMu.Lock()
+	p := pools[drv]
+	delete(pools, drv)
+	poolsMu.Unlock()
+	if p != nil {
+		p.close()
+	}
+}
+
+// broadcastLocked wakes everyone waiting for capacity.
+func (p *pool) broadcastLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// acquire lends a worker for spec to run, starting one when no idle worker
+// with the same key exists, and waiting while the host is full.
+func (p *pool) acquire(ctx context.Context, run *jobRun, key string, spec driver.WorkerSpec) (*workerConn, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, errors.New("meadowrun: host closed")
+		}
+		if list := p.idle[key]; len(list) > 0 {
+			c := list[len(list)-1]
+			p.idle[key] = list[:len(list)-1]
+			c.mu.Lock()
+			c.run = run
+			c.mu.Unlock()
+			p.mu.Unlock()
+			return c, nil
+		}
+		p.seq++
+		spec.Name = fmt.Sprintf("w%d", p.seq)
+		changed := p.changed
+		p.mu.Unlock()
+
+		w, err := p.drv.Start(ctx, spec)
+		if err == nil {
+			c, err := connect(ctx, p, w, key)
+			if err != nil {
+				return nil, err
+			}
+			p.mu.Lock()
+			p.all[c] = true
+			c.run = run
+			p.mu.Unlock()
+			return c, nil
+		}
+		if !errors.Is(err, driver.ErrNoCapacity) {
+			return nil, err
+		}
+		// The host is full. Idle workers of other kinds make way; otherwise
+		// wait for a worker to be released or to exit.
+		if victim := p.evictIdle(key); victim != nil {
+			victim.w.Kill()
+			select {
+			case <-victim.gone:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// evictIdle removes the longest-idle worker whose key differs from key.
+func (p *pool) evictIdle(key string) *workerConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var victim *workerConn
+	vk, vi := "", -1
+	for k, list := range p.idle {
+		for i, c := range list {
+			if victim == nil || c.idleAt.Before(victim.idleAt) {
+				victim, vk, vi = c, k, i
+			}
+		}
+	}
+	if victim == nil {
+		return nil
+	}
+	_ = key
+	p.idle[vk] = append(p.idle[vk][:vi], p.idle[vk][vi+1:]...)
+	return victim
+}
+
+// release returns a lent worker. A worker with tasks still in flight (its
+// job ended early) or a dead one is stopped instead of kept.
+func (p *pool) release(c *workerConn) {
+	c.mu.Lock()
+	c.run = nil
+	keep := !c.dead && len(c.inflight) == 0
+	c.idleAt = time.Now()
+	c.mu.Unlock()
+	if !keep {
+		c.w.Kill()
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.w.Kill()
+		return
+	}
+	p.idle[c.key] = append(p.idle[c.key], c)
+	p.broadcastLocked()
+	if !p.reaping {
+		p.reaping = true
+		go p.reap()
+	}
+}
+
+// dropped forgets a worker whose stream has ended.
+func (p *pool) dropped(c *workerConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.all, c)
+	list := p.idle[c.key]
+	for i, x := range list {
+		if x == c {
+			p.idle[c.key] = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	p.broadcastLocked()
+}
+
+// reap stops workers idle for longer than idleFor, freeing their capacity.
+func (p *pool) reap() {
+	t := time.NewTicker(p.idleFor / 4)
+	defer t.Stop()
+	for range t.C {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		var stale []*workerConn
+		n := 0
+		for k, list := range p.idle {
+			keep := list[:0]
+			for _, c := range list {
+				if time.Since(c.idleAt) > p.idleFor {
+					stale = append(stale, c)
+				} else {
+					keep = append(keep, c)
+				}
+			}
+			p.idle[k] = keep
+			n += len(keep)
+		}
+		if n == 0 {
+			p.reaping = false
+		}
+		p.mu.Unlock()
+		for _, c := range stale {
+			c.w.Conn().Close() // end of stream: the worker exits
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// close stops every worker of the pool and waits for them.
+func (p *pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	cs := make([]*workerConn, 0, len(p.all))
+	for c := range p.all {
+		cs = append(cs, c)
+	}
+	p.mu.Unlock()
+	for _, c := range cs {
+		c.w.Kill()
+	}
+	for _, c := range cs {
+		<-c.gone
+	}
+}

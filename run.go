@@ -1,0 +1,262 @@
+package meadowrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/wire"
+)
+
+// prepared is a validated call, bound to its host.
+type prepared struct {
+	drv  driver.Host
+	pool *pool
+	fits int
+}
+
+// prepare validates everything that can be checked before any work starts:
+// options, resources against what the host can ever offer, and features
+// the host must support.
+func prepare(ctx context.Context, host Host, o *Options) (*prepared, error) {
+	if err := checkNotRecursive(); err != nil {
+		return nil, err
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if host == nil {
+		host = Local{}
+	}
+	drv, err := host.Driver(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: opening the host: %w", err)
+	}
+	caps := drv.Capabilities()
+	switch {
+	case len(o.Sidecars) > 0 && !caps.Sidecars:
+		return nil, fmt.Errorf("%w: %s cannot start sidecar containers (%d requested)", ErrUnsupported, drv.Name(), len(o.Sidecars))
+	case len(o.Ports) > 0 && !caps.Ports:
+		return nil, fmt.Errorf("%w: %s cannot open ports (%v requested)", ErrUnsupported, drv.Name(), o.Ports)
+	case o.Deployment.Kind() != "mirror_local":
+		return nil, fmt.Errorf("%w: %s cannot run a %s deployment yet", ErrUnsupported, drv.Name(), o.Deployment.Kind())
+	}
+	res := o.resources()
+	fits, err := drv.Fit(ctx, res.driverResources(1))
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: %w", err)
+	}
+	if fits < 1 {
+		return nil, fmt.Errorf("meadowrun: %s: a worker with %s %w", drv.Name(), res.driverResources(1), ErrNeverFits)
+	}
+	return &prepared{drv: drv, pool: poolFor(drv), fits: fits}, nil
+}
+
+func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
+	id := newJobID()
+	dir := o.LogDir
+	if dir == "" {
+		dir = defaultLogDir()
+	}
+	var out io.Writer = os.Stderr
+	if o.Output != nil {
+		out = o.Output
+	}
+	return jobSpec{id: id, fn: fn, command: command, res: o.resources(), deploy: o.Deployment,
+		concurrency: 1, maxAttempts: 1, pool: p.pool, drv: p.drv, logs: newLogSink(dir, id, out)}
+}
+
+// Job is a function or command job started with StartFunction or
+// StartCommand: the handle of fire-and-forget work in this process.
+type Job[T any] struct {
+	run  *jobRun
+	once sync.Once
+	done chan struct{}
+	val  T
+	err  error
+	take func(outcome) (T, error)
+}
+
+func newJob[T any](run *jobRun, take func(outcome) (T, error)) *Job[T] {
+	j := &Job[T]{run: run, done: make(chan struct{}), take: take}
+	go func() {
+		o, ok := <-run.out
+		for range run.out {
+		}
+		if !ok {
+			j.err = run.stopError()
+		} else {
+			j.val, j.err = take(o)
+		}
+		close(j.done)
+	}()
+	return j
+}
+
+// ID identifies the job.
+func (j *Job[T]) ID() string { return j.run.spec.id }
+
+// LogFile is where the job's output is kept.
+func (j *Job[T]) LogFile() string { return j.run.spec.logs.path }
+
+// Cancel stops the job: its worker is killed.
+func (j *Job[T]) Cancel() {
+	j.run.stop(fmt.Errorf("meadowrun: job %s cancelled: %w", j.ID(), context.Canceled))
+}
+
+// Done is closed when the job has finished.
+func (j *Job[T]) Done() <-chan struct{} { return j.done }
+
+// Wait waits for the job and returns its result. If ctx ends first, Wait
+// returns ctx's error and the job goes on.
+func (j *Job[T]) Wait(ctx context.Context) (T, error) {
+	select {
+	case <-j.done:
+		return j.val, j.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+// StartFunction starts call on host and returns at once with a handle (the
+// reference's wait_for_result=False). The job is not tied to ctx, which
+// only bounds the start; use Job.Cancel to stop it.
+func StartFunction[R any](ctx context.Context, call Call[R], host Host, opts *Options) (*Job[R], error) {
+	return startFunction(ctx, context.WithoutCancel(ctx), call, host, opts)
+}
+
+// RunFunction runs call on host and returns its result. Cancelling ctx
+// kills the worker and returns ctx's error. A failure in the function is a
+// *TaskError carrying the remote error's type, message and stack.
+func RunFunction[R any](ctx context.Context, call Call[R], host Host, opts *Options) (R, error) {
+	j, err := startFunction(ctx, ctx, call, host, opts)
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	<-j.done
+	return j.val, j.err
+}
+
+func startFunction[R any](ctx, runCtx context.Context, call Call[R], host Host, opts *Options) (*Job[R], error) {
+	if call.fn == "" {
+		return nil, errors.New("meadowrun: RunFunction: the call has no function (use Func.With)")
+	}
+	if call.err != nil {
+		return nil, fmt.Errorf("meadowrun: %s: %w", call.fn, call.err)
+	}
+	if opts == nil {
+		opts = &Options{}
+	}
+	p, err := prepare(ctx, host, opts)
+	if err != nil {
+		return nil, err
+	}
+	payload, encErr := call.encode()
+	if encErr != nil {
+		return nil, fmt.Errorf("meadowrun: %s: encoding the argument: %w", call.fn, encErr)
+	}
+	spec := p.spec(opts, call.desc, false)
+	run := startJob(runCtx, spec, single(payload), nil)
+	return newJob(run, func(o outcome) (R, error) {
+		var zero R
+		if o.err != nil {
+			return zero, o.err
+		}
+		v, err := call.dec(o.ok)
+		if err != nil {
+			return zero, &TaskError{Attempt: o.attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
+				Message: fmt.Sprintf("decoding the result of %s: %v", call.fn, err), Worker: o.worker, Machine: o.machine, LogFile: spec.logs.path}
+		}
+		return v, nil
+	}), nil
+}
+
+func single(payload []byte) func() ([]byte, error, bool) {
+	done := false
+	return func() ([]byte, error, bool) {
+		if done {
+			return nil, nil, false
+		}
+		done = true
+		return payload, nil, true
+	}
+}
+
+// RunCommand runs a command (argv, no shell) on host and waits for it. Its
+// output is streamed to Options.Output and kept in the job's log file. A
+// command that exits non-zero returns its JobCompletion together with a
+// *TaskError of KindExit; one that does not exist exits 127.
+func RunCommand(ctx context.Context, args []string, host Host, opts *CommandOptions) (*JobCompletion, error) {
+	j, err := startCommand(ctx, ctx, args, host, opts)
+	if err != nil {
+		return nil, err
+	}
+	<-j.done
+	return j.val, j.err
+}
+
+// StartCommand starts a command and returns at once with a handle (the
+// reference's wait_for_result=False); see StartFunction.
+func StartCommand(ctx context.Context, args []string, host Host, opts *CommandOptions) (*Job[*JobCompletion], error) {
+	return startCommand(ctx, context.WithoutCancel(ctx), args, host, opts)
+}
+
+func startCommand(ctx, runCtx context.Context, args []string, host Host, opts *CommandOptions) (*Job[*JobCompletion], error) {
+	if len(args) == 0 || args[0] == "" {
+		return nil, errors.New("meadowrun: RunCommand: empty command")
+	}
+	if opts == nil {
+		opts = &CommandOptions{}
+	}
+	cmd := wire.Command{Args: args, Env: opts.Env, Dir: opts.Dir}
+	if len(opts.ContextVariables) > 0 {
+		b, err := json.Marshal(opts.ContextVariables)
+		if err != nil {
+			return nil, fmt.Errorf("meadowrun: RunCommand: context variables cannot be encoded as JSON: %w", err)
+		}
+		cmd.ContextVariables = b
+	}
+	p, err := prepare(ctx, host, &opts.Options)
+	if err != nil {
+		return nil, err
+	}
+	payload, _ := json.Marshal(cmd)
+	spec := p.spec(&opts.Options, wire.Function{}, true)
+	run := startJob(runCtx, spec, single(payload), nil)
+	return newJob(run, func(o outcome) (*JobCompletion, error) {
+		jc := &JobCompletion{JobID: spec.id, LogFile: spec.logs.path, Machine: o.machine, Worker: o.worker,
+			Duration: durationOf(o.nanos), PeakMemoryBytes: o.peak}
+		if o.err != nil {
+			var te *TaskError
+			if errors.As(o.err, &te) {
+				jc.ReturnCode = te.ExitCode
+			}
+			return jc, o.err
+		}
+		var cr wire.CommandResult
+		if err := json.Unmarshal(o.ok, &cr); err != nil {
+			return jc, fmt.Errorf("meadowrun: decoding the command's completion: %w", err)
+		}
+		jc.ReturnCode, jc.Result = cr.ExitCode, cr.Result
+		if cr.ExitCode != 0 {
+			te := &TaskError{Attempt: o.attempt, Kind: KindExit, ExitCode: cr.ExitCode, Signal: cr.Signal,
+				Type: "exit", Message: fmt.Sprintf("%s exited with code %d", args[0], cr.ExitCode),
+				Worker: o.worker, Machine: o.machine, LogFile: spec.logs.path}
+			if cr.NotFound {
+				te.Type, te.Message = "command-not-found", fmt.Sprintf("command not found: %s", args[0])
+			}
+			if cr.Signal != "" {
+				te.Kind, te.Message = KindCrash, fmt.Sprintf("%s was killed by %s", args[0], cr.Signal)
+			}
+			return jc, te
+		}
+		return jc, nil
+	}), nil
+}

@@ -1,0 +1,246 @@
+package meadowrun
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"slices"
+	"sync"
+)
+
+// MapJob is a map started with StartMap: the handle of fire-and-forget
+// work in this process.
+type MapJob[R any] struct {
+	run     *jobRun
+	dec     func(outcome) TaskResult[R]
+	results chan TaskResult[R]
+	total   int // -1: unknown (iterator)
+	mu      sync.Mutex
+	taken   bool
+}
+
+// ID identifies the job.
+func (m *MapJob[R]) ID() string { return m.run.spec.id }
+
+// LogFile is where the job's output is kept.
+func (m *MapJob[R]) LogFile() string { return m.run.spec.logs.path }
+
+// Cancel stops the map: workers running its tasks are killed.
+func (m *MapJob[R]) Cancel() {
+	m.run.stop(fmt.Errorf("meadowrun: job %s cancelled: %w", m.ID(), context.Canceled))
+}
+
+// AsCompleted yields each task's final result as it completes. It can be
+// ranged over once. Breaking out of the loop cancels the rest of the map.
+// If the map stops before every argument became a task (cancellation, or
+// an error that affects every task), a last TaskResult with TaskID -1
+// carries the reason.
+func (m *MapJob[R]) AsCompleted() iter.Seq[TaskResult[R]] {
+	return func(yield func(TaskResult[R]) bool) {
+		m.mu.Lock()
+		taken := m.taken
+		m.taken = true
+		m.mu.Unlock()
+		if taken {
+			yield(TaskResult[R]{TaskID: -1, Err: errors.New("meadowrun: the results of a map can be iterated only once")})
+			return
+		}
+		for o := range m.run.out {
+			if !yield(m.dec(o)) {
+				m.Cancel()
+				go func() {
+					for range m.run.out {
+					}
+				}()
+				return
+			}
+		}
+		if m.run.stoppedEarly.Load() {
+			yield(TaskResult[R]{TaskID: -1, Err: m.run.stopError()})
+		}
+	}
+}
+
+// Wait collects every result in argument order. See RunMap.
+func (m *MapJob[R]) Wait(ctx context.Context) ([]R, error) {
+	type res struct {
+		v   []R
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		v, err := m.collect()
+		done <- res{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (m *MapJob[R]) collect() ([]R, error) {
+	var out []R
+	if m.total >= 0 {
+		out = make([]R, m.total)
+	}
+	var failed []*TaskError
+	var jobErr error
+	n := 0
+	for r := range m.AsCompleted() {
+		if r.TaskID < 0 {
+			jobErr = r.Err
+			continue
+		}
+		n++
+		for r.TaskID >= len(out) {
+			var zero R
+			out = append(out, zero)
+		}
+		if r.Err == nil {
+			out[r.TaskID] = r.Value
+			continue
+		}
+		var te *TaskError
+		if !errors.As(r.Err, &te) {
+			// Every task shares a job-level error: report it once.
+			jobErr = r.Err
+			continue
+		}
+		failed = append(failed, te)
+	}
+	slices.SortFunc(failed, func(a, b *TaskError) int { return cmp.Compare(a.TaskID, b.TaskID) })
+	total := max(m.total, n)
+	var errs []error
+	if jobErr != nil {
+		errs = append(errs, jobErr)
+	}
+	if len(failed) > 0 {
+		errs = append(errs, &MapError{Failed: failed, Total: total})
+	}
+	return out, errors.Join(errs...)
+}
+
+// StartMap starts a map of f over args and returns at once with a handle
+// (the reference's wait_for_result=False). The job is not tied to ctx,
+// which only bounds the start; use MapJob.Cancel to stop it.
+func StartMap[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, opts *MapOptions) (*MapJob[R], error) {
+	return startMap(ctx, context.WithoutCancel(ctx), f, slices.Values(args), len(args), host, opts)
+}
+
+// RunMap runs f on every argument, in parallel, and returns the results in
+// argument order. When tasks still fail after all their attempts, the
+// results of the others are returned together with a *MapError listing
+// every failed task (index, attempt, error, log file). Cancelling ctx kills
+// the map's workers and returns the results received so far with an error
+// wrapping ctx's.
+func RunMap[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, opts *MapOptions) ([]R, error) {
+	if len(args) == 0 {
+		if opts == nil {
+			opts = &MapOptions{}
+		}
+		if err := opts.validate(); err != nil {
+			return nil, err
+		}
+		return []R{}, nil
+	}
+	m, err := startMap(ctx, ctx, f, slices.Values(args), len(args), host, opts)
+	if err != nil {
+		return nil, err
+	}
+	out, err := m.collect()
+	if ctx.Err() != nil {
+		err = errors.Join(fmt.Errorf("meadowrun: map cancelled: %w", ctx.Err()), err)
+	}
+	return out, err
+}
+
+// RunMapAsCompleted runs f on every argument and yields each task's final
+// result as it completes, with its task id and attempt. Breaking out of the
+// loop cancels the rest of the map.
+func RunMapAsCompleted[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, opts *MapOptions) iter.Seq[TaskResult[R]] {
+	return RunMapSeq(ctx, f, slices.Values(args), host, opts)
+}
+
+// RunMapSeq is RunMapAsCompleted over an iterator of arguments: arguments
+// are read as workers need them, so a map of millions of tasks runs in
+// bounded memory.
+func RunMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], host Host, opts *MapOptions) iter.Seq[TaskResult[R]] {
+	return func(yield func(TaskResult[R]) bool) {
+		m, err := startMap(ctx, ctx, f, args, -1, host, opts)
+		if err != nil {
+			yield(TaskResult[R]{TaskID: -1, Err: err})
+			return
+		}
+		for r := range m.AsCompleted() {
+			if !yield(r) {
+				return
+			}
+		}
+	}
+}
+
+func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq[A], n int, host Host, opts *MapOptions) (*MapJob[R], error) {
+	if f.name == "" {
+		return nil, errors.New("meadowrun: RunMap: the function has no name (use Register or Named)")
+	}
+	if f.err != nil {
+		return nil, fmt.Errorf("meadowrun: %s: %w", f.name, f.err)
+	}
+	if opts == nil {
+		opts = &MapOptions{}
+	}
+	switch {
+	case opts.Concurrency < 0:
+		return nil, fmt.Errorf("meadowrun: MapOptions.Concurrency is %d; it must be 0 (default) or more", opts.Concurrency)
+	case opts.MaxAttempts < 0:
+		return nil, fmt.Errorf("meadowrun: MapOptions.MaxAttempts is %d; it must be 0 (default) or more", opts.MaxAttempts)
+	}
+	p, err := prepare(ctx, host, &opts.Options)
+	if err != nil {
+		return nil, err
+	}
+	spec := p.spec(&opts.Options, f.desc, false)
+	spec.maxAttempts = max(1, opts.MaxAttempts)
+	spec.retryMem = opts.RetryWithMoreMemory
+	switch {
+	case opts.Concurrency > 0:
+		spec.concurrency = opts.Concurrency
+	case n >= 0:
+		spec.concurrency = n/2 + 1
+	default:
+		spec.concurrency = p.fits
+	}
+	spec.concurrency = max(1, min(spec.concurrency, p.fits))
+	if n >= 0 {
+		spec.concurrency = min(spec.concurrency, max(n, 1))
+	}
+	next, stop := iter.Pull(args)
+	pull := func() ([]byte, error, bool) {
+		a, ok := next()
+		if !ok {
+			return nil, nil, false
+		}
+		b, err := f.argCodec.enc(a)
+		return b, err, true
+	}
+	run := startJob(runCtx, spec, pull, stop)
+	dec := func(o outcome) TaskResult[R] {
+		r := TaskResult[R]{TaskID: o.index, Attempt: o.attempt, Err: o.err, Worker: o.worker, Machine: o.machine,
+			LogFile: spec.logs.path, Duration: durationOf(o.nanos), PeakMemoryBytes: o.peak}
+		if o.err == nil {
+			v, err := f.resCodec.dec(o.ok)
+			if err != nil {
+				r.Err = &TaskError{TaskID: o.index, Attempt: o.attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
+					Message: fmt.Sprintf("decoding the result of %s: %v", f.name, err), Worker: o.worker, Machine: o.machine, LogFile: spec.logs.path}
+			} else {
+				r.Value = v
+			}
+		}
+		return r
+	}
+	return &MapJob[R]{run: run, dec: dec, total: n}, nil
+}
