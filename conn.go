@@ -37,7 +37,7 @@ type workerConn struct {
 	pool  *pool
 
 	mu       sync.Mutex
-	defined  map[string]uint64
+	defined  map[wire.Function]uint64
 	nextFunc uint64
 	nextKey  uint64
 	inflight map[uint64]inflight
@@ -52,7 +52,7 @@ type workerConn struct {
 func connect(ctx context.Context, p *pool, w driver.Worker, key string) (*workerConn, error) {
 	c := &workerConn{
 		w: w, key: key, pool: p, wr: wire.NewWriter(w.Conn()),
-		defined: map[string]uint64{}, inflight: map[uint64]inflight{}, gone: make(chan struct{}),
+		defined: map[wire.Function]uint64{}, inflight: map[uint64]inflight{}, gone: make(chan struct{}),
 	}
 	rd := wire.NewReader(w.Conn())
 	type first struct {
@@ -119,7 +119,7 @@ func (e *startError) Is(target error) bool { return target == ErrWorkerStart }
 func (c *workerConn) define(fn wire.Function, expectDigest string) (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if id, ok := c.defined[fn.Name]; ok {
+	if id, ok := c.defined[fn]; ok {
 		return id, nil
 	}
 	if expectDigest != "" && c.hello.BinaryDigest != expectDigest {
@@ -145,7 +145,7 @@ func (c *workerConn) define(fn wire.Function, expectDigest string) (uint64, erro
 	if err := c.wr.WriteFrame(wire.TypeDefine, wire.AppendDefine(nil, wire.Define{ID: id, Name: fn.Name})); err != nil {
 		return 0, err
 	}
-	c.defined[fn.Name] = id
+	c.defined[fn] = id
 	return id, nil
 }
 
@@ -246,10 +246,12 @@ func (c *workerConn) read(rd *wire.Reader) {
 			run.spec.logs.write(0, c.w.Name(), st.Output, true)
 		}
 	}
-	// The task at the head was running when the worker died; the others
-	// had not started and go back to their queue without losing an attempt.
-	for i, f := range lost {
-		f.run.workerDied(c, f.task, st, i == 0)
+	// With one task in flight, it is the one that was running when the
+	// worker died. With several, the worker may have finished some whose
+	// results were still on their way: none is blamed, and each runs again
+	// alone, without losing an attempt, so that a culprit is found exactly.
+	for _, f := range lost {
+		f.run.workerDied(c, f.task, st, len(lost) == 1)
 	}
 	c.pool.dropped(c)
 }

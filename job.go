@@ -20,6 +20,7 @@ type task struct {
 	lane    int    // memory multiplier: attempt n of a memory retry runs in lane n
 	key     uint64 // key on conn while in flight
 	conn    *workerConn
+	isolate bool // run alone on its worker: it was in flight when a worker died
 }
 
 // outcome is a task's final result, before typed decoding.
@@ -206,6 +207,7 @@ func (r *jobRun) runner(lane int) {
 		// Tasks may have been queued after this runner decided to stop.
 		r.ensureRunnersLocked(lane)
 		r.cond.Broadcast()
+		r.maybeCloseLocked()
 		r.mu.Unlock()
 	}()
 	spec := driver.WorkerSpec{Resources: r.spec.res.driverResources(lane), Env: r.spec.deploy.env}
@@ -257,8 +259,32 @@ func (r *jobRun) runner(lane int) {
 		}
 		q := r.queues[lane]
 		n := min(len(q), limit-c.inFlight())
-		if share := (len(q) + r.runners[lane] - 1) / max(1, r.runners[lane]); n > share {
-			n = max(1, share)
+		// Leave work for the other workers of the lane.
+		slots := r.runners[lane]
+		if lane == 1 {
+			slots = max(slots, r.spec.concurrency)
+		}
+		held := 0
+		for oc := range r.conns {
+			held += oc.inFlight()
+		}
+		if share := (len(q)+held+slots-1)/max(1, slots) - c.inFlight(); n > share {
+			n = max(0, share)
+		}
+		// A task under suspicion runs alone.
+		for i := 0; i < n; i++ {
+			if q[i].isolate {
+				if i == 0 && c.inFlight() == 0 {
+					n = 1
+				} else {
+					n = i
+				}
+				break
+			}
+		}
+		if !c.isDead() && n <= 0 && len(q) > 0 {
+			// An isolated task waits for the worker to finish what it holds.
+			r.cond.Wait()
 		}
 		if c.isDead() || n <= 0 {
 			r.mu.Unlock()
@@ -339,6 +365,7 @@ func (r *jobRun) workerDied(c *workerConn, t *task, st driver.ExitStatus, runnin
 		return
 	}
 	if !running {
+		t.isolate = true
 		r.queues[t.lane] = append([]*task{t}, r.queues[t.lane]...)
 		r.ensureRunnersLocked(t.lane)
 		r.cond.Broadcast()
@@ -406,8 +433,15 @@ func (r *jobRun) finish(t *task, o outcome) {
 	r.mu.Unlock()
 }
 
+// maybeCloseLocked ends the stream of outcomes once every task is final
+// and every worker of the job has been returned to the pool, so that the
+// next call finds them warm.
 func (r *jobRun) maybeCloseLocked() {
-	if r.feederDone && r.outstanding == 0 && !r.closed {
+	busy := 0
+	for _, n := range r.runners {
+		busy += n
+	}
+	if r.feederDone && r.outstanding == 0 && busy == 0 && !r.closed {
 		r.closed = true
 		close(r.out)
 		r.cancel()

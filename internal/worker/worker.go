@@ -198,18 +198,62 @@ const (
 	maxBatchBytes = 1 << 20
 )
 
-// execute runs queued tasks in order and sends their results, batching the
-// results of tasks that complete back to back.
-func (s *server) execute(ctx context.Context) error {
-	var batch []wire.Result
-	batchBytes := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return s.w.Flush()
-		}
-		parts := make([][]byte, 0, 2*len(batch)+1)
-		hdr := wire.AppendCount(make([]byte, 0, 16*len(batch)+8), len(batch))
-		for _, r := range batch {
+// batcher collects results and sends them in one frame: at once when
+// the worker has nothing else queued, when the batch is full, or at the
+// latest flushDelay after a result was added while the worker went on to a
+// task that may run long.
+type batcher struct {
+	w     *wire.Writer
+	mu    sync.Mutex
+	batch []wire.Result
+	bytes int
+	timer *time.Timer
+	err   error
+}
+
+// flushDelay bounds how long a result may wait behind the next task.
+const flushDelay = time.Millisecond
+
+func (b *batcher) add(r wire.Result) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.batch = append(b.batch, r)
+	b.bytes += len(r.Payload)
+	if len(b.batch) >= maxBatch || b.bytes >= maxBatchBytes {
+		return b.flushLocked()
+	}
+	return b.err
+}
+
+// armLocked makes sure pending results are sent soon, even if the task
+// about to start runs for a long time.
+func (b *batcher) arm() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.batch) == 0 {
+		return
+	}
+	if b.timer == nil {
+		b.timer = time.AfterFunc(flushDelay, func() { b.flush() })
+	} else {
+		b.timer.Reset(flushDelay)
+	}
+}
+
+func (b *batcher) flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.flushLocked()
+}
+
+func (b *batcher) flushLocked() error {
+	if b.err != nil {
+		return b.err
+	}
+	if len(b.batch) > 0 {
+		parts := make([][]byte, 0, 2*len(b.batch)+1)
+		hdr := wire.AppendCount(make([]byte, 0, 16*len(b.batch)+8), len(b.batch))
+		for _, r := range b.batch {
 			hdr = wire.AppendResultHeader(hdr, r, len(r.Payload))
 			if len(r.Payload) >= 64<<10 {
 				parts = append(parts, hdr, r.Payload)
@@ -221,19 +265,37 @@ func (s *server) execute(ctx context.Context) error {
 		if len(hdr) > 0 {
 			parts = append(parts, hdr)
 		}
-		batch, batchBytes = batch[:0], 0
-		if err := s.w.WriteFrame(wire.TypeResults, parts...); err != nil {
-			return err
+		clear(b.batch)
+		b.batch, b.bytes = b.batch[:0], 0
+		if err := b.w.WriteFrame(wire.TypeResults, parts...); err != nil {
+			b.err = fmt.Errorf("worker: sending results: %w", err)
+			return b.err
 		}
-		return s.w.Flush()
 	}
+	if err := b.w.Flush(); err != nil {
+		b.err = fmt.Errorf("worker: sending results: %w", err)
+	}
+	return b.err
+}
+
+// execute runs queued tasks in order and sends their results, batching the
+// results of tasks that complete back to back.
+func (s *server) execute(ctx context.Context) error {
+	out := &batcher{w: s.w}
+	defer func() {
+		out.mu.Lock()
+		if out.timer != nil {
+			out.timer.Stop()
+		}
+		out.mu.Unlock()
+	}()
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			closed := s.closed
 			s.mu.Unlock()
-			if err := flush(); err != nil {
-				return fmt.Errorf("worker: sending results: %w", err)
+			if err := out.flush(); err != nil {
+				return err
 			}
 			if closed {
 				return io.EOF
@@ -258,6 +320,7 @@ func (s *server) execute(ctx context.Context) error {
 		s.running, s.cancelFn = t.Key, cancel
 		s.mu.Unlock()
 
+		out.arm()
 		if s.pump != nil {
 			s.pump.switchTo(t.Key)
 		}
@@ -294,12 +357,8 @@ func (s *server) execute(ctx context.Context) error {
 		s.mu.Unlock()
 		cancel()
 
-		batch = append(batch, res)
-		batchBytes += len(res.Payload)
-		if len(batch) >= maxBatch || batchBytes >= maxBatchBytes {
-			if err := flush(); err != nil {
-				return fmt.Errorf("worker: sending results: %w", err)
-			}
+		if err := out.add(res); err != nil {
+			return err
 		}
 	}
 }

@@ -1,0 +1,124 @@
+package hosttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun"
+)
+
+// The functions the suite runs. They are registered by importing this
+// package, in the caller and, since workers re-execute the test binary, in
+// every worker too.
+var (
+	square = meadowrun.Register("hosttest.Square", func(ctx context.Context, x int) (int, error) {
+		return x * x, nil
+	})
+	fail = meadowrun.Register("hosttest.Fail", func(ctx context.Context, msg string) (int, error) {
+		return 0, &customError{msg}
+	})
+	panics = meadowrun.Register("hosttest.Panic", func(ctx context.Context, x int) (int, error) {
+		var m map[string]int
+		m["boom"] = x // nil map write: a runtime panic
+		return 0, nil
+	})
+	failIf = meadowrun.Register("hosttest.FailIf", func(ctx context.Context, x int) (int, error) {
+		if x%7 == 3 {
+			return 0, fmt.Errorf("task with argument %d always fails", x)
+		}
+		return x + 1, nil
+	})
+	flakyOnce = meadowrun.Register("hosttest.FlakyOnce", func(ctx context.Context, a marked) (int, error) {
+		if firstTime(a) {
+			return 0, errors.New("first attempt fails on purpose")
+		}
+		return a.ID * 10, nil
+	})
+	sleep = meadowrun.Register("hosttest.Sleep", func(ctx context.Context, ms int) (int, error) {
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			return ms, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	})
+	printer = meadowrun.Register("hosttest.Print", func(ctx context.Context, x int) (int, error) {
+		fmt.Printf("stdout line of %d\n", x)
+		fmt.Fprintf(os.Stderr, "stderr line of %d\n", x)
+		return x, nil
+	})
+	exits = meadowrun.Register("hosttest.Exit", func(ctx context.Context, code int) (int, error) {
+		fmt.Println("about to exit")
+		os.Exit(code)
+		return 0, nil
+	})
+	killSelfOnce = meadowrun.Register("hosttest.KillSelfOnce", func(ctx context.Context, a marked) (int, error) {
+		if firstTime(a) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			time.Sleep(time.Minute)
+		}
+		return a.ID, nil
+	})
+	alloc = meadowrun.Register("hosttest.Alloc", func(ctx context.Context, mb int) (int, error) {
+		// Anonymous memory outside the Go heap: exactly mb MiB, whatever
+		// the garbage collector or the race detector would add.
+		b, err := syscall.Mmap(-1, 0, mb<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+		if err != nil {
+			return 0, err
+		}
+		defer syscall.Munmap(b)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		time.Sleep(50 * time.Millisecond) // let the watchdog, where used, see it
+		return len(b) >> 20, nil
+	})
+	badResult = meadowrun.Register("hosttest.BadResult", func(ctx context.Context, x int) (unencodable, error) {
+		return unencodable{Fail: x == 1}, nil
+	})
+	echoArg = meadowrun.Register("hosttest.Echo", func(ctx context.Context, u unencodable) (int, error) {
+		return 1, nil
+	})
+	echoBytes = meadowrun.Register("hosttest.EchoBytes", func(ctx context.Context, b []byte) ([]byte, error) {
+		return b, nil
+	})
+	workerPID = meadowrun.Register("hosttest.PID", func(ctx context.Context, _ int) (int, error) {
+		return os.Getpid(), nil
+	})
+)
+
+type customError struct{ msg string }
+
+func (e *customError) Error() string { return e.msg }
+
+// marked is an argument whose first attempt is told apart from later ones
+// by a marker file, since attempts may run in different processes.
+type marked struct {
+	Dir string
+	ID  int
+}
+
+func firstTime(a marked) bool {
+	f, err := os.OpenFile(filepath.Join(a.Dir, "marker-"+strconv.Itoa(a.ID)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// unencodable fails to encode when Fail is set.
+type unencodable struct{ Fail bool }
+
+func (u unencodable) MarshalJSON() ([]byte, error) {
+	if u.Fail {
+		return nil, errors.New("this value refuses to be encoded")
+	}
+	return []byte(`{"Fail":false}`), nil
+}
