@@ -99,6 +99,7 @@ func createCgroupParent(v2 bool, procRoot, cgRoot string) (string, error) {
 		}
 	}
 
+	sweepStale(own, v2)
 	dir := filepath.Join(own, parentGroupName())
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return "", err
@@ -475,5 +476,39 @@ func removeCgroupDir(dir string) error {
 		default:
 			return &fs.PathError{Op: "rmdir", Path: dir, Err: err}
 		}
+	}
+}
+
+// sweepStale removes the groups left by meadowrun processes that died
+// without closing their limiter (SIGKILL, a crash), killing any worker of
+// theirs still inside. A group belongs to a dead process when the pid in
+// its name "meadowrun-<pid>-<random>" no longer exists.
+func sweepStale(own string, v2 bool) {
+	entries, err := os.ReadDir(own)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		var pid int
+		var suffix string
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "meadowrun-") {
+			continue
+		}
+		if n, _ := fmt.Sscanf(e.Name(), "meadowrun-%d-%s", &pid, &suffix); n != 2 || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			continue
+		}
+		parent := filepath.Join(own, e.Name())
+		children, _ := os.ReadDir(parent)
+		for _, c := range children {
+			if c.IsDir() {
+				child := filepath.Join(parent, c.Name())
+				destroyCgroup(child, v2)
+				removeCgroupDir(child)
+			}
+		}
+		removeCgroupDir(parent)
 	}
 }
