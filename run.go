@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/wire"
@@ -75,7 +74,6 @@ func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 // StartCommand: the handle of fire-and-forget work in this process.
 type Job[T any] struct {
 	run  *jobRun
-	once sync.Once
 	done chan struct{}
 	val  T
 	err  error

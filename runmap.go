@@ -13,12 +13,11 @@ import (
 // MapJob is a map started with StartMap: the handle of fire-and-forget
 // work in this process.
 type MapJob[R any] struct {
-	run     *jobRun
-	dec     func(outcome) TaskResult[R]
-	results chan TaskResult[R]
-	total   int // -1: unknown (iterator)
-	mu      sync.Mutex
-	taken   bool
+	run   *jobRun
+	dec   func(outcome) TaskResult[R]
+	total int // -1: unknown (iterator)
+	mu    sync.Mutex
+	taken bool
 }
 
 // ID identifies the job.

@@ -25,7 +25,8 @@ var (
 	})
 	panics = meadowrun.Register("hosttest.Panic", func(ctx context.Context, x int) (int, error) {
 		var m map[string]int
-		m["boom"] = x // nil map write: a runtime panic
+		//lint:ignore SA5000 a deliberate runtime panic
+		m["boom"] = x
 		return 0, nil
 	})
 	failIf = meadowrun.Register("hosttest.FailIf", func(ctx context.Context, x int) (int, error) {
