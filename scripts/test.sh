@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project: formatting, vet, staticcheck,
+# the whole test suite under the race detector, the conformance suite
+# without it (full-size maps), and a short fuzzing run of the protocol
+# decoder. Installs the pinned tools it needs. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STATICCHECK_VERSION=v0.8.2
+export PATH="$(go env GOPATH)/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "tools"
+go version
+if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+  go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
+fi
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+staticcheck ./...
+
+step "fuzz the protocol decoder (15 s)"
+go test -run '^$' -fuzz '^FuzzReader$' -fuzztime 15s ./internal/wire
+
+step "conformance without the race detector (a map of one million tasks)"
+go test -count=1 -run 'TestConformance' .
+
+step "all tests, race detector on"
+go test -race -count=1 -timeout 20m ./...
