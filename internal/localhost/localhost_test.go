@@ -1,0 +1,105 @@
+package localhost
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/sysres"
+)
+
+// A modelled machine with two GPUs of different sizes: admission and GPU
+// assignment are pure bookkeeping, tested without a GPU.
+func fakeHost() *Host {
+	return &Host{
+		cap: sysres.Capacity{LogicalCPU: 4, MemoryBytes: 8 << 30, EphemeralStorageBytes: 100 << 30,
+			Flags: []string{"avx2", "nvidia"},
+			GPUs:  []sysres.GPU{{Index: 0, Name: "small", MemoryBytes: 8 << 30}, {Index: 1, Name: "big", MemoryBytes: 80 << 30}}},
+		gpuUsed: map[int]bool{}, workers: map[*proc]bool{},
+	}
+}
+
+func TestFit(t *testing.T) {
+	h := fakeHost()
+	cases := []struct {
+		name  string
+		r     driver.Resources
+		want  int
+		never string
+	}{
+		{"CPU bounds how many fit", driver.Resources{LogicalCPU: 1}, 4, ""},
+		{"memory bounds how many fit", driver.Resources{LogicalCPU: 0.5, MemoryBytes: 3 << 30}, 2, ""},
+		{"one GPU each fits twice", driver.Resources{LogicalCPU: 1, GPUs: 1}, 2, ""},
+		{"a large GPU memory request fits only the big GPU", driver.Resources{LogicalCPU: 1, GPUs: 1, GPUMemoryBytes: 40 << 30}, 1, ""},
+		{"three GPUs never fit", driver.Resources{LogicalCPU: 1, GPUs: 3}, 0, "3 GPUs"},
+		{"more memory than the machine never fits", driver.Resources{LogicalCPU: 1, MemoryBytes: 9 << 30}, 0, "memory"},
+		{"a missing flag never fits", driver.Resources{LogicalCPU: 1, Flags: []string{"avx512"}}, 0, "avx512"},
+		{"too much GPU memory never fits", driver.Resources{LogicalCPU: 1, GPUs: 1, GPUMemoryBytes: 100 << 30}, 0, "GPU memory"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n, err := h.Fit(context.Background(), c.r)
+			if c.never != "" {
+				if !errors.Is(err, driver.ErrNeverFits) || !strings.Contains(err.Error(), c.never) || !strings.Contains(err.Error(), "this machine has 4 logical CPUs") {
+					t.Fatalf("Fit = %d, %v; want ErrNeverFits mentioning %q and the machine", n, err, c.never)
+				}
+				return
+			}
+			if err != nil || n != c.want {
+				t.Fatalf("Fit = %d, %v; want %d", n, err, c.want)
+			}
+		})
+	}
+}
+
+func TestGPUsAreAssignedToOneWorkerEach(t *testing.T) {
+	h := fakeHost()
+	r := driver.Resources{LogicalCPU: 1, GPUs: 1}
+	a, err := h.reserve(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.reserve(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != 1 || len(b) != 1 || a[0] == b[0] {
+		t.Fatalf("assigned %v and %v; want one distinct GPU each", a, b)
+	}
+	if _, err := h.reserve(r); !errors.Is(err, driver.ErrNoCapacity) {
+		t.Fatalf("third reservation: %v, want ErrNoCapacity", err)
+	}
+	h.release(r, a, nil)
+	c, err := h.reserve(r)
+	if err != nil || !slices.Equal(c, a) {
+		t.Fatalf("after a release got %v, %v; want the freed GPU %v", c, err, a)
+	}
+	env := workerEnv([]string{"CUDA_VISIBLE_DEVICES=0,1", "MEADOWRUN_WORKER=stale", "HOME=/root"}, nil, driver.WorkerSpec{Name: "w1"}, []int{1})
+	if !slices.Contains(env, "CUDA_VISIBLE_DEVICES=1") || slices.Contains(env, "CUDA_VISIBLE_DEVICES=0,1") || slices.Contains(env, "MEADOWRUN_WORKER=stale") {
+		t.Fatalf("worker environment %v: want only GPU 1 visible and no inherited worker variables", env)
+	}
+	env = workerEnv(nil, nil, driver.WorkerSpec{Name: "w2"}, nil)
+	if !slices.Contains(env, "CUDA_VISIBLE_DEVICES=") {
+		t.Fatalf("a worker without GPUs must see none: %v", env)
+	}
+}
+
+func TestMemoryAndCPUAdmission(t *testing.T) {
+	h := fakeHost()
+	big := driver.Resources{LogicalCPU: 1, MemoryBytes: 6 << 30}
+	if _, err := h.reserve(big); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.reserve(big); !errors.Is(err, driver.ErrNoCapacity) || !strings.Contains(err.Error(), "booked") {
+		t.Fatalf("a second 6 GiB worker on 8 GiB: %v, want ErrNoCapacity", err)
+	}
+	if _, err := h.reserve(driver.Resources{LogicalCPU: 3, MemoryBytes: 1 << 30}); err != nil {
+		t.Fatalf("what still fits was refused: %v", err)
+	}
+	if _, err := h.reserve(driver.Resources{LogicalCPU: 0.5}); !errors.Is(err, driver.ErrNoCapacity) {
+		t.Fatalf("a fifth CPU on four: %v, want ErrNoCapacity", err)
+	}
+}
