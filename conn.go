@@ -115,10 +115,9 @@ type startError struct{ err error }
 func (e *startError) Error() string        { return e.err.Error() }
 func (e *startError) Is(target error) bool { return target == ErrWorkerStart }
 
-// define binds fn on the connection, checking the worker's registry first.
-func (c *workerConn) define(fn wire.Function, expectDigest string) (uint64, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// defineLocked binds fn on the connection, checking the worker's registry
+// first.
+func (c *workerConn) defineLocked(fn wire.Function, expectDigest string) (uint64, error) {
 	if id, ok := c.defined[fn]; ok {
 		return id, nil
 	}
@@ -142,19 +141,29 @@ func (c *workerConn) define(fn wire.Function, expectDigest string) (uint64, erro
 	}
 	c.nextFunc++
 	id := c.nextFunc
-	if err := c.wr.WriteFrame(wire.TypeDefine, wire.AppendDefine(nil, wire.Define{ID: id, Name: fn.Name})); err != nil {
-		return 0, err
-	}
+	c.wr.WriteFrame(wire.TypeDefine, wire.AppendDefine(nil, wire.Define{ID: id, Name: fn.Name}))
 	c.defined[fn] = id
 	return id, nil
 }
 
-// send writes a batch of tasks of run to the worker.
-func (c *workerConn) send(run *jobRun, fid uint64, ts []*task) error {
+// send writes a batch of tasks of run to the worker, first defining the
+// job's function on the connection (and checking the worker's registry)
+// when it is new there. Errors wrapping errNotSent mean no task reached the
+// worker; any other error means the stream broke, and the worker's reader
+// reports the tasks in flight.
+func (c *workerConn) send(run *jobRun, fn wire.Function, command bool, digest string, ts []*task) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.dead {
-		c.mu.Unlock()
 		return errWorkerGone
+	}
+	fid := uint64(wire.FuncCommand)
+	if !command {
+		id, err := c.defineLocked(fn, digest)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errNotSent, err)
+		}
+		fid = id
 	}
 	hdr := wire.AppendCount(make([]byte, 0, 8+12*len(ts)), len(ts))
 	parts := make([][]byte, 0, 2)
@@ -163,7 +172,6 @@ func (c *workerConn) send(run *jobRun, fid uint64, ts []*task) error {
 		key := c.nextKey
 		c.inflight[key] = inflight{run: run, task: t}
 		c.order = append(c.order, key)
-		t.key, t.conn = key, c
 		hdr = wire.AppendTaskHeader(hdr, wire.Task{Key: key, Func: fid}, len(t.payload))
 		if len(t.payload) >= 64<<10 {
 			parts = append(parts, hdr, t.payload)
@@ -172,17 +180,21 @@ func (c *workerConn) send(run *jobRun, fid uint64, ts []*task) error {
 			hdr = append(hdr, t.payload...)
 		}
 	}
-	c.mu.Unlock()
 	if len(hdr) > 0 {
 		parts = append(parts, hdr)
 	}
+	// Frames are written under c.mu so that the wire order is the order
+	// of c.order.
 	if err := c.wr.WriteFrame(wire.TypeTasks, parts...); err != nil {
 		return err
 	}
 	return c.wr.Flush()
 }
 
-var errWorkerGone = errors.New("meadowrun: worker gone")
+// errNotSent marks send errors after which no task reached the worker.
+var errNotSent = errors.New("meadowrun: tasks not sent")
+
+var errWorkerGone = fmt.Errorf("%w: worker gone", errNotSent)
 
 // read dispatches the worker's frames until its stream ends, then reports
 // the worker's death to the jobs whose tasks were in flight.
@@ -246,35 +258,43 @@ func (c *workerConn) read(rd *wire.Reader) {
 			run.spec.logs.write(0, c.w.Name(), st.Output, true)
 		}
 	}
-	// With one task in flight, it is the one that was running when the
-	// worker died. With several, the worker may have finished some whose
-	// results were still on their way: none is blamed, and each runs again
-	// alone, without losing an attempt, so that a culprit is found exactly.
-	for _, f := range lost {
-		f.run.workerDied(c, f.task, st, len(lost) == 1)
+	if run == nil && len(lost) > 0 {
+		run = lost[0].run
+	}
+	if run != nil {
+		ts := make([]*task, len(lost))
+		for i, f := range lost {
+			ts[i] = f.task
+		}
+		run.workerDied(c, ts, st)
 	}
 	c.pool.dropped(c)
 }
 
 func (c *workerConn) deliver(rs []wire.Result) {
+	var run *jobRun
+	done := make([]settled, 0, len(rs))
+	c.mu.Lock()
 	for _, r := range rs {
-		c.mu.Lock()
 		f, ok := c.inflight[r.Key]
-		if ok {
-			delete(c.inflight, r.Key)
-			// Results arrive in the order tasks were sent.
-			for len(c.order) > 0 {
-				k := c.order[0]
-				c.order = c.order[1:]
-				if k == r.Key {
-					break
-				}
+		if !ok {
+			continue
+		}
+		delete(c.inflight, r.Key)
+		// Results arrive in the order tasks were sent.
+		for len(c.order) > 0 {
+			k := c.order[0]
+			c.order = c.order[1:]
+			if k == r.Key {
+				break
 			}
 		}
-		c.mu.Unlock()
-		if ok {
-			f.run.completed(c, f.task, r)
-		}
+		run = f.run // a worker serves one job at a time
+		done = append(done, settled{t: f.task, res: r})
+	}
+	c.mu.Unlock()
+	if run != nil {
+		run.completed(c, done)
 	}
 }
 

@@ -2,8 +2,10 @@ package meadowrun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,9 +20,7 @@ type task struct {
 	payload []byte // encoded argument, kept until the task is final
 	attempt int    // 1-based
 	lane    int    // memory multiplier: attempt n of a memory retry runs in lane n
-	key     uint64 // key on conn while in flight
-	conn    *workerConn
-	isolate bool // run alone on its worker: it was in flight when a worker died
+	isolate bool   // run alone on its worker: it was in flight when a worker died
 }
 
 // outcome is a task's final result, before typed decoding.
@@ -48,142 +48,173 @@ type jobSpec struct {
 	pool        *pool
 	drv         driver.Host
 	logs        *logSink
+	tasksHint   int // number of tasks when known, for buffer sizes; 0 if not
 }
 
 // jobRun is the coordinator of one job: the task table, dispatch to
 // workers, retries, and the stream of final outcomes. The same code runs
 // every host.
+//
+// Dispatch is event-driven: whatever changes the state (tasks queued, a
+// result, a worker acquired or lost) calls pumpLocked, which decides under
+// the lock which tasks go to which worker and which workers to borrow or
+// return, and the caller carries those actions out after unlocking. There
+// is no goroutine per worker, so a call on a warm worker costs two pipe
+// writes and one channel receive.
 type jobRun struct {
-	spec   jobSpec
-	ctx    context.Context
-	cancel context.CancelFunc
-	out    chan outcome
+	spec       jobSpec
+	ctx        context.Context
+	cancel     context.CancelFunc
+	stopWatch  func() bool
+	out        chan outcome
+	feederWait *sync.Cond
 
 	mu           sync.Mutex
-	cond         *sync.Cond
-	queues       map[int][]*task
-	runners      map[int]int
-	conns        map[*workerConn]bool
-	fid          map[*workerConn]uint64
+	lanes        map[int]*lane
+	held         map[*workerConn]int // tasks of this job sent or being sent to each worker
 	feederDone   bool
 	outstanding  int // fed and not final
-	total        int // fed so far
 	stopErr      error
 	avgNanos     float64
 	closed       bool
 	stoppedEarly atomic.Bool
 }
 
+// lane holds the tasks that run with one memory multiplier, and the workers
+// borrowed for them.
+type lane struct {
+	mult     int
+	queue    []*task
+	conns    []*workerConn
+	starting int // acquisitions in progress
+	spec     driver.WorkerSpec
+	key      string
+}
+
+// action is work pumpLocked decided on, done after unlocking.
+type action struct {
+	c       *workerConn
+	batch   []*task
+	release bool
+}
+
 // maxWindow bounds how many tasks a job holds in memory at once, so that an
 // iterator of a million arguments is never materialised.
 const maxWindow = 1 << 16
 
+// feedBatch is how many arguments are encoded between two dispatches.
+const feedBatch = 256
+
 // startJob starts the coordinator of a job whose arguments come from next
 // (payload, encoding error, ok); release, if not nil, is called once no
-// more arguments will be read.
+// more arguments will be read. The first arguments are queued and sent
+// before startJob returns; the rest are read by a goroutine.
 func startJob(ctx context.Context, spec jobSpec, next func() ([]byte, error, bool), release func()) *jobRun {
 	ctx, cancel := context.WithCancel(ctx)
 	r := &jobRun{
 		spec: spec, ctx: ctx, cancel: cancel,
-		out:     make(chan outcome, 1024),
-		queues:  map[int][]*task{},
-		runners: map[int]int{},
-		conns:   map[*workerConn]bool{},
-		fid:     map[*workerConn]uint64{},
+		out:   make(chan outcome, min(1024, max(1, spec.tasksHint))),
+		lanes: map[int]*lane{},
+		held:  map[*workerConn]int{},
 	}
-	r.cond = sync.NewCond(&r.mu)
-	go func() {
-		r.feed(next)
-		if release != nil {
-			release()
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		r.stop(ctx.Err())
-	}()
+	r.feederWait = sync.NewCond(&r.mu)
+	r.stopWatch = context.AfterFunc(ctx, func() { r.stop(ctx.Err()) })
+	f := &feeder{r: r, next: next, release: release}
+	if f.step() {
+		go func() {
+			for f.step() {
+			}
+		}()
+	}
 	return r
 }
 
-// feed pulls arguments and queues them as tasks, at most maxWindow
-// outstanding at a time.
-func (r *jobRun) feed(next func() ([]byte, error, bool)) {
+// feeder reads arguments into tasks.
+type feeder struct {
+	r       *jobRun
+	next    func() ([]byte, error, bool)
+	release func()
+	index   int
+}
+
+// step queues up to feedBatch arguments and reports whether more may come.
+func (f *feeder) step() bool {
+	r := f.r
 	window := max(maxWindow, r.spec.concurrency*256)
-	index := 0
-	for {
-		r.mu.Lock()
-		for r.outstanding >= window && r.stopErr == nil {
-			r.cond.Wait()
-		}
-		stopped := r.stopErr != nil
-		r.mu.Unlock()
-		if stopped {
-			break
-		}
-		payload, encErr, ok := next()
-		if !ok {
-			break
-		}
-		t := &task{index: index, payload: payload, attempt: 1, lane: 1}
-		index++
-		r.mu.Lock()
-		r.outstanding++
-		r.total++
-		if encErr != nil {
-			r.mu.Unlock()
-			r.finish(t, outcome{err: &TaskError{TaskID: t.index, Attempt: 1, Kind: KindEncoding, Type: fmt.Sprintf("%T", encErr),
-				Message: fmt.Sprintf("encoding the argument: %v", encErr), LogFile: r.spec.logs.path}})
-			continue
-		}
-		r.queues[1] = append(r.queues[1], t)
-		r.ensureRunnersLocked(1)
-		r.cond.Broadcast()
-		r.mu.Unlock()
-	}
 	r.mu.Lock()
-	r.feederDone = true
+	for r.outstanding >= window && r.stopErr == nil {
+		r.feederWait.Wait()
+	}
 	stopped := r.stopErr != nil
 	r.mu.Unlock()
+	var batch []*task
+	var bad []*task
+	more := !stopped
+	for more && len(batch)+len(bad) < feedBatch {
+		payload, encErr, ok := f.next()
+		if !ok {
+			more = false
+			break
+		}
+		t := &task{index: f.index, payload: payload, attempt: 1, lane: 1}
+		f.index++
+		if encErr != nil {
+			t.payload = []byte(encErr.Error())
+			bad = append(bad, t)
+			continue
+		}
+		batch = append(batch, t)
+	}
 	if stopped {
-		if _, _, more := next(); more {
+		if _, _, ok := f.next(); ok {
 			r.stoppedEarly.Store(true)
 		}
 	}
 	r.mu.Lock()
-	r.cond.Broadcast()
+	r.outstanding += len(batch) + len(bad)
+	l := r.laneLocked(1)
+	l.queue = append(l.queue, batch...)
+	if !more {
+		r.feederDone = true
+	}
+	acts := r.pumpLocked()
 	r.maybeCloseLocked()
 	r.mu.Unlock()
+	if !more && f.release != nil {
+		f.release()
+	}
+	for _, t := range bad {
+		msg := string(t.payload)
+		r.finish(t, outcome{err: &TaskError{TaskID: t.index, Attempt: 1, Kind: KindEncoding, Type: "encoding",
+			Message: "encoding the argument: " + msg, LogFile: r.spec.logs.path}})
+	}
+	r.do(acts)
+	return more
 }
 
-// ensureRunnersLocked starts workers for lane while it has queued tasks:
-// up to the job's concurrency in the first lane, one in each memory-retry
-// lane.
-func (r *jobRun) ensureRunnersLocked(lane int) {
-	want := 1
-	if lane == 1 {
-		want = r.spec.concurrency
+// laneLocked returns the lane of memory multiplier mult, creating it.
+func (r *jobRun) laneLocked(mult int) *lane {
+	l := r.lanes[mult]
+	if l == nil {
+		spec := driver.WorkerSpec{Resources: r.spec.res.driverResources(mult), Env: r.spec.deploy.env}
+		l = &lane{mult: mult, spec: spec, key: r.spec.deploy.key() + "|" + spec.Resources.String()}
+		r.lanes[mult] = l
 	}
-	for r.runners[lane] < want && r.runners[lane] < len(r.queues[lane]) && r.stopErr == nil {
-		r.runners[lane]++
-		go r.runner(lane)
-	}
+	return l
 }
 
-// laneIdleLocked reports whether a runner of lane with connection c has
-// nothing left to do.
-func (r *jobRun) laneIdleLocked(lane int, c *workerConn) bool {
-	if len(r.queues[lane]) > 0 {
-		return false
+// want is how many workers a lane may use: the job's concurrency in the
+// first lane, one in each memory-retry lane.
+func (r *jobRun) want(l *lane) int {
+	if l.mult == 1 {
+		return r.spec.concurrency
 	}
-	if lane == 1 && !r.feederDone {
-		return false
-	}
-	return c == nil || c.isDead() || c.inFlight() == 0
+	return 1
 }
 
-// batchLimit is how many tasks a worker may hold at once: enough to hide
-// the round trip for short tasks, few enough that long tasks spread over
-// all workers.
+// batchLimitLocked is how many tasks a worker may hold at once: enough to
+// hide the round trip for short tasks, few enough that long tasks spread
+// over all workers.
 func (r *jobRun) batchLimitLocked() int {
 	if r.avgNanos > float64(time.Millisecond) || r.spec.command {
 		return 2
@@ -191,90 +222,70 @@ func (r *jobRun) batchLimitLocked() int {
 	return 256
 }
 
-// runner drives one worker slot of a lane: it borrows a worker, keeps it
-// fed, replaces it when it dies, and returns it warm when the lane is done.
-func (r *jobRun) runner(lane int) {
-	var c *workerConn
-	defer func() {
-		if c != nil {
-			r.mu.Lock()
-			delete(r.conns, c)
-			r.mu.Unlock()
-			r.spec.pool.release(c)
-		}
-		r.mu.Lock()
-		r.runners[lane]--
-		// Tasks may have been queued after this runner decided to stop.
-		r.ensureRunnersLocked(lane)
-		r.cond.Broadcast()
-		r.maybeCloseLocked()
-		r.mu.Unlock()
-	}()
-	spec := driver.WorkerSpec{Resources: r.spec.res.driverResources(lane), Env: r.spec.deploy.env}
-	key := r.spec.deploy.key() + "|" + spec.Resources.String()
-	for {
-		r.mu.Lock()
-		for r.stopErr == nil && len(r.queues[lane]) == 0 && !r.laneIdleLocked(lane, c) && (c == nil || !c.isDead()) {
-			r.cond.Wait()
-		}
-		if r.stopErr != nil || r.laneIdleLocked(lane, c) {
-			r.mu.Unlock()
-			return
-		}
-		r.mu.Unlock()
-
-		if c == nil || c.isDead() {
-			if c != nil {
-				r.mu.Lock()
-				delete(r.conns, c)
-				r.mu.Unlock()
-				c = nil
+// pumpLocked decides what to send where, which workers to borrow and which
+// to give back. The returned actions must be done after unlocking.
+func (r *jobRun) pumpLocked() []action {
+	if r.stopErr != nil || r.closed {
+		return nil
+	}
+	var acts []action
+	for _, l := range r.lanes {
+		acts = r.dispatchLocked(l, acts)
+		// Borrow more workers while tasks wait.
+		for len(l.queue) > 0 && len(l.conns)+l.starting < r.want(l) {
+			if c := r.spec.pool.tryIdle(r, l.key); c != nil {
+				l.conns = append(l.conns, c)
+				r.held[c] = 0
+				acts = r.dispatchLocked(l, acts)
+				continue
 			}
-			nc, fid, err := r.borrow(key, spec)
-			if err != nil {
-				if r.ctx.Err() == nil {
-					r.fail(err)
+			l.starting++
+			go r.acquire(l)
+		}
+		// Give back workers the lane no longer needs, warm.
+		if len(l.queue) == 0 && (l.mult > 1 || r.feederDone) {
+			keep := l.conns[:0]
+			for _, c := range l.conns {
+				if r.held[c] == 0 {
+					delete(r.held, c)
+					acts = append(acts, action{c: c, release: true})
+				} else {
+					keep = append(keep, c)
 				}
-				return
 			}
-			c = nc
-			r.mu.Lock()
-			r.conns[c] = true
-			r.fid[c] = fid
-			stopped := r.stopErr != nil
-			r.mu.Unlock()
-			if stopped {
-				return
-			}
+			l.conns = keep
 		}
+	}
+	return acts
+}
 
-		r.mu.Lock()
-		limit := r.batchLimitLocked()
-		for r.stopErr == nil && !c.isDead() && len(r.queues[lane]) > 0 && c.inFlight() >= limit {
-			r.cond.Wait()
+// dispatchLocked gives queued tasks of l to its workers.
+func (r *jobRun) dispatchLocked(l *lane, acts []action) []action {
+	limit := r.batchLimitLocked()
+	slots := max(len(l.conns)+l.starting, r.want(l))
+	for _, c := range l.conns {
+		q := l.queue
+		if len(q) == 0 {
+			break
 		}
-		if r.stopErr != nil {
-			r.mu.Unlock()
-			return
+		held := r.held[c]
+		if limit > 2 && held > limit/2 {
+			// Top a worker up in large batches, not one task per result.
+			continue
 		}
-		q := r.queues[lane]
-		n := min(len(q), limit-c.inFlight())
+		n := min(len(q), limit-held)
 		// Leave work for the other workers of the lane.
-		slots := r.runners[lane]
-		if lane == 1 {
-			slots = max(slots, r.spec.concurrency)
+		total := len(q)
+		for _, oc := range l.conns {
+			total += r.held[oc]
 		}
-		held := 0
-		for oc := range r.conns {
-			held += oc.inFlight()
-		}
-		if share := (len(q)+held+slots-1)/max(1, slots) - c.inFlight(); n > share {
-			n = max(0, share)
+		if share := (total+slots-1)/slots - held; n > share {
+			n = share
 		}
 		// A task under suspicion runs alone.
 		for i := 0; i < n; i++ {
 			if q[i].isolate {
-				if i == 0 && c.inFlight() == 0 {
+				if i == 0 && held == 0 {
 					n = 1
 				} else {
 					n = i
@@ -282,98 +293,164 @@ func (r *jobRun) runner(lane int) {
 				break
 			}
 		}
-		if !c.isDead() && n <= 0 && len(q) > 0 {
-			// An isolated task waits for the worker to finish what it holds.
-			r.cond.Wait()
-		}
-		if c.isDead() || n <= 0 {
-			r.mu.Unlock()
+		if n <= 0 {
 			continue
 		}
 		batch := make([]*task, n)
 		copy(batch, q[:n])
-		r.queues[lane] = q[n:]
-		fid := r.fid[c]
-		r.mu.Unlock()
-		// A failed send means the worker died: its reader reports the
-		// tasks in flight, which go back to the queue.
-		c.send(r, fid, batch)
+		l.queue = q[n:]
+		r.held[c] = held + n
+		acts = append(acts, action{c: c, batch: batch})
 	}
+	return acts
 }
 
-// borrow gets a worker from the pool and defines the job's function on it.
-func (r *jobRun) borrow(key string, spec driver.WorkerSpec) (*workerConn, uint64, error) {
-	c, err := r.spec.pool.acquire(r.ctx, r, key, spec)
-	if err != nil {
-		return nil, 0, err
-	}
-	if r.spec.command {
-		return c, wire.FuncCommand, nil
-	}
-	fid, err := c.define(r.spec.fn, r.spec.pool.digest)
-	if err != nil {
-		r.spec.pool.release(c)
-		return nil, 0, err
-	}
-	return c, fid, nil
-}
-
-// completed handles a result received for t.
-func (r *jobRun) completed(c *workerConn, t *task, res wire.Result) {
+// acquire borrows a worker for l, starting one if needed, in its own
+// goroutine since that may wait for capacity.
+func (r *jobRun) acquire(l *lane) {
+	c, err := r.spec.pool.acquire(r.ctx, r, l.key, l.spec)
 	r.mu.Lock()
-	const alpha = 0.1
-	if r.avgNanos == 0 {
-		r.avgNanos = float64(res.Nanos)
-	} else {
-		r.avgNanos = (1-alpha)*r.avgNanos + alpha*float64(res.Nanos)
-	}
-	r.cond.Broadcast()
-	r.mu.Unlock()
-	o := outcome{worker: c.w.Name(), machine: c.w.Machine(), nanos: res.Nanos, peak: int64(res.PeakMemory)}
-	if res.Status == wire.StatusOK {
-		o.ok = res.Payload
-		r.finish(t, o)
+	l.starting--
+	if err != nil {
+		r.maybeCloseLocked()
+		r.mu.Unlock()
+		if r.ctx.Err() == nil {
+			r.fail(err)
+		}
 		return
 	}
-	f := failureOfResult(res)
-	te := &TaskError{TaskID: t.index, Attempt: t.attempt, Type: f.Type, Message: f.Message, Stack: f.Stack,
-		PeakMemoryBytes: o.peak, LimitBytes: r.spec.res.driverResources(t.lane).MemoryBytes,
-		Worker: o.worker, Machine: o.machine, LogFile: r.spec.logs.path}
-	switch res.Status {
-	case wire.StatusError:
-		te.Kind = KindError
-	case wire.StatusPanic:
-		te.Kind = KindPanic
-	case wire.StatusBadInput, wire.StatusBadOutput:
-		te.Kind = KindEncoding
-	case wire.StatusUnknown:
-		te.Kind = KindUnknownFunction
-	default:
-		te.Kind = KindCanceled
+	if r.stopErr != nil || r.closed {
+		r.maybeCloseLocked()
+		r.mu.Unlock()
+		r.spec.pool.release(c)
+		return
 	}
-	r.failed(t, te, o)
+	l.conns = append(l.conns, c)
+	r.held[c] = 0
+	acts := r.pumpLocked()
+	r.maybeCloseLocked()
+	r.mu.Unlock()
+	r.do(acts)
 }
 
-// workerDied handles a task that was in flight on a worker that ended.
-// running says whether it was the task the worker was running; the others
-// had not started and are queued again without losing an attempt.
-func (r *jobRun) workerDied(c *workerConn, t *task, st driver.ExitStatus, running bool) {
+// do carries out pumped actions.
+func (r *jobRun) do(acts []action) {
+	for _, a := range acts {
+		if a.release {
+			r.spec.pool.release(a.c)
+			continue
+		}
+		err := a.c.send(r, r.spec.fn, r.spec.command, r.spec.pool.digest, a.batch)
+		if err == nil || !errors.Is(err, errNotSent) {
+			// Sent, or the stream broke while writing: the worker's reader
+			// then reports every task in flight.
+			continue
+		}
+		// The tasks never reached the worker: queue them again, or end
+		// them if the job is stopping.
+		r.mu.Lock()
+		if stopErr := r.stopErr; stopErr != nil {
+			delete(r.held, a.c)
+			for _, l := range r.lanes {
+				l.conns = slices.DeleteFunc(l.conns, func(x *workerConn) bool { return x == a.c })
+			}
+			r.mu.Unlock()
+			r.spec.pool.release(a.c)
+			for _, t := range a.batch {
+				r.finish(t, outcome{err: stopErr})
+			}
+			continue
+		}
+		l := r.laneLocked(a.batch[0].lane)
+		l.queue = append(a.batch, l.queue...)
+		delete(r.held, a.c)
+		l.conns = slices.DeleteFunc(l.conns, func(x *workerConn) bool { return x == a.c })
+		var more []action
+		if errors.Is(err, errWorkerGone) {
+			more = r.pumpLocked()
+		}
+		r.mu.Unlock()
+		if !errors.Is(err, errWorkerGone) {
+			// The worker cannot run this function (unknown, other types).
+			r.spec.pool.release(a.c)
+			r.fail(err)
+			continue
+		}
+		r.do(more)
+	}
+}
+
+// settled is a task whose attempt ended: its result, or its failure.
+type settled struct {
+	t   *task
+	res wire.Result
+	te  *TaskError
+	o   outcome
+}
+
+// completed handles results received from c, all for this job.
+func (r *jobRun) completed(c *workerConn, done []settled) {
+	for i := range done {
+		d := &done[i]
+		t, res := d.t, d.res
+		d.o = outcome{worker: c.w.Name(), machine: c.w.Machine(), nanos: res.Nanos, peak: int64(res.PeakMemory)}
+		if res.Status == wire.StatusOK {
+			d.o.ok = res.Payload
+			continue
+		}
+		f := failureOfResult(res)
+		te := &TaskError{TaskID: t.index, Attempt: t.attempt, Type: f.Type, Message: f.Message, Stack: f.Stack,
+			PeakMemoryBytes: d.o.peak, LimitBytes: r.spec.res.driverResources(t.lane).MemoryBytes,
+			Worker: d.o.worker, Machine: d.o.machine, LogFile: r.spec.logs.path}
+		switch res.Status {
+		case wire.StatusError:
+			te.Kind = KindError
+		case wire.StatusPanic:
+			te.Kind = KindPanic
+		case wire.StatusBadInput, wire.StatusBadOutput:
+			te.Kind = KindEncoding
+		case wire.StatusUnknown:
+			te.Kind = KindUnknownFunction
+		default:
+			te.Kind = KindCanceled
+		}
+		d.te = te
+	}
+	r.settle(c, done)
+}
+
+// workerDied handles the tasks that were in flight on c when its stream
+// ended. With one task in flight, it is the one that was running. With
+// several, the worker may have finished some whose results were still on
+// their way: none is blamed, and each runs again alone, without losing an
+// attempt, so that a culprit is found exactly.
+func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 	r.mu.Lock()
+	delete(r.held, c)
+	for _, l := range r.lanes {
+		l.conns = slices.DeleteFunc(l.conns, func(x *workerConn) bool { return x == c })
+	}
 	if err := r.stopErr; err != nil {
 		r.mu.Unlock()
-		r.finish(t, outcome{err: err})
+		for _, t := range lost {
+			r.finish(t, outcome{err: err})
+		}
 		return
 	}
-	if !running {
-		t.isolate = true
-		r.queues[t.lane] = append([]*task{t}, r.queues[t.lane]...)
-		r.ensureRunnersLocked(t.lane)
-		r.cond.Broadcast()
+	if len(lost) != 1 {
+		for i := len(lost) - 1; i >= 0; i-- {
+			t := lost[i]
+			t.isolate = true
+			l := r.laneLocked(t.lane)
+			l.queue = append([]*task{t}, l.queue...)
+		}
+		acts := r.pumpLocked()
 		r.mu.Unlock()
+		r.do(acts)
 		return
 	}
-	r.cond.Broadcast()
 	r.mu.Unlock()
+	t := lost[0]
 	te := &TaskError{TaskID: t.index, Attempt: t.attempt, ExitCode: st.Code, Signal: st.Signal,
 		PeakMemoryBytes: st.PeakMemoryBytes, LimitBytes: st.LimitBytes,
 		Worker: c.w.Name(), Machine: c.w.Machine(), LogFile: r.spec.logs.path}
@@ -392,15 +469,39 @@ func (r *jobRun) workerDied(c *workerConn, t *task, st driver.ExitStatus, runnin
 	if len(st.Output) > 0 {
 		te.Stack = tail(st.Output, 8<<10)
 	}
-	r.failed(t, te, outcome{worker: c.w.Name(), machine: c.w.Machine(), peak: st.PeakMemoryBytes})
+	r.settle(nil, []settled{{t: t, te: te, o: outcome{worker: c.w.Name(), machine: c.w.Machine(), peak: st.PeakMemoryBytes}}})
 }
 
-// failed retries t when attempts remain and retrying can help, or records
-// the failure as final.
-func (r *jobRun) failed(t *task, te *TaskError, o outcome) {
+// settle records the end of attempts (on c, nil when c died): a task is
+// retried when attempts remain and retrying can help, otherwise its outcome
+// is final. Workers the job no longer needs go back to the pool before the
+// outcomes are delivered, so that the caller's next call finds them idle.
+func (r *jobRun) settle(c *workerConn, done []settled) {
+	var retried []settled
+	final := done[:0:0]
 	r.mu.Lock()
-	if r.stopErr == nil && te.Kind.Retryable() && t.attempt < r.spec.maxAttempts {
+	for _, d := range done {
+		t, te := d.t, d.te
+		if c != nil {
+			if n, ok := r.held[c]; ok {
+				r.held[c] = n - 1
+			}
+			const alpha = 0.1
+			if r.avgNanos == 0 {
+				r.avgNanos = float64(d.o.nanos)
+			} else {
+				r.avgNanos = (1-alpha)*r.avgNanos + alpha*float64(d.o.nanos)
+			}
+		}
+		if te == nil || r.stopErr != nil || !te.Kind.Retryable() || t.attempt >= r.spec.maxAttempts {
+			if te != nil {
+				d.o.err = te
+			}
+			final = append(final, d)
+			continue
+		}
 		t.attempt++
+		t.isolate = false
 		if r.spec.retryMem && r.spec.res.MemoryGB > 0 && te.LimitBytes > 0 &&
 			(te.Kind == KindOOM || float64(te.PeakMemoryBytes) >= 0.95*float64(te.LimitBytes)) {
 			// Attempt n gets n times the requested memory, as far as the
@@ -409,53 +510,66 @@ func (r *jobRun) failed(t *task, te *TaskError, o outcome) {
 				t.lane = t.attempt
 			}
 		}
-		r.queues[t.lane] = append(r.queues[t.lane], t)
-		r.ensureRunnersLocked(t.lane)
-		r.cond.Broadcast()
-		r.mu.Unlock()
-		r.spec.logs.note(fmt.Sprintf("task %d attempt %d failed (%s), retrying", t.index, t.attempt-1, te.Kind))
-		return
+		l := r.laneLocked(t.lane)
+		l.queue = append(l.queue, t)
+		retried = append(retried, d)
 	}
+	acts := r.pumpLocked()
 	r.mu.Unlock()
-	o.err = te
-	r.finish(t, o)
+	r.do(acts)
+	for _, d := range retried {
+		r.spec.logs.note(fmt.Sprintf("task %d attempt %d failed (%s), retrying", d.t.index, d.t.attempt-1, d.te.Kind))
+	}
+	if len(final) > 0 {
+		r.finishAll(final)
+	}
 }
 
 // finish records t's final outcome.
-func (r *jobRun) finish(t *task, o outcome) {
-	o.index, o.attempt = t.index, t.attempt
-	t.payload = nil
-	r.out <- o
+func (r *jobRun) finish(t *task, o outcome) { r.finishAll([]settled{{t: t, o: o}}) }
+
+// finishAll records final outcomes.
+func (r *jobRun) finishAll(ds []settled) {
+	for _, d := range ds {
+		o := d.o
+		o.index, o.attempt = d.t.index, d.t.attempt
+		d.t.payload = nil
+		r.out <- o
+	}
 	r.mu.Lock()
-	r.outstanding--
-	r.cond.Broadcast()
+	r.outstanding -= len(ds)
+	r.feederWait.Broadcast()
+	acts := r.pumpLocked()
 	r.maybeCloseLocked()
 	r.mu.Unlock()
+	r.do(acts)
 }
 
 // maybeCloseLocked ends the stream of outcomes once every task is final
-// and every worker of the job has been returned to the pool, so that the
-// next call finds them warm.
+// and every worker of the job has been returned to the pool.
 func (r *jobRun) maybeCloseLocked() {
-	busy := 0
-	for _, n := range r.runners {
-		busy += n
+	if r.closed || !r.feederDone || r.outstanding > 0 {
+		return
 	}
-	if r.feederDone && r.outstanding == 0 && busy == 0 && !r.closed {
-		r.closed = true
-		close(r.out)
-		r.cancel()
-		r.spec.logs.close()
+	for _, l := range r.lanes {
+		if l.starting > 0 || len(l.conns) > 0 {
+			return
+		}
 	}
+	r.closed = true
+	close(r.out)
+	r.stopWatch()
+	r.cancel()
+	r.spec.logs.close()
 }
 
 // fail stops the job because of an error that affects every task (a
-// worker that cannot start, a registry mismatch, a request that never fits).
+// worker that cannot start, a registry mismatch).
 func (r *jobRun) fail(err error) { r.stop(err) }
 
-// stop ends the job: queued tasks are finalised with err, workers lent to
-// the job are killed (their tasks in flight are finalised as their streams
-// end), and no more arguments are read.
+// stop ends the job: queued tasks are finalised with err, workers holding
+// its tasks are killed (those tasks are finalised as their streams end),
+// idle ones go back to the pool, and no more arguments are read.
 func (r *jobRun) stop(err error) {
 	r.mu.Lock()
 	if r.stopErr != nil || r.closed {
@@ -464,20 +578,31 @@ func (r *jobRun) stop(err error) {
 	}
 	r.stopErr = err
 	var queued []*task
-	for lane, q := range r.queues {
-		queued = append(queued, q...)
-		delete(r.queues, lane)
-	}
-	conns := make([]*workerConn, 0, len(r.conns))
-	for c := range r.conns {
-		conns = append(conns, c)
-	}
-	r.cond.Broadcast()
-	r.mu.Unlock()
-	for _, c := range conns {
-		if c.inFlight() > 0 {
-			c.w.Kill()
+	var kill, release []*workerConn
+	for _, l := range r.lanes {
+		queued = append(queued, l.queue...)
+		l.queue = nil
+		for _, c := range l.conns {
+			if r.held[c] > 0 {
+				kill = append(kill, c)
+			} else {
+				release = append(release, c)
+			}
 		}
+		// Workers being killed stay counted until their tasks are final.
+		l.conns = slices.DeleteFunc(l.conns, func(c *workerConn) bool { return r.held[c] == 0 })
+	}
+	for _, c := range release {
+		delete(r.held, c)
+	}
+	r.feederWait.Broadcast()
+	r.maybeCloseLocked()
+	r.mu.Unlock()
+	for _, c := range release {
+		r.spec.pool.release(c)
+	}
+	for _, c := range kill {
+		c.w.Kill()
 	}
 	for _, t := range queued {
 		r.finish(t, outcome{err: err})

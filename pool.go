@@ -71,6 +71,22 @@ func (p *pool) broadcastLocked() {
 	p.changed = make(chan struct{})
 }
 
+// tryIdle lends an idle worker of key to run, or returns nil at once.
+func (p *pool) tryIdle(run *jobRun, key string) *workerConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[key]
+	if len(list) == 0 || p.closed {
+		return nil
+	}
+	c := list[len(list)-1]
+	p.idle[key] = list[:len(list)-1]
+	c.mu.Lock()
+	c.run = run
+	c.mu.Unlock()
+	return c
+}
+
 // acquire lends a worker for spec to run, starting one when no idle worker
 // with the same key exists, and waiting while the host is full.
 func (p *pool) acquire(ctx context.Context, run *jobRun, key string, spec driver.WorkerSpec) (*workerConn, error) {

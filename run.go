@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/wire"
@@ -67,33 +68,40 @@ func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 		out = o.Output
 	}
 	return jobSpec{id: id, fn: fn, command: command, res: o.resources(), deploy: o.Deployment,
-		concurrency: 1, maxAttempts: 1, pool: p.pool, drv: p.drv, logs: newLogSink(dir, id, out)}
+		concurrency: 1, maxAttempts: 1, pool: p.pool, drv: p.drv, logs: newLogSink(dir, id, out), tasksHint: 1}
 }
 
 // Job is a function or command job started with StartFunction or
 // StartCommand: the handle of fire-and-forget work in this process.
 type Job[T any] struct {
 	run  *jobRun
+	take func(outcome) (T, error)
+	once sync.Once
 	done chan struct{}
 	val  T
 	err  error
-	take func(outcome) (T, error)
 }
 
 func newJob[T any](run *jobRun, take func(outcome) (T, error)) *Job[T] {
-	j := &Job[T]{run: run, done: make(chan struct{}), take: take}
-	go func() {
-		o, ok := <-run.out
-		for range run.out {
-		}
-		if !ok {
-			j.err = run.stopError()
-		} else {
-			j.val, j.err = take(o)
-		}
-		close(j.done)
-	}()
-	return j
+	return &Job[T]{run: run, take: take, done: make(chan struct{})}
+}
+
+// collect receives the job's one outcome.
+func (j *Job[T]) collect() {
+	if o, ok := <-j.run.out; ok {
+		j.val, j.err = j.take(o)
+	} else {
+		j.err = j.run.stopError()
+	}
+	close(j.done)
+}
+
+// wait blocks until the job's outcome, receiving it on the caller's
+// goroutine when nobody else is.
+func (j *Job[T]) wait() (T, error) {
+	j.once.Do(j.collect)
+	<-j.done
+	return j.val, j.err
 }
 
 // ID identifies the job.
@@ -108,13 +116,19 @@ func (j *Job[T]) Cancel() {
 }
 
 // Done is closed when the job has finished.
-func (j *Job[T]) Done() <-chan struct{} { return j.done }
+func (j *Job[T]) Done() <-chan struct{} {
+	j.once.Do(func() { go j.collect() })
+	return j.done
+}
 
 // Wait waits for the job and returns its result. If ctx ends first, Wait
 // returns ctx's error and the job goes on.
 func (j *Job[T]) Wait(ctx context.Context) (T, error) {
+	if ctx.Done() == nil {
+		return j.wait()
+	}
 	select {
-	case <-j.done:
+	case <-j.Done():
 		return j.val, j.err
 	case <-ctx.Done():
 		var zero T
@@ -138,8 +152,7 @@ func RunFunction[R any](ctx context.Context, call Call[R], host Host, opts *Opti
 		var zero R
 		return zero, err
 	}
-	<-j.done
-	return j.val, j.err
+	return j.wait()
 }
 
 func startFunction[R any](ctx, runCtx context.Context, call Call[R], host Host, opts *Options) (*Job[R], error) {
@@ -196,8 +209,7 @@ func RunCommand(ctx context.Context, args []string, host Host, opts *CommandOpti
 	if err != nil {
 		return nil, err
 	}
-	<-j.done
-	return j.val, j.err
+	return j.wait()
 }
 
 // StartCommand starts a command and returns at once with a handle (the

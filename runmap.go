@@ -205,6 +205,10 @@ func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq
 	spec := p.spec(&opts.Options, f.desc, false)
 	spec.maxAttempts = max(1, opts.MaxAttempts)
 	spec.retryMem = opts.RetryWithMoreMemory
+	spec.tasksHint = n
+	if n < 0 {
+		spec.tasksHint = 1024
+	}
 	switch {
 	case opts.Concurrency > 0:
 		spec.concurrency = opts.Concurrency

@@ -204,6 +204,7 @@ const (
 // task that may run long.
 type batcher struct {
 	w     *wire.Writer
+	pump  *logPump // nil when output is not captured
 	mu    sync.Mutex
 	batch []wire.Result
 	bytes int
@@ -250,6 +251,10 @@ func (b *batcher) flushLocked() error {
 	if b.err != nil {
 		return b.err
 	}
+	if b.pump != nil {
+		// What the tasks printed goes out before their results.
+		b.pump.drain()
+	}
 	if len(b.batch) > 0 {
 		parts := make([][]byte, 0, 2*len(b.batch)+1)
 		hdr := wire.AppendCount(make([]byte, 0, 16*len(b.batch)+8), len(b.batch))
@@ -281,7 +286,7 @@ func (b *batcher) flushLocked() error {
 // execute runs queued tasks in order and sends their results, batching the
 // results of tasks that complete back to back.
 func (s *server) execute(ctx context.Context) error {
-	out := &batcher{w: s.w}
+	out := &batcher{w: s.w, pump: s.pump}
 	defer func() {
 		out.mu.Lock()
 		if out.timer != nil {
@@ -294,6 +299,10 @@ func (s *server) execute(ctx context.Context) error {
 		if len(s.queue) == 0 {
 			closed := s.closed
 			s.mu.Unlock()
+			if s.pump != nil {
+				// Idle: output from now on belongs to the worker.
+				s.pump.switchTo(0)
+			}
 			if err := out.flush(); err != nil {
 				return err
 			}
@@ -346,9 +355,6 @@ func (s *server) execute(ctx context.Context) error {
 		}
 		elapsed := time.Since(start)
 		res.Nanos = uint64(elapsed)
-		if s.pump != nil {
-			s.pump.switchTo(0)
-		}
 		if s.opts.MeasureMemory && elapsed >= time.Millisecond {
 			res.PeakMemory = peakRSS()
 		}
