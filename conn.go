@@ -22,6 +22,7 @@ const lostGrace = 5 * time.Second
 
 // inflight is a task sent on a connection and not yet answered.
 type inflight struct {
+	key  uint64
 	run  *jobRun
 	task *task
 }
@@ -40,9 +41,8 @@ type workerConn struct {
 	defined  map[wire.Function]uint64
 	nextFunc uint64
 	nextKey  uint64
-	inflight map[uint64]inflight
-	order    []uint64 // keys in the order sent; the worker runs them in this order
-	run      *jobRun  // the job the connection is lent to, nil when idle
+	inflight []inflight // in the order sent, which is the order the worker answers
+	run      *jobRun    // the job the connection is lent to, nil when idle
 	dead     bool
 	idleAt   time.Time
 	gone     chan struct{} // closed when the reader has finished
@@ -52,7 +52,7 @@ type workerConn struct {
 func connect(ctx context.Context, p *pool, w driver.Worker, key string) (*workerConn, error) {
 	c := &workerConn{
 		w: w, key: key, pool: p, wr: wire.NewWriter(w.Conn()),
-		defined: map[wire.Function]uint64{}, inflight: map[uint64]inflight{}, gone: make(chan struct{}),
+		defined: map[wire.Function]uint64{}, gone: make(chan struct{}),
 	}
 	rd := wire.NewReader(w.Conn())
 	type first struct {
@@ -170,8 +170,7 @@ func (c *workerConn) send(run *jobRun, fn wire.Function, command bool, digest st
 	for _, t := range ts {
 		c.nextKey++
 		key := c.nextKey
-		c.inflight[key] = inflight{run: run, task: t}
-		c.order = append(c.order, key)
+		c.inflight = append(c.inflight, inflight{key: key, run: run, task: t})
 		hdr = wire.AppendTaskHeader(hdr, wire.Task{Key: key, Func: fid}, len(t.payload))
 		if len(t.payload) >= 64<<10 {
 			parts = append(parts, hdr, t.payload)
@@ -184,7 +183,7 @@ func (c *workerConn) send(run *jobRun, fn wire.Function, command bool, digest st
 		parts = append(parts, hdr)
 	}
 	// Frames are written under c.mu so that the wire order is the order
-	// of c.order.
+	// of c.inflight.
 	if err := c.wr.WriteFrame(wire.TypeTasks, parts...); err != nil {
 		return err
 	}
@@ -244,13 +243,8 @@ func (c *workerConn) read(rd *wire.Reader) {
 	c.w.Conn().Close()
 	c.mu.Lock()
 	c.dead = true
-	lost := make([]inflight, 0, len(c.order))
-	for _, k := range c.order {
-		if f, ok := c.inflight[k]; ok {
-			lost = append(lost, f)
-		}
-	}
-	c.inflight, c.order = nil, nil
+	lost := c.inflight
+	c.inflight = nil
 	run := c.run
 	c.mu.Unlock()
 	if len(st.Output) > 0 {
@@ -276,21 +270,21 @@ func (c *workerConn) deliver(rs []wire.Result) {
 	done := make([]settled, 0, len(rs))
 	c.mu.Lock()
 	for _, r := range rs {
-		f, ok := c.inflight[r.Key]
-		if !ok {
+		// Results arrive in the order tasks were sent: skip to the key.
+		i := 0
+		for i < len(c.inflight) && c.inflight[i].key != r.Key {
+			i++
+		}
+		if i == len(c.inflight) {
 			continue
 		}
-		delete(c.inflight, r.Key)
-		// Results arrive in the order tasks were sent.
-		for len(c.order) > 0 {
-			k := c.order[0]
-			c.order = c.order[1:]
-			if k == r.Key {
-				break
-			}
-		}
+		f := c.inflight[i]
+		c.inflight = c.inflight[i+1:]
 		run = f.run // a worker serves one job at a time
 		done = append(done, settled{t: f.task, res: r})
+	}
+	if len(c.inflight) == 0 {
+		c.inflight = nil // let the backing array go
 	}
 	c.mu.Unlock()
 	if run != nil {
@@ -302,10 +296,12 @@ func (c *workerConn) log(l wire.Log) {
 	c.mu.Lock()
 	var run *jobRun
 	var t *task
-	if f, ok := c.inflight[l.Key]; ok {
-		run, t = f.run, f.task
-	} else {
-		run = c.run
+	run = c.run
+	for _, f := range c.inflight {
+		if f.key == l.Key {
+			run, t = f.run, f.task
+			break
+		}
 	}
 	c.mu.Unlock()
 	if run == nil {

@@ -219,7 +219,7 @@ func (r *jobRun) batchLimitLocked() int {
 	if r.avgNanos > float64(time.Millisecond) || r.spec.command {
 		return 2
 	}
-	return 256
+	return 1024
 }
 
 // pumpLocked decides what to send where, which workers to borrow and which

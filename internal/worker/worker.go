@@ -194,7 +194,7 @@ func (s *server) signal() {
 
 // maxBatch bounds how many results or bytes wait before they are sent.
 const (
-	maxBatch      = 512
+	maxBatch      = 64
 	maxBatchBytes = 1 << 20
 )
 
