@@ -49,10 +49,11 @@ type workerConn struct {
 }
 
 // connect waits for a new worker's Hello and starts reading its stream.
-func connect(ctx context.Context, p *pool, w driver.Worker, key string) (*workerConn, error) {
+func connect(ctx context.Context, p *pool, w driver.Worker, key string, run *jobRun) (*workerConn, error) {
 	c := &workerConn{
 		w: w, key: key, pool: p, wr: wire.NewWriter(w.Conn()),
 		defined: map[wire.Function]uint64{}, gone: make(chan struct{}),
+		run: run, // output the worker prints while it starts goes to this job
 	}
 	rd := wire.NewReader(w.Conn())
 	type first struct {

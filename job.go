@@ -102,6 +102,9 @@ type action struct {
 // iterator of a million arguments is never materialised.
 const maxWindow = 1 << 16
 
+// maxBatchBytes bounds the argument bytes of one batch sent to a worker.
+const maxBatchBytes = 16 << 20
+
 // feedBatch is how many arguments are encoded between two dispatches.
 const feedBatch = 256
 
@@ -269,6 +272,11 @@ func (r *jobRun) dispatchLocked(l *lane, acts []action) []action {
 			break
 		}
 		held := r.held[c]
+		limit := limit
+		if len(q[0].payload) > 1<<20 {
+			// Big arguments: one running, one on its way.
+			limit = 2
+		}
 		if limit > 2 && held > limit/2 {
 			// Top a worker up in large batches, not one task per result.
 			continue
@@ -290,6 +298,16 @@ func (r *jobRun) dispatchLocked(l *lane, acts []action) []action {
 				} else {
 					n = i
 				}
+				break
+			}
+		}
+		// Large payloads go a few at a time: a worker should not have to
+		// read half a gigabyte before it starts.
+		bytes := 0
+		for i := 0; i < n; i++ {
+			bytes += len(q[i].payload)
+			if bytes > maxBatchBytes && i > 0 {
+				n = i
 				break
 			}
 		}

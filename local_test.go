@@ -213,3 +213,17 @@ func TestAWorkerKilledFromOutsideIsACrashAndIsRetried(t *testing.T) {
 		t.Fatalf("error = %v, want KindCrash with signal killed", err)
 	}
 }
+
+func TestAWorkerThatPrintsWhileStartingStillConnects(t *testing.T) {
+	// GODEBUG=inittrace=1 makes the Go runtime print to stderr before main.
+	h := newLocal(t, meadowrun.LocalOptions{Env: []string{"GODEBUG=inittrace=1"}})
+	o := quiet(t)
+	out := &strings.Builder{}
+	o.Output = out
+	if v, err := meadowrun.RunFunction(context.Background(), typed.With(5), h, &o); err != nil || v != 5 {
+		t.Fatalf("RunFunction = %d, %v", v, err)
+	}
+	if !strings.Contains(out.String(), "[worker w1] init ") {
+		t.Fatalf("the worker's start-up output was not kept as worker output:\n%s", out.String())
+	}
+}

@@ -4,8 +4,9 @@
 package buildid
 
 import (
+	"bytes"
 	"crypto/sha256"
-	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -42,30 +43,36 @@ func Of(path string) (string, error) {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// goBuildID reads the Go build ID from the ELF note the linker puts in
+// the executable's first page ("Go\x00\x00" note of type 4), without
+// parsing the whole file, so that a worker's start-up stays cheap.
 func goBuildID(path string) (string, error) {
-	f, err := elf.Open(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	s := f.Section(".note.go.buildid")
-	if s == nil {
-		return "", fmt.Errorf("buildid: no Go build ID note in %s", path)
-	}
-	note, err := s.Data()
-	if err != nil {
+	buf := make([]byte, 32<<10)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && err != io.ErrUnexpectedEOF {
 		return "", err
 	}
-	// An ELF note: namesz, descsz, type (4 bytes each), the name padded to
-	// 4 bytes ("Go\x00\x00"), then the description: the build ID.
-	if len(note) < 16 {
-		return "", fmt.Errorf("buildid: short note")
+	buf = buf[:n]
+	le := binary.LittleEndian
+	for off := 0; off < len(buf); {
+		i := bytes.Index(buf[off:], []byte("Go\x00\x00"))
+		if i < 0 {
+			break
+		}
+		j := off + i
+		// namesz (4), descsz, type (4) precede the name.
+		if j >= 12 && le.Uint32(buf[j-12:]) == 4 && le.Uint32(buf[j-4:]) == 4 {
+			size := int(le.Uint32(buf[j-8:]))
+			if size > 0 && size < 1024 && j+4+size <= len(buf) {
+				return string(buf[j+4 : j+4+size]), nil
+			}
+		}
+		off = j + 1
 	}
-	bo := f.ByteOrder
-	namesz, descsz := bo.Uint32(note[0:]), bo.Uint32(note[4:])
-	off := 12 + (namesz+3)&^3
-	if uint64(off)+uint64(descsz) > uint64(len(note)) {
-		return "", fmt.Errorf("buildid: malformed note")
-	}
-	return string(note[off : off+descsz]), nil
+	return "", fmt.Errorf("buildid: no Go build ID note in %s", path)
 }

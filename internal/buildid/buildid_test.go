@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -17,6 +18,18 @@ func TestSelfIsTheGoBuildIDAndStable(t *testing.T) {
 	b, err := Of(exe)
 	if err != nil || a != b || !strings.HasPrefix(a, "go:") || len(a) < 20 {
 		t.Fatalf("Self() = %q, Of(exe) = %q, %v", a, b, err)
+	}
+}
+
+func TestTheBuildIDIsTheOneTheGoToolReports(t *testing.T) {
+	exe, _ := os.Executable()
+	out, err := exec.Command("go", "tool", "buildid", exe).Output()
+	if err != nil {
+		t.Skipf("go tool buildid: %v", err)
+	}
+	id, err := Of(exe)
+	if err != nil || id != "go:"+strings.TrimSpace(string(out)) {
+		t.Fatalf("Of(%s) = %q, %v; go tool buildid says %q", exe, id, err, out)
 	}
 }
 

@@ -136,28 +136,26 @@ func (r *Reader) Next() (typ byte, body []byte, err error) {
 		return 0, nil, unexpected(err)
 	}
 	size := int(n - 1)
-	if size <= 1<<20 {
-		body = make([]byte, size)
-		if _, err := io.ReadFull(r.r, body); err != nil {
-			return 0, nil, unexpected(err)
-		}
-		return typ, body, nil
+	// Trust the header up to trustedSize: a lying header then costs at most
+	// that much memory for a truncated stream; larger bodies grow as bytes
+	// arrive.
+	body = make([]byte, min(size, trustedSize))
+	if _, err := io.ReadFull(r.r, body); err != nil {
+		return 0, nil, unexpected(err)
 	}
-	// Grow large bodies as bytes arrive, so a lying header cannot make us
-	// allocate a gigabyte for a truncated stream.
-	body = make([]byte, 0, 1<<20)
 	for len(body) < size {
-		if len(body) == cap(body) {
-			body = append(body, make([]byte, min(cap(body), size-len(body)))...)[:len(body)]
-		}
-		m, err := r.r.Read(body[len(body):min(cap(body), size)])
-		body = body[:len(body)+m]
-		if err != nil && len(body) < size {
+		chunk := min(size-len(body), len(body))
+		body = append(body, make([]byte, chunk)...)
+		if _, err := io.ReadFull(r.r, body[len(body)-chunk:]); err != nil {
 			return 0, nil, unexpected(err)
 		}
 	}
 	return typ, body, nil
 }
+
+// trustedSize is the largest body allocated at once on a frame header's
+// word alone.
+const trustedSize = 64 << 20
 
 func unexpected(err error) error {
 	if err == io.EOF {

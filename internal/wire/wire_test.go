@@ -92,7 +92,7 @@ func TestMalformedInputIsAProtocolError(t *testing.T) {
 
 func TestATruncatedLargeFrameIsUnexpectedEOF(t *testing.T) {
 	// The header claims 512 MiB but the stream ends early: the reader must
-	// fail without allocating the announced size up front.
+	// fail without allocating more than 64 MiB up front.
 	_, _, err := NewReader(bytes.NewReader([]byte{0x20, 0, 0, 0, TypeResults, 1, 2, 3})).Next()
 	if err != io.ErrUnexpectedEOF {
 		t.Fatalf("error = %v, want io.ErrUnexpectedEOF", err)

@@ -83,14 +83,6 @@ func Serve(ctx context.Context, r io.Reader, w io.Writer, opts Options) error {
 	if s.reg == nil {
 		s.reg = registry.Default
 	}
-	if opts.LogPipe != nil {
-		p, err := newLogPump(opts.LogPipe, s.w)
-		if err != nil {
-			return err
-		}
-		s.pump = p
-		go p.run()
-	}
 	hello := wire.Hello{
 		Protocol:     wire.Version,
 		Language:     "go",
@@ -105,6 +97,16 @@ func Serve(ctx context.Context, r io.Reader, w io.Writer, opts Options) error {
 	}
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("worker: hello: %w", err)
+	}
+	// Output is forwarded only after the Hello, which must come first, even
+	// if the program printed something while it started.
+	if opts.LogPipe != nil {
+		p, err := newLogPump(opts.LogPipe, s.w)
+		if err != nil {
+			return err
+		}
+		s.pump = p
+		go p.run()
 	}
 	readErr := make(chan error, 1)
 	go func() { readErr <- s.read(r) }()
@@ -209,6 +211,7 @@ type batcher struct {
 	batch []wire.Result
 	bytes int
 	timer *time.Timer
+	armed bool // the timer will flush what is pending
 	err   error
 }
 
@@ -231,9 +234,10 @@ func (b *batcher) add(r wire.Result) error {
 func (b *batcher) arm() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.batch) == 0 {
+	if len(b.batch) == 0 || b.armed {
 		return
 	}
+	b.armed = true
 	if b.timer == nil {
 		b.timer = time.AfterFunc(flushDelay, func() { b.flush() })
 	} else {
@@ -248,6 +252,7 @@ func (b *batcher) flush() error {
 }
 
 func (b *batcher) flushLocked() error {
+	b.armed = false
 	if b.err != nil {
 		return b.err
 	}
