@@ -14,6 +14,9 @@ import sys
 import time
 
 SCHEMA = 1
+KNOWN_WORKLOADS = ["P%d" % i for i in range(1, 11)]
+REQUIRED = {"schema": int, "workload": str, "impl": str, "params": dict, "metric": str,
+            "value": (int, float), "unit": str, "rep": int}
 _out = None
 
 
@@ -29,19 +32,21 @@ def setup_stdout():
     sys.stdout = sys.stderr  # stray print() goes to stderr too
 
 
-def emit(workload, impl, params, metric, value, unit, rep, version=None):
+def emit(workload, impl, params, metric, value, unit, rep, version=None, note=None):
     rec = {
         "schema": SCHEMA,
         "workload": workload,
         "impl": impl,
         "params": params,
         "metric": metric,
-        "value": round(float(value), 3),
+        "value": round(float(value), 6),
         "unit": unit,
         "rep": rep,
     }
     if version:
         rec["version"] = version
+    if note:
+        rec["note"] = note
     out = _out if _out is not None else sys.stdout
     out.write(json.dumps(rec, sort_keys=False) + "\n")
     out.flush()
@@ -51,8 +56,10 @@ def log(*a):
     print("[peer]", *a, file=sys.stderr, flush=True)
 
 
-def parse_args(description, all_workloads, argv=None):
+def parse_args(description, all_workloads, argv=None, extra=None):
     p = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(p)
     p.add_argument(
         "--workloads",
         default=",".join(all_workloads),
@@ -64,12 +71,15 @@ def parse_args(description, all_workloads, argv=None):
     a = p.parse_args(argv)
     if a.cold_child is None:
         wl = [w.strip().upper() for w in a.workloads.split(",") if w.strip()]
-        bad = [w for w in wl if w not in all_workloads]
+        bad = [w for w in wl if w not in KNOWN_WORKLOADS]
         if bad:
-            p.error("unsupported workload(s) %s; this peer supports %s" % (",".join(bad), ",".join(all_workloads)))
+            p.error("unknown workload(s) %s; known: %s" % (",".join(bad), ",".join(KNOWN_WORKLOADS)))
+        skipped = [w for w in wl if w not in all_workloads]
+        if skipped:
+            log("%s: no peer for %s here, skipping" % (os.path.basename(sys.argv[0]), ",".join(skipped)))
         if a.reps < 1:
             p.error("--reps must be >= 1")
-        a.workloads = wl
+        a.workloads = [w for w in wl if w in all_workloads]
     return a
 
 
@@ -89,11 +99,11 @@ def median(vals):
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
 
 
-def emit_latency(workload, impl, params, samples_s, rep, version=None):
+def emit_latency(workload, impl, params, samples_s, rep, version=None, note=None):
     us = sorted(x * 1e6 for x in samples_s)
-    emit(workload, impl, params, "p50_us", percentile(us, 50), "us", rep, version)
-    emit(workload, impl, params, "p99_us", percentile(us, 99), "us", rep, version)
-    emit(workload, impl, params, "mean_us", sum(us) / len(us), "us", rep, version)
+    emit(workload, impl, params, "p50_us", percentile(us, 50), "us", rep, version, note)
+    emit(workload, impl, params, "p99_us", percentile(us, 99), "us", rep, version, note)
+    emit(workload, impl, params, "mean_us", sum(us) / len(us), "us", rep, version, note)
 
 
 def cold_start(cmd, runs):

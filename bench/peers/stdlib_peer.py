@@ -2,7 +2,7 @@
 """Peer family: Python standard library process pools.
 
 impls:
-  mp_pool_chunk1  multiprocessing.Pool(k).map(f, xs, chunksize=1)      (P1)
+  mp_pool_chunk1  multiprocessing.Pool(k).map(f, xs, chunksize=1)      (P1, P4)
   mp_pool         multiprocessing.Pool(k) with default chunksize / apply (P1-P5)
   cf_ppe          concurrent.futures.ProcessPoolExecutor(k)            (P1-P5)
 
@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+sys.dont_write_bytecode = True  # keep bench/peers free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
@@ -146,8 +147,9 @@ def p4(args, sz):
         warm(lambda f, xs: list(ex.map(f, xs)), k)
         for rep in range(args.reps):
             cases = [
-                ("cf_ppe", "chunksize=1", lambda: list(ex.map(echo, data))),
+                ("cf_ppe", 1, lambda: list(ex.map(echo, data))),
                 ("mp_pool", "default", lambda: pool.map(echo, data)),
+                ("mp_pool_chunk1", 1, lambda: pool.map(echo, data, chunksize=1)),
             ]
             for impl, cs, fn in cases:
                 t0 = time.perf_counter()

@@ -1,0 +1,367 @@
+// Command bench is the benchmark harness: it runs meadowrun-go's workloads
+// and the peer scripts (bench/peers/) interleaved, aggregates medians and
+// writes docs/benchmarks.md. Run it from the repository:
+//
+//	go run ./bench/cmd/bench [-reps N] [-quick] [-only P1,P2] [-out docs/benchmarks.md]
+//
+// See bench/README.md for the workloads, the output and how to read it.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/bench/internal/rec"
+)
+
+// allWorkloads is every workload the harness knows, in report order.
+var allWorkloads = []string{"P1", "P2", "P3", "P4", "P5", "P6", "P10"}
+
+// contestant is one program run once per repetition.
+type contestant struct {
+	name      string
+	workloads []string // the workloads it measures
+	run       func(ctx context.Context, workloads []string, rep int) ([]rec.Record, error)
+}
+
+type config struct {
+	root, python, outPath, jsonlPath string
+	reps, coldRuns                   int
+	quick, skipSetup, daskFullP1     bool
+	workloads, peers                 []string
+	oursBin, coldBin                 string
+}
+
+func main() {
+	var cfg config
+	reps := flag.Int("reps", 3, "repetitions; each runs every contestant once, in rotating order")
+	quick := flag.Bool("quick", false, "tiny sizes (CI smoke); the numbers mean nothing")
+	only := flag.String("only", "", "comma-separated workloads to run (default: all of "+strings.Join(allWorkloads, ",")+")")
+	out := flag.String("out", "", "report to write (default: <repo>/docs/benchmarks.md; \"-\" for none)")
+	jsonl := flag.String("jsonl", "", "also write every collected JSON line (re-tagged rep) to this file")
+	skipSetup := flag.Bool("skip-setup", false, "do not run bench/setup.sh first")
+	peers := flag.String("peers", "stdlib,joblib,dask,shell", "peer scripts to run (bench/peers/<name>_peer.py), or \"none\"")
+	python := flag.String("python", envOr("PEER_PYTHON", "/usr/bin/python3"), "interpreter for the peer scripts")
+	coldRuns := flag.Int("cold-runs", 0, "P3: cold starts of ours per rep, median reported (default 5, 1 with -quick)")
+	fullP1 := flag.Bool("dask-full-p1", false, "pass --full-p1 to dask_peer.py (P1 n=100000, ~4 min per rep)")
+	flag.Parse()
+	if *reps < 1 {
+		fatalf("-reps must be >= 1")
+	}
+	cfg.reps, cfg.quick, cfg.skipSetup, cfg.daskFullP1, cfg.python = *reps, *quick, *skipSetup, *fullP1, *python
+	cfg.coldRuns = *coldRuns
+	if cfg.coldRuns <= 0 {
+		cfg.coldRuns = 5
+		if cfg.quick {
+			cfg.coldRuns = 1
+		}
+	}
+	var err error
+	if cfg.workloads, err = parseWorkloads(*only); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if *peers != "none" && *peers != "" {
+		for _, p := range strings.Split(*peers, ",") {
+			p = strings.TrimSpace(p)
+			if _, ok := peerWorkloads[p]; !ok {
+				fmt.Fprintf(os.Stderr, "bench: unknown peer %q (known: stdlib, joblib, dask, shell)\n", p)
+				os.Exit(2)
+			}
+			cfg.peers = append(cfg.peers, p)
+		}
+	}
+	if cfg.root, err = repoRoot(); err != nil {
+		fatalf("%v", err)
+	}
+	cfg.outPath = *out
+	if cfg.outPath == "" {
+		cfg.outPath = filepath.Join(cfg.root, "docs", "benchmarks.md")
+	}
+	cfg.jsonlPath = *jsonl
+	if err := run(context.Background(), &cfg); err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func logf(format string, a ...any) { fmt.Fprintf(os.Stderr, "[bench] "+format+"\n", a...) }
+
+func fatalf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
+	os.Exit(1)
+}
+
+func parseWorkloads(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return slices.Clone(allWorkloads), nil
+	}
+	var ws []string
+	for _, w := range strings.Split(s, ",") {
+		w = strings.ToUpper(strings.TrimSpace(w))
+		if w == "" {
+			continue
+		}
+		if !slices.Contains(allWorkloads, w) {
+			return nil, fmt.Errorf("unknown or unbenchmarked workload %q (known: %s)", w, strings.Join(allWorkloads, ","))
+		}
+		if !slices.Contains(ws, w) {
+			ws = append(ws, w)
+		}
+	}
+	if len(ws) == 0 {
+		return nil, errors.New("-only names no workload")
+	}
+	return ws, nil
+}
+
+// repoRoot is the directory of the module's go.mod.
+func repoRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err == nil {
+		if p := strings.TrimSpace(string(out)); p != "" && p != os.DevNull {
+			return filepath.Dir(p), nil
+		}
+	}
+	dir, _ := os.Getwd()
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("cannot find the repository (go.mod); run from inside it")
+		}
+		dir = parent
+	}
+}
+
+// peerWorkloads are the workloads each peer script measures.
+var peerWorkloads = map[string][]string{
+	"stdlib": {"P1", "P2", "P3", "P4", "P5"},
+	"joblib": {"P1", "P5"},
+	"dask":   {"P1", "P2", "P3", "P4", "P5"},
+	"shell":  {"P6"},
+}
+
+// oursWorkloads are measured by bench/cmd/ours, plus P3 by bench/cmd/coldstart.
+var oursWorkloads = []string{"P1", "P2", "P3", "P4", "P5", "P10"}
+
+func intersect(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func run(ctx context.Context, cfg *config) error {
+	t0 := time.Now()
+	if !cfg.skipSetup && len(cfg.peers) > 0 {
+		logf("running bench/setup.sh (skip with -skip-setup)")
+		cmd := exec.CommandContext(ctx, "bash", filepath.Join(cfg.root, "bench", "setup.sh"))
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("bench/setup.sh: %w", err)
+		}
+	}
+	tmp, err := os.MkdirTemp("", "meadowrun-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	cfg.oursBin, cfg.coldBin = filepath.Join(tmp, "ours"), filepath.Join(tmp, "coldstart")
+	for bin, pkg := range map[string]string{cfg.oursBin: "./bench/cmd/ours", cfg.coldBin: "./bench/cmd/coldstart"} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = cfg.root, os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go build %s: %w", pkg, err)
+		}
+	}
+
+	cs := contestants(cfg)
+	var all []rec.Record
+	for rep := range cfg.reps {
+		k := rep % len(cs)
+		order := append(slices.Clone(cs[k:]), cs[:k]...)
+		for _, c := range order {
+			ws := intersect(cfg.workloads, c.workloads)
+			if len(ws) == 0 {
+				continue
+			}
+			t := time.Now()
+			logf("rep %d/%d: %s %s", rep+1, cfg.reps, c.name, strings.Join(ws, ","))
+			rs, err := c.run(ctx, ws, rep)
+			if err != nil {
+				return fmt.Errorf("rep %d: %s: %w", rep, c.name, err)
+			}
+			for i := range rs {
+				rs[i].Rep = rep
+			}
+			all = append(all, rs...)
+			logf("rep %d/%d: %s done in %.1fs (%d lines)", rep+1, cfg.reps, c.name, time.Since(t).Seconds(), len(rs))
+		}
+	}
+	if cfg.jsonlPath != "" {
+		if err := writeJSONL(cfg.jsonlPath, all); err != nil {
+			return err
+		}
+	}
+	rep := buildReport(cfg, all)
+	table := rep.markdownTable()
+	targets := rep.markdownTargets()
+	fmt.Println(table)
+	fmt.Println(targets)
+	if cfg.outPath != "-" {
+		doc := rep.document(cfg, table, targets, time.Since(t0))
+		if err := os.MkdirAll(filepath.Dir(cfg.outPath), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(cfg.outPath, []byte(doc), 0o644); err != nil {
+			return err
+		}
+		logf("wrote %s", cfg.outPath)
+	}
+	logf("total %.1fs", time.Since(t0).Seconds())
+	return nil
+}
+
+func writeJSONL(path string, rs []rec.Record) error {
+	var b bytes.Buffer
+	e := &rec.Emitter{W: &b}
+	for _, r := range rs {
+		e.Impl, e.Version = r.Impl, r.Version
+		e.Emit(r.Workload, r.Params, r.Metric, r.Value, r.Unit, r.Rep, r.Note)
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+func contestants(cfg *config) []contestant {
+	cs := []contestant{{name: "meadowrun (bench/cmd/ours)", workloads: oursWorkloads, run: func(ctx context.Context, ws []string, rep int) ([]rec.Record, error) {
+		var rs []rec.Record
+		if ows := slices.DeleteFunc(slices.Clone(ws), func(w string) bool { return w == "P3" }); len(ows) > 0 {
+			args := []string{"-workloads", strings.Join(ows, ","), "-reps", "1"}
+			if cfg.quick {
+				args = append(args, "-quick")
+			}
+			var err error
+			if rs, err = runLines(ctx, cfg.oursBin, args...); err != nil {
+				return nil, err
+			}
+		}
+		if slices.Contains(ws, "P3") {
+			r, err := coldStart(ctx, cfg.coldBin, cfg.coldRuns)
+			if err != nil {
+				return nil, err
+			}
+			rs = append(rs, r...)
+		}
+		return rs, nil
+	}}}
+	for _, p := range cfg.peers {
+		script := filepath.Join(cfg.root, "bench", "peers", p+"_peer.py")
+		cs = append(cs, contestant{name: p + "_peer.py", workloads: peerWorkloads[p], run: func(ctx context.Context, ws []string, rep int) ([]rec.Record, error) {
+			args := []string{script, "--workloads", strings.Join(ws, ","), "--reps", "1"}
+			if cfg.quick {
+				args = append(args, "--quick")
+			}
+			if p == "dask" && cfg.daskFullP1 {
+				args = append(args, "--full-p1")
+			}
+			return runLines(ctx, cfg.python, args...)
+		}})
+	}
+	return cs
+}
+
+// runLines runs a contestant and parses its stdout as JSON lines; stderr
+// is passed through. A non-zero exit or a malformed line is an error.
+func runLines(ctx context.Context, name string, args ...string) ([]rec.Record, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stderr = os.Stderr
+	cmd.Stdin = nil
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return parseLines(&out)
+}
+
+func parseLines(r io.Reader) ([]rec.Record, error) {
+	var rs []rec.Record
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for n := 1; sc.Scan(); n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		r, err := rec.Parse(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %v: %.200s", n, err, line)
+		}
+		rs = append(rs, r)
+	}
+	return rs, sc.Err()
+}
+
+// coldStart measures P3 for meadowrun: from just before exec of a fresh
+// coldstart binary to its READY line (first result), and to its exit.
+func coldStart(ctx context.Context, bin string, runs int) ([]rec.Record, error) {
+	var first, total []float64
+	for range runs {
+		cmd := exec.CommandContext(ctx, bin)
+		cmd.Stderr = os.Stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		var tReady time.Duration
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.TrimSpace(sc.Text()) == "READY" {
+				tReady = time.Since(t0)
+				break
+			}
+		}
+		io.Copy(io.Discard, stdout)
+		err = cmd.Wait()
+		tEnd := time.Since(t0)
+		if err != nil || tReady == 0 {
+			return nil, fmt.Errorf("cold-start child failed (ready=%v): %v", tReady != 0, err)
+		}
+		first = append(first, float64(tReady.Nanoseconds())/1e6)
+		total = append(total, float64(tEnd.Nanoseconds())/1e6)
+	}
+	params := map[string]any{"workers": 1, "runs": runs, "stat": "median_of_runs",
+		"measures": "exec Go binary -> meadowrun.Main -> Local{} host -> start 1 worker process -> 1 RunFunction result"}
+	mk := func(metric string, v float64) rec.Record {
+		return rec.Record{Schema: rec.Schema, Workload: "P3", Impl: "meadowrun", Params: params, Metric: metric,
+			Value: v, Unit: "ms", Version: "meadowrun-go (bench/cmd/coldstart)"}
+	}
+	return []rec.Record{mk("cold_start_ms", rec.Median(first)), mk("cold_exit_ms", rec.Median(total))}, nil
+}
