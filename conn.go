@@ -315,19 +315,6 @@ func (c *workerConn) log(l wire.Log) {
 	}
 }
 
-// inFlight returns the number of tasks sent and not answered.
-func (c *workerConn) inFlight() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.inflight)
-}
-
-func (c *workerConn) isDead() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.dead
-}
-
 // failureOfResult decodes a failed result's payload.
 func failureOfResult(r wire.Result) wire.Failure {
 	var f wire.Failure
