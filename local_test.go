@@ -227,3 +227,21 @@ func TestAWorkerThatPrintsWhileStartingStillConnects(t *testing.T) {
 		t.Fatalf("the worker's start-up output was not kept as worker output:\n%s", out.String())
 	}
 }
+
+func TestCommandsDoNotInheritTheProtocolPipes(t *testing.T) {
+	o := quiet(t)
+	out := &strings.Builder{}
+	o.Output = out
+	if _, err := meadowrun.RunCommand(context.Background(), []string{"sh", "-c", `for f in /proc/$$/fd/*; do echo "fd ${f##*/}"; done`}, meadowrun.Local{}, &meadowrun.CommandOptions{Options: o}); err != nil {
+		t.Fatal(err)
+	}
+	// (fd 3 is the directory the shell reads to expand the glob.)
+	for _, fd := range []string{"4", "5"} {
+		if strings.Contains(out.String(), "] fd "+fd+"\n") {
+			t.Fatalf("the command inherited file descriptor %s:\n%s", fd, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "] fd 1\n") {
+		t.Fatalf("listing failed:\n%s", out.String())
+	}
+}

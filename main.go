@@ -16,10 +16,16 @@ var mainCalled atomic.Bool
 // Main must be the first call in main (and in TestMain of tests that run
 // work on the local host). In a worker process, that is when meadowrun
 // re-executed this program to run tasks, it serves the registered
-// functions and never returns. Otherwise it returns at once.
+// functions and never returns; in a supervisor process, re-executed to
+// run a detached job, it runs the job and never returns. Otherwise it
+// returns at once.
 func Main() {
 	mainCalled.Store(true)
 	if !worker.IsWorkerProcess() {
+		if isSupervisorProcess() {
+			// A supervisor of a detached job (see SubmitFunction).
+			os.Exit(supervise())
+		}
 		return
 	}
 	os.Exit(worker.RunProcess(registry.Default))

@@ -38,6 +38,10 @@ func RunProcess(reg *registry.Registry) int {
 		// The coordinator is gone: stop now, with everything started.
 		OnDisconnect: func() { signalGroup(); os.Exit(0) },
 	}
+	// Commands the worker runs must not inherit the protocol pipes.
+	for _, fd := range []int{FDTasks, FDResults, FDLog} {
+		syscall.CloseOnExec(fd)
+	}
 	in := os.NewFile(FDTasks, "meadowrun-tasks")
 	out := os.NewFile(FDResults, "meadowrun-results")
 	if in == nil || out == nil {

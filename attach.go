@@ -1,0 +1,398 @@
+package meadowrun
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/internal/journal"
+)
+
+// Detached is the handle of a durable function or command job: another
+// process gets the same handle from Attach or AttachCommand and the job's
+// id.
+type Detached[T any] struct {
+	id    string
+	st    *journal.Store
+	local *localJob
+	take  func(journal.Record, journal.Result) (T, error)
+}
+
+// ID identifies the job in every process.
+func (d *Detached[T]) ID() string { return d.id }
+
+// Info returns the job's description from the journal.
+func (d *Detached[T]) Info(ctx context.Context) (JobInfo, error) {
+	r, err := d.st.Get(ctx, d.id)
+	if err != nil {
+		return JobInfo{}, notFound(err, d.id)
+	}
+	return infoOf(r), nil
+}
+
+// Cancel stops the job (see CancelJob).
+func (d *Detached[T]) Cancel(ctx context.Context) error {
+	if d.local != nil {
+		d.local.runner.stop()
+	}
+	return CancelJob(ctx, d.id)
+}
+
+// Wait waits until the job has finished and returns its result, read
+// from the journal (or, for an in-process job, as it arrives). If ctx
+// ends first, Wait returns ctx's error and the job goes on. A finished
+// job's result can be read any number of times, from any process.
+func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
+	var zero T
+	if d.local != nil && d.local.runner.local.take() {
+		var got *journal.Result
+		if err := d.local.runner.local.all(ctx, func(r journal.Result) bool {
+			got = &r
+			return false
+		}); err != nil {
+			return zero, err
+		}
+		select {
+		case <-d.local.done:
+		case <-ctx.Done():
+			return zero, ctx.Err()
+		}
+		if got == nil {
+			return zero, errors.Join(errors.New("meadowrun: the job ended without a result"), d.local.err)
+		}
+		v, err := d.take(d.local.runner.record(), *got)
+		if d.local.err != nil {
+			err = errors.Join(err, d.local.err)
+		}
+		return v, err
+	}
+	var got *journal.Result
+	var rec journal.Record
+	rec, err := followResults(ctx, d.st, d.id, func(r journal.Record, res journal.Result) bool {
+		rec = r
+		got = &res
+		return false
+	})
+	if got != nil {
+		return d.take(rec, *got)
+	}
+	if err != nil {
+		return zero, err
+	}
+	if rec.Error != "" {
+		return zero, &jobError{msg: rec.Error, canceled: rec.State == "cancelled"}
+	}
+	return zero, fmt.Errorf("meadowrun: job %s ended (%s) without a result", d.id, rec.State)
+}
+
+// DetachedMap is the handle of a durable map: another process gets the
+// same handle from AttachMap and the job's id.
+type DetachedMap[R any] struct {
+	id    string
+	st    *journal.Store
+	local *localJob
+	dec   func([]byte) (R, error)
+	fn    string
+}
+
+// ID identifies the job in every process.
+func (m *DetachedMap[R]) ID() string { return m.id }
+
+// Info returns the job's description from the journal.
+func (m *DetachedMap[R]) Info(ctx context.Context) (JobInfo, error) {
+	r, err := m.st.Get(ctx, m.id)
+	if err != nil {
+		return JobInfo{}, notFound(err, m.id)
+	}
+	return infoOf(r), nil
+}
+
+// Cancel stops the map (see CancelJob).
+func (m *DetachedMap[R]) Cancel(ctx context.Context) error {
+	if m.local != nil {
+		m.local.runner.stop()
+	}
+	return CancelJob(ctx, m.id)
+}
+
+func (m *DetachedMap[R]) result(rec journal.Record, r journal.Result) TaskResult[R] {
+	tr := TaskResult[R]{TaskID: r.Task, Attempt: r.Attempt, Err: errorOfFailure(r.Err, r, rec.LogFile), Worker: r.Worker,
+		Machine: r.Machine, LogFile: rec.LogFile, Duration: time.Duration(r.Nanos), PeakMemoryBytes: r.Peak}
+	if tr.Err == nil {
+		v, err := m.dec(r.Value)
+		if err != nil {
+			tr.Err = &TaskError{TaskID: r.Task, Attempt: r.Attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
+				Message: fmt.Sprintf("decoding the result of %s: %v", m.fn, err), Worker: r.Worker, Machine: r.Machine, LogFile: rec.LogFile}
+		} else {
+			tr.Value = v
+		}
+	}
+	return tr
+}
+
+// AsCompleted yields each task's final result as it completes: those
+// already journaled first, then the others as they arrive, until the map
+// has finished. It can be ranged over any number of times, from any
+// process; breaking out of the loop does not cancel the map. A map that
+// stopped before every argument became a task (cancellation, an error
+// that affects every task, a lost supervisor) ends with a TaskResult of
+// TaskID -1 that carries the reason. If ctx ends, so does the iteration,
+// with a last TaskResult of TaskID -1 carrying ctx's error.
+func (m *DetachedMap[R]) AsCompleted(ctx context.Context) iter.Seq[TaskResult[R]] {
+	return func(yield func(TaskResult[R]) bool) {
+		if m.local != nil && m.local.runner.local.take() {
+			stopped := false
+			err := m.local.runner.local.all(ctx, func(r journal.Result) bool {
+				if !yield(m.result(m.local.runner.record(), r)) {
+					stopped = true
+					return false
+				}
+				return true
+			})
+			if stopped {
+				return
+			}
+			if err == nil {
+				select {
+				case <-m.local.done:
+					err = m.local.err
+				case <-ctx.Done():
+					err = ctx.Err()
+				}
+			}
+			if err != nil {
+				yield(TaskResult[R]{TaskID: -1, Err: err})
+			}
+			return
+		}
+		stopped := false
+		_, err := followResults(ctx, m.st, m.id, func(rec journal.Record, r journal.Result) bool {
+			if !yield(m.result(rec, r)) {
+				stopped = true
+				return false
+			}
+			return true
+		})
+		if err != nil && !stopped {
+			yield(TaskResult[R]{TaskID: -1, Err: err})
+		}
+	}
+}
+
+// Wait waits until the map has finished and returns the results in
+// argument order; failed tasks are reported together in a *MapError, as
+// RunMap does.
+func (m *DetachedMap[R]) Wait(ctx context.Context) ([]R, error) {
+	var out []R
+	var failed []*TaskError
+	var errs []error
+	n := 0
+	for r := range m.AsCompleted(ctx) {
+		if r.TaskID < 0 {
+			errs = append(errs, r.Err)
+			continue
+		}
+		n++
+		for r.TaskID >= len(out) {
+			var zero R
+			out = append(out, zero)
+		}
+		if r.Err == nil {
+			out[r.TaskID] = r.Value
+			continue
+		}
+		var te *TaskError
+		if errors.As(r.Err, &te) {
+			failed = append(failed, te)
+		} else if !slices.ContainsFunc(errs, func(e error) bool { return e.Error() == r.Err.Error() }) {
+			errs = append(errs, r.Err)
+		}
+	}
+	if info, err := m.Info(ctx); err == nil && info.Tasks > len(out) {
+		out = append(out, make([]R, info.Tasks-len(out))...)
+	}
+	slices.SortFunc(failed, func(a, b *TaskError) int { return cmp.Compare(a.TaskID, b.TaskID) })
+	if len(failed) > 0 {
+		errs = append(errs, &MapError{Failed: failed, Total: max(n, len(out))})
+	}
+	return out, errors.Join(errs...)
+}
+
+// decoderFor checks that a journaled job's function returns R and returns
+// the decoder of its results.
+func decoderFor[R any](rec journal.Record) (func([]byte) (R, error), error) {
+	c, err := codecFor[R]()
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: attaching to job %s: %w", rec.ID, err)
+	}
+	if rec.Function == nil {
+		return nil, fmt.Errorf("meadowrun: job %s is a %s, not a function or map", rec.ID, rec.Kind)
+	}
+	want := qualifiedName(reflect.TypeFor[R]())
+	_, resCodec, _ := cutCodec(rec.Function.Codec)
+	switch any(*new(R)).(type) {
+	case []byte:
+		// Any result, as encoded.
+		return c.dec, nil
+	case json.RawMessage:
+		if resCodec == codecJSON {
+			return c.dec, nil
+		}
+	}
+	if rec.Function.Result != want || resCodec != c.name {
+		return nil, fmt.Errorf("%w: job %s runs %s, which returns %s (codec %s), not %s (codec %s)",
+			ErrRegistryMismatch, rec.ID, rec.Function.Name, rec.Function.Result, resCodec, want, c.name)
+	}
+	return c.dec, nil
+}
+
+func cutCodec(s string) (string, string, bool) {
+	for i := range len(s) {
+		if s[i] == '/' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, s, false
+}
+
+func attachRecord(ctx context.Context, id, kind string) (*journal.Store, journal.Record, error) {
+	st := defaultStore()
+	rec, err := st.Get(ctx, id)
+	if err != nil {
+		return nil, rec, notFound(err, id)
+	}
+	if rec.Kind != kind {
+		hint := map[string]string{"function": "Attach", "command": "AttachCommand", "map": "AttachMap"}[rec.Kind]
+		return nil, rec, fmt.Errorf("meadowrun: job %s is a %s job, not a %s job; use %s", id, rec.Kind, kind, hint)
+	}
+	return st, rec, nil
+}
+
+// Attach returns the handle of a durable function job from its id, in any
+// process. R must be the function's result type, or []byte for the result
+// as encoded, or json.RawMessage for a JSON-encoded result undecoded.
+func Attach[R any](ctx context.Context, id string) (*Detached[R], error) {
+	st, rec, err := attachRecord(ctx, id, "function")
+	if err != nil {
+		return nil, err
+	}
+	dec, err := decoderFor[R](rec)
+	if err != nil {
+		return nil, err
+	}
+	return &Detached[R]{id: id, st: st, take: functionTaker(rec.Function.Name, dec)}, nil
+}
+
+// AttachCommand returns the handle of a durable command job from its id,
+// in any process.
+func AttachCommand(ctx context.Context, id string) (*Detached[*JobCompletion], error) {
+	st, _, err := attachRecord(ctx, id, "command")
+	if err != nil {
+		return nil, err
+	}
+	return &Detached[*JobCompletion]{id: id, st: st, take: takeCompletion}, nil
+}
+
+// AttachMap returns the handle of a durable map from its id, in any
+// process. R must be the mapped function's result type, or []byte or
+// json.RawMessage as for Attach.
+func AttachMap[R any](ctx context.Context, id string) (*DetachedMap[R], error) {
+	st, rec, err := attachRecord(ctx, id, "map")
+	if err != nil {
+		return nil, err
+	}
+	dec, err := decoderFor[R](rec)
+	if err != nil {
+		return nil, err
+	}
+	return &DetachedMap[R]{id: id, st: st, dec: dec, fn: rec.Function.Name}, nil
+}
+
+// followRecord polls a job's record until done reports true.
+func followRecord(ctx context.Context, st *journal.Store, id string, done func(journal.Record) bool) (journal.Record, error) {
+	p := newPoller(st)
+	for {
+		if p.changed() {
+			r, err := st.Get(ctx, id)
+			if err != nil {
+				return r, err
+			}
+			if done(r) {
+				return r, nil
+			}
+		}
+		if err := p.wait(ctx); err != nil {
+			return journal.Record{}, err
+		}
+	}
+}
+
+// poller paces a follower of the journal: it reads only when the journal
+// changed (or every second, to notice a process that died), waiting a
+// little longer each time nothing changes, up to 100 ms.
+type poller struct {
+	st      *journal.Store
+	version string
+	read    time.Time
+	delay   time.Duration
+}
+
+func newPoller(st *journal.Store) *poller { return &poller{st: st, version: "-"} }
+
+func (p *poller) changed() bool {
+	v := p.st.Version()
+	if v != p.version || time.Since(p.read) > time.Second {
+		p.version, p.read, p.delay = v, time.Now(), 0
+		return true
+	}
+	return false
+}
+
+func (p *poller) wait(ctx context.Context) error {
+	p.delay = min(max(2*p.delay, 2*time.Millisecond), 100*time.Millisecond)
+	t := time.NewTimer(p.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// followResults yields a job's results from the journal, those already
+// recorded first, until the job ends or ctx does, and returns the final
+// record. A job whose process died ends with an error wrapping ErrJobLost.
+func followResults(ctx context.Context, st *journal.Store, id string, yield func(journal.Record, journal.Result) bool) (journal.Record, error) {
+	p := newPoller(st)
+	var after uint64
+	for {
+		if p.changed() {
+			res, last, rec, err := st.Results(ctx, id, after)
+			if err != nil {
+				return rec, notFound(err, id)
+			}
+			after = last
+			for _, r := range res {
+				if !yield(rec, r) {
+					return rec, nil
+				}
+			}
+			if rec.Final() {
+				return rec, nil
+			}
+			if isLost(rec) {
+				return rec, fmt.Errorf("%w: %s: %s", ErrJobLost, id, infoOf(rec).Error)
+			}
+		}
+		if err := p.wait(ctx); err != nil {
+			return journal.Record{}, err
+		}
+	}
+}

@@ -1,0 +1,567 @@
+package meadowrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/internal/journal"
+)
+
+// Errors of durable jobs, for errors.Is.
+var (
+	// ErrJobNotFound: no job with that id is in the journal.
+	ErrJobNotFound = errors.New("meadowrun: no such job")
+	// ErrJobFinished: the job has already finished (cancel of a finished
+	// job). Its results are kept.
+	ErrJobFinished = errors.New("meadowrun: job already finished")
+	// ErrJobLost: the process running the job died before the job ended.
+	// The results it journaled are kept.
+	ErrJobLost = errors.New("meadowrun: job lost")
+)
+
+// JobState is the state of a durable job.
+type JobState string
+
+// States of a durable job.
+const (
+	// JobSubmitted: journaled, its supervisor is starting.
+	JobSubmitted JobState = "submitted"
+	// JobRunning: its tasks run.
+	JobRunning JobState = "running"
+	// JobSucceeded: every task succeeded.
+	JobSucceeded JobState = "succeeded"
+	// JobFailed: a task, or the job as a whole, failed.
+	JobFailed JobState = "failed"
+	// JobCancelled: cancelled before it ended.
+	JobCancelled JobState = "cancelled"
+	// JobLost: the process running it died before it ended.
+	JobLost JobState = "lost"
+)
+
+// Final reports whether the state can no longer change.
+func (s JobState) Final() bool { return s != JobSubmitted && s != JobRunning }
+
+// JobInfo describes a durable job, as the journal records it.
+type JobInfo struct {
+	// ID identifies the job in every process.
+	ID string `json:"id"`
+	// Kind is "function", "command" or "map".
+	Kind  string   `json:"kind"`
+	State JobState `json:"state"`
+	// Host is the URL of the host the job runs on (see OpenHost).
+	Host string `json:"host"`
+	// Command is the command of a command job, or of each task of a map
+	// of commands.
+	Command []string `json:"command,omitempty"`
+	// Function is the registered name of the function that runs, and
+	// ResultCodec how its results are encoded ("json", "bytes" or
+	// "string").
+	Function    string `json:"function,omitempty"`
+	ResultCodec string `json:"result_codec,omitempty"`
+	// Detached is true when a supervisor process runs the job; otherwise
+	// the process that submitted it does, and the job ends with it.
+	Detached bool `json:"detached"`
+	// PID is the process running the job.
+	PID int `json:"pid,omitempty"`
+
+	Submitted time.Time `json:"submitted"`
+	Started   time.Time `json:"started,omitzero"`
+	Finished  time.Time `json:"finished,omitzero"`
+
+	// Tasks is the number of tasks, -1 while unknown; Done and Failed
+	// count those that succeeded and failed (tasks stopped by a cancel
+	// count as neither).
+	Tasks  int `json:"tasks"`
+	Done   int `json:"done"`
+	Failed int `json:"failed"`
+	// ExitCode is a command's exit code, -1 until it is known.
+	ExitCode int `json:"exit_code"`
+	// Error says why the job failed as a whole, if it did.
+	Error string `json:"error,omitempty"`
+	// LogFile keeps the job's output, each line prefixed with its task.
+	LogFile string `json:"log_file,omitempty"`
+}
+
+// Duration is how long the job ran, or has been running.
+func (j JobInfo) Duration() time.Duration {
+	switch {
+	case j.Started.IsZero():
+		return 0
+	case j.Finished.IsZero():
+		return time.Since(j.Started)
+	}
+	return j.Finished.Sub(j.Started)
+}
+
+// lostGraceSubmitted is how long a submitted job may wait for its
+// supervisor before it counts as lost.
+const lostGraceSubmitted = 10 * time.Second
+
+func infoOf(r journal.Record) JobInfo {
+	j := JobInfo{ID: r.ID, Kind: r.Kind, State: JobState(r.State), Host: r.Host, Command: r.Command, Detached: r.Detached,
+		PID: r.PID, Submitted: r.Submitted, Started: r.Started, Finished: r.Finished, Tasks: r.Total,
+		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile}
+	if r.Function != nil && r.Kind != "command" {
+		j.Function = r.Function.Name
+		_, j.ResultCodec, _ = cutCodec(r.Function.Codec)
+	}
+	if r.ExitCode != nil {
+		j.ExitCode = *r.ExitCode
+	}
+	if isLost(r) {
+		j.State = JobLost
+		if j.Error == "" {
+			j.Error = fmt.Sprintf("the process running the job (pid %d) ended before the job did", r.PID)
+		}
+	}
+	return j
+}
+
+func isLost(r journal.Record) bool {
+	if r.Final() || journal.Alive(r.PID, r.Proc) {
+		return false
+	}
+	return r.State != "submitted" || time.Since(r.Submitted) > lostGraceSubmitted
+}
+
+// StateDir is where meadowrun keeps the journal of jobs and their logs:
+// $XDG_STATE_HOME/meadowrun, or ~/.local/state/meadowrun.
+func StateDir() string { return filepath.Dir(defaultLogDir()) }
+
+func defaultStore() *journal.Store { return journal.New(StateDir(), journal.Options{}) }
+
+func notFound(err error, id string) error {
+	if errors.Is(err, journal.ErrNotFound) {
+		return fmt.Errorf("%w: %q is not in the journal %s (meadowrun jobs lists the jobs)", ErrJobNotFound, id, filepath.Join(StateDir(), journal.FileName))
+	}
+	return fmt.Errorf("meadowrun: %w", err)
+}
+
+// SubmitOptions say who runs a submitted job. The zero value starts a
+// supervisor process that outlives the caller.
+type SubmitOptions struct {
+	// MaxAttempts is how many times a command or function job is tried in
+	// all, when it fails in a way another attempt could fix (a non-zero
+	// exit, a crash, a lost worker). 0 means 1: no retry. Maps take
+	// MapOptions.MaxAttempts instead.
+	MaxAttempts int
+	// InProcess runs the job in this process instead of a supervisor: it
+	// is journaled like any durable job (listed, attachable, cancellable
+	// from other processes) and its output also streams live to
+	// Options.Output, but it ends with this process. The CLI runs its
+	// jobs so when it waits for them.
+	InProcess bool
+}
+
+// ListJobs returns every job in the journal, oldest first.
+func ListJobs(ctx context.Context) ([]JobInfo, error) {
+	recs, err := defaultStore().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: %w", err)
+	}
+	out := make([]JobInfo, len(recs))
+	for i, r := range recs {
+		out[i] = infoOf(r)
+	}
+	return out, nil
+}
+
+// GetJob returns a job's description.
+func GetJob(ctx context.Context, id string) (JobInfo, error) {
+	r, err := defaultStore().Get(ctx, id)
+	if err != nil {
+		return JobInfo{}, notFound(err, id)
+	}
+	return infoOf(r), nil
+}
+
+// ForgetJob removes a finished job from the journal, with its results and
+// log file.
+func ForgetJob(ctx context.Context, id string) error {
+	st := defaultStore()
+	r, err := st.Get(ctx, id)
+	if err != nil {
+		return notFound(err, id)
+	}
+	if !r.Final() && !isLost(r) {
+		return fmt.Errorf("meadowrun: job %s is %s: cancel it before forgetting it", id, r.State)
+	}
+	if err := st.Delete(ctx, id); err != nil {
+		return notFound(err, id)
+	}
+	if r.LogFile != "" {
+		os.Remove(r.LogFile)
+	}
+	return nil
+}
+
+// CancelJob stops a job from any process: it marks the journal, signals
+// the job's supervisor, and waits (within ctx) until the job has stopped.
+// Cancelling a finished job is an error wrapping ErrJobFinished; its
+// results are kept.
+func CancelJob(ctx context.Context, id string) error {
+	st := defaultStore()
+	type finished struct{ r journal.Record }
+	var fin *finished
+	rec, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
+		if r.Final() {
+			fin = &finished{*r}
+			return ErrJobFinished
+		}
+		r.CancelRequested = true
+		return nil
+	})
+	if fin != nil {
+		return fmt.Errorf("%w: job %s %s at %s; its results are kept", ErrJobFinished, id, fin.r.State, fin.r.Finished.Format(time.DateTime))
+	}
+	if err != nil {
+		return notFound(err, id)
+	}
+	markCancelled := func(why string) error {
+		_, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
+			if !r.Final() {
+				r.State, r.Finished = "cancelled", time.Now()
+				if r.Error == "" {
+					r.Error = why
+				}
+			}
+			return nil
+		})
+		return err
+	}
+	if isLost(rec) {
+		return markCancelled("cancelled after the process running it had ended")
+	}
+	if rec.Detached && journal.Alive(rec.PID, rec.Proc) {
+		syscall.Kill(rec.PID, syscall.SIGTERM)
+	}
+	// The job's process sees the request (at once for a signalled
+	// supervisor, within cancelPoll otherwise) and records the end.
+	wait, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	r, err := followRecord(wait, st, id, func(r journal.Record) bool { return r.Final() || isLost(r) })
+	switch {
+	case err == nil && r.Final():
+		return nil
+	case err == nil:
+		return markCancelled("cancelled after the process running it had ended")
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	if rec.Detached && journal.Alive(rec.PID, rec.Proc) {
+		// It did not stop in time: end the supervisor and everything in
+		// its session; its workers stop when their coordinator is gone.
+		syscall.Kill(-rec.PID, syscall.SIGKILL)
+		return markCancelled("cancelled: its supervisor was killed after it did not stop in time")
+	}
+	return fmt.Errorf("meadowrun: job %s: cancel requested, but the process running it (pid %d) has not stopped it yet", id, rec.PID)
+}
+
+// prepareSubmit validates a submission and returns the store, the host's
+// URL and the job's options.
+func prepareSubmit(ctx context.Context, host Host, o *Options, sub *SubmitOptions) (*journal.Store, string, durableSpec, error) {
+	if isSupervisorProcess() && !mainCalled.Load() {
+		return nil, "", durableSpec{}, errNoMainSupervisor
+	}
+	if sub.MaxAttempts < 0 {
+		return nil, "", durableSpec{}, fmt.Errorf("meadowrun: SubmitOptions.MaxAttempts is %d; it must be 0 (default) or more", sub.MaxAttempts)
+	}
+	spec, err := specOf(o)
+	if err != nil {
+		return nil, "", spec, err
+	}
+	hostURL, ok := HostURL(host)
+	if !ok {
+		if !sub.InProcess {
+			return nil, "", spec, fmt.Errorf("%w: a detached job needs a host that another process can open from a URL (Local, or one from OpenHost), not %T", ErrUnsupported, host)
+		}
+		hostURL = fmt.Sprintf("%T", host)
+	}
+	// Everything that can be checked here is, so that a bad request
+	// fails now, before it is journaled.
+	if _, err := prepare(ctx, host, o); err != nil {
+		return nil, "", spec, err
+	}
+	return defaultStore(), hostURL, spec, nil
+}
+
+var errNoMainSupervisor = errors.New("meadowrun: this process was started as a meadowrun supervisor, but main did not call meadowrun.Main() first; call it first thing in main")
+
+// submit journals a new job and starts it: in a supervisor, or here.
+func submit(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host Host, sub *SubmitOptions,
+	args iter.Seq[rawArg], n int, local *resultQueue) (string, *runner, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return "", nil, fmt.Errorf("meadowrun: encoding the job's options: %w", err)
+	}
+	rec.ID, rec.Spec, rec.Submitted, rec.Total = newJobID(), b, time.Now(), n
+	rec.PID, rec.Proc = os.Getpid(), journal.Self()
+	rec.Detached = !sub.InProcess
+	if sub.InProcess {
+		rec.State, rec.Started = "running", rec.Submitted
+	} else {
+		rec.State = "submitted"
+	}
+	if err := st.Create(ctx, rec); err != nil {
+		return "", nil, fmt.Errorf("meadowrun: %w", err)
+	}
+	if sub.InProcess {
+		r := &runner{st: st, rec: rec, spec: spec, host: host, args: args, local: local}
+		return rec.ID, r, nil
+	}
+	if args != nil {
+		// The arguments are journaled before the supervisor starts: once
+		// Submit returns, the job no longer depends on this process.
+		const chunk = 4096
+		batch := make([][]byte, 0, chunk)
+		count := 0
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			err := st.PutArgs(ctx, rec.ID, count-len(batch), batch)
+			batch = batch[:0]
+			return err
+		}
+		for a := range args {
+			if a.err != nil {
+				st.Delete(context.WithoutCancel(ctx), rec.ID)
+				return "", nil, fmt.Errorf("meadowrun: %s: encoding argument %d: %w", rec.Function.Name, count, a.err)
+			}
+			batch = append(batch, a.b)
+			count++
+			if len(batch) == chunk {
+				if err := flush(); err != nil {
+					st.Delete(context.WithoutCancel(ctx), rec.ID)
+					return "", nil, fmt.Errorf("meadowrun: %w", err)
+				}
+			}
+		}
+		err := flush()
+		if err == nil && n < 0 {
+			_, err = st.Commit(ctx, rec.ID, nil, func(r *journal.Record) error {
+				r.Total = count
+				return nil
+			})
+		}
+		if err != nil {
+			st.Delete(context.WithoutCancel(ctx), rec.ID)
+			return "", nil, fmt.Errorf("meadowrun: %w", err)
+		}
+	}
+	if err := startSupervisor(ctx, st, rec.ID, logDirOf(spec)); err != nil {
+		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
+			if r.State == "submitted" {
+				r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()
+			}
+			return nil
+		})
+		return "", nil, err
+	}
+	return rec.ID, nil, nil
+}
+
+// startLocal runs an in-process job on a goroutine, with its output going
+// to the caller's writer.
+func startLocal(ctx context.Context, r *runner, o *Options) *localJob {
+	r.out = o.Output
+	lj := &localJob{runner: r, done: make(chan struct{})}
+	go func() {
+		lj.err = r.run(context.WithoutCancel(ctx))
+		close(lj.done)
+	}()
+	return lj
+}
+
+// localJob is a job this process runs.
+type localJob struct {
+	runner *runner
+	done   chan struct{}
+	err    error // the journal's error, once done
+}
+
+// SubmitFunction submits call to run on host as a durable job and returns
+// its handle at once (the reference's wait_for_result=False). By default
+// a supervisor process, this program re-executed, runs the job and
+// journals its outcome, so that the job goes on after this process exits;
+// any process can then Attach to it or cancel it by id. The host must be
+// one that another process can open from a URL (see HostURL).
+func SubmitFunction[R any](ctx context.Context, call Call[R], host Host, opts *Options, sub *SubmitOptions) (*Detached[R], error) {
+	if call.fn == "" {
+		return nil, errors.New("meadowrun: SubmitFunction: the call has no function (use Func.With)")
+	}
+	if call.err != nil {
+		return nil, fmt.Errorf("meadowrun: %s: %w", call.fn, call.err)
+	}
+	if opts == nil {
+		opts = &Options{}
+	}
+	if sub == nil {
+		sub = &SubmitOptions{}
+	}
+	payload, err := call.encode()
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: %s: encoding the argument: %w", call.fn, err)
+	}
+	st, hostURL, spec, err := prepareSubmit(ctx, host, opts, sub)
+	if err != nil {
+		return nil, err
+	}
+	spec.Payload, spec.MaxAttempts = payload, sub.MaxAttempts
+	rec := journal.Record{Kind: "function", Host: hostURL, Function: journalFunc(call.desc)}
+	local := newResultQueue()
+	id, r, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
+	if err != nil {
+		return nil, err
+	}
+	d := &Detached[R]{id: id, st: st, take: functionTaker(call.fn, call.dec)}
+	if r != nil {
+		d.local = startLocal(ctx, r, opts)
+	}
+	return d, nil
+}
+
+func functionTaker[R any](name string, dec func([]byte) (R, error)) func(journal.Record, journal.Result) (R, error) {
+	return func(rec journal.Record, r journal.Result) (R, error) {
+		var zero R
+		if err := errorOfFailure(r.Err, r, rec.LogFile); err != nil {
+			return zero, err
+		}
+		v, err := dec(r.Value)
+		if err != nil {
+			return zero, &TaskError{Attempt: r.Attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
+				Message: fmt.Sprintf("decoding the result of %s: %v", name, err), Worker: r.Worker, Machine: r.Machine, LogFile: rec.LogFile}
+		}
+		return v, nil
+	}
+}
+
+// SubmitCommand submits a command to run on host as a durable job and
+// returns its handle at once; see SubmitFunction. Its output is kept in
+// the job's log file (see JobLog).
+func SubmitCommand(ctx context.Context, args []string, host Host, opts *CommandOptions, sub *SubmitOptions) (*Detached[*JobCompletion], error) {
+	if len(args) == 0 || args[0] == "" {
+		return nil, errors.New("meadowrun: SubmitCommand: empty command")
+	}
+	if opts == nil {
+		opts = &CommandOptions{}
+	}
+	if sub == nil {
+		sub = &SubmitOptions{}
+	}
+	if len(opts.ContextVariables) > 0 {
+		if _, err := json.Marshal(opts.ContextVariables); err != nil {
+			return nil, fmt.Errorf("meadowrun: SubmitCommand: context variables cannot be encoded as JSON: %w", err)
+		}
+	}
+	st, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
+	if err != nil {
+		return nil, err
+	}
+	if sub.MaxAttempts > 1 && len(opts.ContextVariables) > 0 {
+		return nil, fmt.Errorf("%w: a command job with MaxAttempts > 1 cannot take context variables yet", ErrUnsupported)
+	}
+	spec.Env, spec.Dir, spec.ContextVariables, spec.MaxAttempts = opts.Env, opts.Dir, opts.ContextVariables, sub.MaxAttempts
+	rec := journal.Record{Kind: "command", Host: hostURL, Command: slices.Clone(args)}
+	local := newResultQueue()
+	id, r, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
+	if err != nil {
+		return nil, err
+	}
+	d := &Detached[*JobCompletion]{id: id, st: st, take: takeCompletion}
+	if r != nil {
+		d.local = startLocal(ctx, r, &opts.Options)
+	}
+	return d, nil
+}
+
+func takeCompletion(rec journal.Record, r journal.Result) (*JobCompletion, error) {
+	err := errorOfFailure(r.Err, r, rec.LogFile)
+	if len(r.Value) == 0 {
+		return nil, err
+	}
+	var jc JobCompletion
+	if jerr := json.Unmarshal(r.Value, &jc); jerr != nil {
+		return nil, errors.Join(err, fmt.Errorf("meadowrun: decoding the completion of job %s: %w", rec.ID, jerr))
+	}
+	jc.JobID = rec.ID
+	if jc.LogFile == "" {
+		jc.LogFile = rec.LogFile
+	}
+	return &jc, err
+}
+
+// SubmitMap submits a map of f over args to run on host as a durable job
+// and returns its handle at once; see SubmitFunction. The arguments are
+// journaled before it returns.
+func SubmitMap[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[R], error) {
+	return submitMap(ctx, f, slices.Values(args), len(args), host, opts, sub, nil)
+}
+
+// SubmitMapSeq is SubmitMap over an iterator of arguments. A detached
+// map reads the iterator to its end before it returns (to journal every
+// argument); an in-process one reads arguments as workers need them.
+func SubmitMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], host Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[R], error) {
+	return submitMap(ctx, f, args, -1, host, opts, sub, nil)
+}
+
+func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n int, host Host, opts *MapOptions, sub *SubmitOptions, command []string) (*DetachedMap[R], error) {
+	if f.name == "" {
+		return nil, errors.New("meadowrun: SubmitMap: the function has no name (use Register or Named)")
+	}
+	if f.err != nil {
+		return nil, fmt.Errorf("meadowrun: %s: %w", f.name, f.err)
+	}
+	if opts == nil {
+		opts = &MapOptions{}
+	}
+	if sub == nil {
+		sub = &SubmitOptions{}
+	}
+	switch {
+	case opts.Concurrency < 0:
+		return nil, fmt.Errorf("meadowrun: MapOptions.Concurrency is %d; it must be 0 (default) or more", opts.Concurrency)
+	case opts.MaxAttempts < 0:
+		return nil, fmt.Errorf("meadowrun: MapOptions.MaxAttempts is %d; it must be 0 (default) or more", opts.MaxAttempts)
+	}
+	st, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
+	if err != nil {
+		return nil, err
+	}
+	spec.Concurrency, spec.MaxAttempts, spec.RetryWithMoreMemory = opts.Concurrency, opts.MaxAttempts, opts.RetryWithMoreMemory
+	rec := journal.Record{Kind: "map", Host: hostURL, Function: journalFunc(f.desc), Command: slices.Clone(command)}
+	raw := func(yield func(rawArg) bool) {
+		for a := range args {
+			b, err := f.argCodec.enc(a)
+			if !yield(rawArg{b, err}) {
+				return
+			}
+		}
+	}
+	local := newResultQueue()
+	id, r, err := submit(ctx, st, rec, spec, host, sub, raw, n, local)
+	if err != nil {
+		return nil, err
+	}
+	m := &DetachedMap[R]{id: id, st: st, dec: f.resCodec.dec, fn: f.name}
+	if r != nil {
+		m.local = startLocal(ctx, r, &opts.Options)
+	}
+	return m, nil
+}
+
+// SubmitCommands submits a map of commands (see Commands), as
+// `meadowrun map` does: SubmitMapSeq(ctx, Commands, tasks, ...) that also
+// records the command template, for `meadowrun jobs` to show. n is the
+// number of tasks, or -1 if unknown.
+func SubmitCommands(ctx context.Context, template []string, tasks iter.Seq[CommandTask], n int, host Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[CommandResult], error) {
+	return submitMap(ctx, Commands, tasks, n, host, opts, sub, template)
+}

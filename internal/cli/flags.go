@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/meadowrun-go/meadowrun"
+)
+
+// workFlags are the flags of every command that runs work: where it runs
+// and what each worker needs.
+type workFlags struct {
+	host      string
+	cpu       float64
+	memory    float64
+	gpus      float64
+	gpuMemory float64
+	flags     []string
+	eviction  float64
+	disk      float64
+	env       []string
+	detach    bool
+	json      bool
+}
+
+func (w *workFlags) add(fs *pflag.FlagSet) {
+	def := os.Getenv("MEADOWRUN_HOST")
+	if def == "" {
+		def = "local"
+	}
+	fs.StringVar(&w.host, "host", def, "where the work runs, as a URL (schemes: "+strings.Join(meadowrun.HostSchemes(), ", ")+"); $MEADOWRUN_HOST sets the default")
+	fs.Float64Var(&w.cpu, "cpu", 0, "logical CPUs per worker (default 1)")
+	fs.Float64Var(&w.memory, "memory", 0, "memory per worker in GB, enforced (default: no limit)")
+	fs.Float64Var(&w.gpus, "gpus", 0, "GPUs per worker")
+	fs.Float64Var(&w.gpuMemory, "gpu-memory", 0, "GPU memory per worker in GB (implies 1 GPU)")
+	fs.StringSliceVar(&w.flags, "flags", nil, "machine features required, comma-separated (intel, amd_cpu, avx2, avx512, nvidia, ...)")
+	fs.Float64Var(&w.eviction, "max-eviction-rate", 0, "highest acceptable chance in percent that a spot instance is interrupted; 0 asks for on-demand only (default 80)")
+	fs.Float64Var(&w.disk, "ephemeral-storage", 0, "local disk per worker in GB")
+	fs.StringArrayVarP(&w.env, "env", "e", nil, "environment variable K=V for the command (repeatable)")
+	fs.BoolVarP(&w.detach, "detach", "d", false, "submit the job, print its id and return: it goes on after this process exits")
+	fs.BoolVar(&w.json, "json", false, "print machine-readable JSON on stdout")
+}
+
+// resources returns the resource flags as Resources, nil when none is set.
+func (w *workFlags) resources(cmd *cobra.Command) *meadowrun.Resources {
+	r := &meadowrun.Resources{LogicalCPU: w.cpu, MemoryGB: w.memory, GPUs: w.gpus, GPUMemoryGB: w.gpuMemory,
+		Flags: w.flags, MaxEvictionRate: w.eviction, EphemeralStorageGB: w.disk}
+	if cmd.Flags().Changed("max-eviction-rate") && w.eviction == 0 {
+		r.OnDemandOnly = true
+	}
+	return r
+}
+
+// environment parses the --env flags.
+func (w *workFlags) environment(cmd *cobra.Command) (map[string]string, error) {
+	if len(w.env) == 0 {
+		return nil, nil
+	}
+	env := map[string]string{}
+	for _, kv := range w.env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usagef(cmd, "--env %q: want KEY=VALUE", kv)
+		}
+		env[k] = v
+	}
+	return env, nil
+}
+
+// openHost opens the --host URL.
+func (w *workFlags) openHost(ctx context.Context) (meadowrun.Host, error) {
+	return meadowrun.OpenHost(ctx, w.host)
+}
+
+// isLocal reports whether the host is this machine, where a command can
+// be looked up before anything starts.
+func (w *workFlags) isLocal() bool {
+	s := w.host
+	if !strings.Contains(s, ":") {
+		s += "://"
+	}
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "local" || u.Scheme == "inprocess")
+}
+
+// checkAttempts validates --max-attempts.
+func checkAttempts(cmd *cobra.Command, n int) error {
+	if n < 0 {
+		return usagef(cmd, "--max-attempts is %d; it must be 1 or more", n)
+	}
+	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

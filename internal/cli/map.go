@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"os/exec"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meadowrun-go/meadowrun"
+)
+
+func newMapCmd(s *streams) *cobra.Command {
+	var (
+		w           workFlags
+		jobs        int
+		maxAttempts int
+		moreMemory  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "map [flags] -- COMMAND [ARGS...] [::: INPUT...]",
+		Short: "Run a command once per input, in parallel, on workers",
+		Long: `Run a command (no shell) once per input, on workers of the host, N at a time.
+Inputs come after ::: or, without :::, one per line on stdin. GNU parallel's
+placeholders are replaced in the command:
+
+  {}    the input              {/}   its base name       {#}  task number, from 1
+  {.}   without extension      {//}  its directory
+  {/.}  base name without extension
+
+A command without placeholders gets the input as its last argument. Each
+task's output is printed with a "[task N] " prefix (N from 0). A progress bar
+(done, failed, running, rate, ETA) is drawn when stderr is a terminal. The
+exit code is 1 when any task failed; the failed tasks are listed.`,
+		Example: `  meadowrun map -j 4 -- gzip -k {} ::: *.log
+  find . -name '*.png' | meadowrun map --memory 2 -- convert {} {.}.jpg
+  meadowrun map --max-attempts 3 --json -- ./score.sh {} ::: a b c`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			all, err := afterDash(cmd, args, "meadowrun map -- echo {} ::: a b c")
+			if err != nil {
+				return err
+			}
+			argv, inputs, hasInputs, err := splitInputs(cmd, all)
+			if err != nil {
+				return err
+			}
+			if err := checkAttempts(cmd, maxAttempts); err != nil {
+				return err
+			}
+			if jobs < 0 {
+				return usagef(cmd, "-j is %d; it must be 1 or more (0: as many as fit)", jobs)
+			}
+			env, err := w.environment(cmd)
+			if err != nil {
+				return err
+			}
+			if !hasInputs && isTerminal(s.in) {
+				return usagef(cmd, "no inputs: give them after ::: or one per line on stdin")
+			}
+			tmpl := newTemplate(argv)
+			if w.isLocal() && !hasPlaceholder(argv[0]) {
+				if _, err := exec.LookPath(argv[0]); err != nil {
+					return &exitError{127, fmt.Errorf("meadowrun: command not found: %s", argv[0])}
+				}
+			}
+			ctx := cmd.Context()
+			host, err := w.openHost(ctx)
+			if err != nil {
+				return &exitError{exitInternal, err}
+			}
+
+			// Inputs are kept to name failed tasks.
+			var mu sync.Mutex
+			seen := make([]string, 0, len(inputs))
+			var source iter.Seq[string] = slices.Values(inputs)
+			n := len(inputs)
+			if !hasInputs {
+				source, n = lines(s.in), -1
+			}
+			tasks := func(yield func(meadowrun.CommandTask) bool) {
+				seq := 0
+				for in := range source {
+					seq++
+					mu.Lock()
+					seen = append(seen, in)
+					mu.Unlock()
+					if !yield(meadowrun.CommandTask{Args: tmpl.expand(in, seq), Env: env}) {
+						return
+					}
+				}
+			}
+			conc := jobs
+			if conc == 0 {
+				conc = runtime.NumCPU()
+			}
+			var rep *mapReport
+			outW := s.out
+			if w.json {
+				outW = s.err
+			}
+			taskOut := &lockedWriter{w: &commandOutput{out: outW, errs: s.err, keep: true}}
+			opts := &meadowrun.MapOptions{
+				Options:     meadowrun.Options{Resources: w.resources(cmd), Output: taskOut},
+				Concurrency: jobs, MaxAttempts: maxAttempts, RetryWithMoreMemory: moreMemory,
+			}
+			m, err := meadowrun.SubmitCommands(ctx, argv, tasks, n, host, opts, &meadowrun.SubmitOptions{InProcess: !w.detach})
+			if err != nil {
+				return &exitError{exitInternal, err}
+			}
+			if w.detach {
+				return printSubmitted(s, m.ID(), w.json)
+			}
+			rep = newMapReport(s.out, s.err, w.json, true, n, conc)
+			rep.input = func(task int) (string, bool) {
+				mu.Lock()
+				defer mu.Unlock()
+				if task < len(seen) {
+					return seen[task], true
+				}
+				return "", false
+			}
+			if rep.bar != nil && isTerminal(outW) {
+				taskOut.mu.Lock()
+				taskOut.before, taskOut.after = rep.clear, rep.redraw
+				taskOut.mu.Unlock()
+			}
+			stop := cancelOnSignal(ctx, s, m.ID(), m.Cancel)
+			var journalErr error
+			for r := range m.AsCompleted(ctx) {
+				var je *meadowrun.JournalError
+				if r.TaskID < 0 && errors.As(r.Err, &je) {
+					journalErr = r.Err
+					continue
+				}
+				rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, nil)
+			}
+			sig := stop()
+			err = rep.finish(m.ID())
+			switch {
+			case sig != nil:
+				return &exitError{code: signalExit(sig)}
+			case journalErr != nil:
+				return &exitError{exitInternal, journalErr}
+			}
+			return err
+		},
+	}
+	w.add(cmd.Flags())
+	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "tasks run at once, each in its own worker (default: as many as fit)")
+	cmd.Flags().IntVar(&maxAttempts, "max-attempts", 1, "times a failing task is tried in all")
+	cmd.Flags().BoolVar(&moreMemory, "retry-with-more-memory", false, "give attempt n of a task n times --memory when the previous one ran out of memory")
+	return cmd
+}
+
+// splitInputs separates the command from the inputs after :::.
+func splitInputs(cmd *cobra.Command, args []string) (argv, inputs []string, found bool, err error) {
+	i := slices.Index(args, ":::")
+	if j := slices.Index(args, "::::"); j >= 0 && (i < 0 || j < i) {
+		return nil, nil, false, usagef(cmd, ":::: (inputs from files) is not supported: give the inputs on stdin, e.g. < file")
+	}
+	if i < 0 {
+		return args, nil, false, nil
+	}
+	argv, inputs = args[:i], args[i+1:]
+	if len(argv) == 0 {
+		return nil, nil, false, usagef(cmd, "no command before :::")
+	}
+	if slices.Contains(inputs, ":::") {
+		return nil, nil, false, usagef(cmd, "only one ::: group of inputs is supported")
+	}
+	if len(inputs) == 0 {
+		return nil, nil, false, usagef(cmd, "no inputs after :::")
+	}
+	return argv, inputs, true, nil
+}
+
+// lines yields the lines of r, without their newline.
+func lines(r io.Reader) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			if !yield(sc.Text()) {
+				return
+			}
+		}
+	}
+}
