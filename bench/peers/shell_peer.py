@@ -41,10 +41,15 @@ def p6(args, quick):
         ("xargs", ["xargs", "-P2", "-n1", true], "seq N | xargs -P2 -n1 /bin/true"),
         ("gnu_parallel", ["parallel", "--will-cite", "-j2", true], "seq N | parallel --will-cite -j2 /bin/true"),
     ]
+    # The harness passes the meadowrun CLI it built; it reads inputs one per
+    # line on stdin like xargs, so all three are timed the same way.
+    mr = os.environ.get("MEADOWRUN_BIN")
+    if mr:
+        impls.append(("meadowrun", [mr, "map", "-j", "2", "--", true], "seq N | meadowrun map -j 2 -- /bin/true"))
     for impl, cmd, desc in impls:
         if shutil.which(cmd[0]) is None:
             raise SystemExit("%s not found on PATH: run bench/setup.sh" % cmd[0])
-    vers = {impl: tool_version([cmd[0]]) for impl, cmd, _ in impls}
+    vers = {impl: tool_version([cmd[0]]) if impl != "meadowrun" else "meadowrun-go (cmd/meadowrun)" for impl, cmd, _ in impls}
     # warm the page cache / perl module cache once (not timed)
     for impl, cmd, _ in impls:
         subprocess.run(cmd, input=b"1\n2\n", check=True, stdout=subprocess.DEVNULL)

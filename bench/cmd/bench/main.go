@@ -190,7 +190,12 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	defer os.RemoveAll(tmp)
 	cfg.oursBin, cfg.coldBin = filepath.Join(tmp, "ours"), filepath.Join(tmp, "coldstart")
-	for bin, pkg := range map[string]string{cfg.oursBin: "./bench/cmd/ours", cfg.coldBin: "./bench/cmd/coldstart"} {
+	// P6 times the meadowrun CLI inside shell_peer.py, next to xargs and
+	// GNU parallel, with its journal in a directory of its own.
+	cliBin := filepath.Join(tmp, "meadowrun")
+	os.Setenv("MEADOWRUN_BIN", cliBin)
+	os.Setenv("XDG_STATE_HOME", filepath.Join(tmp, "state"))
+	for bin, pkg := range map[string]string{cfg.oursBin: "./bench/cmd/ours", cfg.coldBin: "./bench/cmd/coldstart", cliBin: "./cmd/meadowrun"} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = cfg.root, os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
