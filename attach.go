@@ -1,14 +1,12 @@
 package meadowrun
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
 	"reflect"
-	"slices"
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/internal/journal"
@@ -189,39 +187,11 @@ func (m *DetachedMap[R]) AsCompleted(ctx context.Context) iter.Seq[TaskResult[R]
 // argument order; failed tasks are reported together in a *MapError, as
 // RunMap does.
 func (m *DetachedMap[R]) Wait(ctx context.Context) ([]R, error) {
-	var out []R
-	var failed []*TaskError
-	var errs []error
-	n := 0
-	for r := range m.AsCompleted(ctx) {
-		if r.TaskID < 0 {
-			errs = append(errs, r.Err)
-			continue
-		}
-		n++
-		for r.TaskID >= len(out) {
-			var zero R
-			out = append(out, zero)
-		}
-		if r.Err == nil {
-			out[r.TaskID] = r.Value
-			continue
-		}
-		var te *TaskError
-		if errors.As(r.Err, &te) {
-			failed = append(failed, te)
-		} else if !slices.ContainsFunc(errs, func(e error) bool { return e.Error() == r.Err.Error() }) {
-			errs = append(errs, r.Err)
-		}
+	total := -1
+	if info, err := m.Info(ctx); err == nil {
+		total = info.Tasks
 	}
-	if info, err := m.Info(ctx); err == nil && info.Tasks > len(out) {
-		out = append(out, make([]R, info.Tasks-len(out))...)
-	}
-	slices.SortFunc(failed, func(a, b *TaskError) int { return cmp.Compare(a.TaskID, b.TaskID) })
-	if len(failed) > 0 {
-		errs = append(errs, &MapError{Failed: failed, Total: max(n, len(out))})
-	}
-	return out, errors.Join(errs...)
+	return collectResults(m.AsCompleted(ctx), total)
 }
 
 // decoderFor checks that a journaled job's function returns R and returns

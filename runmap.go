@@ -81,44 +81,42 @@ func (m *MapJob[R]) Wait(ctx context.Context) ([]R, error) {
 	}
 }
 
-func (m *MapJob[R]) collect() ([]R, error) {
+func (m *MapJob[R]) collect() ([]R, error) { return collectResults(m.AsCompleted(), m.total) }
+
+// collectResults gathers a map's results in argument order (total: the
+// number of tasks, or -1 when unknown). Failed tasks are reported together
+// in a *MapError; job-level errors (TaskID -1, or an error shared by every
+// task) once each.
+func collectResults[R any](results iter.Seq[TaskResult[R]], total int) ([]R, error) {
 	var out []R
-	if m.total >= 0 {
-		out = make([]R, m.total)
+	if total >= 0 {
+		out = make([]R, total)
 	}
 	var failed []*TaskError
-	var jobErr error
+	var errs []error
 	n := 0
-	for r := range m.AsCompleted() {
-		if r.TaskID < 0 {
-			jobErr = r.Err
-			continue
-		}
-		n++
-		for r.TaskID >= len(out) {
-			var zero R
-			out = append(out, zero)
-		}
-		if r.Err == nil {
-			out[r.TaskID] = r.Value
-			continue
+	for r := range results {
+		if r.TaskID >= 0 {
+			n++
+			for r.TaskID >= len(out) {
+				var zero R
+				out = append(out, zero)
+			}
+			if r.Err == nil {
+				out[r.TaskID] = r.Value
+				continue
+			}
 		}
 		var te *TaskError
-		if !errors.As(r.Err, &te) {
-			// Every task shares a job-level error: report it once.
-			jobErr = r.Err
-			continue
+		if r.TaskID >= 0 && errors.As(r.Err, &te) {
+			failed = append(failed, te)
+		} else if !slices.ContainsFunc(errs, func(e error) bool { return e.Error() == r.Err.Error() }) {
+			errs = append(errs, r.Err)
 		}
-		failed = append(failed, te)
 	}
 	slices.SortFunc(failed, func(a, b *TaskError) int { return cmp.Compare(a.TaskID, b.TaskID) })
-	total := max(m.total, n)
-	var errs []error
-	if jobErr != nil {
-		errs = append(errs, jobErr)
-	}
 	if len(failed) > 0 {
-		errs = append(errs, &MapError{Failed: failed, Total: total})
+		errs = append(errs, &MapError{Failed: failed, Total: max(total, n)})
 	}
 	return out, errors.Join(errs...)
 }
