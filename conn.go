@@ -166,26 +166,15 @@ func (c *workerConn) send(run *jobRun, fn wire.Function, command bool, digest st
 		}
 		fid = id
 	}
-	hdr := wire.AppendCount(make([]byte, 0, 8+12*len(ts)), len(ts))
-	parts := make([][]byte, 0, 2)
+	b := wire.NewBatch(len(ts))
 	for _, t := range ts {
 		c.nextKey++
-		key := c.nextKey
-		c.inflight = append(c.inflight, inflight{key: key, run: run, task: t})
-		hdr = wire.AppendTaskHeader(hdr, wire.Task{Key: key, Func: fid}, len(t.payload))
-		if len(t.payload) >= 64<<10 {
-			parts = append(parts, hdr, t.payload)
-			hdr = nil
-		} else {
-			hdr = append(hdr, t.payload...)
-		}
-	}
-	if len(hdr) > 0 {
-		parts = append(parts, hdr)
+		c.inflight = append(c.inflight, inflight{key: c.nextKey, run: run, task: t})
+		b.AddTask(wire.Task{Key: c.nextKey, Func: fid, Payload: t.payload})
 	}
 	// Frames are written under c.mu so that the wire order is the order
 	// of c.inflight.
-	if err := c.wr.WriteFrame(wire.TypeTasks, parts...); err != nil {
+	if err := c.wr.WriteFrame(wire.TypeTasks, b.Parts()...); err != nil {
 		return err
 	}
 	return c.wr.Flush()

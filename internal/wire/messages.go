@@ -353,3 +353,46 @@ func (d *decoder) done(what string) error {
 	}
 	return nil
 }
+
+// Batch builds the body of a Tasks or Results frame as parts for
+// Writer.WriteFrame: small payloads are copied next to their headers,
+// payloads of 64 KiB or more become parts of their own and are never
+// copied.
+type Batch struct {
+	parts [][]byte
+	cur   []byte
+}
+
+// NewBatch starts a batch of n tasks or n results.
+func NewBatch(n int) *Batch {
+	return &Batch{cur: AppendCount(make([]byte, 0, 16*n+8), n)}
+}
+
+// AddTask appends a task.
+func (b *Batch) AddTask(t Task) {
+	b.cur = AppendTaskHeader(b.cur, t, len(t.Payload))
+	b.payload(t.Payload)
+}
+
+// AddResult appends a result.
+func (b *Batch) AddResult(r Result) {
+	b.cur = AppendResultHeader(b.cur, r, len(r.Payload))
+	b.payload(r.Payload)
+}
+
+func (b *Batch) payload(p []byte) {
+	if len(p) >= largePart {
+		b.parts = append(b.parts, b.cur, p)
+		b.cur = nil
+		return
+	}
+	b.cur = append(b.cur, p...)
+}
+
+// Parts returns the frame body's parts.
+func (b *Batch) Parts() [][]byte {
+	if len(b.cur) > 0 {
+		return append(b.parts, b.cur)
+	}
+	return b.parts
+}

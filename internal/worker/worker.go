@@ -261,20 +261,11 @@ func (b *batcher) flushLocked() error {
 		b.pump.drain()
 	}
 	if len(b.batch) > 0 {
-		parts := make([][]byte, 0, 2*len(b.batch)+1)
-		hdr := wire.AppendCount(make([]byte, 0, 16*len(b.batch)+8), len(b.batch))
+		fb := wire.NewBatch(len(b.batch))
 		for _, r := range b.batch {
-			hdr = wire.AppendResultHeader(hdr, r, len(r.Payload))
-			if len(r.Payload) >= 64<<10 {
-				parts = append(parts, hdr, r.Payload)
-				hdr = nil
-			} else {
-				hdr = append(hdr, r.Payload...)
-			}
+			fb.AddResult(r)
 		}
-		if len(hdr) > 0 {
-			parts = append(parts, hdr)
-		}
+		parts := fb.Parts()
 		clear(b.batch)
 		b.batch, b.bytes = b.batch[:0], 0
 		if err := b.w.WriteFrame(wire.TypeResults, parts...); err != nil {
