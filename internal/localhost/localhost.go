@@ -242,7 +242,14 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int) (*proc, error) {
 	}
 	taskR, taskW, err1 := pipe()
 	resR, resW, err2 := pipe()
-	logR, logW, err3 := pipe()
+	// Output goes through a stream socket rather than a pipe: the worker
+	// peeks at it, forwards it, and only then consumes it, so that what a
+	// worker printed just before dying (os.Exit, a crash) is still there
+	// for drain below.
+	logR, logW, err3 := socketPair()
+	if err3 == nil {
+		files = append(files, logR, logW)
+	}
 	if err := errors.Join(err1, err2, err3); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("local host: pipes for worker %s: %w", spec.Name, err)
@@ -435,4 +442,25 @@ func (c *pipeConn) Close() error {
 func setPipeSize(fd uintptr, size int) {
 	const fSetPipeSz = 1031
 	syscall.Syscall(syscall.SYS_FCNTL, fd, fSetPipeSz, uintptr(size))
+}
+
+// socketPair returns the two ends of a Unix stream socket: the first for
+// reading, the second for writing.
+func socketPair() (*os.File, *os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	syscall.Shutdown(fds[0], syscall.SHUT_WR)
+	syscall.Shutdown(fds[1], syscall.SHUT_RD)
+	// A large send buffer, so that a program printing many small lines
+	// before the worker reads them (Go's GODEBUG=inittrace, chatty package
+	// initialisers) does not block: every small write costs a kernel
+	// buffer of its own on a Unix socket. SO_SNDBUFFORCE needs
+	// CAP_NET_ADMIN; otherwise the system's wmem_max caps SO_SNDBUF.
+	const size = 8 << 20
+	if syscall.SetsockoptInt(fds[1], syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, size) != nil {
+		syscall.SetsockoptInt(fds[1], syscall.SOL_SOCKET, syscall.SO_SNDBUF, size)
+	}
+	return os.NewFile(uintptr(fds[0]), "meadowrun-log-r"), os.NewFile(uintptr(fds[1]), "meadowrun-log-w"), nil
 }

@@ -58,9 +58,20 @@ func (p *logPump) drainLocked(fd int) bool {
 		}
 	}()
 	for {
-		n, err := syscall.Read(fd, p.buf)
+		// Peek, forward, then consume: if the process dies in between, the
+		// bytes are still in the socket for the host to recover. (On a
+		// pipe, where peeking fails, read directly.)
+		n, _, err := syscall.Recvfrom(fd, p.buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		peeked := err == nil
+		if err == syscall.ENOTSOCK {
+			n, err = syscall.Read(fd, p.buf)
+		}
 		if n > 0 {
 			p.w.WriteFrame(wire.TypeLog, wire.AppendLog(nil, wire.Log{Key: p.key, Data: p.buf[:n]}))
+			if peeked {
+				p.w.Flush()
+				syscall.Read(fd, p.buf[:n])
+			}
 			sent = true
 			continue
 		}
