@@ -275,6 +275,17 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		rc.add(res)
 	}
+	// finishOne records a single-result job's outcome and its final state.
+	finishOne := func(res journal.Result, failed bool, exit *int) error {
+		emit(res)
+		if r.local != nil {
+			r.local.close()
+		}
+		if failed {
+			return final("failed", nil, exit)
+		}
+		return final("succeeded", nil, exit)
+	}
 	switch r.rec.Kind {
 	case "command", "function":
 		if r.spec.MaxAttempts <= 1 {
@@ -310,15 +321,7 @@ func (r *runner) run(ctx context.Context) error {
 			res.Err = failureOfError(err)
 			exit = &jc.ReturnCode
 		}
-		emit(res)
-		if r.local != nil {
-			r.local.close()
-		}
-		state := "succeeded"
-		if res.Err != nil {
-			state = "failed"
-		}
-		return final(state, nil, exit)
+		return finishOne(res, res.Err != nil, exit)
 	}
 	switch r.rec.Kind {
 	case "command":
@@ -341,15 +344,7 @@ func (r *runner) run(ctx context.Context) error {
 		if errors.As(jerr, &te) {
 			res.Attempt = te.Attempt
 		}
-		emit(res)
-		if r.local != nil {
-			r.local.close()
-		}
-		state := "succeeded"
-		if jerr != nil {
-			state = "failed"
-		}
-		return final(state, nil, exit)
+		return finishOne(res, jerr != nil, exit)
 
 	case "function":
 		fn := wireFunc(r.rec.Function)
@@ -368,15 +363,7 @@ func (r *runner) run(ctx context.Context) error {
 		if errors.As(jerr, &te) {
 			res.Attempt, res.Worker, res.Machine = te.Attempt, te.Worker, te.Machine
 		}
-		emit(res)
-		if r.local != nil {
-			r.local.close()
-		}
-		state := "succeeded"
-		if jerr != nil {
-			state = "failed"
-		}
-		return final(state, nil, nil)
+		return finishOne(res, jerr != nil, nil)
 
 	case "map":
 		mo := &MapOptions{Options: opts, Concurrency: r.spec.Concurrency, MaxAttempts: r.spec.MaxAttempts,

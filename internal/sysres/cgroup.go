@@ -128,19 +128,11 @@ func (l *cgroupLimiter) Kind() string {
 
 // NewGroup implements Limiter.
 func (l *cgroupLimiter) NewGroup(name string, limitBytes int64) (Group, error) {
-	if err := checkGroupName(name); err != nil {
-		return nil, err
-	}
-	if limitBytes < 0 {
-		return nil, fmt.Errorf("sysres: group %q: negative memory limit %d", name, limitBytes)
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
-		return nil, fmt.Errorf("sysres: creating group %q: limiter %w", name, errClosed)
-	}
-	if _, ok := l.groups[name]; ok {
-		return nil, fmt.Errorf("sysres: creating group %q: %w", name, fs.ErrExist)
+	_, taken := l.groups[name]
+	if err := checkNewGroup(name, limitBytes, l.closed, taken); err != nil {
+		return nil, err
 	}
 	g := &cgroupGroup{l: l, name: name, dir: filepath.Join(l.dir, name), limit: limitBytes, v2: l.v2}
 	if err := os.Mkdir(g.dir, 0o755); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -167,4 +168,23 @@ func parentGroupName() string {
 	var b [4]byte
 	rand.Read(b[:]) // never fails since Go 1.24
 	return fmt.Sprintf("meadowrun-%d-%s", os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// checkNewGroup validates a NewGroup call, made under the limiter's lock:
+// closed says whether the limiter was closed, taken whether the name is in
+// use.
+func checkNewGroup(name string, limitBytes int64, closed, taken bool) error {
+	if err := checkGroupName(name); err != nil {
+		return err
+	}
+	if limitBytes < 0 {
+		return fmt.Errorf("sysres: group %q: negative memory limit %d", name, limitBytes)
+	}
+	if closed {
+		return fmt.Errorf("sysres: creating group %q: limiter %w", name, errClosed)
+	}
+	if taken {
+		return fmt.Errorf("sysres: creating group %q: %w", name, fs.ErrExist)
+	}
+	return nil
 }

@@ -3,7 +3,6 @@ package sysres
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -49,19 +48,11 @@ func (l *watchdogLimiter) Kind() string { return KindWatchdog }
 
 // NewGroup implements Limiter.
 func (l *watchdogLimiter) NewGroup(name string, limitBytes int64) (Group, error) {
-	if err := checkGroupName(name); err != nil {
-		return nil, err
-	}
-	if limitBytes < 0 {
-		return nil, fmt.Errorf("sysres: group %q: negative memory limit %d", name, limitBytes)
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
-		return nil, fmt.Errorf("sysres: creating group %q: limiter %w", name, errClosed)
-	}
-	if _, ok := l.groups[name]; ok {
-		return nil, fmt.Errorf("sysres: creating group %q: %w", name, fs.ErrExist)
+	_, taken := l.groups[name]
+	if err := checkNewGroup(name, limitBytes, l.closed, taken); err != nil {
+		return nil, err
 	}
 	g := &watchdogGroup{l: l, name: name, limit: limitBytes}
 	l.groups[name] = g
