@@ -36,6 +36,10 @@ type workerConn struct {
 	hello wire.Hello
 	wr    *wire.Writer
 	pool  *pool
+	// digest is the code identity the worker must report: its own binary's
+	// when the driver ships a different one (a cross-compiled program),
+	// else the pool's.
+	digest string
 
 	mu       sync.Mutex
 	defined  map[wire.Function]uint64
@@ -51,9 +55,12 @@ type workerConn struct {
 // connect waits for a new worker's Hello and starts reading its stream.
 func connect(ctx context.Context, p *pool, w driver.Worker, key string, run *jobRun) (*workerConn, error) {
 	c := &workerConn{
-		w: w, key: key, pool: p, wr: wire.NewWriter(w.Conn()),
+		w: w, key: key, pool: p, wr: wire.NewWriter(w.Conn()), digest: p.digest,
 		defined: map[wire.Function]uint64{}, gone: make(chan struct{}),
 		run: run, // output the worker prints while it starts goes to this job
+	}
+	if d, ok := w.(interface{ ExpectedDigest() string }); ok && p.digest != "" {
+		c.digest = d.ExpectedDigest()
 	}
 	rd := wire.NewReader(w.Conn())
 	type first struct {

@@ -24,6 +24,21 @@ var (
 	ErrWorkerStart = errors.New("meadowrun: worker did not start")
 	// ErrTaskFailed is matched by every *TaskError.
 	ErrTaskFailed = errors.New("meadowrun: task failed")
+
+	// Errors about machines, wrapped with the machine's name.
+
+	// ErrUnreachable: a machine could not be reached, or was lost.
+	ErrUnreachable = driver.ErrUnreachable
+	// ErrAuth: a machine refused the user or every key offered.
+	ErrAuth = driver.ErrAuth
+	// ErrHostKey: a machine's host key is not in known_hosts, or differs
+	// from the one there.
+	ErrHostKey = driver.ErrHostKey
+	// ErrPlatform: no program can be had for a machine's operating system
+	// and architecture.
+	ErrPlatform = driver.ErrPlatform
+	// ErrDiskFull: a machine has no space left for the deployment.
+	ErrDiskFull = driver.ErrDiskFull
 )
 
 // ErrorKind classifies a task failure.

@@ -21,7 +21,13 @@ type task struct {
 	attempt int    // 1-based
 	lane    int    // memory multiplier: attempt n of a memory retry runs in lane n
 	isolate bool   // run alone on its worker: it was in flight when a worker died
+	lost    int    // times its machine was lost while it ran
 }
+
+// maxLost is how many times a task is re-run, without losing an attempt,
+// because the machine running it disappeared. Beyond it, the task is
+// suspected of taking its machines down and fails like a crash.
+const maxLost = 3
 
 // outcome is a task's final result, before typed decoding.
 type outcome struct {
@@ -42,6 +48,7 @@ type jobSpec struct {
 	command     bool
 	res         Resources
 	deploy      Deployment
+	files       []string // the deployment's files
 	concurrency int
 	maxAttempts int
 	retryMem    bool
@@ -199,7 +206,7 @@ func (f *feeder) step() bool {
 func (r *jobRun) laneLocked(mult int) *lane {
 	l := r.lanes[mult]
 	if l == nil {
-		spec := driver.WorkerSpec{Resources: r.spec.res.driverResources(mult), Env: r.spec.deploy.env}
+		spec := driver.WorkerSpec{Resources: r.spec.res.driverResources(mult), Env: r.spec.deploy.env, Files: r.spec.files}
 		l = &lane{mult: mult, spec: spec, key: r.spec.deploy.key() + "|" + spec.Resources.String()}
 		r.lanes[mult] = l
 	}
@@ -358,7 +365,7 @@ func (r *jobRun) do(acts []action) {
 			r.spec.pool.release(a.c)
 			continue
 		}
-		err := a.c.send(r, r.spec.fn, r.spec.command, r.spec.pool.digest, a.batch)
+		err := a.c.send(r, r.spec.fn, r.spec.command, a.c.digest, a.batch)
 		if err == nil || !errors.Is(err, errNotSent) {
 			// Sent, or the stream broke while writing: the worker's reader
 			// then reports every task in flight.
@@ -441,7 +448,9 @@ func (r *jobRun) completed(c *workerConn, done []settled) {
 // ended. With one task in flight, it is the one that was running. With
 // several, the worker may have finished some whose results were still on
 // their way: none is blamed, and each runs again alone, without losing an
-// attempt, so that a culprit is found exactly.
+// attempt, so that a culprit is found exactly. When the machine was lost
+// (cut off, or its agent killed), the tasks run again elsewhere without
+// losing an attempt, up to maxLost times.
 func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 	r.mu.Lock()
 	delete(r.held, c)
@@ -452,6 +461,21 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 		r.mu.Unlock()
 		for _, t := range lost {
 			r.finish(t, outcome{err: err})
+		}
+		return
+	}
+	if st.Lost && !slices.ContainsFunc(lost, func(t *task) bool { return t.lost >= maxLost }) {
+		for i := len(lost) - 1; i >= 0; i-- {
+			t := lost[i]
+			t.lost++
+			l := r.laneLocked(t.lane)
+			l.queue = append([]*task{t}, l.queue...)
+		}
+		acts := r.pumpLocked()
+		r.mu.Unlock()
+		r.do(acts)
+		if len(lost) > 0 {
+			r.spec.logs.note(fmt.Sprintf("%d tasks were running on %s when it was lost; they run again", len(lost), c.w.Machine()))
 		}
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync/atomic"
 
+	"github.com/meadowrun-go/meadowrun/internal/agent"
 	"github.com/meadowrun-go/meadowrun/internal/registry"
 	"github.com/meadowrun-go/meadowrun/internal/worker"
 )
@@ -22,6 +23,10 @@ var mainCalled atomic.Bool
 func Main() {
 	mainCalled.Store(true)
 	if !worker.IsWorkerProcess() {
+		if os.Getenv(agent.EnvAgent) != "" {
+			// The agent of an SSH host, started by a client (see SSHHost).
+			os.Exit(agent.RunProcess())
+		}
 		if isSupervisorProcess() {
 			// A supervisor of a detached job (see SubmitFunction).
 			os.Exit(supervise())

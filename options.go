@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +17,10 @@ import (
 // containers, ports, a deployment kind). Options are never silently
 // ignored.
 var ErrUnsupported = errors.New("meadowrun: not supported by this host")
+
+// ErrInvalidOptions is wrapped by errors about options that cannot work
+// anywhere (a deployment glob that matches nothing, for example).
+var ErrInvalidOptions = errors.New("meadowrun: invalid options")
 
 // Options configure RunFunction, RunCommand and their Start variants. The
 // zero value is valid: one logical CPU, the local code (mirror_local),
@@ -126,6 +132,47 @@ func (d Deployment) Kind() string {
 		return "mirror_local"
 	}
 	return d.kind
+}
+
+// files expands the globs of a MirrorLocal deployment, relative to the
+// working directory; a directory brings everything under it. A glob that
+// matches nothing is an error: it is most likely a typo.
+func (d Deployment) files() ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	add := func(p string) {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	for _, g := range d.globs {
+		if filepath.IsAbs(g) || !filepath.IsLocal(filepath.Clean(strings.TrimPrefix(g, "./"))) {
+			return nil, fmt.Errorf("%w: deployment glob %q: globs name files under the working directory", ErrInvalidOptions, g)
+		}
+		ms, err := filepath.Glob(g)
+		if err != nil {
+			return nil, fmt.Errorf("%w: deployment glob %q: %w", ErrInvalidOptions, g, err)
+		}
+		if len(ms) == 0 {
+			return nil, fmt.Errorf("%w: deployment glob %q matches no file", ErrInvalidOptions, g)
+		}
+		for _, m := range ms {
+			err := filepath.WalkDir(m, func(p string, e fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				if e.Type().IsRegular() {
+					add(filepath.Clean(p))
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("meadowrun: deployment glob %q: %w", g, err)
+			}
+		}
+	}
+	return out, nil
 }
 
 // key identifies the deployment in warm-worker pool keys.

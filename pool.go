@@ -136,13 +136,22 @@ func (p *pool) acquire(ctx context.Context, run *jobRun, key string, spec driver
 			}
 			continue
 		}
+		// Hosts of several machines also gain capacity when a lost machine
+		// comes back, which releases no worker here: ask again now and then.
+		t := time.NewTimer(capacityPoll)
 		select {
 		case <-changed:
+		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
 			return nil, ctx.Err()
 		}
+		t.Stop()
 	}
 }
+
+// capacityPoll is how often a full host is asked again for a worker.
+const capacityPoll = time.Second
 
 // evictIdle removes the longest-idle worker whose key differs from key.
 func (p *pool) evictIdle(key string) *workerConn {

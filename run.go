@@ -15,9 +15,10 @@ import (
 
 // prepared is a validated call, bound to its host.
 type prepared struct {
-	drv  driver.Host
-	pool *pool
-	fits int
+	drv   driver.Host
+	pool  *pool
+	fits  int
+	files []string // the deployment's files, from its globs
 }
 
 // prepare validates everything that can be checked before any work starts:
@@ -54,7 +55,11 @@ func prepare(ctx context.Context, host Host, o *Options) (*prepared, error) {
 	if fits < 1 {
 		return nil, fmt.Errorf("meadowrun: %s: a worker with %s %w", drv.Name(), res.driverResources(1), ErrNeverFits)
 	}
-	return &prepared{drv: drv, pool: poolFor(drv), fits: fits}, nil
+	files, err := o.Deployment.files()
+	if err != nil {
+		return nil, err
+	}
+	return &prepared{drv: drv, pool: poolFor(drv), fits: fits, files: files}, nil
 }
 
 func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
@@ -67,7 +72,7 @@ func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 	if o.Output != nil {
 		out = o.Output
 	}
-	return jobSpec{id: id, fn: fn, command: command, res: o.resources(), deploy: o.Deployment,
+	return jobSpec{id: id, fn: fn, command: command, res: o.resources(), deploy: o.Deployment, files: p.files,
 		concurrency: 1, maxAttempts: 1, pool: p.pool, drv: p.drv, logs: newLogSink(dir, id, out), tasksHint: 1}
 }
 

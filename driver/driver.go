@@ -28,6 +28,17 @@ var (
 	// ErrUnsupported means the host cannot honour a requested feature
 	// (sidecars, ports, a deployment kind). It is never silently ignored.
 	ErrUnsupported = errors.New("not supported by this host")
+	// ErrUnreachable means a machine could not be reached or was lost.
+	ErrUnreachable = errors.New("machine unreachable")
+	// ErrAuth means a machine refused the user or every key offered.
+	ErrAuth = errors.New("authentication refused")
+	// ErrHostKey means a machine's host key is unknown or has changed.
+	ErrHostKey = errors.New("host key not trusted")
+	// ErrPlatform means no binary can be had for a machine's operating
+	// system and architecture.
+	ErrPlatform = errors.New("no binary for the machine's platform")
+	// ErrDiskFull means a machine has no space left for the deployment.
+	ErrDiskFull = errors.New("no space left on the machine")
 )
 
 // Resources are what one worker needs, in the units hosts work with.
@@ -81,6 +92,10 @@ type WorkerSpec struct {
 	Resources Resources
 	// Env are environment variables of the deployment.
 	Env map[string]string
+	// Files are the deployment's files: paths relative to the caller's
+	// working directory, where the worker finds them relative to its own.
+	// Hosts on this machine have them already; remote hosts copy them.
+	Files []string
 }
 
 // Capabilities declare what a host can do. The conformance suite and the

@@ -214,11 +214,25 @@ func (h *Host) release(r driver.Resources, gpus []int, p *proc) {
 // Start implements driver.Host: it starts the worker binary in worker
 // mode, in its own process group and memory group.
 func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
+	return h.StartWith(ctx, spec, StartOptions{})
+}
+
+// StartOptions change, for one worker, what Options set for all of them.
+type StartOptions struct {
+	// Executable replaces Options.Executable when not empty.
+	Executable string
+	// Dir is the worker's working directory; "" keeps this process's.
+	Dir string
+}
+
+// StartWith is Start with a per-worker executable and directory: the agent
+// of a remote machine starts the binaries of several programs.
+func (h *Host) StartWith(ctx context.Context, spec driver.WorkerSpec, so StartOptions) (driver.Worker, error) {
 	gpus, err := h.reserve(spec.Resources)
 	if err != nil {
 		return nil, err
 	}
-	p, err := h.start(spec, gpus)
+	p, err := h.start(spec, gpus, so)
 	if err != nil {
 		h.release(spec.Resources, gpus, nil)
 		return nil, err
@@ -226,7 +240,11 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 	return p, nil
 }
 
-func (h *Host) start(spec driver.WorkerSpec, gpus []int) (*proc, error) {
+func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc, error) {
+	exe := h.exe
+	if so.Executable != "" {
+		exe = so.Executable
+	}
 	var files []*os.File
 	closeAll := func() {
 		for _, f := range files {
@@ -262,7 +280,8 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int) (*proc, error) {
 			rc.Control(func(fd uintptr) { setPipeSize(fd, 1<<20) })
 		}
 	}
-	cmd := exec.Command(h.exe, h.opts.Args...)
+	cmd := exec.Command(exe, h.opts.Args...)
+	cmd.Dir = so.Dir
 	cmd.Env = workerEnv(os.Environ(), h.opts.Env, spec, gpus)
 	cmd.Stdout, cmd.Stderr = logW, logW
 	cmd.ExtraFiles = []*os.File{taskR, resW, logR} // fds 3, 4, 5
@@ -276,7 +295,7 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		group.Close()
 		closeAll()
-		return nil, fmt.Errorf("local host: starting worker %s (%s): %w", spec.Name, h.exe, err)
+		return nil, fmt.Errorf("local host: starting worker %s (%s): %w", spec.Name, exe, err)
 	}
 	if err := group.Attach(cmd.Process.Pid); err != nil {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)

@@ -1,0 +1,522 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/localhost"
+)
+
+// Options configure Serve.
+type Options struct {
+	// Dir is the agent's directory (binaries, files, socket, log).
+	Dir string
+	// IdleExit stops the agent after this long without sessions or
+	// workers; 0 means 30 minutes, negative never.
+	IdleExit time.Duration
+	// Local configures the machine's driver (tests model machines with it).
+	Local localhost.Options
+}
+
+// Serve runs the agent until ctx ends or it has been idle for
+// Options.IdleExit. When another agent already serves the directory it
+// returns nil at once.
+func Serve(ctx context.Context, opts Options) error {
+	if opts.Dir == "" {
+		return errors.New("agent: no directory")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(opts.Dir, "agent-v1.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil // another agent serves this directory
+		}
+		return fmt.Errorf("agent: locking %s: %w", lock.Name(), err)
+	}
+	host, err := localhost.New(ctx, opts.Local)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer host.Close()
+	sock := SocketName(opts.Dir)
+	os.Remove(sock)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	os.Chmod(sock, 0o600)
+	name, _ := os.Hostname()
+	a := &agent{
+		dir: opts.Dir, host: host, sessions: map[string]*session{},
+		info: Info{Machine: name, OS: runtime.GOOS, Arch: runtime.GOARCH, PID: os.Getpid(),
+			Capacity: host.Capacity(), Limiter: host.LimiterKind()},
+		activity: make(chan struct{}, 1),
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	idle := opts.IdleExit
+	if idle == 0 {
+		idle = 30 * time.Minute
+	}
+	if idle > 0 {
+		go a.idleWatch(ctx, idle, cancel)
+	}
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("agent: %w", err)
+		}
+		a.touch()
+		go a.serve(ctx, c)
+	}
+}
+
+type agent struct {
+	dir  string
+	host *localhost.Host
+	info Info
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	running  int
+	activity chan struct{}
+}
+
+// session is one client connection's control channel and its workers.
+type session struct {
+	id  string
+	enc *json.Encoder
+	wmu sync.Mutex
+
+	mu      sync.Mutex
+	closed  bool
+	workers map[string]driver.Worker
+}
+
+func (s *session) send(ev Event) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.enc.Encode(ev)
+}
+
+func (a *agent) touch() {
+	select {
+	case a.activity <- struct{}{}:
+	default:
+	}
+}
+
+// idleWatch cancels the agent once nothing has happened for idle while no
+// session or worker is left.
+func (a *agent) idleWatch(ctx context.Context, idle time.Duration, cancel func()) {
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.activity:
+			t.Reset(idle)
+		case <-t.C:
+			a.mu.Lock()
+			busy := len(a.sessions) > 0 || a.running > 0
+			a.mu.Unlock()
+			if !busy {
+				cancel()
+				return
+			}
+			t.Reset(idle)
+		}
+	}
+}
+
+func (a *agent) serve(ctx context.Context, c *net.UnixConn) {
+	br := bufio.NewReaderSize(c, 64<<10)
+	line, err := br.ReadBytes('\n')
+	if err != nil {
+		c.Close()
+		return
+	}
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		reply(c, Response{Error: "agent: bad request: " + err.Error(), Kind: KindFailed})
+		c.Close()
+		return
+	}
+	switch req.Op {
+	case OpHello:
+		a.hello(c, br, req)
+	case OpFit:
+		defer c.Close()
+		if req.Resources == nil {
+			reply(c, Response{Error: "agent: fit without resources", Kind: KindFailed})
+			return
+		}
+		n, err := a.host.Fit(ctx, *req.Resources)
+		if err != nil {
+			reply(c, errResponse(err))
+			return
+		}
+		reply(c, Response{Fit: n})
+	case OpHave:
+		defer c.Close()
+		reply(c, Response{Missing: a.missing(req.SHAs)})
+	case OpPut:
+		defer c.Close()
+		if err := a.put(br, req); err != nil {
+			reply(c, errResponse(err))
+			return
+		}
+		reply(c, Response{})
+	case OpStart:
+		a.start(ctx, c, br, req)
+	default:
+		reply(c, Response{Error: fmt.Sprintf("agent: unknown operation %q", req.Op), Kind: KindFailed})
+		c.Close()
+	}
+}
+
+func reply(w io.Writer, r Response) error {
+	b, _ := json.Marshal(r)
+	_, err := w.Write(append(b, '\n'))
+	return err
+}
+
+func errResponse(err error) Response {
+	kind := KindFailed
+	switch {
+	case errors.Is(err, driver.ErrNoCapacity):
+		kind = KindNoCapacity
+	case errors.Is(err, driver.ErrNeverFits):
+		kind = KindNeverFits
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		kind = KindDiskFull
+	case errors.Is(err, os.ErrNotExist):
+		kind = KindMissing
+	}
+	return Response{Error: strings.TrimPrefix(err.Error(), "local host: "), Kind: kind}
+}
+
+// hello opens a session. The connection stays open as its control
+// channel: when it closes (the client went away or lost the network), the
+// session's workers are killed.
+func (a *agent) hello(c *net.UnixConn, br *bufio.Reader, req Request) {
+	defer c.Close()
+	if req.Version != Version || req.Session == "" {
+		reply(c, Response{Error: fmt.Sprintf("agent: protocol version %d, session %q: this agent speaks version %d", req.Version, req.Session, Version), Kind: KindFailed})
+		return
+	}
+	s := &session{id: req.Session, enc: json.NewEncoder(c), workers: map[string]driver.Worker{}}
+	a.mu.Lock()
+	old := a.sessions[req.Session]
+	a.sessions[req.Session] = s
+	a.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	info := a.info
+	s.wmu.Lock()
+	err := reply(c, Response{Info: &info})
+	s.wmu.Unlock()
+	if err == nil {
+		for {
+			line, err := br.ReadBytes('\n')
+			if err != nil {
+				break
+			}
+			var r Request
+			if json.Unmarshal(line, &r) == nil && r.Op == OpKill {
+				s.mu.Lock()
+				w := s.workers[r.Worker]
+				s.mu.Unlock()
+				if w != nil {
+					w.Kill()
+				}
+			}
+		}
+	}
+	a.mu.Lock()
+	if a.sessions[req.Session] == s {
+		delete(a.sessions, req.Session)
+	}
+	a.mu.Unlock()
+	s.close()
+	a.touch()
+}
+
+// close kills the session's workers.
+func (s *session) close() {
+	s.mu.Lock()
+	s.closed = true
+	ws := slices.Collect(func(yield func(driver.Worker) bool) {
+		for _, w := range s.workers {
+			if !yield(w) {
+				return
+			}
+		}
+	})
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.Kill()
+	}
+}
+
+func (a *agent) path(kind, sha string) string { return filepath.Join(a.dir, kind, sha) }
+
+func validSHA(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+func (a *agent) missing(shas []string) []string {
+	var out []string
+	for _, s := range shas {
+		if !validSHA(s) {
+			out = append(out, s)
+			continue
+		}
+		if _, err := os.Stat(a.path(FileDir, s)); err != nil {
+			if _, err := os.Stat(a.path(BinDir, s)); err != nil {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// put stores the req.Size bytes that follow the request, checking their
+// digest. Executables (Mode with an execute bit) go to bin/, others to
+// files/.
+func (a *agent) put(r io.Reader, req Request) error {
+	if !validSHA(req.SHA) || req.Size < 0 {
+		return fmt.Errorf("agent: put: bad digest %q or size %d", req.SHA, req.Size)
+	}
+	kind := FileDir
+	if req.Mode&0o111 != 0 {
+		kind = BinDir
+	}
+	dst := a.path(kind, req.SHA)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return fmt.Errorf("agent: put: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(dst), ".put-*")
+	if err != nil {
+		return fmt.Errorf("agent: put: %w", err)
+	}
+	defer os.Remove(f.Name())
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(r, req.Size))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("agent: put %s: %w", req.SHA[:12], err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != req.SHA {
+		return fmt.Errorf("agent: put: received %s, expected %s (truncated upload?)", got[:12], req.SHA[:12])
+	}
+	mode := os.FileMode(0o400)
+	if kind == BinDir {
+		mode = 0o500
+	}
+	os.Chmod(f.Name(), mode)
+	if err := os.Rename(f.Name(), dst); err != nil {
+		return fmt.Errorf("agent: put: %w", err)
+	}
+	return nil
+}
+
+// deploy materialises the working tree of files, shared by every worker
+// with the same files, and returns its path ("" for no files).
+func (a *agent) deploy(files []File) (string, error) {
+	if len(files) == 0 {
+		return "", nil
+	}
+	h := sha256.New()
+	for _, f := range files {
+		fmt.Fprintf(h, "%s\x00%s\x00%o\x00", f.Path, f.SHA, f.Mode)
+	}
+	dst := a.path(DeployDir, hex.EncodeToString(h.Sum(nil)))
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dst), ".tree-*")
+	if err != nil {
+		return "", err
+	}
+	for _, f := range files {
+		rel := filepath.FromSlash(f.Path)
+		if !filepath.IsLocal(rel) {
+			os.RemoveAll(tmp)
+			return "", fmt.Errorf("file path %q leaves the working directory", f.Path)
+		}
+		if err := copyFile(a.path(FileDir, f.SHA), filepath.Join(tmp, rel), os.FileMode(f.Mode&0o777)); err != nil {
+			os.RemoveAll(tmp)
+			return "", err
+		}
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.RemoveAll(tmp)
+		if _, serr := os.Stat(dst); serr == nil {
+			return dst, nil // another worker made it first
+		}
+		return "", err
+	}
+	return dst, nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if mode == 0 {
+		mode = 0o644
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// start starts a worker of a session and relays its stream over c.
+func (a *agent) start(ctx context.Context, c *net.UnixConn, br *bufio.Reader, req Request) {
+	fail := func(err error) {
+		reply(c, errResponse(err))
+		c.Close()
+	}
+	a.mu.Lock()
+	s := a.sessions[req.Session]
+	a.mu.Unlock()
+	if s == nil || req.Spec == nil {
+		fail(fmt.Errorf("agent: start: no session %q (the client's control channel is closed)", req.Session))
+		return
+	}
+	if !validSHA(req.Binary) {
+		fail(fmt.Errorf("agent: start: bad binary digest %q", req.Binary))
+		return
+	}
+	exe := a.path(BinDir, req.Binary)
+	if _, err := os.Stat(exe); err != nil {
+		fail(fmt.Errorf("agent: start: binary %s: %w", req.Binary[:12], err))
+		return
+	}
+	dir, err := a.deploy(req.Files)
+	if err != nil {
+		fail(fmt.Errorf("agent: start: deployment files: %w", err))
+		return
+	}
+	spec := *req.Spec
+	name := spec.Name
+	spec.Name = s.id + "-" + name
+	w, err := a.host.StartWith(ctx, spec, localhost.StartOptions{Executable: exe, Dir: dir})
+	if err != nil {
+		fail(err)
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		w.Kill()
+		fail(errors.New("agent: start: the session closed"))
+		<-w.Done()
+		w.Conn().Close()
+		return
+	}
+	s.workers[name] = w
+	s.mu.Unlock()
+	a.mu.Lock()
+	a.running++
+	a.mu.Unlock()
+	if err := reply(c, Response{}); err != nil {
+		w.Kill()
+	}
+	// The client's bytes go to the worker; when the client closes the
+	// stream, the worker is asked to stop by the end of its input.
+	go func() {
+		io.Copy(w.Conn(), br)
+		w.Conn().Close()
+	}()
+	io.Copy(c, w.Conn())
+	c.CloseWrite()
+	<-w.Done()
+	w.Conn().Close()
+	c.Close()
+	s.mu.Lock()
+	delete(s.workers, name)
+	s.mu.Unlock()
+	a.mu.Lock()
+	a.running--
+	a.mu.Unlock()
+	a.touch()
+	s.send(Event{Worker: name, Exit: w.Exit()})
+}
+
+// RunProcess serves as the agent in a process started with EnvAgent set
+// to its directory, and returns the exit code. The variable is removed so
+// that the workers and commands the agent starts do not inherit it.
+func RunProcess() int {
+	dir := os.Getenv(EnvAgent)
+	os.Unsetenv(EnvAgent)
+	return Run(dir)
+}
+
+// Run serves as the agent of dir until SIGTERM or SIGINT, or until idle,
+// and returns the exit code. SIGHUP is ignored: the agent outlives the SSH
+// session that started it.
+func Run(dir string) int {
+	signal.Ignore(syscall.SIGHUP)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := Serve(ctx, Options{Dir: dir}); err != nil {
+		fmt.Fprintf(os.Stderr, "%s meadowrun agent: %v\n", time.Now().Format(time.RFC3339), err)
+		return 1
+	}
+	return 0
+}

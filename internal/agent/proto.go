@@ -1,0 +1,112 @@
+// Package agent is the remote side of meadowrun's SSH hosts: a process on
+// each machine (the user's own binary, or the meadowrun CLI, started with
+// EnvAgent set) that listens on a Unix socket in its cache directory,
+// reports the machine's capacity, keeps content-addressed binaries and
+// files, starts workers with the same enforcement as the local host, and
+// relays each worker's protocol stream over one connection to the socket.
+//
+// The client reaches the socket through SSH stream-local forwarding, so no
+// inbound port is opened and every connection of a client shares its one
+// SSH connection. The socket's protocol is documented in docs/ssh.md: each
+// connection starts with one JSON request line and one JSON response line;
+// a "hello" connection then stays open as the session's control channel
+// (requests from the client, events from the agent, one JSON object per
+// line), a "start" connection becomes the raw byte stream of one worker, a
+// "put" connection carries one file's bytes.
+package agent
+
+import (
+	"path/filepath"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/sysres"
+)
+
+// Version is the agent protocol version. Agents of different versions
+// listen on different sockets, so they never meet a client of another.
+const Version = 1
+
+// EnvAgent, set to the cache directory, makes meadowrun.Main serve as the
+// agent.
+const EnvAgent = "MEADOWRUN_AGENT"
+
+// Layout of the agent's directory.
+const (
+	BinDir    = "bin"    // bin/<sha256>: executables
+	FileDir   = "files"  // files/<sha256>: deployment files
+	DeployDir = "deploy" // deploy/<sha256 of the file list>: working trees
+	LogName   = "agent.log"
+)
+
+// SocketName is the agent's socket inside its directory.
+func SocketName(dir string) string { return filepath.Join(dir, "agent-v1.sock") }
+
+// Operations.
+const (
+	OpHello = "hello" // open a session; the connection becomes its control channel
+	OpFit   = "fit"   // how many workers needing Resources fit when idle
+	OpHave  = "have"  // which of SHAs are missing
+	OpPut   = "put"   // store Size bytes following the request as SHA
+	OpStart = "start" // start a worker; the connection becomes its stream
+	OpKill  = "kill"  // (on the control channel) kill Worker
+)
+
+// File is one file of a deployment.
+type File struct {
+	Path string `json:"path"` // relative, slash-separated
+	SHA  string `json:"sha"`
+	Mode uint32 `json:"mode"`
+}
+
+// Request is the first line of every connection, and each line a client
+// sends on the control channel.
+type Request struct {
+	Op        string             `json:"op"`
+	Version   int                `json:"version,omitempty"`
+	Session   string             `json:"session,omitempty"`
+	Resources *driver.Resources  `json:"resources,omitempty"`
+	Spec      *driver.WorkerSpec `json:"spec,omitempty"`
+	Binary    string             `json:"binary,omitempty"`
+	Files     []File             `json:"files,omitempty"`
+	SHAs      []string           `json:"shas,omitempty"`
+	SHA       string             `json:"sha,omitempty"`
+	Size      int64              `json:"size,omitempty"`
+	Mode      uint32             `json:"mode,omitempty"`
+	Worker    string             `json:"worker,omitempty"`
+}
+
+// Error kinds in Response.Kind, so the client can classify.
+const (
+	KindNoCapacity  = "no-capacity"
+	KindNeverFits   = "never-fits"
+	KindMissing     = "missing"
+	KindDiskFull    = "disk-full"
+	KindUnsupported = "unsupported"
+	KindFailed      = "failed"
+)
+
+// Response answers a Request.
+type Response struct {
+	Error   string   `json:"error,omitempty"`
+	Kind    string   `json:"kind,omitempty"`
+	Info    *Info    `json:"info,omitempty"`
+	Fit     int      `json:"fit,omitempty"`
+	Missing []string `json:"missing,omitempty"`
+}
+
+// Info describes the agent's machine, answered to hello.
+type Info struct {
+	Machine  string          `json:"machine"`
+	OS       string          `json:"os"`
+	Arch     string          `json:"arch"`
+	PID      int             `json:"pid"`
+	Capacity sysres.Capacity `json:"capacity"`
+	Limiter  string          `json:"limiter"`
+}
+
+// Event is sent by the agent on the control channel.
+type Event struct {
+	// Worker ended with Exit, after its stream was closed.
+	Worker string            `json:"worker"`
+	Exit   driver.ExitStatus `json:"exit"`
+}

@@ -1,0 +1,251 @@
+package sshhost
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+	sshagent "golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+)
+
+// auth collects the authentication methods: the keys of ssh-agent (when
+// SSH_AUTH_SOCK is set and Options.NoAgent is not), then the key files.
+type auth struct {
+	methods []ssh.AuthMethod
+	tried   []string
+}
+
+func loadAuth(opts Options) (*auth, error) {
+	a := &auth{}
+	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" && !opts.NoAgent {
+		if c, err := net.Dial("unix", sock); err == nil {
+			a.methods = append(a.methods, ssh.PublicKeysCallback(sshagent.NewClient(c).Signers))
+			a.tried = append(a.tried, "ssh-agent")
+		}
+	}
+	files := opts.IdentityFiles
+	explicit := len(files) > 0
+	if !explicit {
+		if home, err := os.UserHomeDir(); err == nil {
+			for _, n := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+				files = append(files, filepath.Join(home, ".ssh", n))
+			}
+		}
+	}
+	var signers []ssh.Signer
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if explicit {
+				return nil, fmt.Errorf("ssh host: identity file: %w", err)
+			}
+			continue
+		}
+		s, err := ssh.ParsePrivateKey(b)
+		if err != nil {
+			var pp *ssh.PassphraseMissingError
+			if errors.As(err, &pp) {
+				if explicit {
+					return nil, fmt.Errorf("ssh host: identity file %s is protected by a passphrase: load it into ssh-agent (ssh-add %s) instead", f, f)
+				}
+				continue
+			}
+			return nil, fmt.Errorf("ssh host: identity file %s: %w", f, err)
+		}
+		signers = append(signers, s)
+		a.tried = append(a.tried, f)
+	}
+	if len(signers) > 0 {
+		a.methods = append(a.methods, ssh.PublicKeys(signers...))
+	}
+	if len(a.methods) == 0 {
+		return nil, fmt.Errorf("ssh host: %w: no key to log in with: start ssh-agent with a key loaded, or name key files (IdentityFiles, --ssh-key)", driver.ErrAuth)
+	}
+	return a, nil
+}
+
+// trust checks host keys against known_hosts files.
+type trust struct {
+	files []string
+	tofu  bool
+
+	mu sync.Mutex
+	cb ssh.HostKeyCallback
+}
+
+func newTrust(opts Options) (*trust, error) {
+	files := opts.KnownHostsFiles
+	if len(files) == 0 {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, fmt.Errorf("ssh host: known_hosts: %w", err)
+		}
+		files = []string{filepath.Join(home, ".ssh", "known_hosts")}
+	}
+	t := &trust{files: files, tofu: opts.TrustOnFirstUse}
+	if err := t.reload(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *trust) reload() error {
+	var existing []string
+	for _, f := range t.files {
+		if _, err := os.Stat(f); err == nil {
+			existing = append(existing, f)
+		}
+	}
+	cb := ssh.HostKeyCallback(func(string, net.Addr, ssh.PublicKey) error { return &knownhosts.KeyError{} })
+	if len(existing) > 0 {
+		var err error
+		if cb, err = knownhosts.New(existing...); err != nil {
+			return fmt.Errorf("ssh host: reading known_hosts: %w", err)
+		}
+	}
+	t.mu.Lock()
+	t.cb = cb
+	t.mu.Unlock()
+	return nil
+}
+
+// algorithms lists the host key algorithms known_hosts has for addr, so
+// that the server is asked for a key that can be checked.
+func (t *trust) algorithms(addr string) []string {
+	t.mu.Lock()
+	cb := t.cb
+	t.mu.Unlock()
+	var ke *knownhosts.KeyError
+	if err := cb(addr, &net.TCPAddr{}, probeKey{}); !errors.As(err, &ke) {
+		return nil
+	}
+	var algs []string
+	for _, k := range ke.Want {
+		switch typ := k.Key.Type(); typ {
+		case ssh.KeyAlgoRSA:
+			algs = append(algs, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA)
+		default:
+			algs = append(algs, typ)
+		}
+	}
+	return algs
+}
+
+// probeKey is a key no host has, used to list the known ones.
+type probeKey struct{}
+
+func (probeKey) Type() string                        { return "meadowrun-probe" }
+func (probeKey) Marshal() []byte                     { return []byte("meadowrun-probe") }
+func (probeKey) Verify([]byte, *ssh.Signature) error { return errors.New("probe") }
+
+// check is the HostKeyCallback for machine name at addr.
+func (t *trust) check(name string) ssh.HostKeyCallback {
+	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		t.mu.Lock()
+		cb := t.cb
+		t.mu.Unlock()
+		err := cb(hostname, remote, key)
+		var ke *knownhosts.KeyError
+		if err == nil || !errors.As(err, &ke) {
+			return err
+		}
+		fp := ssh.FingerprintSHA256(key)
+		if len(ke.Want) > 0 {
+			w := ke.Want[0]
+			return fmt.Errorf("%w: %s offered the %s key %s, but %s:%d has a different key for it: the machine was replaced or someone is in the middle; if it was reinstalled, remove the old entry (ssh-keygen -R %s) and check the new fingerprint",
+				driver.ErrHostKey, name, key.Type(), fp, w.Filename, w.Line, knownhosts.Normalize(hostname))
+		}
+		if !t.tofu {
+			return fmt.Errorf("%w: %s is not in %s (it offered the %s key %s): check the fingerprint and add it (ssh-keyscan), or opt in to trusting machines on first use (TrustOnFirstUse, --ssh-trust-on-first-use)",
+				driver.ErrHostKey, name, strings.Join(t.files, ", "), key.Type(), fp)
+		}
+		line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key) + "\n"
+		if err := appendFile(t.files[0], []byte(line)); err != nil {
+			return fmt.Errorf("ssh host: trusting %s on first use: %w", name, err)
+		}
+		return t.reload()
+	}
+}
+
+func appendFile(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// dial opens the SSH connection to m.
+func (h *Host) dial(ctx context.Context, m *machine) (*ssh.Client, error) {
+	cfg := &ssh.ClientConfig{
+		User:              m.user,
+		Auth:              h.auth.methods,
+		HostKeyCallback:   h.trust.check(m.name),
+		HostKeyAlgorithms: h.trust.algorithms(m.addr),
+		Timeout:           h.opts.ConnectTimeout,
+	}
+	d := net.Dialer{Timeout: h.opts.ConnectTimeout}
+	nc, err := d.DialContext(ctx, "tcp", m.addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err)
+	}
+	// The handshake must not hang on a machine that accepts and then
+	// stalls.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	nc.SetDeadline(deadline(h.opts.ConnectTimeout))
+	c, chans, reqs, err := ssh.NewClientConn(nc, m.addr, cfg)
+	if err != nil {
+		nc.Close()
+		switch {
+		case errors.Is(err, driver.ErrHostKey):
+			return nil, err
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			return nil, fmt.Errorf("%w: %s refused user %q with the keys tried (%s): check the user name and that one of these keys is in the machine's authorized_keys",
+				driver.ErrAuth, m.name, m.user, strings.Join(h.auth.tried, ", "))
+		}
+		return nil, fmt.Errorf("%w: %s: ssh handshake: %w", driver.ErrUnreachable, m.name, err)
+	}
+	nc.SetDeadline(noDeadline)
+	return ssh.NewClient(c, chans, reqs), nil
+}
+
+// run runs a shell command on m's connection with stdin, returning its
+// standard output, or an error carrying its standard error.
+func run(c *ssh.Client, script string, stdin []byte) ([]byte, error) {
+	s, err := c.NewSession()
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	var out, errb bytes.Buffer
+	s.Stdout, s.Stderr = &out, &errb
+	if stdin != nil {
+		s.Stdin = bytes.NewReader(stdin)
+	}
+	if err := s.Run(script); err != nil {
+		msg := strings.TrimSpace(errb.String())
+		if msg == "" {
+			msg = strings.TrimSpace(out.String())
+		}
+		return out.Bytes(), fmt.Errorf("%w: %s", err, msg)
+	}
+	return out.Bytes(), nil
+}

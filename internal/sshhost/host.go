@@ -1,0 +1,336 @@
+// Package sshhost is the driver for machines reached over SSH. It logs in
+// with ssh-agent or key files, checks host keys against known_hosts,
+// uploads the program content-addressed, starts meadowrun's agent on each
+// machine (package agent) and reaches it through stream-local forwarding
+// over one SSH connection per machine: every worker is one more channel on
+// that connection, and no inbound port is opened.
+//
+// Workers are placed on the machine where their resources fit best. A
+// machine that stops answering keepalives is dropped: its workers are
+// reported lost, so the coordinator re-runs their tasks elsewhere, and the
+// machine is reconnected in the background and used again when it returns.
+package sshhost
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+)
+
+// Options configure a Host.
+type Options struct {
+	// Machines are "[user@]host[:port]"; the port defaults to 22 and the
+	// user to User.
+	Machines []string
+	// User logs in where a machine names none; "" is the local user name.
+	User string
+	// IdentityFiles are private keys to offer; none means ~/.ssh/id_ed25519,
+	// id_ecdsa and id_rsa where they exist. Keys of ssh-agent
+	// (SSH_AUTH_SOCK) are offered first unless NoAgent.
+	IdentityFiles []string
+	NoAgent       bool
+	// KnownHostsFiles list the trusted host keys; none means
+	// ~/.ssh/known_hosts.
+	KnownHostsFiles []string
+	// TrustOnFirstUse accepts the key of a machine that known_hosts does
+	// not list, and appends it to the first KnownHostsFiles. A key that
+	// differs from a listed one is refused regardless.
+	TrustOnFirstUse bool
+	// ConnectTimeout bounds connecting and logging in; 0 means 10 s.
+	ConnectTimeout time.Duration
+	// KeepAlive is the interval of keepalive requests; a machine that
+	// misses three in a row is considered lost. 0 means 1 s.
+	KeepAlive time.Duration
+	// RemoteDir is the agent's directory on every machine; "" means
+	// ${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun there.
+	RemoteDir string
+	// Binary is the program shipped to machines of this machine's platform;
+	// "" means the running program.
+	Binary string
+	// Binaries name programs for other platforms, by "GOOS/GOARCH". Without
+	// one, the program is cross-compiled when its source is at hand.
+	Binaries map[string]string
+	// Log receives one line per machine problem (unreachable, refused,
+	// lost, back); nil means standard error.
+	Log io.Writer
+}
+
+// Host is a set of machines reached over SSH.
+type Host struct {
+	opts     Options
+	auth     *auth
+	trust    *trust
+	bins     *binaries
+	files    *fileCache
+	machines []*machine
+
+	mu     sync.Mutex
+	closed bool
+	logged map[string]string // machine → last problem logged
+}
+
+// New checks opts and prepares the machines; it connects on first use.
+func New(opts Options) (*Host, error) {
+	if len(opts.Machines) == 0 {
+		return nil, errors.New("ssh host: no machines given")
+	}
+	if opts.User == "" {
+		if u, err := user.Current(); err == nil {
+			opts.User = u.Username
+		}
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = os.Stderr
+	}
+	h := &Host{opts: opts, logged: map[string]string{}, files: newFileCache()}
+	seen := map[string]bool{}
+	for _, s := range opts.Machines {
+		m, err := parseMachine(s, opts.User)
+		if err != nil {
+			return nil, err
+		}
+		if seen[m.name] {
+			return nil, fmt.Errorf("ssh host: machine %s given twice", m.name)
+		}
+		seen[m.name] = true
+		m.h = h
+		h.machines = append(h.machines, m)
+	}
+	var err error
+	if h.auth, err = loadAuth(opts); err != nil {
+		return nil, err
+	}
+	if h.trust, err = newTrust(opts); err != nil {
+		return nil, err
+	}
+	if h.bins, err = newBinaries(opts.Binary, opts.Binaries); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func parseMachine(s, defUser string) (*machine, error) {
+	u, hp := defUser, s
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		u, hp = s[:i], s[i+1:]
+	}
+	host, port := hp, "22"
+	if h, p, err := net.SplitHostPort(hp); err == nil {
+		host, port = h, p
+	}
+	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		return nil, fmt.Errorf("ssh host: machine %q: bad port %q", s, port)
+	}
+	if host == "" || u == "" || strings.ContainsAny(host, " /") {
+		return nil, fmt.Errorf("ssh host: machine %q: want [user@]host[:port]", s)
+	}
+	addr := net.JoinHostPort(host, port)
+	return &machine{name: u + "@" + addr, user: u, addr: addr, workers: map[string]*worker{}, fits: map[string]fitResult{}, have: map[string]bool{}}, nil
+}
+
+// Name implements driver.Host.
+func (h *Host) Name() string {
+	names := make([]string, len(h.machines))
+	for i, m := range h.machines {
+		names[i] = m.name
+	}
+	return "ssh host " + strings.Join(names, ",")
+}
+
+// Capabilities implements driver.Host: the agent enforces what the local
+// host does.
+func (h *Host) Capabilities() driver.Capabilities {
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true}
+}
+
+// ExpectedDigest is the build ID workers must report: this program's.
+func (h *Host) ExpectedDigest() string { return h.bins.selfDigest() }
+
+// logf reports a machine's problem once (until it changes).
+func (h *Host) logf(m *machine, msg string) {
+	h.mu.Lock()
+	if h.logged[m.name] == msg {
+		h.mu.Unlock()
+		return
+	}
+	h.logged[m.name] = msg
+	h.mu.Unlock()
+	fmt.Fprintf(h.opts.Log, "meadowrun: %s\n", msg)
+}
+
+// connectAll connects every machine not connected, in parallel, and
+// returns the errors of those that failed.
+func (h *Host) connectAll(ctx context.Context) map[*machine]error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	errs := map[*machine]error{}
+	for _, m := range h.machines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := m.ensure(ctx); err != nil {
+				mu.Lock()
+				errs[m] = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// Fit implements driver.Host: the sum over reachable machines. It fails
+// when no machine is reachable, or when the request fits none of them.
+func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
+	errs := h.connectAll(ctx)
+	total := 0
+	var never []error
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, m := range h.machines {
+		if errs[m] != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := m.fit(ctx, r)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				total += n
+			case errors.Is(err, driver.ErrNeverFits):
+				never = append(never, err)
+			default:
+				errs[m] = err
+			}
+		}()
+	}
+	wg.Wait()
+	for _, m := range h.machines {
+		if err := errs[m]; err != nil {
+			h.logf(m, err.Error()+" (carrying on with the other machines)")
+		}
+	}
+	if total > 0 {
+		return total, nil
+	}
+	all := never
+	for _, m := range h.machines {
+		if errs[m] != nil {
+			all = append(all, errs[m])
+		}
+	}
+	if len(never) > 0 {
+		return 0, fmt.Errorf("%w on any machine: %w", driver.ErrNeverFits, errors.Join(all...))
+	}
+	return 0, fmt.Errorf("ssh host: no machine can be used: %w", errors.Join(all...))
+}
+
+// Start implements driver.Host: the worker goes to the connected machine
+// where it fits best (least room left over), trying the next when a
+// machine is full.
+func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		return nil, errors.New("ssh host: closed")
+	}
+	type cand struct {
+		m    *machine
+		left float64
+	}
+	var cands []cand
+	for _, m := range h.machines {
+		info, up := m.state()
+		if !up {
+			m.reconnectLater()
+			continue
+		}
+		free := m.free(info)
+		r := spec.Resources
+		if r.LogicalCPU > free.LogicalCPU+1e-9 || r.MemoryBytes > free.MemoryBytes {
+			continue
+		}
+		left := (free.LogicalCPU - r.LogicalCPU) / max(info.Capacity.LogicalCPU, 1)
+		if info.Capacity.MemoryBytes > 0 {
+			left += float64(free.MemoryBytes-r.MemoryBytes) / float64(info.Capacity.MemoryBytes)
+		}
+		cands = append(cands, cand{m, left})
+	}
+	slices.SortStableFunc(cands, func(a, b cand) int {
+		switch {
+		case a.left < b.left:
+			return -1
+		case a.left > b.left:
+			return 1
+		}
+		return 0
+	})
+	var errs []error
+	for _, c := range cands {
+		w, err := c.m.start(ctx, spec)
+		if err == nil {
+			return w, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !errors.Is(err, driver.ErrNoCapacity) && !errors.Is(err, driver.ErrNeverFits) {
+			h.logf(c.m, err.Error())
+		}
+		errs = append(errs, err)
+	}
+	// Nothing fits now: machines that are down, full or broken may come
+	// back, so the coordinator waits and asks again.
+	return nil, fmt.Errorf("ssh host: %w on any connected machine: %w", driver.ErrNoCapacity, errors.Join(errs...))
+}
+
+// Close implements driver.Host: workers are killed with their sessions.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	for _, m := range h.machines {
+		m.close()
+	}
+	h.bins.close()
+	return nil
+}
+
+func newSessionID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+var noDeadline time.Time
+
+func deadline(d time.Duration) time.Time { return time.Now().Add(d) }
+
+// jsonFit caches, per resources, what a machine's agent answered.
+type fitResult struct {
+	n   int
+	err error
+}

@@ -1,0 +1,179 @@
+package meadowrun
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/sshhost"
+)
+
+// SSHOptions configure NewSSHHost. The zero value logs in as the local
+// user with ssh-agent's keys and ~/.ssh/id_*, and trusts the keys of
+// ~/.ssh/known_hosts only.
+type SSHOptions struct {
+	// User logs in to machines that name none; "" is the local user name.
+	User string
+	// IdentityFiles are private keys to offer, after ssh-agent's (unless
+	// NoAgent); none means ~/.ssh/id_ed25519, id_ecdsa and id_rsa.
+	IdentityFiles []string
+	NoAgent       bool
+	// KnownHostsFiles list trusted host keys; none means
+	// ~/.ssh/known_hosts.
+	KnownHostsFiles []string
+	// TrustOnFirstUse accepts and records the key of a machine that
+	// known_hosts does not list. A key that differs from a listed one is
+	// always refused.
+	TrustOnFirstUse bool
+	// ConnectTimeout bounds connecting and logging in to a machine; 0
+	// means 10 s.
+	ConnectTimeout time.Duration
+	// KeepAlive is the interval of keepalives: a machine that misses three
+	// in a row is lost, and its tasks run elsewhere. 0 means 1 s.
+	KeepAlive time.Duration
+	// RemoteDir is the agent's directory on the machines; "" means
+	// ${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun.
+	RemoteDir string
+	// Binaries are this program built for other platforms, by
+	// "GOOS/GOARCH" ("linux/arm64"). Without one, machines of another
+	// platform get the program cross-compiled when its source is at hand.
+	Binaries map[string]string
+	// Log receives a line per machine problem (unreachable, refused,
+	// lost, back again); nil means standard error.
+	Log io.Writer
+}
+
+// SSHHost is a set of machines reached over SSH. The first call connects
+// to them, uploads this program where it is missing (content-addressed,
+// never twice), and starts meadowrun's agent there; calls reuse the one
+// SSH connection per machine and the workers it keeps warm. A job goes on
+// with the machines that remain when some are unreachable or lost, and
+// uses them again when they come back.
+type SSHHost struct {
+	drv *sshhost.Host
+	url string
+}
+
+// NewSSHHost prepares machines given as "[user@]host[:port]". It checks
+// the options and keys; it connects on first use.
+func NewSSHHost(machines []string, opts SSHOptions) (*SSHHost, error) {
+	d, err := sshhost.New(sshhost.Options{
+		Machines: machines, User: opts.User, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
+		KnownHostsFiles: opts.KnownHostsFiles, TrustOnFirstUse: opts.TrustOnFirstUse,
+		ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive, RemoteDir: opts.RemoteDir,
+		Binaries: opts.Binaries, Log: opts.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: %w", err)
+	}
+	return &SSHHost{drv: d, url: sshURL(machines, opts)}, nil
+}
+
+// Driver implements Host.
+func (h *SSHHost) Driver(ctx context.Context) (driver.Host, error) { return h.drv, nil }
+
+// URL names the host for OpenHost.
+func (h *SSHHost) URL() string { return h.url }
+
+// Close stops the host's workers and disconnects. Agents stay on the
+// machines and exit after 30 idle minutes.
+func (h *SSHHost) Close() error {
+	closePool(h.drv)
+	return h.drv.Close()
+}
+
+func sshURL(machines []string, o SSHOptions) string {
+	q := url.Values{}
+	for _, k := range o.IdentityFiles {
+		q.Add("key", k)
+	}
+	for _, k := range o.KnownHostsFiles {
+		q.Add("known_hosts", k)
+	}
+	if o.TrustOnFirstUse {
+		q.Set("tofu", "1")
+	}
+	if o.User != "" {
+		q.Set("user", o.User)
+	}
+	if o.RemoteDir != "" {
+		q.Set("dir", o.RemoteDir)
+	}
+	s := "ssh://" + strings.Join(machines, ",")
+	if len(q) > 0 {
+		s += "?" + q.Encode()
+	}
+	return s
+}
+
+// openSSH opens "ssh://[user@]host[:port][,...][?key=F&known_hosts=F&
+// tofu=1&user=U&dir=D&hosts=FILE&timeout=10s]". A hosts file lists one
+// machine per line ('#' starts a comment).
+func openSSH(ctx context.Context, u *url.URL) (Host, error) {
+	authority := u.Host
+	if u.User != nil {
+		authority = u.User.String() + "@" + u.Host
+	}
+	authority, _ = url.PathUnescape(authority)
+	var machines []string
+	for _, m := range strings.Split(authority, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			machines = append(machines, m)
+		}
+	}
+	q := u.Query()
+	for _, f := range q["hosts"] {
+		ms, err := readHostsFile(f)
+		if err != nil {
+			return nil, err
+		}
+		machines = append(machines, ms...)
+	}
+	if len(machines) == 0 {
+		return nil, fmt.Errorf("no machines: give ssh://[user@]host[:port][,more] or ssh://?hosts=FILE")
+	}
+	o := SSHOptions{IdentityFiles: q["key"], KnownHostsFiles: q["known_hosts"], User: q.Get("user"), RemoteDir: q.Get("dir")}
+	if v := q.Get("tofu"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("tofu=%q: want true or false", v)
+		}
+		o.TrustOnFirstUse = b
+	}
+	if v := q.Get("timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("timeout=%q: %w", v, err)
+		}
+		o.ConnectTimeout = d
+	}
+	return NewSSHHost(machines, o)
+}
+
+func readHostsFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("hosts file: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out, sc.Err()
+}
+
+func init() {
+	RegisterHostScheme("ssh", openSSH)
+}
