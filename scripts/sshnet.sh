@@ -120,6 +120,14 @@ home_of_root() {
 	echo "$home"
 }
 
+check_outside_home() {
+	local home
+	home=$(realpath -m "$(home_of_root)")
+	case "$DIR/" in
+	"$home/"*) die "DIR ($DIR) must lie outside root's home directory $home: every machine mounts its own home over it" ;;
+	esac
+}
+
 # sshd_running PID N: true when PID is the sshd this network started for host N.
 sshd_running() {
 	local pid=$1 n=$2 cmd
@@ -328,12 +336,8 @@ up_failed() {
 
 cmd_up() {
 	[[ "$ID" =~ ^[0-9]$ ]] || die "ID must be 0..9, got '$ID'"
-	local start=$EPOCHREALTIME home n br ip
+	local start=$EPOCHREALTIME home n br
 	home=$(home_of_root)
-	home=$(realpath -m "$home")
-	case "$DIR/" in
-	"$home/"*) die "DIR ($DIR) must lie outside root's home directory $home: every machine mounts its own home over it" ;;
-	esac
 
 	if [ -e "$DIR/state" ]; then
 		echo "sshnet: $DIR holds a previous network; taking it down first"
@@ -441,8 +445,11 @@ ID=${3:-0}
 case "$CMD" in
 up)
 	[ "$#" -le 3 ] || usage
+	DIR=$(realpath -m "$DIR")
+	check_outside_home
 	mkdir -p "$DIR"
 	DIR=$(cd "$DIR" && pwd -P)
+	check_outside_home
 	[[ "$DIR" =~ ^[A-Za-z0-9._/+-]+$ ]] || die "DIR ($DIR) may hold only letters, digits and ._/+- (it goes unquoted into sshd_config and sshnet.env)"
 	cmd_up
 	;;
