@@ -45,7 +45,7 @@ sshd_pids() { # every sshd process, sorted, without needing procps
 	local p comm
 	for p in /proc/[0-9]*; do
 		comm=$(cat "$p/comm" 2>/dev/null) || continue
-		[ "$comm" = sshd ] && echo "${p#/proc/}"
+		if [ "$comm" = sshd ]; then echo "${p#/proc/}"; fi
 	done | sort
 }
 
@@ -80,12 +80,15 @@ ensure_packages() {
 		rm -f "$policy"
 	fi
 	[ "$rc" -eq 0 ] || die "apt-get install ${need[*]} failed"
-	# Belt and braces: stop any sshd that appeared during the installation.
+	# Belt and braces: stop a system sshd that the installation started
+	# after all (a new sshd whose PID is in the system daemon's pid file),
+	# and only that one: other sshds may belong to other networks.
 	local pid
-	for pid in $(comm -13 <(echo "$before") <(sshd_pids)); do
+	pid=$(cat /run/sshd.pid 2>/dev/null || true)
+	if [[ "$pid" =~ ^[0-9]+$ ]] && comm -13 <(echo "$before") <(sshd_pids) | grep -qx "$pid"; then
 		echo "sshnet: stopping the system sshd ($pid) the installation started" >&2
 		kill "$pid" 2>/dev/null || true
-	done
+	fi
 }
 
 # ---------------------------------------------------------------- helpers
