@@ -45,7 +45,7 @@ sshd_pids() { # every sshd process, sorted, without needing procps
 	local p comm
 	for p in /proc/[0-9]*; do
 		comm=$(cat "$p/comm" 2>/dev/null) || continue
-		[ "$comm" = sshd ] && echo "${p#/proc/}"
+		if [ "$comm" = sshd ]; then echo "${p#/proc/}"; fi
 	done | sort
 }
 
@@ -80,12 +80,15 @@ ensure_packages() {
 		rm -f "$policy"
 	fi
 	[ "$rc" -eq 0 ] || die "apt-get install ${need[*]} failed"
-	# Belt and braces: stop any sshd that appeared during the installation.
+	# Belt and braces: stop a system sshd that the installation started
+	# after all (a new sshd whose PID is in the system daemon's pid file),
+	# and only that one: other sshds may belong to other networks.
 	local pid
-	for pid in $(comm -13 <(echo "$before") <(sshd_pids)); do
+	pid=$(cat /run/sshd.pid 2>/dev/null || true)
+	if [[ "$pid" =~ ^[0-9]+$ ]] && comm -13 <(echo "$before") <(sshd_pids) | grep -qx "$pid"; then
 		echo "sshnet: stopping the system sshd ($pid) the installation started" >&2
 		kill "$pid" 2>/dev/null || true
-	done
+	fi
 }
 
 # ---------------------------------------------------------------- helpers
@@ -195,20 +198,34 @@ cmd_down() {
 		sleep 0.05
 	done
 
+	# Delete each veth pair before its namespace: the kernel dismantles a
+	# deleted namespace, and the links in it, asynchronously, so a veth
+	# left to that could still exist (or vanish under our feet) when the
+	# next `up` creates one of the same name.
+	local links=()
 	for n in $(seq 1 "$NHOSTS"); do
+		links+=("$(veth_name "$n")")
+	done
+	links+=("$(bridge_name)")
+	for n in $(seq 1 "$NHOSTS"); do
+		ip link del "$(veth_name "$n")" 2>/dev/null || true
 		if [ -e "/run/netns/$(ns_name "$n")" ]; then
 			ip netns del "$(ns_name "$n")"
 		fi
-		# Deleting the namespace deletes the pair; this catches a veth whose
-		# peer never got moved.
-		if ip link show "$(veth_name "$n")" >/dev/null 2>&1; then
-			ip link del "$(veth_name "$n")"
-		fi
 		rm -f "$DIR/h$n/sshd.pid"
 	done
-	if ip link show "$(bridge_name)" >/dev/null 2>&1; then
-		ip link del "$(bridge_name)"
-	fi
+	ip link del "$(bridge_name)" 2>/dev/null || true
+	local link left deadline=$((SECONDS + 5))
+	while :; do
+		left=()
+		for link in "${links[@]}"; do
+			if ip link show "$link" >/dev/null 2>&1; then left+=("$link"); fi
+		done
+		[ "${#left[@]}" -eq 0 ] && break
+		[ "$SECONDS" -lt "$deadline" ] || die "links ${left[*]} are still there"
+		ip link del "${left[0]}" 2>/dev/null || true
+		sleep 0.05
+	done
 	if command -v iptables >/dev/null; then
 		local rule
 		while read -r rule; do

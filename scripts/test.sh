@@ -2,7 +2,8 @@
 # Runs every check and test of the project: formatting, vet, staticcheck,
 # the whole test suite under the race detector, the conformance suite
 # without it (full-size maps), and a short fuzzing run of the protocol
-# decoder. Installs the pinned tools it needs. Usage: scripts/test.sh
+# decoder, with the simulated SSH machines of scripts/sshnet.sh running
+# (needs root). Installs the pinned tools it needs. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,17 @@ go test -run '^$' -fuzz '^FuzzReader$' -fuzztime 15s ./internal/wire
 
 step "conformance without the race detector (a map of one million tasks)"
 go test -count=1 -run 'TestConformance' .
+
+# Network ID 7 belongs to CI; a developer sharing a machine picks another
+# with SSHNET_ID.
+sshnet_id=${SSHNET_ID:-7}
+step "simulated SSH machines (scripts/sshnet.sh, network ID $sshnet_id)"
+# The SSH tests need them (docs/testing-ssh.md); REQUIRE makes those tests
+# fail rather than skip when the network is missing.
+sshnet_dir=$(mktemp -d)
+trap 'scripts/sshnet.sh down "$sshnet_dir" || true; rm -rf "$sshnet_dir"' EXIT
+scripts/sshnet.sh up "$sshnet_dir" "$sshnet_id"
+export MEADOWRUN_SSHNET="$sshnet_dir" MEADOWRUN_REQUIRE_SSHNET=1
 
 step "all tests, race detector on"
 go test -race -count=1 -timeout 20m ./...
