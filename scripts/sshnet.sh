@@ -257,7 +257,7 @@ PermitRootLogin prohibit-password
 StrictModes no
 UsePAM no
 AllowStreamLocalForwarding yes
-AllowTcpForwarding no
+AllowTcpForwarding local
 ClientAliveInterval 1
 ClientAliveCountMax 3
 MaxSessions 100

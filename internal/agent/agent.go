@@ -28,6 +28,9 @@ import (
 type Options struct {
 	// Dir is the agent's directory (binaries, files, socket, log).
 	Dir string
+	// Binary is the sha256 of the agent's own program, which names its
+	// socket.
+	Binary string
 	// IdleExit stops the agent after this long without sessions or
 	// workers; 0 means 30 minutes, negative never.
 	IdleExit time.Duration
@@ -39,13 +42,13 @@ type Options struct {
 // Options.IdleExit. When another agent already serves the directory it
 // returns nil at once.
 func Serve(ctx context.Context, opts Options) error {
-	if opts.Dir == "" {
-		return errors.New("agent: no directory")
+	if opts.Dir == "" || !validSHA(opts.Binary) {
+		return errors.New("agent: no directory or program digest")
 	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(opts.Dir, "agent-v1.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(filepath.Join(opts.Dir, "agent-"+idOf(opts.Binary)+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -61,7 +64,7 @@ func Serve(ctx context.Context, opts Options) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer host.Close()
-	sock := SocketName(opts.Dir)
+	sock := SocketName(opts.Dir, opts.Binary)
 	os.Remove(sock)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
@@ -514,7 +517,25 @@ func Run(dir string) int {
 	signal.Ignore(syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := Serve(ctx, Options{Dir: dir}); err != nil {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "meadowrun agent: %v\n", err)
+		return 1
+	}
+	sha := filepath.Base(exe)
+	if !validSHA(sha) {
+		// Not started from the cache (meadowrun agent by hand).
+		f, err := os.Open(exe)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "meadowrun agent: %v\n", err)
+			return 1
+		}
+		h := sha256.New()
+		io.Copy(h, f)
+		f.Close()
+		sha = hex.EncodeToString(h.Sum(nil))
+	}
+	if err := Serve(ctx, Options{Dir: dir, Binary: sha}); err != nil {
 		fmt.Fprintf(os.Stderr, "%s meadowrun agent: %v\n", time.Now().Format(time.RFC3339), err)
 		return 1
 	}

@@ -16,6 +16,7 @@
 package agent
 
 import (
+	"fmt"
 	"path/filepath"
 
 	"github.com/meadowrun-go/meadowrun/driver"
@@ -38,8 +39,19 @@ const (
 	LogName   = "agent.log"
 )
 
-// SocketName is the agent's socket inside its directory.
-func SocketName(dir string) string { return filepath.Join(dir, "agent-v1.sock") }
+// SocketName is the socket, inside its directory, of the agent running
+// the binary whose sha256 is binary. Each program has its own agent, so
+// an agent is never older than the client that reaches it.
+func SocketName(dir, binary string) string {
+	return filepath.Join(dir, "agent-"+idOf(binary)+".sock")
+}
+
+func idOf(binary string) string {
+	if len(binary) > 16 {
+		binary = binary[:16]
+	}
+	return fmt.Sprintf("v%d-%s", Version, binary)
+}
 
 // Operations.
 const (

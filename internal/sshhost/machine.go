@@ -147,7 +147,7 @@ func (m *machine) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s is %s: %w", driver.ErrPlatform, m.name, platform, err)
 	}
-	sock := agent.SocketName(dir)
+	sock := agent.SocketName(dir, bin.sha)
 	conn, err := c.Dial("unix", sock)
 	if err != nil {
 		// No agent listens: bootstrap one.
@@ -205,7 +205,9 @@ func (m *machine) bootstrap(c *ssh.Client, dir string, bin *binary) error {
 			return fmt.Errorf("%s: uploading the program to %s: %w", m.name, dir, err)
 		}
 	}
-	start := `cd / && ` + agent.EnvAgent + `="` + dir + `" setsid "` + exe + `" </dev/null >>"` + dir + `/` + agent.LogName + `" 2>&1 &`
+	// The shell lets go of the session's descriptors first, or the session
+	// would last as long as the agent.
+	start := `exec </dev/null >>"` + dir + `/` + agent.LogName + `" 2>&1; cd /; ` + agent.EnvAgent + `="` + dir + `" setsid "` + exe + `" &`
 	if _, err := run(c, start, nil); err != nil {
 		return fmt.Errorf("%s: starting the agent: %w", m.name, err)
 	}
@@ -275,7 +277,7 @@ func (m *machine) request(req agent.Request, body io.Reader) (agent.Response, ne
 	if !up {
 		return agent.Response{}, nil, nil, fmt.Errorf("%w: %s is not connected", driver.ErrUnreachable, m.name)
 	}
-	conn, err := c.Dial("unix", agent.SocketName(m.dir))
+	conn, err := c.Dial("unix", agent.SocketName(m.dir, m.bin.sha))
 	if err != nil {
 		err = fmt.Errorf("%w: %s: reaching the agent: %w", driver.ErrUnreachable, m.name, err)
 		m.lost(err)
