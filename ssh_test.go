@@ -3,12 +3,19 @@ package meadowrun_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/hosttest"
 	"github.com/meadowrun-go/meadowrun/internal/sshtest"
 )
 
@@ -27,6 +34,11 @@ func newSSH(t *testing.T, n *sshtest.Net, opts meadowrun.SSHOptions, hosts ...st
 	for _, h := range hosts {
 		ms = append(ms, n.User+"@"+n.Addr(h))
 	}
+	return newSSHMachines(t, n, opts, ms...)
+}
+
+func newSSHMachines(t *testing.T, n *sshtest.Net, opts meadowrun.SSHOptions, ms ...string) *meadowrun.SSHHost {
+	t.Helper()
 	if opts.IdentityFiles == nil {
 		opts.IdentityFiles = []string{n.Key}
 	}
@@ -68,4 +80,275 @@ func TestSSHRunsAFunctionOnAMachine(t *testing.T) {
 		}
 	}
 	t.Logf("warm call %v", time.Since(start)/100)
+}
+
+func TestConformanceSSH(t *testing.T) {
+	n := sshtest.Open(t)
+	hosttest.Run(t, hosttest.Config{
+		NewHost:      func(t *testing.T) meadowrun.Host { return newSSH(t, n, meadowrun.SSHOptions{}, "h1", "h2", "h3") },
+		MillionTasks: millionTasks / 10,
+	})
+}
+
+func sshErr(t *testing.T, h meadowrun.Host, want error, mentions ...string) {
+	t.Helper()
+	_, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()})
+	if !errors.Is(err, want) {
+		t.Fatalf("got %v, want an error wrapping %v", err, want)
+	}
+	for _, m := range mentions {
+		if !strings.Contains(err.Error(), m) {
+			t.Fatalf("error %q does not mention %q", err, m)
+		}
+	}
+	t.Logf("%v", err)
+}
+
+func TestSSHBadMachinesAreClearErrors(t *testing.T) {
+	n := sshtest.Open(t)
+	t.Run("unreachable", func(t *testing.T) {
+		t.Parallel()
+		h, err := meadowrun.NewSSHHost([]string{"root@" + n.Unreachable}, meadowrun.SSHOptions{
+			IdentityFiles: []string{n.Key}, KnownHostsFiles: []string{n.KnownHosts}, NoAgent: true,
+			ConnectTimeout: 2 * time.Second, Log: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		sshErr(t, h, meadowrun.ErrUnreachable, n.Unreachable)
+	})
+	t.Run("wrong user", func(t *testing.T) {
+		t.Parallel()
+		hu, err := meadowrun.NewSSHHost([]string{"meadowrun-no-such-user@" + n.Addr("h1")}, meadowrun.SSHOptions{
+			IdentityFiles: []string{n.Key}, KnownHostsFiles: []string{n.KnownHosts}, NoAgent: true, Log: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hu.Close()
+		sshErr(t, hu, meadowrun.ErrAuth, n.Hosts["h1"], "meadowrun-no-such-user", "authorized_keys")
+	})
+	t.Run("wrong key", func(t *testing.T) {
+		t.Parallel()
+		h := newSSH(t, n, meadowrun.SSHOptions{IdentityFiles: []string{n.WrongKey}}, "h1")
+		sshErr(t, h, meadowrun.ErrAuth, n.Hosts["h1"], n.WrongKey)
+	})
+	t.Run("host key mismatch", func(t *testing.T) {
+		t.Parallel()
+		h := newSSH(t, n, meadowrun.SSHOptions{KnownHostsFiles: []string{n.KnownHostsWrong}}, "h1")
+		sshErr(t, h, meadowrun.ErrHostKey, n.Hosts["h1"], "different key", "ssh-keygen -R")
+	})
+	t.Run("unknown host key, then trust on first use", func(t *testing.T) {
+		t.Parallel()
+		kh := filepath.Join(t.TempDir(), "known_hosts")
+		h := newSSH(t, n, meadowrun.SSHOptions{KnownHostsFiles: []string{kh}}, "h2")
+		sshErr(t, h, meadowrun.ErrHostKey, n.Hosts["h2"], "not in", "TrustOnFirstUse")
+		h = newSSH(t, n, meadowrun.SSHOptions{KnownHostsFiles: []string{kh}, TrustOnFirstUse: true}, "h2")
+		if _, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(kh)
+		if !strings.Contains(string(b), n.Hosts["h2"]+" ssh-ed25519 ") {
+			t.Fatalf("known_hosts after first use: %q", b)
+		}
+		// The recorded key is now checked: a fresh host trusts it without
+		// TOFU.
+		h = newSSH(t, n, meadowrun.SSHOptions{KnownHostsFiles: []string{kh}}, "h2")
+		if _, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("machine of another architecture", func(t *testing.T) {
+		t.Parallel()
+		h := newSSH(t, n, meadowrun.SSHOptions{}, "h5")
+		sshErr(t, h, meadowrun.ErrPlatform, n.Hosts["h5"], "linux/arm64", "Binaries")
+	})
+	t.Run("a binary for the wrong architecture", func(t *testing.T) {
+		t.Parallel()
+		self, _ := os.Executable()
+		h := newSSH(t, n, meadowrun.SSHOptions{Binaries: map[string]string{"linux/arm64": self}}, "h5")
+		sshErr(t, h, meadowrun.ErrPlatform, n.Hosts["h5"], "X86_64", "linux/arm64")
+	})
+	t.Run("remote disk full", func(t *testing.T) {
+		t.Parallel()
+		h := newSSH(t, n, meadowrun.SSHOptions{}, "h4")
+		sshErr(t, h, meadowrun.ErrDiskFull, n.Hosts["h4"], "No space left")
+	})
+	t.Run("too little memory", func(t *testing.T) {
+		t.Parallel()
+		h := newSSH(t, n, meadowrun.SSHOptions{}, "h1")
+		_, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h,
+			&meadowrun.Options{LogDir: t.TempDir(), Resources: &meadowrun.Resources{LogicalCPU: 1, MemoryGB: 100000}})
+		if !errors.Is(err, meadowrun.ErrNeverFits) || !strings.Contains(err.Error(), n.Hosts["h1"]) || !strings.Contains(err.Error(), "memory") {
+			t.Fatalf("got %v, want never fits naming %s and its memory", err, n.Hosts["h1"])
+		}
+		t.Log(err)
+	})
+}
+
+var sshAlloc = meadowrun.Register("ssh.Alloc", func(ctx context.Context, mb int) (int, error) {
+	b, err := syscall.Mmap(-1, 0, mb<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return 0, err
+	}
+	defer syscall.Munmap(b)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	time.Sleep(300 * time.Millisecond) // long enough for the watchdog to see it
+	return len(b) >> 20, nil
+})
+
+// sshSlow sleeps ms milliseconds and says where it ran.
+var sshSlow = meadowrun.Register("ssh.Slow", func(ctx context.Context, ms int) (string, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	f := strings.Fields(os.Getenv("SSH_CONNECTION"))
+	if len(f) < 3 {
+		return "", errors.New("not run over SSH")
+	}
+	return f[2], nil
+})
+
+func TestSSHMachineWithoutWritableCgroupsStillEnforcesMemory(t *testing.T) {
+	n := sshtest.Open(t)
+	h := newSSH(t, n, meadowrun.SSHOptions{}, "h6")
+	ctx := context.Background()
+	o := &meadowrun.Options{LogDir: t.TempDir(), Resources: &meadowrun.Resources{LogicalCPU: 1, MemoryGB: 0.25}}
+	if got, err := meadowrun.RunFunction(ctx, sshAlloc.With(64), h, o); err != nil || got != 64 {
+		t.Fatalf("64 MiB under a 256 MiB limit: %v, %v", got, err)
+	}
+	_, err := meadowrun.RunFunction(ctx, sshAlloc.With(600), h, o)
+	var te *meadowrun.TaskError
+	if !errors.As(err, &te) || te.Kind != meadowrun.KindOOM || !strings.Contains(te.Machine, n.Hosts["h6"]) {
+		t.Fatalf("600 MiB under a 256 MiB limit on a machine without cgroups: %v, want an OOM on %s", err, n.Hosts["h6"])
+	}
+	t.Log(err)
+}
+
+func TestSSHDeploymentFilesArriveAndNothingIsSentTwice(t *testing.T) {
+	n := sshtest.Open(t)
+	ctx := context.Background()
+	o := &meadowrun.Options{LogDir: t.TempDir(), Deployment: meadowrun.MirrorLocal([]string{"testdata/deploy/*.txt"}, map[string]string{"MR_TEST": "x"})}
+	h := newSSH(t, n, meadowrun.SSHOptions{}, "h2")
+	got, err := meadowrun.RunFunction(ctx, sshWhere.With(1), h, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(got, "|hello from the caller\n") {
+		t.Fatalf("the worker did not find the deployment file: %q", got)
+	}
+	stamp := func() string {
+		return n.Run(t, "h2", `cd ~/.cache/meadowrun && stat -c '%n %i %Y' bin/* files/* | sort`)
+	}
+	before := stamp()
+	h.Close()
+	// Another host object (as another process would have) finds everything
+	// on the machine already: nothing is uploaded again.
+	h = newSSH(t, n, meadowrun.SSHOptions{}, "h2")
+	if _, err := meadowrun.RunFunction(ctx, sshWhere.With(1), h, o); err != nil {
+		t.Fatal(err)
+	}
+	if after := stamp(); after != before {
+		t.Fatalf("content was uploaded again:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+func TestSSHMapGoesOnWithTheMachinesThatRemain(t *testing.T) {
+	n := sshtest.Open(t)
+	var log syncWriter
+	// A machine that works, one with a full disk, one of another
+	// architecture and one that does not answer at all.
+	h := newSSHMachines(t, n, meadowrun.SSHOptions{Log: &log, ConnectTimeout: 2 * time.Second},
+		"root@"+n.Addr("h1"), "root@"+n.Addr("h4"), "root@"+n.Addr("h5"), "root@"+n.Unreachable+":22")
+	args := make([]int, 40)
+	res, err := meadowrun.RunMap(context.Background(), sshSlow, args, h, &meadowrun.MapOptions{Options: meadowrun.Options{LogDir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r != n.Hosts["h1"] {
+			t.Fatalf("task %d ran on %q", i, r)
+		}
+	}
+	for _, want := range []string{n.Hosts["h4"], "No space left", n.Hosts["h5"], "linux/arm64", n.Unreachable} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("the machine log does not mention %q:\n%s", want, log.String())
+		}
+	}
+}
+
+// TestSSHChaos cuts one machine off and kills another's agent in the middle
+// of a map: every task's result reaches the caller exactly once, and the
+// cut machine is used again once it is back.
+func TestSSHChaos(t *testing.T) {
+	n := sshtest.Open(t)
+	var log syncWriter
+	h := newSSH(t, n, meadowrun.SSHOptions{Log: &log, KeepAlive: 300 * time.Millisecond}, "h1", "h2", "h3")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const tasks = 600
+	args := make([]int, tasks)
+	for i := range args {
+		args[i] = 20
+	}
+	seen := make([]int, tasks)
+	where := map[string]int{}
+	done := 0
+	var cut bool
+	for r := range meadowrun.RunMapAsCompleted(ctx, sshSlow, args, h, &meadowrun.MapOptions{Options: meadowrun.Options{LogDir: t.TempDir()}}) {
+		if r.Err != nil {
+			t.Fatalf("task %d: %v", r.TaskID, r.Err)
+		}
+		seen[r.TaskID]++
+		where[r.Value]++
+		done++
+		if done == tasks/5 && !cut {
+			cut = true
+			n.LinkDown(t, "h2")
+			t.Cleanup(func() { n.LinkUp(t, "h2") })
+			n.Run(t, "h3", `kill -9 $(cat ~/.cache/meadowrun/agent-*.pid)`)
+		}
+	}
+	for i, c := range seen {
+		if c != 1 {
+			t.Fatalf("task %d delivered %d times", i, c)
+		}
+	}
+	t.Logf("tasks per machine: %v", where)
+	t.Logf("machine log:\n%s", log.String())
+	if !strings.Contains(log.String(), n.Hosts["h2"]) || !strings.Contains(log.String(), n.Hosts["h3"]) {
+		t.Fatalf("the log does not report both machines lost")
+	}
+	// h2 comes back and takes work again.
+	n.LinkUp(t, "h2")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := meadowrun.RunMap(ctx, sshSlow, args[:30], h, &meadowrun.MapOptions{Options: meadowrun.Options{LogDir: t.TempDir()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(res, n.Hosts["h2"]) && slices.Contains(res, n.Hosts["h3"]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("h2 and h3 were not used again within 30 s: %v", res)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

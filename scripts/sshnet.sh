@@ -285,7 +285,7 @@ EOF
 
 start_sshd() { # N HOME
 	local n=$1 home=$2 d="$DIR/h$1" size=2g cgroup=""
-	[ "$n" -eq 4 ] && size=8m
+	[ "$n" -eq 4 ] && size=4m
 	[ "$n" -eq 6 ] && cgroup=1
 	# nsenter --net, not ip netns exec: the latter also mounts a fresh
 	# sysfs, which would hide the cgroup file systems from every machine.

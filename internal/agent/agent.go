@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -72,6 +73,10 @@ func Serve(ctx context.Context, opts Options) error {
 	}
 	ln.SetUnlinkOnClose(true)
 	os.Chmod(sock, 0o600)
+	// The pid file lets a person (or a test) find the agent.
+	pidFile := filepath.Join(opts.Dir, "agent-"+idOf(opts.Binary)+".pid")
+	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+	defer os.Remove(pidFile)
 	name, _ := os.Hostname()
 	a := &agent{
 		dir: opts.Dir, host: host, sessions: map[string]*session{},

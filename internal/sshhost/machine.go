@@ -261,12 +261,18 @@ func (m *machine) respErr(resp agent.Response) error {
 		kind = driver.ErrNeverFits
 	case agent.KindDiskFull:
 		kind = driver.ErrDiskFull
-	default:
-		return fmt.Errorf("%s: %s", m.name, resp.Error)
 	}
-	msg := strings.Replace(resp.Error, kind.Error(), "", 1)
-	return fmt.Errorf("%s: %w%s", m.name, kind, strings.Replace(msg, "  ", " ", 1))
+	return fmt.Errorf("%s: %w", m.name, &agentError{msg: resp.Error, kind: kind})
 }
+
+// agentError is an error the agent reported, classified by kind.
+type agentError struct {
+	msg  string
+	kind error
+}
+
+func (e *agentError) Error() string { return e.msg }
+func (e *agentError) Unwrap() error { return e.kind }
 
 // request opens a connection to the agent, sends req and reads the
 // response. The connection is returned open for what follows.
