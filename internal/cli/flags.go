@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ import (
 // workFlags are the flags of every command that runs work: where it runs
 // and what each worker needs.
 type workFlags struct {
+	hosts     []string
 	host      string
 	cpu       float64
 	memory    float64
@@ -34,7 +36,7 @@ func (w *workFlags) add(fs *pflag.FlagSet) {
 	if def == "" {
 		def = "local"
 	}
-	fs.StringVar(&w.host, "host", def, "where the work runs, as a URL (schemes: "+strings.Join(meadowrun.HostSchemes(), ", ")+"); $MEADOWRUN_HOST sets the default")
+	fs.StringArrayVar(&w.hosts, "host", []string{def}, "where the work runs, as a URL (schemes: "+strings.Join(meadowrun.HostSchemes(), ", ")+"); repeat --host ssh://... for several machines; $MEADOWRUN_HOST sets the default")
 	fs.Float64Var(&w.cpu, "cpu", 0, "logical CPUs per worker (default 1)")
 	fs.Float64Var(&w.memory, "memory", 0, "memory per worker in GB, enforced (default: no limit)")
 	fs.Float64Var(&w.gpus, "gpus", 0, "GPUs per worker")
@@ -75,12 +77,54 @@ func (w *workFlags) environment(cmd *cobra.Command) (map[string]string, error) {
 
 // openHost opens the --host URL.
 func (w *workFlags) openHost(ctx context.Context) (meadowrun.Host, error) {
+	if err := w.joinHosts(); err != nil {
+		return nil, err
+	}
 	return meadowrun.OpenHost(ctx, w.host)
+}
+
+// joinHosts makes one URL of the --host flags: several ssh:// URLs are
+// one host of several machines.
+func (w *workFlags) joinHosts() error {
+	if len(w.hosts) == 1 {
+		w.host = w.hosts[0]
+		return nil
+	}
+	var machines []string
+	query := url.Values{}
+	for _, h := range w.hosts {
+		if !strings.HasPrefix(h, "ssh://") {
+			return fmt.Errorf("--host %q: only ssh:// hosts can be given several times", h)
+		}
+		rest, q, _ := strings.Cut(strings.TrimPrefix(h, "ssh://"), "?")
+		if rest != "" {
+			machines = append(machines, rest)
+		}
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			return fmt.Errorf("--host %q: %w", h, err)
+		}
+		for k, vs := range v {
+			for _, x := range vs {
+				if !slices.Contains(query[k], x) {
+					query.Add(k, x)
+				}
+			}
+		}
+	}
+	w.host = "ssh://" + strings.Join(machines, ",")
+	if len(query) > 0 {
+		w.host += "?" + query.Encode()
+	}
+	return nil
 }
 
 // isLocal reports whether the host is this machine, where a command can
 // be looked up before anything starts.
 func (w *workFlags) isLocal() bool {
+	if w.joinHosts() != nil {
+		return false
+	}
 	s := w.host
 	if !strings.Contains(s, ":") {
 		s += "://"

@@ -278,12 +278,15 @@ func (e *agentError) Unwrap() error { return e.kind }
 // response. The connection is returned open for what follows.
 func (m *machine) request(req agent.Request, body io.Reader) (agent.Response, net.Conn, *bufio.Reader, error) {
 	m.mu.Lock()
-	c, up := m.client, m.up
+	c, up, sock := m.client, m.up, ""
+	if up {
+		sock = agent.SocketName(m.dir, m.bin.sha)
+	}
 	m.mu.Unlock()
 	if !up {
 		return agent.Response{}, nil, nil, fmt.Errorf("%w: %s is not connected", driver.ErrUnreachable, m.name)
 	}
-	conn, err := c.Dial("unix", agent.SocketName(m.dir, m.bin.sha))
+	conn, err := c.Dial("unix", sock)
 	if err != nil {
 		err = fmt.Errorf("%w: %s: reaching the agent: %w", driver.ErrUnreachable, m.name, err)
 		m.lost(err)
@@ -292,7 +295,8 @@ func (m *machine) request(req agent.Request, body io.Reader) (agent.Response, ne
 	br := bufio.NewReaderSize(conn, 64<<10)
 	if body != nil {
 		b, _ := json.Marshal(req)
-		if _, err := conn.Write(append(b, '\n')); err == nil {
+		_, err := conn.Write(append(b, '\n'))
+		if err == nil {
 			_, err = io.Copy(conn, body)
 		}
 		if err != nil {

@@ -72,11 +72,20 @@ func Open(t testing.TB) *Net {
 		}
 		t.Skip(msg)
 	}
-	n, err := load(filepath.Join(dir, "sshnet.env"))
+	n, err := Load(dir)
 	if err != nil {
 		t.Fatalf("sshtest: %s=%s: %v", EnvDir, dir, err)
 	}
 	return n
+}
+
+// Load reads the network that scripts/sshnet.sh started in dir (for
+// programs other than tests, such as benchmarks).
+func Load(dir string) (*Net, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("sshtest: no network directory: start one with scripts/sshnet.sh up DIR and set %s=DIR", EnvDir)
+	}
+	return load(filepath.Join(dir, "sshnet.env"))
 }
 
 // load parses an sshnet.env file.
@@ -198,10 +207,19 @@ func (n *Net) Run(t testing.TB, host, command string) string {
 	if _, ok := n.Hosts[host]; !ok {
 		t.Fatalf("sshtest: no machine %q", host)
 	}
+	out, err := n.RunE(host, command)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// RunE is Run returning an error instead of failing a test.
+func (n *Net) RunE(host, command string) (string, error) {
 	// No t.Context(): it is canceled before cleanups, which may use Run.
 	out, err := exec.Command("ssh", append(n.SSHArgs(host), command)...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("sshtest: on %s: %s: %v\n%s", host, command, err, out)
+		return string(out), fmt.Errorf("sshtest: on %s: %s: %w\n%s", host, command, err, out)
 	}
-	return string(out)
+	return string(out), nil
 }

@@ -1,0 +1,158 @@
+// Command sshbench measures meadowrun's SSH host on the simulated machines
+// of scripts/sshnet.sh (MEADOWRUN_SSHNET names their directory): agent
+// bootstrap with a 20 MB program, warm dispatch latency next to the
+// network round trip, and map throughput over three machines.
+//
+//	sudo scripts/sshnet.sh up DIR && MEADOWRUN_SSHNET=DIR go run ./bench/cmd/sshbench [-quick]
+//
+// The program carries 12 MiB of initialised data so that, like a real
+// program with its dependencies, it weighs about 20 MB to upload.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/internal/sshtest"
+)
+
+// ballast makes the binary about 20 MB: initialised data is stored in the
+// file.
+var ballast = [12 << 20]byte{0: 1, 12<<20 - 1: 1}
+
+var inc = meadowrun.Register("sshbench.Inc", func(ctx context.Context, x int) (int, error) {
+	return x + 1, nil
+})
+
+func main() {
+	meadowrun.Main()
+	quick := flag.Bool("quick", false, "tiny sizes")
+	flag.Parse()
+	if err := run(*quick); err != nil {
+		fmt.Fprintln(os.Stderr, "sshbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(quick bool) error {
+	n, err := sshtest.Load(os.Getenv("MEADOWRUN_SSHNET"))
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	self, _ := os.Executable()
+	st, _ := os.Stat(self)
+	fmt.Printf("program size %.1f MB (ballast byte %d)\n", float64(st.Size())/1e6, ballast[len(ballast)-1])
+	machines := func(hs ...string) []string {
+		var ms []string
+		for _, h := range hs {
+			ms = append(ms, n.User+"@"+n.Addr(h))
+		}
+		return ms
+	}
+	open := func(dir string, hs ...string) (*meadowrun.SSHHost, error) {
+		return meadowrun.NewSSHHost(machines(hs...), meadowrun.SSHOptions{
+			IdentityFiles: []string{n.Key}, KnownHostsFiles: []string{n.KnownHosts}, NoAgent: true,
+			RemoteDir: dir, Log: io.Discard})
+	}
+	o := &meadowrun.Options{Output: io.Discard, LogDir: os.TempDir()}
+
+	// Bootstrap: a fresh agent directory, so the program is uploaded and
+	// the agent started, up to the first result.
+	reps := 5
+	if quick {
+		reps = 1
+	}
+	var boots []time.Duration
+	for range reps {
+		b := make([]byte, 6)
+		rand.Read(b)
+		dir := "/root/.cache/meadowrun-bench-" + hex.EncodeToString(b)
+		h, err := open(dir, "h1")
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		if _, err := meadowrun.RunFunction(ctx, inc.With(1), h, o); err != nil {
+			return err
+		}
+		boots = append(boots, time.Since(start))
+		h.Close()
+		n.RunE("h1", "pkill -f meadowrun-bench- ; rm -rf "+dir)
+	}
+	fmt.Printf("bootstrap (connect, upload %.1f MB, start the agent, first result): median %v over %d\n",
+		float64(st.Size())/1e6, median(boots).Round(time.Millisecond), len(boots))
+
+	// Warm dispatch on one machine, next to the TCP round trip.
+	h, err := open("", "h1", "h2", "h3")
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	one, err := open("", "h1")
+	if err != nil {
+		return err
+	}
+	defer one.Close()
+	if _, err := meadowrun.RunFunction(ctx, inc.With(1), one, o); err != nil {
+		return err
+	}
+	calls := 2000
+	if quick {
+		calls = 50
+	}
+	var lat, rtt []time.Duration
+	for i := range calls {
+		start := time.Now()
+		if _, err := meadowrun.RunFunction(ctx, inc.With(i), one, o); err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(start))
+		start = time.Now()
+		c, err := net.Dial("tcp", n.Addr("h1"))
+		if err == nil {
+			rtt = append(rtt, time.Since(start))
+			c.Close()
+		}
+	}
+	slices.Sort(lat)
+	slices.Sort(rtt)
+	fmt.Printf("warm dispatch of a trivial function to one machine: p50 %v, p99 %v over %d calls; TCP round trip (connect) p50 %v\n",
+		lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), calls, rtt[len(rtt)/2].Round(time.Microsecond))
+
+	// Throughput over three machines.
+	for _, size := range []int{10_000, 100_000} {
+		if quick {
+			size = 500
+		}
+		args := make([]int, size)
+		if _, err := meadowrun.RunMap(ctx, inc, args[:100], h, &meadowrun.MapOptions{Options: *o}); err != nil {
+			return err
+		}
+		start := time.Now()
+		if _, err := meadowrun.RunMap(ctx, inc, args, h, &meadowrun.MapOptions{Options: *o}); err != nil {
+			return err
+		}
+		d := time.Since(start)
+		fmt.Printf("map of x+1 over 3 machines (2 CPUs each): %d tasks in %v = %.0f tasks/s\n", size, d.Round(time.Millisecond), float64(size)/d.Seconds())
+		if quick {
+			break
+		}
+	}
+	return nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
