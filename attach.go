@@ -16,10 +16,11 @@ import (
 // process gets the same handle from Attach or AttachCommand and the job's
 // id.
 type Detached[T any] struct {
-	id    string
-	st    *journal.Store
-	local *localJob
-	take  func(journal.Record, journal.Result) (T, error)
+	id     string
+	st     *journal.Store
+	local  *localJob
+	remote *remoteJob // a job of an SSH host
+	take   func(journal.Record, journal.Result) (T, error)
 }
 
 // ID identifies the job in every process.
@@ -27,6 +28,9 @@ func (d *Detached[T]) ID() string { return d.id }
 
 // Info returns the job's description from the journal.
 func (d *Detached[T]) Info(ctx context.Context) (JobInfo, error) {
+	if d.remote != nil {
+		return d.remote.info(ctx)
+	}
 	r, err := d.st.Get(ctx, d.id)
 	if err != nil {
 		return JobInfo{}, notFound(err, d.id)
@@ -38,6 +42,9 @@ func (d *Detached[T]) Info(ctx context.Context) (JobInfo, error) {
 func (d *Detached[T]) Cancel(ctx context.Context) error {
 	if d.local != nil {
 		d.local.runner.stop()
+	}
+	if d.remote != nil {
+		return d.remote.cancel(ctx)
 	}
 	return CancelJob(ctx, d.id)
 }
@@ -72,7 +79,7 @@ func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
 	}
 	var got *journal.Result
 	var rec journal.Record
-	rec, err := followResults(ctx, d.st, d.id, func(r journal.Record, res journal.Result) bool {
+	rec, err := follow(ctx, d.st, d.remote, d.id, func(r journal.Record, res journal.Result) bool {
 		rec = r
 		got = &res
 		return false
@@ -92,11 +99,12 @@ func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
 // DetachedMap is the handle of a durable map: another process gets the
 // same handle from AttachMap and the job's id.
 type DetachedMap[R any] struct {
-	id    string
-	st    *journal.Store
-	local *localJob
-	dec   func([]byte) (R, error)
-	fn    string
+	id     string
+	st     *journal.Store
+	local  *localJob
+	remote *remoteJob // a job of an SSH host
+	dec    func([]byte) (R, error)
+	fn     string
 }
 
 // ID identifies the job in every process.
@@ -104,6 +112,9 @@ func (m *DetachedMap[R]) ID() string { return m.id }
 
 // Info returns the job's description from the journal.
 func (m *DetachedMap[R]) Info(ctx context.Context) (JobInfo, error) {
+	if m.remote != nil {
+		return m.remote.info(ctx)
+	}
 	r, err := m.st.Get(ctx, m.id)
 	if err != nil {
 		return JobInfo{}, notFound(err, m.id)
@@ -115,6 +126,9 @@ func (m *DetachedMap[R]) Info(ctx context.Context) (JobInfo, error) {
 func (m *DetachedMap[R]) Cancel(ctx context.Context) error {
 	if m.local != nil {
 		m.local.runner.stop()
+	}
+	if m.remote != nil {
+		return m.remote.cancel(ctx)
 	}
 	return CancelJob(ctx, m.id)
 }
@@ -170,7 +184,7 @@ func (m *DetachedMap[R]) AsCompleted(ctx context.Context) iter.Seq[TaskResult[R]
 			return
 		}
 		stopped := false
-		_, err := followResults(ctx, m.st, m.id, func(rec journal.Record, r journal.Result) bool {
+		_, err := follow(ctx, m.st, m.remote, m.id, func(rec journal.Record, r journal.Result) bool {
 			if !yield(m.result(rec, r)) {
 				stopped = true
 				return false
@@ -231,24 +245,37 @@ func cutCodec(s string) (string, string, bool) {
 	return s, s, false
 }
 
-func attachRecord(ctx context.Context, id, kind string) (*journal.Store, journal.Record, error) {
+// attachRecord reads a job's record; for a job of an SSH host, it also
+// reconnects to the machine that keeps it, and checks that the job is
+// still there.
+func attachRecord(ctx context.Context, id, kind string) (*journal.Store, journal.Record, *remoteJob, error) {
 	st := defaultStore()
 	rec, err := st.Get(ctx, id)
 	if err != nil {
-		return nil, rec, notFound(err, id)
+		return nil, rec, nil, notFound(err, id)
 	}
 	if rec.Kind != kind {
 		hint := map[string]string{"function": "Attach", "command": "AttachCommand", "map": "AttachMap"}[rec.Kind]
-		return nil, rec, fmt.Errorf("meadowrun: job %s is a %s job, not a %s job; use %s", id, rec.Kind, kind, hint)
+		return nil, rec, nil, fmt.Errorf("meadowrun: job %s is a %s job, not a %s job; use %s", id, rec.Kind, kind, hint)
 	}
-	return st, rec, nil
+	if rec.Machine == "" {
+		return st, rec, nil, nil
+	}
+	rj, err := openRemote(ctx, st, rec)
+	if err != nil {
+		return nil, rec, nil, err
+	}
+	if _, err := rj.info(ctx); err != nil {
+		return nil, rec, nil, err
+	}
+	return st, rec, rj, nil
 }
 
 // Attach returns the handle of a durable function job from its id, in any
 // process. R must be the function's result type, or []byte for the result
 // as encoded, or json.RawMessage for a JSON-encoded result undecoded.
 func Attach[R any](ctx context.Context, id string) (*Detached[R], error) {
-	st, rec, err := attachRecord(ctx, id, "function")
+	st, rec, rj, err := attachRecord(ctx, id, "function")
 	if err != nil {
 		return nil, err
 	}
@@ -256,24 +283,24 @@ func Attach[R any](ctx context.Context, id string) (*Detached[R], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Detached[R]{id: id, st: st, take: functionTaker(rec.Function.Name, dec)}, nil
+	return &Detached[R]{id: id, st: st, remote: rj, take: functionTaker(rec.Function.Name, dec)}, nil
 }
 
 // AttachCommand returns the handle of a durable command job from its id,
 // in any process.
 func AttachCommand(ctx context.Context, id string) (*Detached[*JobCompletion], error) {
-	st, _, err := attachRecord(ctx, id, "command")
+	st, _, rj, err := attachRecord(ctx, id, "command")
 	if err != nil {
 		return nil, err
 	}
-	return &Detached[*JobCompletion]{id: id, st: st, take: takeCompletion}, nil
+	return &Detached[*JobCompletion]{id: id, st: st, remote: rj, take: takeCompletion}, nil
 }
 
 // AttachMap returns the handle of a durable map from its id, in any
 // process. R must be the mapped function's result type, or []byte or
 // json.RawMessage as for Attach.
 func AttachMap[R any](ctx context.Context, id string) (*DetachedMap[R], error) {
-	st, rec, err := attachRecord(ctx, id, "map")
+	st, rec, rj, err := attachRecord(ctx, id, "map")
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +308,7 @@ func AttachMap[R any](ctx context.Context, id string) (*DetachedMap[R], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DetachedMap[R]{id: id, st: st, dec: dec, fn: rec.Function.Name}, nil
+	return &DetachedMap[R]{id: id, st: st, remote: rj, dec: dec, fn: rec.Function.Name}, nil
 }
 
 // followRecord polls a job's record until done reports true.

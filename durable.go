@@ -87,7 +87,11 @@ type JobInfo struct {
 	// Error says why the job failed as a whole, if it did.
 	Error string `json:"error,omitempty"`
 	// LogFile keeps the job's output, each line prefixed with its task.
+	// For a job of an SSH host, it is a file of Machine.
 	LogFile string `json:"log_file,omitempty"`
+	// Machine is, for a job of an SSH host, the machine whose agent keeps
+	// it: its supervisor runs there, and its journal is that machine's.
+	Machine string `json:"machine,omitempty"`
 }
 
 // Duration is how long the job ran, or has been running.
@@ -108,7 +112,7 @@ const lostGraceSubmitted = 10 * time.Second
 func infoOf(r journal.Record) JobInfo {
 	j := JobInfo{ID: r.ID, Kind: r.Kind, State: JobState(r.State), Host: r.Host, Command: r.Command, Detached: r.Detached,
 		PID: r.PID, Submitted: r.Submitted, Started: r.Started, Finished: r.Finished, Tasks: r.Total,
-		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile}
+		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile, Machine: r.Machine}
 	if r.Function != nil && r.Kind != "command" {
 		j.Function = r.Function.Name
 		_, j.ResultCodec, _ = cutCodec(r.Function.Codec)
@@ -126,6 +130,10 @@ func infoOf(r journal.Record) JobInfo {
 }
 
 func isLost(r journal.Record) bool {
+	if r.Machine != "" {
+		// Only the machine can tell (see remoteJob).
+		return false
+	}
 	if r.Final() || journal.Alive(r.PID, r.Proc) {
 		return false
 	}
@@ -176,9 +184,17 @@ func ListJobs(ctx context.Context) ([]JobInfo, error) {
 
 // GetJob returns a job's description.
 func GetJob(ctx context.Context, id string) (JobInfo, error) {
-	r, err := defaultStore().Get(ctx, id)
+	st := defaultStore()
+	r, err := st.Get(ctx, id)
 	if err != nil {
 		return JobInfo{}, notFound(err, id)
+	}
+	if r.Machine != "" {
+		rj, err := openRemote(ctx, st, r)
+		if err != nil {
+			return JobInfo{}, err
+		}
+		return rj.info(ctx)
 	}
 	return infoOf(r), nil
 }
@@ -197,7 +213,7 @@ func ForgetJob(ctx context.Context, id string) error {
 	if err := st.Delete(ctx, id); err != nil {
 		return notFound(err, id)
 	}
-	if r.LogFile != "" {
+	if r.LogFile != "" && r.Machine == "" {
 		os.Remove(r.LogFile)
 	}
 	return nil
@@ -206,9 +222,22 @@ func ForgetJob(ctx context.Context, id string) error {
 // CancelJob stops a job from any process: it marks the journal, signals
 // the job's supervisor, and waits (within ctx) until the job has stopped.
 // Cancelling a finished job is an error wrapping ErrJobFinished; its
-// results are kept.
+// results are kept. A job of an SSH host is cancelled by the agent of its
+// machine.
 func CancelJob(ctx context.Context, id string) error {
 	st := defaultStore()
+	if r, err := st.Get(ctx, id); err == nil && r.Machine != "" {
+		rj, err := openRemote(ctx, st, r)
+		if err != nil {
+			return err
+		}
+		return rj.cancel(ctx)
+	}
+	return cancelJob(ctx, st, id)
+}
+
+// cancelJob cancels a job of st, on this machine.
+func cancelJob(ctx context.Context, st *journal.Store, id string) error {
 	type finished struct{ r journal.Record }
 	var fin *finished
 	rec, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
@@ -295,8 +324,23 @@ func prepareSubmit(ctx context.Context, host Host, o *Options, sub *SubmitOption
 
 var errNoMainSupervisor = errors.New("meadowrun: this process was started as a meadowrun supervisor, but main did not call meadowrun.Main() first; call it first thing in main")
 
-// submit journals a new job and starts it: in a supervisor, or here.
+// submit journals a new job and starts it: in a supervisor, here, or
+// (SSH hosts) in a supervisor on a machine of the host.
 func submit(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host Host, sub *SubmitOptions,
+	args iter.Seq[rawArg], n int, local *resultQueue) (string, *runner, *remoteJob, error) {
+	if sh := sshOf(host); sh != nil && !sub.InProcess {
+		rj, err := submitRemote(ctx, st, rec, spec, sh, args, n)
+		if err != nil {
+			return "", nil, nil, err
+		}
+		return rj.id, nil, rj, nil
+	}
+	id, r, err := submitHere(ctx, st, rec, spec, host, sub, args, n, local)
+	return id, r, nil, err
+}
+
+// submitHere journals a new job and starts it, in a supervisor or here.
+func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host Host, sub *SubmitOptions,
 	args iter.Seq[rawArg], n int, local *resultQueue) (string, *runner, error) {
 	b, err := json.Marshal(spec)
 	if err != nil {
@@ -418,11 +462,11 @@ func SubmitFunction[R any](ctx context.Context, call Call[R], host Host, opts *O
 	spec.Payload, spec.MaxAttempts = payload, sub.MaxAttempts
 	rec := journal.Record{Kind: "function", Host: hostURL, Function: journalFunc(call.desc)}
 	local := newResultQueue()
-	id, r, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
+	id, r, rj, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
 		return nil, err
 	}
-	d := &Detached[R]{id: id, st: st, take: functionTaker(call.fn, call.dec)}
+	d := &Detached[R]{id: id, st: st, remote: rj, take: functionTaker(call.fn, call.dec)}
 	if r != nil {
 		d.local = startLocal(ctx, r, opts)
 	}
@@ -472,11 +516,11 @@ func SubmitCommand(ctx context.Context, args []string, host Host, opts *CommandO
 	spec.Env, spec.Dir, spec.ContextVariables, spec.MaxAttempts = opts.Env, opts.Dir, opts.ContextVariables, sub.MaxAttempts
 	rec := journal.Record{Kind: "command", Host: hostURL, Command: slices.Clone(args)}
 	local := newResultQueue()
-	id, r, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
+	id, r, rj, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
 		return nil, err
 	}
-	d := &Detached[*JobCompletion]{id: id, st: st, take: takeCompletion}
+	d := &Detached[*JobCompletion]{id: id, st: st, remote: rj, take: takeCompletion}
 	if r != nil {
 		d.local = startLocal(ctx, r, &opts.Options)
 	}
@@ -547,11 +591,11 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 		}
 	}
 	local := newResultQueue()
-	id, r, err := submit(ctx, st, rec, spec, host, sub, raw, n, local)
+	id, r, rj, err := submit(ctx, st, rec, spec, host, sub, raw, n, local)
 	if err != nil {
 		return nil, err
 	}
-	m := &DetachedMap[R]{id: id, st: st, dec: f.resCodec.dec, fn: f.name}
+	m := &DetachedMap[R]{id: id, st: st, remote: rj, dec: f.resCodec.dec, fn: f.name}
 	if r != nil {
 		m.local = startLocal(ctx, r, &opts.Options)
 	}

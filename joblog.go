@@ -36,6 +36,13 @@ func JobLog(ctx context.Context, id string, w io.Writer, opts *LogOptions) error
 		return notFound(err, id)
 	}
 	lf := &logFollower{w: w, opts: opts}
+	if rec.Machine != "" {
+		rj, err := openRemote(ctx, st, rec)
+		if err != nil {
+			return err
+		}
+		return rj.log(ctx, lf)
+	}
 	p := newPoller(st)
 	for {
 		final := rec.Final() || isLost(rec)
@@ -91,23 +98,31 @@ func (l *logFollower) read(path string) error {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := f.ReadAt(buf, l.off)
-		l.off += int64(n)
-		data := append(l.partial, buf[:n]...)
-		for {
-			i := bytes.IndexByte(data, '\n')
-			if i < 0 {
-				break
-			}
-			if err := l.line(data[:i+1]); err != nil {
-				return err
-			}
-			data = data[i+1:]
+		if ferr := l.feed(buf[:n]); ferr != nil {
+			return ferr
 		}
-		l.partial = append([]byte(nil), data...)
 		if err != nil || n == 0 {
 			return nil
 		}
 	}
+}
+
+// feed takes the next bytes of the log, from offset off on.
+func (l *logFollower) feed(b []byte) error {
+	l.off += int64(len(b))
+	data := append(l.partial, b...)
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
+		}
+		if err := l.line(data[:i+1]); err != nil {
+			return err
+		}
+		data = data[i+1:]
+	}
+	l.partial = append([]byte(nil), data...)
+	return nil
 }
 
 func (l *logFollower) flush() {

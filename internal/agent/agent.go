@@ -209,6 +209,9 @@ func (a *agent) serve(ctx context.Context, c *net.UnixConn) {
 		reply(c, Response{})
 	case OpStart:
 		a.start(ctx, c, br, req)
+	case OpSupervise, OpJob, OpCancel, OpLog:
+		defer c.Close()
+		reply(c, a.job(ctx, req))
 	default:
 		reply(c, Response{Error: fmt.Sprintf("agent: unknown operation %q", req.Op), Kind: KindFailed})
 		c.Close()

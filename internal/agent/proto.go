@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/journal"
 	"github.com/meadowrun-go/meadowrun/internal/sysres"
 )
 
@@ -61,7 +62,30 @@ const (
 	OpPut   = "put"   // store Size bytes following the request as SHA
 	OpStart = "start" // start a worker; the connection becomes its stream
 	OpKill  = "kill"  // (on the control channel) kill Worker
+
+	// Durable jobs (see jobs.go). The agent keeps them in the journal of
+	// its state directory (StateDir), so that they outlive the client.
+
+	// OpSupervise journals Job (its record, with Host "local") and its
+	// map arguments Args, then starts its supervisor on this machine: the
+	// agent's own program, in a session of its own, with XDG_STATE_HOME
+	// inside the agent's directory. It answers once the supervisor has
+	// taken the job.
+	OpSupervise = "supervise"
+	// OpJob answers the record of job ID, whether its process was lost,
+	// and, with Results, its results after sequence number After (0: all)
+	// and the last sequence number returned.
+	OpJob = "job"
+	// OpCancel cancels job ID as CancelJob does, and answers once it has
+	// stopped (at most about 15 s); a finished job is KindFinished.
+	OpCancel = "cancel"
+	// OpLog answers up to MaxLog bytes of job ID's log file from Offset,
+	// with the job's record; fewer bytes mean the end of the file so far.
+	OpLog = "log"
 )
+
+// MaxLog is the most log bytes one OpLog answers.
+const MaxLog = 1 << 20
 
 // File is one file of a deployment.
 type File struct {
@@ -85,6 +109,14 @@ type Request struct {
 	Size      int64              `json:"size,omitempty"`
 	Mode      uint32             `json:"mode,omitempty"`
 	Worker    string             `json:"worker,omitempty"`
+	// Durable jobs: the job and its arguments (OpSupervise), its id,
+	// the results or log wanted (OpJob, OpCancel, OpLog).
+	Job     *journal.Record `json:"job,omitempty"`
+	Args    [][]byte        `json:"args,omitempty"`
+	ID      string          `json:"id,omitempty"`
+	Results bool            `json:"results,omitempty"`
+	After   uint64          `json:"after,omitempty"`
+	Offset  int64           `json:"offset,omitempty"`
 }
 
 // Error kinds in Response.Kind, so the client can classify.
@@ -95,6 +127,10 @@ const (
 	KindDiskFull    = "disk-full"
 	KindUnsupported = "unsupported"
 	KindFailed      = "failed"
+	// KindNotFound: the job is not in this machine's journal.
+	KindNotFound = "not-found"
+	// KindFinished: the job to cancel has already finished.
+	KindFinished = "finished"
 )
 
 // Response answers a Request.
@@ -104,6 +140,14 @@ type Response struct {
 	Info    *Info    `json:"info,omitempty"`
 	Fit     int      `json:"fit,omitempty"`
 	Missing []string `json:"missing,omitempty"`
+	// Durable jobs: the job's record as this machine journals it, whether
+	// the process running it died before it ended, its results after
+	// Request.After up to sequence number Last, a piece of its log.
+	Job     *journal.Record  `json:"job,omitempty"`
+	Lost    bool             `json:"lost,omitempty"`
+	Results []journal.Result `json:"results,omitempty"`
+	Last    uint64           `json:"last,omitempty"`
+	Log     []byte           `json:"log,omitempty"`
 }
 
 // Info describes the agent's machine, answered to hello.

@@ -80,6 +80,12 @@ type Record struct {
 	// Spec is what the process running the job needs (options,
 	// resources), opaque to the journal.
 	Spec json.RawMessage `json:"spec,omitempty"`
+	// Machine, when set, is the machine of the SSH host (Host) whose agent
+	// keeps the job: its supervisor runs there and journals it in that
+	// machine's journal, under the same id. This record is then the
+	// submitting side's copy, refreshed whenever the job is read through
+	// the agent.
+	Machine string `json:"machine,omitempty"`
 }
 
 // Final reports whether the job's state can no longer change.

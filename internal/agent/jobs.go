@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/internal/journal"
+)
+
+// JobRunner starts and cancels the supervisors of durable jobs on the
+// agent's machine. A supervisor is the agent's own program re-executed,
+// which package meadowrun knows how to start and this package cannot
+// import, so meadowrun sets Jobs when it is linked in (it always is: the
+// agent runs inside meadowrun.Main).
+type JobRunner interface {
+	// Start starts the supervisor of job id, already journaled in st,
+	// and returns once it has taken the job.
+	Start(ctx context.Context, st *journal.Store, id string) error
+	// Cancel stops job id of st as meadowrun.CancelJob does.
+	Cancel(ctx context.Context, st *journal.Store, id string) error
+	// Lost reports whether the process running a journaled job died
+	// before the job ended.
+	Lost(r journal.Record) bool
+}
+
+// Jobs runs the durable jobs of this machine; nil refuses them.
+var Jobs JobRunner
+
+// StateDir is the state directory of the agent of dir: its journal is
+// StateDir/journal.db and its jobs' logs are in StateDir/logs. A job's
+// supervisor runs with XDG_STATE_HOME set to its parent.
+func StateDir(dir string) string { return filepath.Join(dir, "state", "meadowrun") }
+
+// errJobFinished marks the error of cancelling a job that has ended.
+var errJobFinished = errors.New("job already finished")
+
+// job serves the durable-job operations.
+func (a *agent) job(ctx context.Context, req Request) Response {
+	if Jobs == nil {
+		return Response{Error: "agent: this program cannot run durable jobs (meadowrun.Main did not start the agent)", Kind: KindUnsupported}
+	}
+	st := journal.New(StateDir(a.dir), journal.Options{})
+	fail := func(err error) Response {
+		if errors.Is(err, journal.ErrNotFound) {
+			return Response{Error: fmt.Sprintf("agent: job %s is not in the journal %s", req.ID, st.Path()), Kind: KindNotFound}
+		}
+		if errors.Is(err, errJobFinished) {
+			return Response{Error: err.Error(), Kind: KindFinished}
+		}
+		return errResponse(err)
+	}
+	if req.Op == OpSupervise {
+		if err := a.supervise(ctx, st, req); err != nil {
+			return fail(err)
+		}
+		return Response{}
+	}
+	rec, err := st.Get(ctx, req.ID)
+	if err != nil {
+		return fail(err)
+	}
+	switch req.Op {
+	case OpJob:
+		resp := Response{Job: &rec, Lost: Jobs.Lost(rec)}
+		if req.Results {
+			res, last, r, err := st.Results(ctx, req.ID, req.After)
+			if err != nil {
+				return fail(err)
+			}
+			// The record of the same snapshot as the results, so that a
+			// final record comes with every result.
+			resp.Job, resp.Lost, resp.Results, resp.Last = &r, Jobs.Lost(r), res, last
+		}
+		return resp
+	case OpCancel:
+		if rec.Final() {
+			return fail(fmt.Errorf("%w: job %s %s at %s; its results are kept", errJobFinished, req.ID, rec.State, rec.Finished.Format(time.DateTime)))
+		}
+		if err := Jobs.Cancel(ctx, st, req.ID); err != nil {
+			return fail(err)
+		}
+		if rec, err = st.Get(ctx, req.ID); err != nil {
+			return fail(err)
+		}
+		return Response{Job: &rec}
+	case OpLog:
+		resp := Response{Job: &rec, Lost: Jobs.Lost(rec)}
+		if rec.LogFile == "" {
+			return resp
+		}
+		b, err := readAt(rec.LogFile, req.Offset, MaxLog)
+		if err != nil {
+			return fail(fmt.Errorf("agent: reading the log of job %s: %w", req.ID, err))
+		}
+		resp.Log = b
+		return resp
+	}
+	return Response{Error: fmt.Sprintf("agent: unknown operation %q", req.Op), Kind: KindFailed}
+}
+
+// supervise journals a job and its arguments and starts its supervisor.
+func (a *agent) supervise(ctx context.Context, st *journal.Store, req Request) error {
+	if req.Job == nil || req.Job.ID == "" {
+		return errors.New("agent: supervise: no job")
+	}
+	rec := *req.Job
+	// Until its supervisor takes it, the job is this agent's: a job
+	// whose supervisor never starts shows as lost once the agent is gone.
+	rec.State, rec.Detached, rec.PID, rec.Proc = "submitted", true, os.Getpid(), journal.Self()
+	rec.Machine = ""
+	if err := st.Create(ctx, rec); err != nil {
+		return err
+	}
+	const chunk = 4096
+	for i := 0; i < len(req.Args); i += chunk {
+		if err := st.PutArgs(ctx, rec.ID, i, req.Args[i:min(i+chunk, len(req.Args))]); err != nil {
+			st.Delete(context.WithoutCancel(ctx), rec.ID)
+			return err
+		}
+	}
+	if err := Jobs.Start(ctx, st, rec.ID); err != nil {
+		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
+			if r.State == "submitted" {
+				r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()
+			}
+			return nil
+		})
+		return err
+	}
+	return nil
+}
+
+// readAt reads up to max bytes of a file from off; a file not yet
+// created reads as empty.
+func readAt(path string, off int64, max int) ([]byte, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, max)
+	n, err := f.ReadAt(buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:n], nil
+}

@@ -1,0 +1,93 @@
+package sshhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/meadowrun-go/meadowrun/internal/agent"
+)
+
+// Supervise asks the agent of the first machine that can be reached, in
+// the order the machines were given, to journal a durable job and start
+// its supervisor (an agent.OpSupervise request), and returns that
+// machine's name. The supervisor runs the agent's program, which is on
+// the machine once it is connected.
+func (h *Host) Supervise(ctx context.Context, req agent.Request) (string, error) {
+	if err := h.checkOpen(); err != nil {
+		return "", err
+	}
+	req.Op = agent.OpSupervise
+	var errs []error
+	for _, m := range h.machines {
+		if _, err := m.ensure(ctx); err != nil {
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			errs = append(errs, err)
+			continue
+		}
+		resp, err := m.requestCtx(ctx, req)
+		if err == nil {
+			return m.name, nil
+		}
+		if resp.Error != "" || ctx.Err() != nil {
+			// The agent refused: another machine would too.
+			return "", err
+		}
+		errs = append(errs, err)
+	}
+	return "", fmt.Errorf("ssh host: no machine can supervise the job: %w", errors.Join(errs...))
+}
+
+// JobRequest sends a request about a durable job (agent.OpJob, OpCancel,
+// OpLog) to the agent of the named machine, connecting to it first if
+// need be. An error the agent answers comes with its response, so that
+// its Kind can be told apart.
+func (h *Host) JobRequest(ctx context.Context, machine string, req agent.Request) (agent.Response, error) {
+	if err := h.checkOpen(); err != nil {
+		return agent.Response{}, err
+	}
+	for _, m := range h.machines {
+		if m.name != machine {
+			continue
+		}
+		if _, err := m.ensure(ctx); err != nil {
+			return agent.Response{}, err
+		}
+		return m.requestCtx(ctx, req)
+	}
+	return agent.Response{}, fmt.Errorf("ssh host: %s is not one of its machines (%s)", machine, h.Name())
+}
+
+func (h *Host) checkOpen() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return errors.New("ssh host: closed")
+	}
+	return nil
+}
+
+// requestCtx is request for an exchange of one line each way, which
+// gives up when ctx ends.
+func (m *machine) requestCtx(ctx context.Context, req agent.Request) (agent.Response, error) {
+	type answer struct {
+		resp agent.Response
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, conn, _, err := m.request(req, nil)
+		if conn != nil {
+			conn.Close()
+		}
+		got <- answer{resp, err}
+	}()
+	select {
+	case a := <-got:
+		return a.resp, a.err
+	case <-ctx.Done():
+		return agent.Response{}, fmt.Errorf("%s: %w", m.name, ctx.Err())
+	}
+}

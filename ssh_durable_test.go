@@ -1,0 +1,202 @@
+package meadowrun_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/internal/sshtest"
+)
+
+// sshEcho prints which task it is and where, then squares x after ms
+// milliseconds (until cancelled when ms is negative).
+var sshEcho = meadowrun.Register("sshdurable.Echo", func(ctx context.Context, a squareArg) (int, error) {
+	h, _ := os.Hostname()
+	fmt.Printf("echo %d on %s\n", a.X, h)
+	if a.Ms < 0 {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
+	select {
+	case <-time.After(time.Duration(a.Ms) * time.Millisecond):
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return a.X * a.X, nil
+})
+
+// submitSSH submits a map of sshEcho over n arguments to h1 and
+// disconnects, as a submitting process that exits would.
+func submitSSH(t *testing.T, n *sshtest.Net, tasks, ms int) string {
+	t.Helper()
+	h := newSSH(t, n, meadowrun.SSHOptions{}, "h1")
+	args := make([]squareArg, tasks)
+	for i := range args {
+		args[i] = squareArg{X: i, Ms: ms}
+	}
+	start := time.Now()
+	m, err := meadowrun.SubmitMap(context.Background(), sshEcho, args, h, &meadowrun.MapOptions{Concurrency: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("submitted %s in %v", m.ID(), time.Since(start))
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return m.ID()
+}
+
+// collectOnce attaches to a map and checks that it yields every task's
+// square exactly once.
+func collectOnce(t *testing.T, id string, tasks int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := meadowrun.AttachMap[int](ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for r := range m.AsCompleted(ctx) {
+		if r.Err != nil {
+			t.Fatalf("task %d: %v", r.TaskID, r.Err)
+		}
+		if seen[r.TaskID] {
+			t.Fatalf("task %d yielded twice", r.TaskID)
+		}
+		seen[r.TaskID] = true
+		if r.Value != r.TaskID*r.TaskID {
+			t.Fatalf("task %d = %d", r.TaskID, r.Value)
+		}
+	}
+	if len(seen) != tasks {
+		t.Fatalf("%d results, want %d", len(seen), tasks)
+	}
+}
+
+func TestSSHDetachedMapOutlivesItsSubmitter(t *testing.T) {
+	n := sshtest.Open(t)
+	stateDir(t)
+	ctx := context.Background()
+	id := submitSSH(t, n, 20, 100)
+
+	// Another process: it knows the job by id only.
+	info, err := meadowrun.GetJob(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(info.Machine, n.Addr("h1")) || !strings.HasPrefix(info.Host, "ssh://") || info.State == meadowrun.JobLost {
+		t.Fatalf("GetJob = %+v", info)
+	}
+	start := time.Now()
+	collectOnce(t, id, 20)
+	t.Logf("attached and collected in %v", time.Since(start))
+	if info, err = meadowrun.GetJob(ctx, id); err != nil || info.State != meadowrun.JobSucceeded || info.Done != 20 {
+		t.Fatalf("GetJob = %+v, %v", info, err)
+	}
+	// A finished job's results can be read again.
+	collectOnce(t, id, 20)
+	var log bytes.Buffer
+	if err := meadowrun.JobLog(ctx, id, &log, &meadowrun.LogOptions{Tasks: []int{7}, Bare: true}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "echo 7 on "; !strings.HasPrefix(log.String(), want) || strings.Count(log.String(), "\n") != 1 {
+		t.Fatalf("log of task 7 = %q", log.String())
+	}
+	log.Reset()
+	if err := meadowrun.JobLog(ctx, id, &log, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if !strings.Contains(log.String(), fmt.Sprintf("[task %d] echo %d on ", i, i)) {
+			t.Fatalf("the log lacks task %d:\n%s", i, log.String())
+		}
+	}
+	// The local journal lists it, with its last known state.
+	jobs, err := meadowrun.ListJobs(ctx)
+	if err != nil || len(jobs) != 1 || jobs[0].ID != id || jobs[0].State != meadowrun.JobSucceeded {
+		t.Fatalf("ListJobs = %+v, %v", jobs, err)
+	}
+}
+
+func TestSSHDetachedMapRunsWhileNobodyIsConnected(t *testing.T) {
+	n := sshtest.Open(t)
+	stateDir(t)
+	ctx := context.Background()
+	const tasks = 30
+	id := submitSSH(t, n, tasks, 100) // about 1.5 s with 2 at a time
+	time.Sleep(time.Second)
+	info, err := meadowrun.GetJob(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after a second disconnected: %s, %d of %d done", info.State, info.Done, info.Tasks)
+	if info.Done == 0 || info.State == meadowrun.JobLost || info.State == meadowrun.JobFailed {
+		t.Fatalf("nothing ran while nobody was connected: %+v", info)
+	}
+	collectOnce(t, id, tasks)
+}
+
+func TestSSHCancelDetachedJob(t *testing.T) {
+	n := sshtest.Open(t)
+	stateDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := submitSSH(t, n, 4, -1) // never ends by itself
+	for {
+		info, err := meadowrun.GetJob(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == meadowrun.JobRunning {
+			break
+		}
+		if info.State.Final() {
+			t.Fatalf("GetJob = %+v", info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := meadowrun.CancelJob(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cancelled in %v", time.Since(start))
+	info, err := meadowrun.GetJob(ctx, id)
+	if err != nil || info.State != meadowrun.JobCancelled {
+		t.Fatalf("GetJob = %+v, %v", info, err)
+	}
+	m, err := meadowrun.AttachMap[int](ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Wait(ctx); err == nil {
+		t.Fatal("Wait of a cancelled map succeeded")
+	}
+	if err := meadowrun.CancelJob(ctx, id); !errors.Is(err, meadowrun.ErrJobFinished) {
+		t.Fatalf("second CancelJob = %v, want ErrJobFinished", err)
+	}
+}
+
+func TestSSHAttachUnknownJob(t *testing.T) {
+	n := sshtest.Open(t)
+	stateDir(t)
+	ctx := context.Background()
+	if _, err := meadowrun.AttachMap[int](ctx, "no-such-job"); !errors.Is(err, meadowrun.ErrJobNotFound) {
+		t.Fatalf("AttachMap(no-such-job) = %v", err)
+	}
+	id := submitSSH(t, n, 2, 0)
+	collectOnce(t, id, 2)
+	// The machine forgets it: its agent's state directory is removed.
+	n.Run(t, "h1", `rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun/state"`)
+	_, err := meadowrun.AttachMap[int](ctx, id)
+	if !errors.Is(err, meadowrun.ErrJobNotFound) || !strings.Contains(err.Error(), n.Addr("h1")) {
+		t.Fatalf("AttachMap of a job its machine forgot = %v", err)
+	}
+	t.Logf("error: %v", err)
+}
