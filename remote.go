@@ -130,7 +130,24 @@ func openRemote(ctx context.Context, st *journal.Store, rec journal.Record) (*re
 // the record it answers to this side's journal.
 func (rj *remoteJob) call(ctx context.Context, req agent.Request) (agent.Response, error) {
 	req.ID = rj.id
-	resp, err := rj.host.drv.JobRequest(ctx, rj.machine, req)
+	rj.mu.Lock()
+	sh := rj.host
+	rj.mu.Unlock()
+	if sh.drv.Closed() {
+		// The handle outlives the host it was submitted with: reopen the
+		// host from its URL, as another process would.
+		h, err := OpenHost(ctx, rj.url)
+		if err != nil {
+			return agent.Response{}, fmt.Errorf("meadowrun: job %s: %w", rj.id, err)
+		}
+		if sh = sshOf(h); sh == nil {
+			return agent.Response{}, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", rj.id, rj.url)
+		}
+		rj.mu.Lock()
+		rj.host = sh
+		rj.mu.Unlock()
+	}
+	resp, err := sh.drv.JobRequest(ctx, rj.machine, req)
 	switch {
 	case resp.Kind == agent.KindNotFound:
 		return resp, fmt.Errorf("%w: %q is not in the journal of %s (was the agent's directory there removed?): %s", ErrJobNotFound, rj.id, rj.machine, resp.Error)
@@ -183,7 +200,7 @@ func (rj *remoteJob) copy(ctx context.Context, r journal.Record) {
 	}
 }
 
-// infoOfRemote describes a record that the machine answered.
+// infoOf describes a record that the machine answered.
 func (rj *remoteJob) infoOf(r journal.Record, lost bool) JobInfo {
 	j := infoOf(r)
 	if lost {

@@ -34,6 +34,10 @@ var sshEcho = meadowrun.Register("sshdurable.Echo", func(ctx context.Context, a 
 // submitSSH submits a map of sshEcho over n arguments to h1 and
 // disconnects, as a submitting process that exits would.
 func submitSSH(t *testing.T, n *sshtest.Net, tasks, ms int) string {
+	return submitSSHHandle(t, n, tasks, ms).ID()
+}
+
+func submitSSHHandle(t *testing.T, n *sshtest.Net, tasks, ms int) *meadowrun.DetachedMap[int] {
 	t.Helper()
 	h := newSSH(t, n, meadowrun.SSHOptions{}, "h1")
 	args := make([]squareArg, tasks)
@@ -49,7 +53,7 @@ func submitSSH(t *testing.T, n *sshtest.Net, tasks, ms int) string {
 	if err := h.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return m.ID()
+	return m
 }
 
 // collectOnce attaches to a map and checks that it yields every task's
@@ -130,7 +134,8 @@ func TestSSHDetachedMapRunsWhileNobodyIsConnected(t *testing.T) {
 	stateDir(t)
 	ctx := context.Background()
 	const tasks = 30
-	id := submitSSH(t, n, tasks, 100) // about 1.5 s with 2 at a time
+	m := submitSSHHandle(t, n, tasks, 100) // about 1.5 s with 2 at a time
+	id := m.ID()
 	time.Sleep(time.Second)
 	info, err := meadowrun.GetJob(ctx, id)
 	if err != nil {
@@ -141,6 +146,54 @@ func TestSSHDetachedMapRunsWhileNobodyIsConnected(t *testing.T) {
 		t.Fatalf("nothing ran while nobody was connected: %+v", info)
 	}
 	collectOnce(t, id, tasks)
+	// The submitter's handle outlives the host it closed.
+	got, err := m.Wait(ctx)
+	if err != nil || len(got) != tasks || got[tasks-1] != (tasks-1)*(tasks-1) {
+		t.Fatalf("Wait = %v, %v", got, err)
+	}
+}
+
+func TestSSHDetachedFunctionAndCommand(t *testing.T) {
+	n := sshtest.Open(t)
+	stateDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h := newSSH(t, n, meadowrun.SSHOptions{}, "h1")
+	f, err := meadowrun.SubmitFunction(ctx, sshEcho.With(squareArg{X: 9}), h, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := meadowrun.SubmitCommand(ctx, []string{"sh", "-c", "echo hello from $(hostname); exit 3"}, h, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	fa, err := meadowrun.Attach[int](ctx, f.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := fa.Wait(ctx); err != nil || v != 81 {
+		t.Fatalf("Wait = %v, %v", v, err)
+	}
+	ca, err := meadowrun.AttachCommand(ctx, c.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc, err := ca.Wait(ctx)
+	var te *meadowrun.TaskError
+	if jc == nil || jc.ReturnCode != 3 || !errors.As(err, &te) || te.Kind != meadowrun.KindExit {
+		t.Fatalf("Wait = %+v, %v", jc, err)
+	}
+	var log bytes.Buffer
+	if err := meadowrun.JobLog(ctx, c.ID(), &log, &meadowrun.LogOptions{Tasks: []int{0}, Bare: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(log.String(), "hello from ") {
+		t.Fatalf("log = %q", log.String())
+	}
+	if _, err := meadowrun.Attach[string](ctx, f.ID()); !errors.Is(err, meadowrun.ErrRegistryMismatch) {
+		t.Fatalf("Attach[string] = %v, want ErrRegistryMismatch", err)
+	}
 }
 
 func TestSSHCancelDetachedJob(t *testing.T) {

@@ -60,6 +60,9 @@ func (h *Host) JobRequest(ctx context.Context, machine string, req agent.Request
 	return agent.Response{}, fmt.Errorf("ssh host: %s is not one of its machines (%s)", machine, h.Name())
 }
 
+// Closed reports whether Close was called.
+func (h *Host) Closed() bool { return h.checkOpen() != nil }
+
 func (h *Host) checkOpen() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
