@@ -76,7 +76,7 @@ func run(quick bool) error {
 	for range reps {
 		b := make([]byte, 6)
 		rand.Read(b)
-		dir := "/root/.cache/meadowrun-bench-" + hex.EncodeToString(b)
+		dir := "$HOME/.cache/meadowrun-bench-" + hex.EncodeToString(b) // expanded by the remote shell
 		h, err := open(dir, "h1")
 		if err != nil {
 			return err
@@ -87,7 +87,7 @@ func run(quick bool) error {
 		}
 		boots = append(boots, time.Since(start))
 		h.Close()
-		n.RunE("h1", "pkill -f meadowrun-bench- ; rm -rf "+dir)
+		n.RunE("h1", "pkill -f meadowrun-bench- ; rm -rf \""+dir+"\"")
 	}
 	fmt.Printf("bootstrap (connect, upload %.1f MB, start the agent, first result): median %v over %d\n",
 		float64(st.Size())/1e6, median(boots).Round(time.Millisecond), len(boots))
