@@ -353,14 +353,7 @@ func (p *poller) changed() bool {
 
 func (p *poller) wait(ctx context.Context) error {
 	p.delay = min(max(2*p.delay, 2*time.Millisecond), 100*time.Millisecond)
-	t := time.NewTimer(p.delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return sleepCtx(ctx, p.delay)
 }
 
 // followResults yields a job's results from the journal, those already

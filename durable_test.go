@@ -201,21 +201,8 @@ func TestDurableJobs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, err := meadowrun.AttachCommand(ctx, d.ID())
-			if err != nil {
-				t.Fatal(err)
-			}
-			jc, err := a.Wait(ctx)
-			var te *meadowrun.TaskError
-			if jc == nil || jc.ReturnCode != 3 || !errors.As(err, &te) || te.Kind != meadowrun.KindExit {
-				t.Fatalf("Wait = %+v, %v", jc, err)
-			}
-			var log bytes.Buffer
-			if err := meadowrun.JobLog(ctx, d.ID(), &log, &meadowrun.LogOptions{Tasks: []int{0}, Bare: true}); err != nil {
-				t.Fatal(err)
-			}
-			if log.String() != "hello\n" {
-				t.Fatalf("log = %q", log.String())
+			if log := attachExit3(t, ctx, d.ID()); log != "hello\n" {
+				t.Fatalf("log = %q", log)
 			}
 			info, _ := meadowrun.GetJob(ctx, d.ID())
 			if info.State != meadowrun.JobFailed || info.ExitCode != 3 {
@@ -340,4 +327,24 @@ func TestHostURLs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// attachExit3 attaches to command job id from another handle, checks that
+// it ended with exit code 3, and returns the command's output.
+func attachExit3(t *testing.T, ctx context.Context, id string) string {
+	t.Helper()
+	a, err := meadowrun.AttachCommand(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc, err := a.Wait(ctx)
+	var te *meadowrun.TaskError
+	if jc == nil || jc.ReturnCode != 3 || !errors.As(err, &te) || te.Kind != meadowrun.KindExit {
+		t.Fatalf("Wait = %+v, %v", jc, err)
+	}
+	var log bytes.Buffer
+	if err := meadowrun.JobLog(ctx, id, &log, &meadowrun.LogOptions{Tasks: []int{0}, Bare: true}); err != nil {
+		t.Fatal(err)
+	}
+	return log.String()
 }

@@ -175,21 +175,8 @@ func TestSSHDetachedFunctionAndCommand(t *testing.T) {
 	if v, err := fa.Wait(ctx); err != nil || v != 81 {
 		t.Fatalf("Wait = %v, %v", v, err)
 	}
-	ca, err := meadowrun.AttachCommand(ctx, c.ID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	jc, err := ca.Wait(ctx)
-	var te *meadowrun.TaskError
-	if jc == nil || jc.ReturnCode != 3 || !errors.As(err, &te) || te.Kind != meadowrun.KindExit {
-		t.Fatalf("Wait = %+v, %v", jc, err)
-	}
-	var log bytes.Buffer
-	if err := meadowrun.JobLog(ctx, c.ID(), &log, &meadowrun.LogOptions{Tasks: []int{0}, Bare: true}); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(log.String(), "hello from ") {
-		t.Fatalf("log = %q", log.String())
+	if log := attachExit3(t, ctx, c.ID()); !strings.HasPrefix(log, "hello from ") {
+		t.Fatalf("log = %q", log)
 	}
 	if _, err := meadowrun.Attach[string](ctx, f.ID()); !errors.Is(err, meadowrun.ErrRegistryMismatch) {
 		t.Fatalf("Attach[string] = %v, want ErrRegistryMismatch", err)

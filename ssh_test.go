@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -185,19 +183,6 @@ func TestSSHBadMachinesAreClearErrors(t *testing.T) {
 	})
 }
 
-var sshAlloc = meadowrun.Register("ssh.Alloc", func(ctx context.Context, mb int) (int, error) {
-	b, err := syscall.Mmap(-1, 0, mb<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
-	if err != nil {
-		return 0, err
-	}
-	defer syscall.Munmap(b)
-	for i := 0; i < len(b); i += 4096 {
-		b[i] = 1
-	}
-	time.Sleep(300 * time.Millisecond) // long enough for the watchdog to see it
-	return len(b) >> 20, nil
-})
-
 // sshSlow sleeps ms milliseconds and says where it ran.
 var sshSlow = meadowrun.Register("ssh.Slow", func(ctx context.Context, ms int) (string, error) {
 	time.Sleep(time.Duration(ms) * time.Millisecond)
@@ -208,20 +193,14 @@ var sshSlow = meadowrun.Register("ssh.Slow", func(ctx context.Context, ms int) (
 	return f[2], nil
 })
 
-func TestSSHMachineWithoutWritableCgroupsStillEnforcesMemory(t *testing.T) {
+// TestConformanceSSHWithoutCgroups runs the suite on a machine whose
+// cgroups cannot be written: the agent enforces memory with its watchdog.
+func TestConformanceSSHWithoutCgroups(t *testing.T) {
 	n := sshtest.Open(t)
-	h := newSSH(t, n, meadowrun.SSHOptions{}, "h6")
-	ctx := context.Background()
-	o := &meadowrun.Options{LogDir: t.TempDir(), Resources: &meadowrun.Resources{LogicalCPU: 1, MemoryGB: 0.25}}
-	if got, err := meadowrun.RunFunction(ctx, sshAlloc.With(64), h, o); err != nil || got != 64 {
-		t.Fatalf("64 MiB under a 256 MiB limit: %v, %v", got, err)
-	}
-	_, err := meadowrun.RunFunction(ctx, sshAlloc.With(600), h, o)
-	var te *meadowrun.TaskError
-	if !errors.As(err, &te) || te.Kind != meadowrun.KindOOM || !strings.Contains(te.Machine, n.Hosts["h6"]) {
-		t.Fatalf("600 MiB under a 256 MiB limit on a machine without cgroups: %v, want an OOM on %s", err, n.Hosts["h6"])
-	}
-	t.Log(err)
+	hosttest.Run(t, hosttest.Config{
+		NewHost:      func(t *testing.T) meadowrun.Host { return newSSH(t, n, meadowrun.SSHOptions{}, "h6") },
+		MillionTasks: millionTasks / 10,
+	})
 }
 
 func TestSSHDeploymentFilesArriveAndNothingIsSentTwice(t *testing.T) {
@@ -254,7 +233,7 @@ func TestSSHDeploymentFilesArriveAndNothingIsSentTwice(t *testing.T) {
 
 func TestSSHMapGoesOnWithTheMachinesThatRemain(t *testing.T) {
 	n := sshtest.Open(t)
-	var log syncWriter
+	var log hosttest.SyncBuffer
 	// A machine that works, one with a full disk, one of another
 	// architecture and one that does not answer at all.
 	h := newSSHMachines(t, n, meadowrun.SSHOptions{Log: &log, ConnectTimeout: 2 * time.Second},
@@ -281,7 +260,7 @@ func TestSSHMapGoesOnWithTheMachinesThatRemain(t *testing.T) {
 // cut machine is used again once it is back.
 func TestSSHChaos(t *testing.T) {
 	n := sshtest.Open(t)
-	var log syncWriter
+	var log hosttest.SyncBuffer
 	h := newSSH(t, n, meadowrun.SSHOptions{Log: &log, KeepAlive: 300 * time.Millisecond}, "h1", "h2", "h3")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -334,21 +313,4 @@ func TestSSHChaos(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

@@ -33,19 +33,22 @@ type Config struct {
 	MillionTasks int
 }
 
-// syncBuffer is an io.Writer safe for concurrent use.
-type syncBuffer struct {
+// SyncBuffer is an io.Writer safe for concurrent use, for the output of
+// jobs and hosts in tests.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+// Write implements io.Writer.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -60,8 +63,8 @@ type suite struct {
 
 // opts returns options that keep output in a buffer and logs in a
 // temporary directory.
-func (s *suite) opts(t *testing.T) (meadowrun.Options, *syncBuffer) {
-	buf := &syncBuffer{}
+func (s *suite) opts(t *testing.T) (meadowrun.Options, *SyncBuffer) {
+	buf := &SyncBuffer{}
 	return meadowrun.Options{Output: buf, LogDir: t.TempDir()}, buf
 }
 
