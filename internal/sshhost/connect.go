@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -229,7 +230,7 @@ func (h *Host) dial(ctx context.Context, m *machine) (*ssh.Client, error) {
 
 // run runs a shell command on m's connection with stdin, returning its
 // standard output, or an error carrying its standard error.
-func run(c *ssh.Client, script string, stdin []byte) ([]byte, error) {
+func run(c *ssh.Client, script string, stdin io.Reader) ([]byte, error) {
 	s, err := c.NewSession()
 	if err != nil {
 		return nil, err
@@ -238,7 +239,7 @@ func run(c *ssh.Client, script string, stdin []byte) ([]byte, error) {
 	var out, errb bytes.Buffer
 	s.Stdout, s.Stderr = &out, &errb
 	if stdin != nil {
-		s.Stdin = bytes.NewReader(stdin)
+		s.Stdin = stdin
 	}
 	if err := s.Run(script); err != nil {
 		msg := strings.TrimSpace(errb.String())
