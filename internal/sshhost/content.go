@@ -31,7 +31,6 @@ type binary struct {
 
 func (b *binary) open() (io.ReadCloser, error) { return os.Open(b.path) }
 
-
 func hashFile(path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
