@@ -231,13 +231,18 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 	}
+	ssh, err := sshBench(ctx, cfg, tmp)
+	if err != nil {
+		return err
+	}
 	rep := buildReport(cfg, all)
 	table := rep.markdownTable()
 	targets := rep.markdownTargets()
 	fmt.Println(table)
 	fmt.Println(targets)
+	fmt.Println(ssh)
 	if cfg.outPath != "-" {
-		doc := rep.document(cfg, table, targets, time.Since(t0))
+		doc := rep.document(cfg, table, targets, ssh, time.Since(t0))
 		if err := os.MkdirAll(filepath.Dir(cfg.outPath), 0o755); err != nil {
 			return err
 		}
@@ -248,6 +253,33 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	logf("total %.1fs", time.Since(t0).Seconds())
 	return nil
+}
+
+// sshBench runs bench/cmd/sshbench on the simulated SSH machines that
+// $MEADOWRUN_SSHNET names (scripts/sshnet.sh, which needs root), and returns
+// its report as a markdown section.
+func sshBench(ctx context.Context, cfg *config, tmp string) (string, error) {
+	const head = "## SSH hosts (`bench/cmd/sshbench`)\n\n"
+	dir := os.Getenv("MEADOWRUN_SSHNET")
+	if dir == "" {
+		return head + "Not measured in this run: start the simulated machines as root with `scripts/sshnet.sh up DIR` and set `MEADOWRUN_SSHNET=DIR`.\n", nil
+	}
+	bin := filepath.Join(tmp, "sshbench")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/cmd/sshbench")
+	cmd.Dir, cmd.Stdout, cmd.Stderr = cfg.root, os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build ./bench/cmd/sshbench: %w", err)
+	}
+	args := []string{}
+	if cfg.quick {
+		args = append(args, "-quick")
+	}
+	logf("sshbench on %s", dir)
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	if err != nil {
+		return "", fmt.Errorf("sshbench: %w", err)
+	}
+	return head + "Three machines in network namespaces on this VM (sharing its cores), each running OpenSSH's sshd; see docs/ssh.md for what the numbers mean.\n\n```\n" + string(out) + "```\n", nil
 }
 
 func writeJSONL(path string, rs []rec.Record) error {

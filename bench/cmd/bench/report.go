@@ -432,7 +432,7 @@ func memTotal() string {
 	return v
 }
 
-func (r *report) document(cfg *config, table, targets string, took time.Duration) string {
+func (r *report) document(cfg *config, table, targets, ssh string, took time.Duration) string {
 	var b strings.Builder
 	args := strings.Join(os.Args[1:], " ")
 	cmdline := "go run ./bench/cmd/bench"
@@ -465,6 +465,8 @@ func (r *report) document(cfg *config, table, targets string, took time.Duration
 	b.WriteString(table)
 	b.WriteString("\n## Targets (from the issue)\n\n")
 	b.WriteString(targets)
+	b.WriteString("\n")
+	b.WriteString(ssh)
 	b.WriteString("\n## Parameters, versions and notes per contestant\n\n")
 	b.WriteString(r.details())
 	return b.String()
