@@ -328,7 +328,7 @@ var errNoMainSupervisor = errors.New("meadowrun: this process was started as a m
 // (SSH hosts) in a supervisor on a machine of the host.
 func submit(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host Host, sub *SubmitOptions,
 	args iter.Seq[rawArg], n int, local *resultQueue) (string, *runner, *remoteJob, error) {
-	if sh := sshOf(host); sh != nil && !sub.InProcess {
+	if sh := keeperOf(ctx, host); sh != nil && !sub.InProcess {
 		rj, err := submitRemote(ctx, st, rec, spec, sh, args, n)
 		if err != nil {
 			return "", nil, nil, err

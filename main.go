@@ -24,7 +24,7 @@ func Main() {
 	mainCalled.Store(true)
 	if !worker.IsWorkerProcess() {
 		if os.Getenv(agent.EnvAgent) != "" {
-			// The agent of an SSH host, started by a client (see SSHHost).
+			// The agent of an SSH host, started by a client (see package ssh).
 			os.Exit(agent.RunProcess())
 		}
 		if isSupervisorProcess() {

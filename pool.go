@@ -55,6 +55,11 @@ func poolFor(drv driver.Host) *pool {
 	return p
 }
 
+// ClosePool stops the warm workers kept for drv and forgets them. Hosts
+// defined outside this package (such as package ssh's) call it from their
+// Close, before closing their driver.
+func ClosePool(drv driver.Host) { closePool(drv) }
+
 func closePool(drv driver.Host) {
 	poolsMu.Lock()
 	p := pools[drv]

@@ -39,21 +39,54 @@ func (agentJobs) Cancel(ctx context.Context, st *journal.Store, id string) error
 
 func (agentJobs) Lost(r journal.Record) bool { return isLost(r) }
 
-// sshOf returns the SSH host that h is, if it is one.
-func sshOf(h Host) *SSHHost {
-	switch h := h.(type) {
-	case *SSHHost:
-		return h
-	case urlHost:
-		return sshOf(h.Host)
+// jobKeeper is a driver whose machines keep durable jobs themselves, with
+// an agent (SSH hosts: internal/sshhost).
+type jobKeeper interface {
+	// Supervise has the agent of a machine journal and start the job of
+	// req, and names the machine.
+	Supervise(ctx context.Context, req agent.Request) (string, error)
+	// JobRequest asks machine's agent about a job.
+	JobRequest(ctx context.Context, machine string, req agent.Request) (agent.Response, error)
+	// Closed reports whether the driver was closed.
+	Closed() bool
+}
+
+// keeperHost is a host whose driver keeps durable jobs on its machines.
+type keeperHost struct {
+	drv jobKeeper
+	url string
+}
+
+// keeperOf returns h as a keeperHost, if its driver keeps jobs on its
+// machines and it has a URL that reopens it.
+func keeperOf(ctx context.Context, h Host) *keeperHost {
+	inner := h
+	if uh, ok := h.(urlHost); ok {
+		inner = uh.Host
 	}
-	return nil
+	switch inner.(type) {
+	case nil, Local, *LocalHost, *InProcessHost:
+		return nil // this machine: nothing to open
+	}
+	u, ok := HostURL(h)
+	if !ok {
+		return nil
+	}
+	drv, err := h.Driver(ctx)
+	if err != nil {
+		return nil
+	}
+	k, ok := drv.(jobKeeper)
+	if !ok {
+		return nil
+	}
+	return &keeperHost{drv: k, url: u}
 }
 
 // submitRemote journals a job here, with the machine that keeps it, and
 // has the agent of the first machine it reaches journal it there and
 // start its supervisor.
-func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, sh *SSHHost,
+func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, sh *keeperHost,
 	args iter.Seq[rawArg], n int) (*remoteJob, error) {
 	if len(spec.Globs) > 0 {
 		return nil, fmt.Errorf("%w: a detached job of an SSH host cannot take deployment files yet (MirrorLocal globs %v)", ErrUnsupported, spec.Globs)
@@ -107,7 +140,7 @@ type remoteJob struct {
 	id      string
 	url     string // the host's
 	machine string
-	host    *SSHHost
+	host    *keeperHost
 
 	mu   sync.Mutex
 	seen journal.Record // as last copied to st
@@ -119,7 +152,7 @@ func openRemote(ctx context.Context, st *journal.Store, rec journal.Record) (*re
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: job %s: %w", rec.ID, err)
 	}
-	sh := sshOf(h)
+	sh := keeperOf(ctx, h)
 	if sh == nil {
 		return nil, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", rec.ID, rec.Host)
 	}
@@ -140,7 +173,7 @@ func (rj *remoteJob) call(ctx context.Context, req agent.Request) (agent.Respons
 		if err != nil {
 			return agent.Response{}, fmt.Errorf("meadowrun: job %s: %w", rj.id, err)
 		}
-		if sh = sshOf(h); sh == nil {
+		if sh = keeperOf(ctx, h); sh == nil {
 			return agent.Response{}, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", rj.id, rj.url)
 		}
 		rj.mu.Lock()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/sshtest"
+	mrssh "github.com/meadowrun-go/meadowrun/ssh"
 )
 
 // sshEcho prints which task it is and where, then squares x after ms
@@ -39,7 +40,7 @@ func submitSSH(t *testing.T, n *sshtest.Net, tasks, ms int) string {
 
 func submitSSHHandle(t *testing.T, n *sshtest.Net, tasks, ms int) *meadowrun.DetachedMap[int] {
 	t.Helper()
-	h := newSSH(t, n, meadowrun.SSHOptions{}, "h1")
+	h := newSSH(t, n, mrssh.Options{}, "h1")
 	args := make([]squareArg, tasks)
 	for i := range args {
 		args[i] = squareArg{X: i, Ms: ms}
@@ -158,7 +159,7 @@ func TestSSHDetachedFunctionAndCommand(t *testing.T) {
 	stateDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	h := newSSH(t, n, meadowrun.SSHOptions{}, "h1")
+	h := newSSH(t, n, mrssh.Options{}, "h1")
 	f, err := meadowrun.SubmitFunction(ctx, sshEcho.With(squareArg{X: 9}), h, nil, nil)
 	if err != nil {
 		t.Fatal(err)

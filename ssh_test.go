@@ -15,6 +15,7 @@ import (
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/hosttest"
 	"github.com/meadowrun-go/meadowrun/internal/sshtest"
+	mrssh "github.com/meadowrun-go/meadowrun/ssh"
 )
 
 var sshWhere = meadowrun.Register("ssh.Where", func(ctx context.Context, x int) (string, error) {
@@ -26,7 +27,7 @@ var sshWhere = meadowrun.Register("ssh.Where", func(ctx context.Context, x int) 
 
 // newSSH opens the given machines of the test network with its key and
 // known_hosts.
-func newSSH(t *testing.T, n *sshtest.Net, opts meadowrun.SSHOptions, hosts ...string) *meadowrun.SSHHost {
+func newSSH(t *testing.T, n *sshtest.Net, opts mrssh.Options, hosts ...string) *mrssh.Host {
 	t.Helper()
 	var ms []string
 	for _, h := range hosts {
@@ -35,7 +36,7 @@ func newSSH(t *testing.T, n *sshtest.Net, opts meadowrun.SSHOptions, hosts ...st
 	return newSSHMachines(t, n, opts, ms...)
 }
 
-func newSSHMachines(t *testing.T, n *sshtest.Net, opts meadowrun.SSHOptions, ms ...string) *meadowrun.SSHHost {
+func newSSHMachines(t *testing.T, n *sshtest.Net, opts mrssh.Options, ms ...string) *mrssh.Host {
 	t.Helper()
 	if opts.IdentityFiles == nil {
 		opts.IdentityFiles = []string{n.Key}
@@ -50,7 +51,7 @@ func newSSHMachines(t *testing.T, n *sshtest.Net, opts meadowrun.SSHOptions, ms 
 	if opts.ConnectTimeout == 0 {
 		opts.ConnectTimeout = 3 * time.Second
 	}
-	h, err := meadowrun.NewSSHHost(ms, opts)
+	h, err := mrssh.NewHost(ms, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func newSSHMachines(t *testing.T, n *sshtest.Net, opts meadowrun.SSHOptions, ms 
 
 func TestSSHRunsAFunctionOnAMachine(t *testing.T) {
 	n := sshtest.Open(t)
-	h := newSSH(t, n, meadowrun.SSHOptions{}, "h1")
+	h := newSSH(t, n, mrssh.Options{}, "h1")
 	ctx := context.Background()
 	start := time.Now()
 	got, err := meadowrun.RunFunction(ctx, sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()})
@@ -83,7 +84,7 @@ func TestSSHRunsAFunctionOnAMachine(t *testing.T) {
 func TestConformanceSSH(t *testing.T) {
 	n := sshtest.Open(t)
 	hosttest.Run(t, hosttest.Config{
-		NewHost:      func(t *testing.T) meadowrun.Host { return newSSH(t, n, meadowrun.SSHOptions{}, "h1", "h2", "h3") },
+		NewHost:      func(t *testing.T) meadowrun.Host { return newSSH(t, n, mrssh.Options{}, "h1", "h2", "h3") },
 		MillionTasks: millionTasks / 10,
 	})
 }
@@ -106,7 +107,7 @@ func TestSSHBadMachinesAreClearErrors(t *testing.T) {
 	n := sshtest.Open(t)
 	t.Run("unreachable", func(t *testing.T) {
 		t.Parallel()
-		h, err := meadowrun.NewSSHHost([]string{"root@" + n.Unreachable}, meadowrun.SSHOptions{
+		h, err := mrssh.NewHost([]string{"root@" + n.Unreachable}, mrssh.Options{
 			IdentityFiles: []string{n.Key}, KnownHostsFiles: []string{n.KnownHosts}, NoAgent: true,
 			ConnectTimeout: 2 * time.Second, Log: io.Discard})
 		if err != nil {
@@ -117,7 +118,7 @@ func TestSSHBadMachinesAreClearErrors(t *testing.T) {
 	})
 	t.Run("wrong user", func(t *testing.T) {
 		t.Parallel()
-		hu, err := meadowrun.NewSSHHost([]string{"meadowrun-no-such-user@" + n.Addr("h1")}, meadowrun.SSHOptions{
+		hu, err := mrssh.NewHost([]string{"meadowrun-no-such-user@" + n.Addr("h1")}, mrssh.Options{
 			IdentityFiles: []string{n.Key}, KnownHostsFiles: []string{n.KnownHosts}, NoAgent: true, Log: io.Discard})
 		if err != nil {
 			t.Fatal(err)
@@ -127,20 +128,20 @@ func TestSSHBadMachinesAreClearErrors(t *testing.T) {
 	})
 	t.Run("wrong key", func(t *testing.T) {
 		t.Parallel()
-		h := newSSH(t, n, meadowrun.SSHOptions{IdentityFiles: []string{n.WrongKey}}, "h1")
+		h := newSSH(t, n, mrssh.Options{IdentityFiles: []string{n.WrongKey}}, "h1")
 		sshErr(t, h, meadowrun.ErrAuth, n.Hosts["h1"], n.WrongKey)
 	})
 	t.Run("host key mismatch", func(t *testing.T) {
 		t.Parallel()
-		h := newSSH(t, n, meadowrun.SSHOptions{KnownHostsFiles: []string{n.KnownHostsWrong}}, "h1")
+		h := newSSH(t, n, mrssh.Options{KnownHostsFiles: []string{n.KnownHostsWrong}}, "h1")
 		sshErr(t, h, meadowrun.ErrHostKey, n.Hosts["h1"], "different key", "ssh-keygen -R")
 	})
 	t.Run("unknown host key, then trust on first use", func(t *testing.T) {
 		t.Parallel()
 		kh := filepath.Join(t.TempDir(), "known_hosts")
-		h := newSSH(t, n, meadowrun.SSHOptions{KnownHostsFiles: []string{kh}}, "h2")
+		h := newSSH(t, n, mrssh.Options{KnownHostsFiles: []string{kh}}, "h2")
 		sshErr(t, h, meadowrun.ErrHostKey, n.Hosts["h2"], "not in", "TrustOnFirstUse")
-		h = newSSH(t, n, meadowrun.SSHOptions{KnownHostsFiles: []string{kh}, TrustOnFirstUse: true}, "h2")
+		h = newSSH(t, n, mrssh.Options{KnownHostsFiles: []string{kh}, TrustOnFirstUse: true}, "h2")
 		if _, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
 			t.Fatal(err)
 		}
@@ -150,30 +151,30 @@ func TestSSHBadMachinesAreClearErrors(t *testing.T) {
 		}
 		// The recorded key is now checked: a fresh host trusts it without
 		// TOFU.
-		h = newSSH(t, n, meadowrun.SSHOptions{KnownHostsFiles: []string{kh}}, "h2")
+		h = newSSH(t, n, mrssh.Options{KnownHostsFiles: []string{kh}}, "h2")
 		if _, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("machine of another architecture", func(t *testing.T) {
 		t.Parallel()
-		h := newSSH(t, n, meadowrun.SSHOptions{}, "h5")
+		h := newSSH(t, n, mrssh.Options{}, "h5")
 		sshErr(t, h, meadowrun.ErrPlatform, n.Hosts["h5"], "linux/arm64", "Binaries")
 	})
 	t.Run("a binary for the wrong architecture", func(t *testing.T) {
 		t.Parallel()
 		self, _ := os.Executable()
-		h := newSSH(t, n, meadowrun.SSHOptions{Binaries: map[string]string{"linux/arm64": self}}, "h5")
+		h := newSSH(t, n, mrssh.Options{Binaries: map[string]string{"linux/arm64": self}}, "h5")
 		sshErr(t, h, meadowrun.ErrPlatform, n.Hosts["h5"], "X86_64", "linux/arm64")
 	})
 	t.Run("remote disk full", func(t *testing.T) {
 		t.Parallel()
-		h := newSSH(t, n, meadowrun.SSHOptions{}, "h4")
+		h := newSSH(t, n, mrssh.Options{}, "h4")
 		sshErr(t, h, meadowrun.ErrDiskFull, n.Hosts["h4"], "No space left")
 	})
 	t.Run("too little memory", func(t *testing.T) {
 		t.Parallel()
-		h := newSSH(t, n, meadowrun.SSHOptions{}, "h1")
+		h := newSSH(t, n, mrssh.Options{}, "h1")
 		_, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h,
 			&meadowrun.Options{LogDir: t.TempDir(), Resources: &meadowrun.Resources{LogicalCPU: 1, MemoryGB: 100000}})
 		if !errors.Is(err, meadowrun.ErrNeverFits) || !strings.Contains(err.Error(), n.Hosts["h1"]) || !strings.Contains(err.Error(), "memory") {
@@ -198,7 +199,7 @@ var sshSlow = meadowrun.Register("ssh.Slow", func(ctx context.Context, ms int) (
 func TestConformanceSSHWithoutCgroups(t *testing.T) {
 	n := sshtest.Open(t)
 	hosttest.Run(t, hosttest.Config{
-		NewHost:      func(t *testing.T) meadowrun.Host { return newSSH(t, n, meadowrun.SSHOptions{}, "h6") },
+		NewHost:      func(t *testing.T) meadowrun.Host { return newSSH(t, n, mrssh.Options{}, "h6") },
 		MillionTasks: millionTasks / 10,
 	})
 }
@@ -207,7 +208,7 @@ func TestSSHDeploymentFilesArriveAndNothingIsSentTwice(t *testing.T) {
 	n := sshtest.Open(t)
 	ctx := context.Background()
 	o := &meadowrun.Options{LogDir: t.TempDir(), Deployment: meadowrun.MirrorLocal([]string{"testdata/deploy/*.txt"}, map[string]string{"MR_TEST": "x"})}
-	h := newSSH(t, n, meadowrun.SSHOptions{}, "h2")
+	h := newSSH(t, n, mrssh.Options{}, "h2")
 	got, err := meadowrun.RunFunction(ctx, sshWhere.With(1), h, o)
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +223,7 @@ func TestSSHDeploymentFilesArriveAndNothingIsSentTwice(t *testing.T) {
 	h.Close()
 	// Another host object (as another process would have) finds everything
 	// on the machine already: nothing is uploaded again.
-	h = newSSH(t, n, meadowrun.SSHOptions{}, "h2")
+	h = newSSH(t, n, mrssh.Options{}, "h2")
 	if _, err := meadowrun.RunFunction(ctx, sshWhere.With(1), h, o); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +237,7 @@ func TestSSHMapGoesOnWithTheMachinesThatRemain(t *testing.T) {
 	var log hosttest.SyncBuffer
 	// A machine that works, one with a full disk, one of another
 	// architecture and one that does not answer at all.
-	h := newSSHMachines(t, n, meadowrun.SSHOptions{Log: &log, ConnectTimeout: 2 * time.Second},
+	h := newSSHMachines(t, n, mrssh.Options{Log: &log, ConnectTimeout: 2 * time.Second},
 		"root@"+n.Addr("h1"), "root@"+n.Addr("h4"), "root@"+n.Addr("h5"), "root@"+n.Unreachable+":22")
 	args := make([]int, 40)
 	res, err := meadowrun.RunMap(context.Background(), sshSlow, args, h, &meadowrun.MapOptions{Options: meadowrun.Options{LogDir: t.TempDir()}})
@@ -261,7 +262,7 @@ func TestSSHMapGoesOnWithTheMachinesThatRemain(t *testing.T) {
 func TestSSHChaos(t *testing.T) {
 	n := sshtest.Open(t)
 	var log hosttest.SyncBuffer
-	h := newSSH(t, n, meadowrun.SSHOptions{Log: &log, KeepAlive: 300 * time.Millisecond}, "h1", "h2", "h3")
+	h := newSSH(t, n, mrssh.Options{Log: &log, KeepAlive: 300 * time.Millisecond}, "h1", "h2", "h3")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const tasks = 600

@@ -9,6 +9,8 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/cli"
+	// Registers the ssh:// host scheme.
+	_ "github.com/meadowrun-go/meadowrun/ssh"
 )
 
 func main() {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -67,11 +66,14 @@ func Serve(ctx context.Context, opts Options) error {
 	defer host.Close()
 	sock := SocketName(opts.Dir, opts.Binary)
 	os.Remove(sock)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	ln, err := listenUnix(sock)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
+	defer func() {
+		ln.close()
+		syscall.Close(ln.fd)
+	}()
 	os.Chmod(sock, 0o600)
 	// The pid file lets a person (or a test) find the agent.
 	pidFile := filepath.Join(opts.Dir, "agent-"+idOf(opts.Binary)+".pid")
@@ -88,7 +90,7 @@ func Serve(ctx context.Context, opts Options) error {
 	defer cancel()
 	go func() {
 		<-ctx.Done()
-		ln.Close()
+		ln.close()
 	}()
 	idle := opts.IdleExit
 	if idle == 0 {
@@ -98,7 +100,7 @@ func Serve(ctx context.Context, opts Options) error {
 		go a.idleWatch(ctx, idle, cancel)
 	}
 	for {
-		c, err := ln.AcceptUnix()
+		c, err := ln.accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -169,7 +171,7 @@ func (a *agent) idleWatch(ctx context.Context, idle time.Duration, cancel func()
 	}
 }
 
-func (a *agent) serve(ctx context.Context, c *net.UnixConn) {
+func (a *agent) serve(ctx context.Context, c *unixConn) {
 	br := bufio.NewReaderSize(c, 64<<10)
 	line, err := br.ReadBytes('\n')
 	if err != nil {
@@ -242,7 +244,7 @@ func errResponse(err error) Response {
 // hello opens a session. The connection stays open as its control
 // channel: when it closes (the client went away or lost the network), the
 // session's workers are killed.
-func (a *agent) hello(c *net.UnixConn, br *bufio.Reader, req Request) {
+func (a *agent) hello(c *unixConn, br *bufio.Reader, req Request) {
 	defer c.Close()
 	if req.Version != Version || req.Session == "" {
 		reply(c, Response{Error: fmt.Sprintf("agent: protocol version %d, session %q: this agent speaks version %d", req.Version, req.Session, Version), Kind: KindFailed})
@@ -437,7 +439,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 }
 
 // start starts a worker of a session and relays its stream over c.
-func (a *agent) start(ctx context.Context, c *net.UnixConn, br *bufio.Reader, req Request) {
+func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req Request) {
 	fail := func(err error) {
 		reply(c, errResponse(err))
 		c.Close()

@@ -70,7 +70,7 @@ func loadAuth(opts Options) (*auth, error) {
 		a.methods = append(a.methods, ssh.PublicKeys(signers...))
 	}
 	if len(a.methods) == 0 {
-		return nil, fmt.Errorf("ssh host: %w: no key to log in with: start ssh-agent with a key loaded, or name key files (SSHOptions.IdentityFiles, or key=FILE in an ssh:// host URL)", driver.ErrAuth)
+		return nil, fmt.Errorf("ssh host: %w: no key to log in with: start ssh-agent with a key loaded, or name key files (ssh.Options.IdentityFiles, or key=FILE in an ssh:// host URL)", driver.ErrAuth)
 	}
 	return a, nil
 }
@@ -167,7 +167,7 @@ func (t *trust) check(name string) ssh.HostKeyCallback {
 				driver.ErrHostKey, name, key.Type(), fp, w.Filename, w.Line, knownhosts.Normalize(hostname))
 		}
 		if !t.tofu {
-			return fmt.Errorf("%w: %s is not in %s (it offered the %s key %s): check the fingerprint and add it (ssh-keyscan), or opt in to trusting machines on first use (SSHOptions.TrustOnFirstUse, or tofu=1 in an ssh:// host URL)",
+			return fmt.Errorf("%w: %s is not in %s (it offered the %s key %s): check the fingerprint and add it (ssh-keyscan), or opt in to trusting machines on first use (ssh.Options.TrustOnFirstUse, or tofu=1 in an ssh:// host URL)",
 				driver.ErrHostKey, name, strings.Join(t.files, ", "), key.Type(), fp)
 		}
 		line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key) + "\n"

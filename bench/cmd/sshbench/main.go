@@ -26,6 +26,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/sshtest"
+	mrssh "github.com/meadowrun-go/meadowrun/ssh"
 )
 
 var inc = meadowrun.Register("sshbench.Inc", func(ctx context.Context, x int) (int, error) {
@@ -92,8 +93,8 @@ func run(quick bool) error {
 		}
 		return ms
 	}
-	open := func(dir string, hs ...string) (*meadowrun.SSHHost, error) {
-		return meadowrun.NewSSHHost(machines(hs...), meadowrun.SSHOptions{
+	open := func(dir string, hs ...string) (*mrssh.Host, error) {
+		return mrssh.NewHost(machines(hs...), mrssh.Options{
 			IdentityFiles: []string{n.Key}, KnownHostsFiles: []string{n.KnownHosts}, NoAgent: true,
 			RemoteDir: dir, Log: io.Discard})
 	}

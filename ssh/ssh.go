@@ -1,4 +1,10 @@
-package meadowrun
+// Package ssh makes machines reached over SSH a meadowrun host: the first
+// call connects to them, uploads the program where it is missing
+// (content-addressed, never twice) and starts meadowrun's agent there;
+// calls reuse one SSH connection per machine and the workers it keeps warm.
+// Importing the package also registers the ssh:// scheme of
+// meadowrun.OpenHost. See docs/ssh.md.
+package ssh
 
 import (
 	"bufio"
@@ -11,14 +17,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/sshhost"
 )
 
-// SSHOptions configure NewSSHHost. The zero value logs in as the local
+// Options configure NewHost. The zero value logs in as the local
 // user with ssh-agent's keys and ~/.ssh/id_*, and trusts the keys of
 // ~/.ssh/known_hosts only.
-type SSHOptions struct {
+type Options struct {
 	// User logs in to machines that name none; "" is the local user name.
 	User string
 	// IdentityFiles are private keys to offer, after ssh-agent's (unless
@@ -50,20 +57,20 @@ type SSHOptions struct {
 	Log io.Writer
 }
 
-// SSHHost is a set of machines reached over SSH. The first call connects
+// Host is a set of machines reached over SSH. The first call connects
 // to them, uploads this program where it is missing (content-addressed,
 // never twice), and starts meadowrun's agent there; calls reuse the one
 // SSH connection per machine and the workers it keeps warm. A job goes on
 // with the machines that remain when some are unreachable or lost, and
 // uses them again when they come back.
-type SSHHost struct {
+type Host struct {
 	drv *sshhost.Host
 	url string
 }
 
-// NewSSHHost prepares machines given as "[user@]host[:port]". It checks
+// NewHost prepares machines given as "[user@]host[:port]". It checks
 // the options and keys; it connects on first use.
-func NewSSHHost(machines []string, opts SSHOptions) (*SSHHost, error) {
+func NewHost(machines []string, opts Options) (*Host, error) {
 	d, err := sshhost.New(sshhost.Options{
 		Machines: machines, User: opts.User, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
 		KnownHostsFiles: opts.KnownHostsFiles, TrustOnFirstUse: opts.TrustOnFirstUse,
@@ -73,23 +80,23 @@ func NewSSHHost(machines []string, opts SSHOptions) (*SSHHost, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
 	}
-	return &SSHHost{drv: d, url: sshURL(machines, opts)}, nil
+	return &Host{drv: d, url: sshURL(machines, opts)}, nil
 }
 
-// Driver implements Host.
-func (h *SSHHost) Driver(ctx context.Context) (driver.Host, error) { return h.drv, nil }
+// Driver implements meadowrun.Host.
+func (h *Host) Driver(ctx context.Context) (driver.Host, error) { return h.drv, nil }
 
 // URL names the host for OpenHost.
-func (h *SSHHost) URL() string { return h.url }
+func (h *Host) URL() string { return h.url }
 
 // Close stops the host's workers and disconnects. Agents stay on the
 // machines and exit after 30 idle minutes.
-func (h *SSHHost) Close() error {
-	closePool(h.drv)
+func (h *Host) Close() error {
+	meadowrun.ClosePool(h.drv)
 	return h.drv.Close()
 }
 
-func sshURL(machines []string, o SSHOptions) string {
+func sshURL(machines []string, o Options) string {
 	q := url.Values{}
 	for _, k := range o.IdentityFiles {
 		q.Add("key", k)
@@ -116,7 +123,7 @@ func sshURL(machines []string, o SSHOptions) string {
 // openSSH opens "ssh://[user@]host[:port][,...][?key=F&known_hosts=F&
 // tofu=1&user=U&dir=D&hosts=FILE&timeout=10s]". A hosts file lists one
 // machine per line ('#' starts a comment).
-func openSSH(ctx context.Context, u *url.URL) (Host, error) {
+func openSSH(ctx context.Context, u *url.URL) (meadowrun.Host, error) {
 	authority := u.Host
 	if u.User != nil {
 		authority = u.User.String() + "@" + u.Host
@@ -139,7 +146,7 @@ func openSSH(ctx context.Context, u *url.URL) (Host, error) {
 	if len(machines) == 0 {
 		return nil, fmt.Errorf("no machines: give ssh://[user@]host[:port][,more] or ssh://?hosts=FILE")
 	}
-	o := SSHOptions{IdentityFiles: q["key"], KnownHostsFiles: q["known_hosts"], User: q.Get("user"), RemoteDir: q.Get("dir")}
+	o := Options{IdentityFiles: q["key"], KnownHostsFiles: q["known_hosts"], User: q.Get("user"), RemoteDir: q.Get("dir")}
 	if v := q.Get("tofu"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -154,7 +161,7 @@ func openSSH(ctx context.Context, u *url.URL) (Host, error) {
 		}
 		o.ConnectTimeout = d
 	}
-	return NewSSHHost(machines, o)
+	return NewHost(machines, o)
 }
 
 func readHostsFile(path string) ([]string, error) {
@@ -175,5 +182,5 @@ func readHostsFile(path string) ([]string, error) {
 }
 
 func init() {
-	RegisterHostScheme("ssh", openSSH)
+	meadowrun.RegisterHostScheme("ssh", openSSH)
 }
