@@ -27,14 +27,8 @@ var (
 	// durableSquare squares x after waiting ms milliseconds, or until
 	// cancelled when ms is negative.
 	durableSquare = meadowrun.Register("durable.Square", func(ctx context.Context, a squareArg) (int, error) {
-		if a.Ms < 0 {
-			<-ctx.Done()
-			return 0, ctx.Err()
-		}
-		select {
-		case <-time.After(time.Duration(a.Ms) * time.Millisecond):
-		case <-ctx.Done():
-			return 0, ctx.Err()
+		if err := waitMs(ctx, a.Ms); err != nil {
+			return 0, err
 		}
 		if a.Fail {
 			return 0, fmt.Errorf("square of %d refused", a.X)
@@ -347,4 +341,18 @@ func attachExit3(t *testing.T, ctx context.Context, id string) string {
 		t.Fatal(err)
 	}
 	return log.String()
+}
+
+// waitMs waits ms milliseconds, or until ctx ends when ms is negative.
+func waitMs(ctx context.Context, ms int) error {
+	if ms < 0 {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	select {
+	case <-time.After(time.Duration(ms) * time.Millisecond):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

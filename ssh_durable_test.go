@@ -20,14 +20,8 @@ import (
 var sshEcho = meadowrun.Register("sshdurable.Echo", func(ctx context.Context, a squareArg) (int, error) {
 	h, _ := os.Hostname()
 	fmt.Printf("echo %d on %s\n", a.X, h)
-	if a.Ms < 0 {
-		<-ctx.Done()
-		return 0, ctx.Err()
-	}
-	select {
-	case <-time.After(time.Duration(a.Ms) * time.Millisecond):
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	if err := waitMs(ctx, a.Ms); err != nil {
+		return 0, err
 	}
 	return a.X * a.X, nil
 })
