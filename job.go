@@ -475,7 +475,7 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 		r.mu.Unlock()
 		r.do(acts)
 		if len(lost) > 0 {
-			r.spec.logs.note(fmt.Sprintf("%d tasks were running on %s when it was lost; they run again", len(lost), c.w.Machine()))
+			r.spec.logs.note(fmt.Sprintf("%d tasks were running on worker %s on %s when the machine was lost; they run again", len(lost), c.w.Name(), c.w.Machine()))
 		}
 		return
 	}

@@ -315,3 +315,46 @@ func TestSSHChaos(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestSSHJobGivesUpWhenEveryMachineIsGone: results received before the
+// only machine was cut off are kept; the other tasks fail with
+// ErrUnreachable once GiveUpAfter has passed, instead of waiting forever.
+func TestSSHJobGivesUpWhenEveryMachineIsGone(t *testing.T) {
+	n := sshtest.Open(t)
+	h := newSSH(t, n, mrssh.Options{KeepAlive: 200 * time.Millisecond, GiveUpAfter: 2 * time.Second, ConnectTimeout: time.Second}, "h3")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := make([]int, 40)
+	for i := range args {
+		args[i] = 100
+	}
+	var ok, unreachable int
+	seen := map[int]bool{}
+	start := time.Now()
+	for r := range meadowrun.RunMapAsCompleted(ctx, sshSlow, args, h, &meadowrun.MapOptions{Options: meadowrun.Options{LogDir: t.TempDir()}}) {
+		if seen[r.TaskID] {
+			t.Fatalf("task %d delivered twice", r.TaskID)
+		}
+		seen[r.TaskID] = true
+		switch {
+		case r.Err == nil:
+			ok++
+			if ok == 4 {
+				n.LinkDown(t, "h3")
+				t.Cleanup(func() { n.LinkUp(t, "h3") })
+			}
+		case errors.Is(r.Err, meadowrun.ErrUnreachable):
+			unreachable++
+		default:
+			t.Fatalf("task %d: %v", r.TaskID, r.Err)
+		}
+	}
+	took := time.Since(start)
+	t.Logf("%d ok, %d unreachable, in %v", ok, unreachable, took)
+	if len(seen) != len(args) || ok < 4 || unreachable == 0 || ok+unreachable != len(args) {
+		t.Fatalf("%d tasks seen, %d ok, %d unreachable", len(seen), ok, unreachable)
+	}
+	if took > 30*time.Second {
+		t.Fatalf("took %v to give up", took)
+	}
+}

@@ -45,6 +45,11 @@ type Options struct {
 	// KeepAlive is the interval of keepalives: a machine that misses three
 	// in a row is lost, and its tasks run elsewhere. 0 means 1 s.
 	KeepAlive time.Duration
+	// GiveUpAfter is how long a job waits while every machine is
+	// unreachable (lost, or never reached) before its remaining tasks fail
+	// with meadowrun.ErrUnreachable; results already received are kept. 0
+	// means 2 minutes, negative waits forever.
+	GiveUpAfter time.Duration
 	// RemoteDir is the agent's directory on the machines; "" means
 	// ${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun.
 	RemoteDir string
@@ -74,7 +79,7 @@ func NewHost(machines []string, opts Options) (*Host, error) {
 	d, err := sshhost.New(sshhost.Options{
 		Machines: machines, User: opts.User, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
 		KnownHostsFiles: opts.KnownHostsFiles, TrustOnFirstUse: opts.TrustOnFirstUse,
-		ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive, RemoteDir: opts.RemoteDir,
+		ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive, GiveUpAfter: opts.GiveUpAfter, RemoteDir: opts.RemoteDir,
 		Binaries: opts.Binaries, Log: opts.Log,
 	})
 	if err != nil {

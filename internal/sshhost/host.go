@@ -54,6 +54,10 @@ type Options struct {
 	// KeepAlive is the interval of keepalive requests; a machine that
 	// misses three in a row is considered lost. 0 means 1 s.
 	KeepAlive time.Duration
+	// GiveUpAfter is how long a job waits while every machine is
+	// unreachable before its remaining tasks fail with ErrUnreachable;
+	// 0 means 2 minutes, negative forever.
+	GiveUpAfter time.Duration
 	// RemoteDir is the agent's directory on every machine; "" means
 	// ${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun there.
 	RemoteDir string
@@ -97,6 +101,9 @@ func New(opts Options) (*Host, error) {
 	}
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = time.Second
+	}
+	if opts.GiveUpAfter == 0 {
+		opts.GiveUpAfter = 2 * time.Minute
 	}
 	if opts.Log == nil {
 		opts.Log = os.Stderr
@@ -302,9 +309,33 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		}
 		errs = append(errs, err)
 	}
+	if err := h.allGone(); err != nil {
+		return nil, err
+	}
 	// Nothing fits now: machines that are down, full or broken may come
 	// back, so the coordinator waits and asks again.
 	return nil, fmt.Errorf("ssh host: %w on any connected machine: %w", driver.ErrNoCapacity, errors.Join(errs...))
+}
+
+// allGone returns an error wrapping ErrUnreachable when every machine has
+// been unusable for longer than Options.GiveUpAfter.
+func (h *Host) allGone() error {
+	if h.opts.GiveUpAfter < 0 {
+		return nil
+	}
+	var errs []error
+	for _, m := range h.machines {
+		m.mu.Lock()
+		up, since, last := m.up, m.downAt, m.lastErr
+		m.mu.Unlock()
+		if up || since.IsZero() || time.Since(since) < h.opts.GiveUpAfter {
+			return nil
+		}
+		if last != nil {
+			errs = append(errs, last)
+		}
+	}
+	return fmt.Errorf("ssh host: %w: no machine could be used for %v, giving up: %w", driver.ErrUnreachable, h.opts.GiveUpAfter, errors.Join(errs...))
 }
 
 // Close implements driver.Host: workers are killed with their sessions.

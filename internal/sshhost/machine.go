@@ -40,6 +40,7 @@ type machine struct {
 	up       bool
 	lastErr  error
 	retryAt  time.Time
+	downAt   time.Time // since when the machine cannot be used; zero while up
 	retrying bool
 	workers  map[string]*worker
 	booked   driver.Resources
@@ -79,6 +80,9 @@ func (m *machine) ensure(ctx context.Context) (agent.Info, error) {
 	defer m.mu.Unlock()
 	m.lastErr = err
 	if err != nil {
+		if m.downAt.IsZero() {
+			m.downAt = time.Now()
+		}
 		m.retryAt = time.Now().Add(retryDelay(err))
 		return agent.Info{}, err
 	}
@@ -178,7 +182,7 @@ func (m *machine) connect(ctx context.Context) error {
 	m.mu.Lock()
 	m.client, m.ctrl, m.ctrlEnc, m.session = c, conn, enc, session
 	m.info, m.dir, m.platform, m.bin = *resp.Info, dir, platform, bin
-	m.up, m.lastErr = true, nil
+	m.up, m.lastErr, m.downAt = true, nil, time.Time{}
 	m.fits = map[string]fitResult{}
 	m.have = map[string]bool{bin.sha: true}
 	m.mu.Unlock()
@@ -551,6 +555,7 @@ func (m *machine) lostClient(c *ssh.Client, err error) {
 	}
 	m.up = false
 	m.lastErr = err
+	m.downAt = time.Now()
 	m.retryAt = time.Now().Add(retryDelay(err))
 	ws := m.workers
 	m.workers = map[string]*worker{}
