@@ -358,3 +358,29 @@ func TestSSHJobGivesUpWhenEveryMachineIsGone(t *testing.T) {
 		t.Fatalf("took %v to give up", took)
 	}
 }
+
+// TestSSHDeadMachineDoesNotDelayEveryCall: after the first call found a
+// machine unreachable, later calls go to the live one at once; the dead one
+// is retried in the background, not inside each call.
+func TestSSHDeadMachineDoesNotDelayEveryCall(t *testing.T) {
+	n := sshtest.Open(t)
+	const timeout = 3 * time.Second
+	h := newSSHMachines(t, n, mrssh.Options{ConnectTimeout: timeout, Log: io.Discard},
+		"root@"+n.Addr("h1"), "root@"+n.Unreachable+":22")
+	ctx := context.Background()
+	o := &meadowrun.Options{LogDir: t.TempDir()}
+	if _, err := meadowrun.RunFunction(ctx, sshWhere.With(1), h, o); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for range 5 {
+		if _, err := meadowrun.RunFunction(ctx, sshWhere.With(1), h, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each call waiting for the dead machine would take the connect
+	// timeout; five calls well under one timeout prove none did.
+	if d := time.Since(start); d >= timeout {
+		t.Fatalf("5 calls took %v: the dead machine is retried inside calls", d)
+	}
+}

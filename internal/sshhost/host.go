@@ -184,13 +184,16 @@ func (h *Host) logf(m *machine, msg string) {
 	fmt.Fprintf(h.opts.Log, "meadowrun: %s\n", msg)
 }
 
-// connectAll connects every machine not connected, in parallel, and
-// returns the errors of those that failed.
+// connectAll connects, in parallel, the machines never tried yet, and
+// returns the errors of those that cannot be used. A machine that failed
+// or was lost before is reconnected in the background instead, so that a
+// dead machine does not delay every call by the connect timeout, unless no
+// machine is up at all: then they are all tried again now.
 func (h *Host) connectAll(ctx context.Context) map[*machine]error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	errs := map[*machine]error{}
-	for _, m := range h.machines {
+	connect := func(m *machine) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -200,6 +203,38 @@ func (h *Host) connectAll(ctx context.Context) map[*machine]error {
 				mu.Unlock()
 			}
 		}()
+	}
+	var later []*machine
+	for _, m := range h.machines {
+		m.mu.Lock()
+		up, tried := m.up, !m.downAt.IsZero()
+		m.mu.Unlock()
+		if !up && tried {
+			later = append(later, m)
+			continue
+		}
+		connect(m)
+	}
+	wg.Wait()
+	anyUp := false
+	for _, m := range h.machines {
+		if _, up := m.state(); up {
+			anyUp = true
+		}
+	}
+	for _, m := range later {
+		if !anyUp {
+			connect(m)
+			continue
+		}
+		m.reconnectLater()
+		m.mu.Lock()
+		last := m.lastErr
+		m.mu.Unlock()
+		if last == nil {
+			last = fmt.Errorf("%w: %s is not connected", driver.ErrUnreachable, m.name)
+		}
+		errs[m] = last
 	}
 	wg.Wait()
 	return errs
