@@ -27,6 +27,7 @@ type machine struct {
 	addr string
 
 	connMu sync.Mutex // serialises connecting
+	ctrlMu sync.Mutex // serialises writes on the control channel
 
 	mu       sync.Mutex
 	client   *ssh.Client
@@ -584,9 +585,11 @@ func (m *machine) kill(w *worker) error {
 	if !up {
 		return nil
 	}
-	m.mu.Lock()
+	// Writes are serialised by their own lock: a write on a dying
+	// connection may block until the keepalive gives up, which needs m.mu.
+	m.ctrlMu.Lock()
 	err := enc.Encode(agent.Request{Op: agent.OpKill, Worker: w.name})
-	m.mu.Unlock()
+	m.ctrlMu.Unlock()
 	if err != nil {
 		m.lost(fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err))
 	}
