@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -382,5 +383,30 @@ func TestSSHDeadMachineDoesNotDelayEveryCall(t *testing.T) {
 	// timeout; five calls well under one timeout prove none did.
 	if d := time.Since(start); d >= timeout {
 		t.Fatalf("5 calls took %v: the dead machine is retried inside calls", d)
+	}
+}
+
+// TestSSHCrossCompilesForAnotherArchitecture builds a small meadowrun
+// program and runs it against the machine that reports aarch64: the SSH
+// host rebuilds the program from its source for linux/arm64 and uploads
+// that. (The machine is really x86-64, so the agent cannot start there;
+// the test checks what was uploaded and that the error says so.)
+func TestSSHCrossCompilesForAnotherArchitecture(t *testing.T) {
+	n := sshtest.Open(t)
+	if testing.Short() {
+		t.Skip("builds the standard library for linux/arm64")
+	}
+	bin := filepath.Join(t.TempDir(), "crossprog")
+	if out, err := exec.Command("go", "build", "-o", bin, "./internal/sshtest/crossprog").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "root@"+n.Addr("h5"), n.Key, n.KnownHosts).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "built for linux/arm64") || !strings.Contains(string(out), "did not start") {
+		t.Fatalf("want the agent built for linux/arm64 not to start: %v\n%s", err, out)
+	}
+	// e_machine of every program uploaded there: 0xb7 is AArch64.
+	got := n.Run(t, "h5", `for f in ~/.cache/meadowrun/bin/*; do od -An -tx1 -j18 -N2 "$f"; done`)
+	if !strings.Contains(got, "b7 00") {
+		t.Fatalf("no AArch64 program was uploaded to h5: %q", got)
 	}
 }

@@ -162,7 +162,7 @@ func (m *machine) connect(ctx context.Context) error {
 		}
 		if conn, err = dialRetry(ctx, c, sock, 10*time.Second); err != nil {
 			log, _ := run(c, `tail -c 2000 "`+dir+`/`+agent.LogName+`" 2>/dev/null`, nil)
-			return fmt.Errorf("%s: the agent did not start (%v); its log says: %s", m.name, err, strings.TrimSpace(string(log)))
+			return fmt.Errorf("%s: the agent (this program built for %s) did not start: nothing listens on its socket (%v); its log says: %s", m.name, platform, err, strings.TrimSpace(string(log)))
 		}
 	}
 	session := newSessionID()
