@@ -458,6 +458,10 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 		l.conns = slices.DeleteFunc(l.conns, func(x *workerConn) bool { return x == c })
 	}
 	if err := r.stopErr; err != nil {
+		// The worker may have answered all it held before its stream
+		// ended (a killed task that saw its context cancelled): then it
+		// was the last thing the job waited for.
+		r.maybeCloseLocked()
 		r.mu.Unlock()
 		for _, t := range lost {
 			r.finish(t, outcome{err: err})
@@ -472,6 +476,7 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 			l.queue = append([]*task{t}, l.queue...)
 		}
 		acts := r.pumpLocked()
+		r.maybeCloseLocked()
 		r.mu.Unlock()
 		r.do(acts)
 		if len(lost) > 0 {
@@ -487,6 +492,7 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 			l.queue = append([]*task{t}, l.queue...)
 		}
 		acts := r.pumpLocked()
+		r.maybeCloseLocked()
 		r.mu.Unlock()
 		r.do(acts)
 		return

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -390,7 +391,9 @@ func testCancelMap(t *testing.T, s *suite) {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("RunMap did not return within 10 s of cancellation")
+		// What every goroutine waits on is what a fix needs to know.
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		t.Fatal("RunMap did not return within 10 s of cancellation (goroutines dumped to stderr)")
 	}
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("error = %v, want context.Canceled", err)

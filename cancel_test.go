@@ -1,0 +1,78 @@
+package meadowrun_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/driver"
+)
+
+// answerOnCancel blocks until the test releases it, then returns its
+// argument: a task that completes while its map is being cancelled.
+var (
+	answerRelease  atomic.Pointer[chan struct{}]
+	answerOnCancel = meadowrun.Register("test.answerOnCancel", func(ctx context.Context, x int) (int, error) {
+		<-*answerRelease.Load()
+		return x, nil
+	})
+)
+
+// slowKillHost is the in-process host whose kills take effect late, as a
+// kill sent over a network does: the worker can still deliver results
+// between the coordinator's kill and the end of its stream.
+type slowKillHost struct{ inner *meadowrun.InProcessHost }
+
+func (h slowKillHost) Driver(ctx context.Context) (driver.Host, error) {
+	d, err := h.inner.Driver(ctx)
+	return slowKillDriver{d}, err
+}
+
+type slowKillDriver struct{ driver.Host }
+
+func (d slowKillDriver) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
+	w, err := d.Host.Start(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return slowKillWorker{w}, nil
+}
+
+type slowKillWorker struct{ driver.Worker }
+
+func (w slowKillWorker) Kill() error {
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		w.Worker.Kill()
+	}()
+	return nil
+}
+
+// A worker whose every task answered after the map was cancelled, before
+// its stream ended, must not keep the map from returning.
+func TestACancelledMapReturnsWhenItsWorkersAnswerBeforeDying(t *testing.T) {
+	release := make(chan struct{})
+	answerRelease.Store(&release)
+	inner := meadowrun.NewInProcessHost(2)
+	defer inner.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := meadowrun.RunMap(ctx, answerOnCancel, []int{1, 2}, slowKillHost{inner}, &meadowrun.MapOptions{Concurrency: 2})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // both tasks are running
+	cancel()
+	close(release) // they answer while their kill is on its way
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("error = %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunMap did not return within 10 s of cancellation")
+	}
+}
