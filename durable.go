@@ -401,7 +401,7 @@ func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec
 			return "", nil, fmt.Errorf("meadowrun: %w", err)
 		}
 	}
-	if err := startSupervisor(ctx, st, rec.ID, logDirOf(spec)); err != nil {
+	if err := startSupervisor(ctx, st, rec.ID, "", logDirOf(spec)); err != nil {
 		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
 			if r.State == "submitted" {
 				r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()

@@ -27,10 +27,11 @@ func init() { agent.Jobs = agentJobs{} }
 // agentJobs is how an agent runs durable jobs on its machine.
 type agentJobs struct{}
 
-// Start starts a supervisor with XDG_STATE_HOME inside the agent's
-// directory, so that its journal is st and its logs are next to it.
-func (agentJobs) Start(ctx context.Context, st *journal.Store, id string) error {
-	return startSupervisor(ctx, st, id, filepath.Join(st.Dir(), "logs"), "XDG_STATE_HOME="+filepath.Dir(st.Dir()))
+// Start starts a supervisor in dir with XDG_STATE_HOME inside the
+// agent's directory, so that its journal is st and its logs are next to
+// it.
+func (agentJobs) Start(ctx context.Context, st *journal.Store, id, dir string) error {
+	return startSupervisor(ctx, st, id, dir, filepath.Join(st.Dir(), "logs"), "XDG_STATE_HOME="+filepath.Dir(st.Dir()))
 }
 
 func (agentJobs) Cancel(ctx context.Context, st *journal.Store, id string) error {
@@ -43,8 +44,9 @@ func (agentJobs) Lost(r journal.Record) bool { return isLost(r) }
 // an agent (SSH hosts: internal/sshhost).
 type jobKeeper interface {
 	// Supervise has the agent of a machine journal and start the job of
-	// req, and names the machine.
-	Supervise(ctx context.Context, req agent.Request) (string, error)
+	// req in a working directory holding files (paths relative to this
+	// process's working directory), and names the machine.
+	Supervise(ctx context.Context, req agent.Request, files []string) (string, error)
 	// JobRequest asks machine's agent about a job.
 	JobRequest(ctx context.Context, machine string, req agent.Request) (agent.Response, error)
 	// Closed reports whether the driver was closed.
@@ -88,8 +90,11 @@ func keeperOf(ctx context.Context, h Host) *keeperHost {
 // start its supervisor.
 func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, sh *keeperHost,
 	args iter.Seq[rawArg], n int) (*remoteJob, error) {
-	if len(spec.Globs) > 0 {
-		return nil, fmt.Errorf("%w: a detached job of an SSH host cannot take deployment files yet (MirrorLocal globs %v)", ErrUnsupported, spec.Globs)
+	// The files go with the job; the supervisor there expands the same
+	// globs in a directory holding just them.
+	files, err := MirrorLocal(spec.Globs, nil).files()
+	if err != nil {
+		return nil, err
 	}
 	// The log directory is the machine's (see agent.StateDir).
 	spec.LogDir = ""
@@ -115,7 +120,7 @@ func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, sp
 	}
 	there := rec
 	there.Host = "local"
-	machine, err := sh.drv.Supervise(ctx, agent.Request{Job: &there, Args: raw})
+	machine, err := sh.drv.Supervise(ctx, agent.Request{Job: &there, Args: raw}, files)
 	if err != nil {
 		err = fmt.Errorf("meadowrun: starting job %s on %s: %w", rec.ID, sh.url, err)
 		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {

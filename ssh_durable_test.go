@@ -235,3 +235,34 @@ func TestSSHAttachUnknownJob(t *testing.T) {
 	}
 	t.Logf("error: %v", err)
 }
+
+func TestSSHDetachedJobTakesItsDeploymentFiles(t *testing.T) {
+	n := sshtest.Open(t)
+	stateDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h := newSSH(t, n, mrssh.Options{}, "h1")
+	o := &meadowrun.Options{Deployment: meadowrun.MirrorLocal([]string{"testdata/deploy/*.txt"}, nil)}
+	f, err := meadowrun.SubmitFunction(ctx, sshWhere.With(1), h, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	fa, err := meadowrun.Attach[string](ctx, f.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := fa.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(got, "|hello from the caller\n") {
+		t.Fatalf("the detached job's worker did not find the deployment file: %q", got)
+	}
+	// A glob that matches nothing is refused here, before anything is sent.
+	o.Deployment = meadowrun.MirrorLocal([]string{"testdata/deploy/*.none"}, nil)
+	h = newSSH(t, n, mrssh.Options{}, "h1")
+	if _, err := meadowrun.SubmitFunction(ctx, sshWhere.With(1), h, o, nil); !errors.Is(err, meadowrun.ErrInvalidOptions) {
+		t.Fatalf("SubmitFunction with a glob matching nothing = %v, want ErrInvalidOptions", err)
+	}
+}

@@ -444,7 +444,7 @@ const superviseStartTimeout = 60 * time.Second
 // startSupervisor starts this program again as the supervisor of job id,
 // in a new session so that it survives the caller, and waits until it has
 // taken the job. env is added to this process's environment.
-func startSupervisor(ctx context.Context, st *journal.Store, id, logDir string, env ...string) error {
+func startSupervisor(ctx context.Context, st *journal.Store, id, dir, logDir string, env ...string) error {
 	ackR, ackW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("meadowrun: starting the supervisor of job %s: %w", id, err)
@@ -474,6 +474,7 @@ func startSupervisor(ctx context.Context, st *journal.Store, id, logDir string, 
 	}
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Env = append(cmd.Env, envSupervise+"="+id, envSuperviseState+"="+st.Dir())
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = errFile, errFile
 	cmd.ExtraFiles = []*os.File{ackW} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -19,8 +19,9 @@ import (
 // agent runs inside meadowrun.Main).
 type JobRunner interface {
 	// Start starts the supervisor of job id, already journaled in st,
-	// and returns once it has taken the job.
-	Start(ctx context.Context, st *journal.Store, id string) error
+	// in directory dir ("" for the agent's own), and returns once it has
+	// taken the job.
+	Start(ctx context.Context, st *journal.Store, id, dir string) error
 	// Cancel stops job id of st as meadowrun.CancelJob does.
 	Cancel(ctx context.Context, st *journal.Store, id string) error
 	// Lost reports whether the process running a journaled job died
@@ -109,6 +110,12 @@ func (a *agent) supervise(ctx context.Context, st *journal.Store, req Request) e
 		return errors.New("agent: supervise: no job")
 	}
 	rec := *req.Job
+	// The supervisor runs where the deployment's files are, so that the
+	// job's globs find them as they did on the submitting machine.
+	dir, err := a.deploy(req.Files)
+	if err != nil {
+		return fmt.Errorf("agent: supervise: deployment files: %w", err)
+	}
 	// Until its supervisor takes it, the job is this agent's: a job
 	// whose supervisor never starts shows as lost once the agent is gone.
 	rec.State, rec.Detached, rec.PID, rec.Proc = "submitted", true, os.Getpid(), journal.Self()
@@ -123,7 +130,7 @@ func (a *agent) supervise(ctx context.Context, st *journal.Store, req Request) e
 			return err
 		}
 	}
-	if err := Jobs.Start(ctx, st, rec.ID); err != nil {
+	if err := Jobs.Start(ctx, st, rec.ID, dir); err != nil {
 		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
 			if r.State == "submitted" {
 				r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()

@@ -221,6 +221,15 @@ type fileRef struct {
 
 func (f fileRef) open() (io.ReadCloser, error) { return os.Open(f.local) }
 
+// agentFiles are the files of refs as the agent's protocol names them.
+func agentFiles(refs []fileRef) []agent.File {
+	out := make([]agent.File, len(refs))
+	for i, f := range refs {
+		out[i] = f.File
+	}
+	return out
+}
+
 // fileCache remembers digests of local files while they are unchanged.
 type fileCache struct {
 	mu   sync.Mutex

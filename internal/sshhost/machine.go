@@ -449,10 +449,7 @@ func (m *machine) start(ctx context.Context, spec driver.WorkerSpec) (driver.Wor
 	if err := m.ensureContent(bin, files); err != nil {
 		return nil, err
 	}
-	refs := make([]agent.File, len(files))
-	for i, f := range files {
-		refs[i] = f.File
-	}
+	refs := agentFiles(files)
 	remote := spec
 	remote.Files = nil
 	// Book before asking, so that concurrent starts spread out.

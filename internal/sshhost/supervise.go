@@ -10,20 +10,34 @@ import (
 
 // Supervise asks the agent of the first machine that can be reached, in
 // the order the machines were given, to journal a durable job and start
-// its supervisor (an agent.OpSupervise request), and returns that
-// machine's name. The supervisor runs the agent's program, which is on
-// the machine once it is connected.
-func (h *Host) Supervise(ctx context.Context, req agent.Request) (string, error) {
+// its supervisor (an agent.OpSupervise request) in a working tree of
+// files (paths relative to this process's working directory, uploaded
+// unless the machine has them), and returns that machine's name. The
+// supervisor runs the agent's program, which is on the machine once it
+// is connected.
+func (h *Host) Supervise(ctx context.Context, req agent.Request, files []string) (string, error) {
 	if err := h.checkOpen(); err != nil {
 		return "", err
 	}
+	refs, err := h.files.refs(files)
+	if err != nil {
+		return "", err
+	}
 	req.Op = agent.OpSupervise
+	req.Files = agentFiles(refs)
 	var errs []error
 	for _, m := range h.machines {
 		if _, err := m.ensure(ctx); err != nil {
 			if ctx.Err() != nil {
 				return "", ctx.Err()
 			}
+			errs = append(errs, err)
+			continue
+		}
+		m.mu.Lock()
+		bin := m.bin
+		m.mu.Unlock()
+		if err := m.ensureContent(bin, refs); err != nil {
 			errs = append(errs, err)
 			continue
 		}
