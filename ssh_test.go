@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -408,5 +409,54 @@ func TestSSHCrossCompilesForAnotherArchitecture(t *testing.T) {
 	got := n.Run(t, "h5", `for f in ~/.cache/meadowrun/bin/*; do od -An -tx1 -j18 -N2 "$f"; done`)
 	if !strings.Contains(got, "b7 00") {
 		t.Fatalf("no AArch64 program was uploaded to h5: %q", got)
+	}
+}
+
+// A machine named in an ssh config is reached as `ssh NAME` would reach
+// it: address, user, key and known_hosts from the config, through its
+// ProxyJump host.
+func TestSSHConfigNamesAndJumpHosts(t *testing.T) {
+	n := sshtest.Open(t)
+	cfg := filepath.Join(t.TempDir(), "config")
+	text := fmt.Sprintf(`
+Host jumped
+    HostName %s
+    ProxyJump bastion
+Host bastion
+    HostName %s
+Host broken-jump
+    HostName %s
+    ProxyJump %s
+Host *
+    User %s
+    IdentityFile %s
+    UserKnownHostsFile %s
+`, n.Hosts["h2"], n.Hosts["h1"], n.Hosts["h2"], n.Unreachable, n.User, n.Key, n.KnownHosts)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := func(machine string) *mrssh.Host {
+		h, err := mrssh.NewHost([]string{machine}, mrssh.Options{ConfigFile: cfg, NoAgent: true, Log: &bytes.Buffer{},
+			ConnectTimeout: 3 * time.Second, GiveUpAfter: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		return h
+	}
+	ctx := context.Background()
+	got, err := meadowrun.RunFunction(ctx, sshWhere.With(1), open("jumped"), &meadowrun.Options{LogDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SSH_CONNECTION is "client port server port": h2 saw the connection
+	// come from h1.
+	f := strings.Fields(strings.Split(got, "|")[2])
+	if len(f) != 4 || f[0] != n.Hosts["h1"] || f[2] != n.Hosts["h2"] {
+		t.Fatalf("SSH_CONNECTION on the machine = %q, want from %s to %s", f, n.Hosts["h1"], n.Hosts["h2"])
+	}
+	_, err = meadowrun.RunFunction(ctx, sshWhere.With(1), open("broken-jump"), &meadowrun.Options{LogDir: t.TempDir()})
+	if !errors.Is(err, meadowrun.ErrUnreachable) || !strings.Contains(err.Error(), "jump host") || !strings.Contains(err.Error(), n.Unreachable) {
+		t.Fatalf("through an unreachable jump host: %v, want ErrUnreachable naming the jump host", err)
 	}
 }

@@ -26,8 +26,14 @@ import (
 // user with ssh-agent's keys and ~/.ssh/id_*, and trusts the keys of
 // ~/.ssh/known_hosts only.
 type Options struct {
-	// User logs in to machines that name none; "" is the local user name.
+	// User logs in to machines that name none, before the ssh config's
+	// User; "" means the ssh config's, else the local user name.
 	User string
+	// ConfigFile is the OpenSSH client configuration that says how to
+	// reach a machine named in it (HostName, User, Port, IdentityFile,
+	// UserKnownHostsFile, ProxyJump; Host blocks and Include): "" means
+	// ~/.ssh/config where it exists, "none" none.
+	ConfigFile string
 	// IdentityFiles are private keys to offer, after ssh-agent's (unless
 	// NoAgent); none means ~/.ssh/id_ed25519, id_ecdsa and id_rsa.
 	IdentityFiles []string
@@ -77,7 +83,7 @@ type Host struct {
 // the options and keys; it connects on first use.
 func NewHost(machines []string, opts Options) (*Host, error) {
 	d, err := sshhost.New(sshhost.Options{
-		Machines: machines, User: opts.User, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
+		Machines: machines, User: opts.User, ConfigFile: opts.ConfigFile, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
 		KnownHostsFiles: opts.KnownHostsFiles, TrustOnFirstUse: opts.TrustOnFirstUse,
 		ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive, GiveUpAfter: opts.GiveUpAfter, RemoteDir: opts.RemoteDir,
 		Binaries: opts.Binaries, Log: opts.Log,
@@ -118,6 +124,9 @@ func sshURL(machines []string, o Options) string {
 	if o.RemoteDir != "" {
 		q.Set("dir", o.RemoteDir)
 	}
+	if o.ConfigFile != "" {
+		q.Set("config", o.ConfigFile)
+	}
 	s := "ssh://" + strings.Join(machines, ",")
 	if len(q) > 0 {
 		s += "?" + q.Encode()
@@ -126,7 +135,7 @@ func sshURL(machines []string, o Options) string {
 }
 
 // openSSH opens "ssh://[user@]host[:port][,...][?key=F&known_hosts=F&
-// tofu=1&user=U&dir=D&hosts=FILE&timeout=10s]". A hosts file lists one
+// tofu=1&user=U&dir=D&config=FILE&hosts=FILE&timeout=10s]". A hosts file lists one
 // machine per line ('#' starts a comment).
 func openSSH(ctx context.Context, u *url.URL) (meadowrun.Host, error) {
 	authority := u.Host
@@ -151,7 +160,7 @@ func openSSH(ctx context.Context, u *url.URL) (meadowrun.Host, error) {
 	if len(machines) == 0 {
 		return nil, fmt.Errorf("no machines: give ssh://[user@]host[:port][,more] or ssh://?hosts=FILE")
 	}
-	o := Options{IdentityFiles: q["key"], KnownHostsFiles: q["known_hosts"], User: q.Get("user"), RemoteDir: q.Get("dir")}
+	o := Options{IdentityFiles: q["key"], KnownHostsFiles: q["known_hosts"], User: q.Get("user"), RemoteDir: q.Get("dir"), ConfigFile: q.Get("config")}
 	if v := q.Get("tofu"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -26,8 +26,32 @@ type auth struct {
 	tried   []string
 }
 
-func loadAuth(opts Options) (*auth, error) {
+// loadAuth loads the keys of opts, after those of configKeys (identity
+// files an ssh config names for one endpoint: like OpenSSH, those that
+// do not exist or need a passphrase are passed over). Having no key at all
+// is not an error here: prepareEndpoint reports it for the endpoint.
+func loadAuth(opts Options, configKeys []string) (*auth, error) {
 	a := &auth{}
+	var signers []ssh.Signer
+	for _, f := range configKeys {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		s, err := ssh.ParsePrivateKey(b)
+		if err != nil {
+			var pp *ssh.PassphraseMissingError
+			if errors.As(err, &pp) {
+				continue
+			}
+			return nil, fmt.Errorf("ssh host: identity file %s (from the ssh config): %w", f, err)
+		}
+		signers = append(signers, s)
+		a.tried = append(a.tried, f)
+	}
+	if len(signers) > 0 {
+		a.methods = append(a.methods, ssh.PublicKeys(signers...))
+	}
 	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" && !opts.NoAgent {
 		if c, err := net.Dial("unix", sock); err == nil {
 			a.methods = append(a.methods, ssh.PublicKeysCallback(sshagent.NewClient(c).Signers))
@@ -43,7 +67,7 @@ func loadAuth(opts Options) (*auth, error) {
 			}
 		}
 	}
-	var signers []ssh.Signer
+	signers = nil
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -69,9 +93,6 @@ func loadAuth(opts Options) (*auth, error) {
 	if len(signers) > 0 {
 		a.methods = append(a.methods, ssh.PublicKeys(signers...))
 	}
-	if len(a.methods) == 0 {
-		return nil, fmt.Errorf("ssh host: %w: no key to log in with: start ssh-agent with a key loaded, or name key files (ssh.Options.IdentityFiles, or key=FILE in an ssh:// host URL)", driver.ErrAuth)
-	}
 	return a, nil
 }
 
@@ -84,8 +105,9 @@ type trust struct {
 	cb ssh.HostKeyCallback
 }
 
-func newTrust(opts Options) (*trust, error) {
-	files := opts.KnownHostsFiles
+// newTrust trusts the keys of files (none: ~/.ssh/known_hosts), and with
+// tofu the keys of machines they do not list yet.
+func newTrust(files []string, tofu bool) (*trust, error) {
 	if len(files) == 0 {
 		home, err := os.UserHomeDir()
 		if err != nil {
@@ -93,7 +115,7 @@ func newTrust(opts Options) (*trust, error) {
 		}
 		files = []string{filepath.Join(home, ".ssh", "known_hosts")}
 	}
-	t := &trust{files: files, tofu: opts.TrustOnFirstUse}
+	t := &trust{files: files, tofu: tofu}
 	if err := t.reload(); err != nil {
 		return nil, err
 	}
@@ -193,26 +215,70 @@ func appendFile(path string, b []byte) error {
 	return f.Close()
 }
 
-// dial opens the SSH connection to m.
+// dial opens the SSH connection to m, through its jump hosts if it has
+// any; closing it (or its breaking) closes theirs.
 func (h *Host) dial(ctx context.Context, m *machine) (*ssh.Client, error) {
+	var chain []*ssh.Client
+	closeChain := func() {
+		for i := len(chain) - 1; i >= 0; i-- {
+			chain[i].Close()
+		}
+	}
+	var via *ssh.Client
+	for _, j := range m.jumps {
+		c, err := h.dialEndpoint(ctx, j, via)
+		if err != nil {
+			closeChain()
+			return nil, fmt.Errorf("%w (jump host on the way to %s)", err, m.name)
+		}
+		chain = append(chain, c)
+		via = c
+	}
+	c, err := h.dialEndpoint(ctx, m.endpoint, via)
+	if err != nil {
+		closeChain()
+		return nil, err
+	}
+	if len(chain) > 0 {
+		go func() {
+			c.Wait()
+			closeChain()
+		}()
+	}
+	return c, nil
+}
+
+// dialEndpoint logs in to e, over a TCP connection of its own or one
+// forwarded by via.
+func (h *Host) dialEndpoint(ctx context.Context, e *endpoint, via *ssh.Client) (*ssh.Client, error) {
 	cfg := &ssh.ClientConfig{
-		User:              m.user,
-		Auth:              h.auth.methods,
-		HostKeyCallback:   h.trust.check(m.name),
-		HostKeyAlgorithms: h.trust.algorithms(m.addr),
+		User:              e.user,
+		Auth:              e.auth.methods,
+		HostKeyCallback:   e.trust.check(e.name),
+		HostKeyAlgorithms: e.trust.algorithms(e.addr),
 		Timeout:           h.opts.ConnectTimeout,
 	}
-	d := net.Dialer{Timeout: h.opts.ConnectTimeout}
-	nc, err := d.DialContext(ctx, "tcp", m.addr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err)
+	// Connecting and the handshake must not hang on a machine that
+	// accepts and then stalls.
+	ctx, cancel := context.WithTimeout(ctx, h.opts.ConnectTimeout)
+	defer cancel()
+	var nc net.Conn
+	var err error
+	if via != nil {
+		nc, err = via.DialContext(ctx, "tcp", e.addr)
+	} else {
+		d := net.Dialer{}
+		nc, err = d.DialContext(ctx, "tcp", e.addr)
 	}
-	// The handshake must not hang on a machine that accepts and then
-	// stalls.
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, e.name, err)
+	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	defer stop()
-	nc.SetDeadline(deadline(h.opts.ConnectTimeout))
-	c, chans, reqs, err := ssh.NewClientConn(nc, m.addr, cfg)
+	c, chans, reqs, err := ssh.NewClientConn(nc, e.addr, cfg)
+	if err == nil && !stop() {
+		c.Close()
+		err = fmt.Errorf("no answer within %s: %w", h.opts.ConnectTimeout, ctx.Err())
+	}
 	if err != nil {
 		nc.Close()
 		switch {
@@ -220,11 +286,10 @@ func (h *Host) dial(ctx context.Context, m *machine) (*ssh.Client, error) {
 			return nil, err
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			return nil, fmt.Errorf("%w: %s refused user %q with the keys tried (%s): check the user name and that one of these keys is in the machine's authorized_keys",
-				driver.ErrAuth, m.name, m.user, strings.Join(h.auth.tried, ", "))
+				driver.ErrAuth, e.name, e.user, strings.Join(e.auth.tried, ", "))
 		}
-		return nil, fmt.Errorf("%w: %s: ssh handshake: %w", driver.ErrUnreachable, m.name, err)
+		return nil, fmt.Errorf("%w: %s: ssh handshake: %w", driver.ErrUnreachable, e.name, err)
 	}
-	nc.SetDeadline(noDeadline)
 	return ssh.NewClient(c, chans, reqs), nil
 }
 

@@ -32,11 +32,16 @@ import (
 
 // Options configure a Host.
 type Options struct {
-	// Machines are "[user@]host[:port]"; the port defaults to 22 and the
-	// user to User.
+	// Machines are "[user@]host[:port]". The host may be a name of the
+	// ssh config (ConfigFile), which then gives its address, user, port,
+	// keys, known_hosts and jump hosts; the port defaults to 22.
 	Machines []string
-	// User logs in where a machine names none; "" is the local user name.
+	// User logs in where a machine names none, before the ssh config's
+	// User; "" is the ssh config's, else the local user name.
 	User string
+	// ConfigFile is the OpenSSH client configuration to read; "" means
+	// ~/.ssh/config where it exists, "none" none.
+	ConfigFile string
 	// IdentityFiles are private keys to offer; none means ~/.ssh/id_ed25519,
 	// id_ecdsa and id_rsa where they exist. Keys of ssh-agent
 	// (SSH_AUTH_SOCK) are offered first unless NoAgent.
@@ -79,6 +84,7 @@ type Host struct {
 	trust    *trust
 	bins     *binaries
 	files    *fileCache
+	cfg      *sshConfig
 	machines []*machine
 
 	mu     sync.Mutex
@@ -90,11 +96,6 @@ type Host struct {
 func New(opts Options) (*Host, error) {
 	if len(opts.Machines) == 0 {
 		return nil, errors.New("ssh host: no machines given")
-	}
-	if opts.User == "" {
-		if u, err := user.Current(); err == nil {
-			opts.User = u.Username
-		}
 	}
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = 10 * time.Second
@@ -109,25 +110,33 @@ func New(opts Options) (*Host, error) {
 		opts.Log = os.Stderr
 	}
 	h := &Host{opts: opts, logged: map[string]string{}, files: newFileCache()}
+	var err error
+	if h.cfg, err = loadSSHConfig(opts.ConfigFile); err != nil {
+		return nil, err
+	}
+	if h.auth, err = loadAuth(opts, nil); err != nil {
+		return nil, err
+	}
+	if h.trust, err = newTrust(opts.KnownHostsFiles, opts.TrustOnFirstUse); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for _, s := range opts.Machines {
-		m, err := parseMachine(s, opts.User)
+		e, jumps, err := h.resolve(s, 0)
 		if err != nil {
 			return nil, err
 		}
-		if seen[m.name] {
-			return nil, fmt.Errorf("ssh host: machine %s given twice", m.name)
+		if seen[e.name] {
+			return nil, fmt.Errorf("ssh host: machine %s given twice", e.name)
 		}
-		seen[m.name] = true
-		m.h = h
-		h.machines = append(h.machines, m)
-	}
-	var err error
-	if h.auth, err = loadAuth(opts); err != nil {
-		return nil, err
-	}
-	if h.trust, err = newTrust(opts); err != nil {
-		return nil, err
+		seen[e.name] = true
+		for _, ep := range append(jumps, e) {
+			if err := h.prepareEndpoint(ep); err != nil {
+				return nil, err
+			}
+		}
+		h.machines = append(h.machines, &machine{h: h, endpoint: e, jumps: jumps,
+			workers: map[string]*worker{}, fits: map[string]fitResult{}, have: map[string]bool{}})
 	}
 	if h.bins, err = newBinaries(opts.Binary, opts.Binaries); err != nil {
 		return nil, err
@@ -135,23 +144,122 @@ func New(opts Options) (*Host, error) {
 	return h, nil
 }
 
-func parseMachine(s, defUser string) (*machine, error) {
-	u, hp := defUser, s
+// endpoint is an SSH server to log in to: a machine, or a jump host on
+// the way to one.
+type endpoint struct {
+	name string // user@host:port
+	user string
+	addr string
+	// From the ssh config: identity files and known_hosts files of this
+	// endpoint, and then the authentication and trust they make.
+	keys       []string
+	knownHosts []string
+	auth       *auth
+	trust      *trust
+}
+
+// maxJumps bounds a chain of ProxyJump hosts.
+const maxJumps = 8
+
+// resolve turns "[user@]host[:port]" into the endpoint to log in to and
+// the jump hosts to go through, first to last, as the ssh config says.
+// A user or port given in s wins over Options.User, which wins over the
+// config's, as on OpenSSH's command line.
+func (h *Host) resolve(s string, depth int) (*endpoint, []*endpoint, error) {
+	u, hp := "", s
 	if i := strings.LastIndex(s, "@"); i >= 0 {
 		u, hp = s[:i], s[i+1:]
 	}
-	host, port := hp, "22"
-	if h, p, err := net.SplitHostPort(hp); err == nil {
-		host, port = h, p
+	alias, port := hp, ""
+	if hh, p, err := net.SplitHostPort(hp); err == nil {
+		alias, port = hh, p
+	}
+	if alias == "" || strings.ContainsAny(alias, " /") || (strings.Contains(s, "@") && u == "") {
+		return nil, nil, fmt.Errorf("ssh host: machine %q: want [user@]host[:port]", s)
+	}
+	hc := h.cfg.lookup(alias)
+	host := alias
+	if hc.HostName != "" {
+		host = strings.ReplaceAll(strings.ReplaceAll(hc.HostName, "%h", alias), "%%", "%")
+	}
+	if port == "" {
+		port = hc.Port
+	}
+	if port == "" {
+		port = "22"
+	}
+	for _, v := range []string{h.opts.User, hc.User, localUser()} {
+		if u == "" {
+			u = v
+		}
 	}
 	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
-		return nil, fmt.Errorf("ssh host: machine %q: bad port %q", s, port)
+		return nil, nil, fmt.Errorf("ssh host: machine %q: bad port %q", s, port)
 	}
-	if host == "" || u == "" || strings.ContainsAny(host, " /") {
-		return nil, fmt.Errorf("ssh host: machine %q: want [user@]host[:port]", s)
+	if u == "" {
+		return nil, nil, fmt.Errorf("ssh host: machine %q: no user to log in as: name one (user@host)", s)
 	}
 	addr := net.JoinHostPort(host, port)
-	return &machine{name: u + "@" + addr, user: u, addr: addr, workers: map[string]*worker{}, fits: map[string]fitResult{}, have: map[string]bool{}}, nil
+	e := &endpoint{name: u + "@" + addr, user: u, addr: addr}
+	t := tokens{alias: alias, host: host, port: port, user: u, localUser: localUser()}
+	for _, list := range []struct {
+		from []string
+		to   *[]string
+	}{{hc.IdentityFiles, &e.keys}, {hc.KnownHostsFiles, &e.knownHosts}} {
+		for _, f := range list.from {
+			x, err := h.cfg.expandTokens(f, t)
+			if err != nil {
+				return nil, nil, fmt.Errorf("ssh host: machine %q: ssh config: %w", s, err)
+			}
+			*list.to = append(*list.to, x)
+		}
+	}
+	var jumps []*endpoint
+	if hc.ProxyJump != "" && !strings.EqualFold(hc.ProxyJump, "none") {
+		if depth >= maxJumps {
+			return nil, nil, fmt.Errorf("ssh host: machine %q: ssh config: ProxyJump chains more than %d hosts", s, maxJumps)
+		}
+		for _, j := range strings.Split(hc.ProxyJump, ",") {
+			je, jj, err := h.resolve(strings.TrimPrefix(strings.TrimSpace(j), "ssh://"), depth+1)
+			if err != nil {
+				return nil, nil, fmt.Errorf("ssh host: machine %q: jump host: %w", s, err)
+			}
+			jumps = append(append(jumps, jj...), je)
+		}
+	}
+	return e, jumps, nil
+}
+
+// prepareEndpoint gives e the authentication and trust its keys and
+// known_hosts files make: the host's own unless the ssh config names
+// some (known_hosts files given in Options win over the config's).
+func (h *Host) prepareEndpoint(e *endpoint) error {
+	e.auth, e.trust = h.auth, h.trust
+	if len(e.keys) > 0 {
+		a, err := loadAuth(h.opts, e.keys)
+		if err != nil {
+			return err
+		}
+		e.auth = a
+	}
+	if len(e.auth.methods) == 0 {
+		return fmt.Errorf("ssh host: %w: no key to log in to %s with: start ssh-agent with a key loaded, or name key files (ssh.Options.IdentityFiles, key=FILE in an ssh:// host URL, or IdentityFile in the ssh config)", driver.ErrAuth, e.name)
+	}
+	if len(e.knownHosts) > 0 && len(h.opts.KnownHostsFiles) == 0 {
+		t, err := newTrust(e.knownHosts, h.opts.TrustOnFirstUse)
+		if err != nil {
+			return err
+		}
+		e.trust = t
+	}
+	return nil
+}
+
+func localUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return os.Getenv("USER")
 }
 
 // Name implements driver.Host.
@@ -390,10 +498,6 @@ func newSessionID() string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-var noDeadline time.Time
-
-func deadline(d time.Duration) time.Time { return time.Now().Add(d) }
 
 // jsonFit caches, per resources, what a machine's agent answered.
 type fitResult struct {

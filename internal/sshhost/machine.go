@@ -21,10 +21,9 @@ import (
 
 // machine is one SSH machine and its agent session.
 type machine struct {
-	h    *Host
-	name string // user@host:port
-	user string
-	addr string
+	h *Host
+	*endpoint
+	jumps []*endpoint // ProxyJump hosts, first to last
 
 	connMu sync.Mutex // serialises connecting
 	ctrlMu sync.Mutex // serialises writes on the control channel

@@ -1,0 +1,264 @@
+package sshhost
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// The OpenSSH client configuration (ssh_config(5)), for what it says
+// about reaching a machine: HostName, User, Port, IdentityFile,
+// UserKnownHostsFile and ProxyJump, in Host blocks, with Include. So a
+// machine named as `ssh NAME` reaches it is reached the same way here.
+// Match blocks other than "Match all" are skipped (their conditions are
+// not evaluated); every other keyword is ignored.
+
+// sshConfig is a parsed configuration file and the files it includes.
+type sshConfig struct {
+	blocks []*cfgBlock
+	home   string
+}
+
+// cfgBlock is the lines under one Host (or Match) line; the lines before
+// the first are a block that matches every host.
+type cfgBlock struct {
+	patterns []string // "!" negates; none with all unset matches nothing
+	all      bool
+	params   []cfgParam
+}
+
+type cfgParam struct{ key, value string }
+
+// hostConfig is what the configuration says about one host name.
+type hostConfig struct {
+	HostName        string
+	User            string
+	Port            string
+	IdentityFiles   []string
+	KnownHostsFiles []string
+	ProxyJump       string
+}
+
+// maxIncludeDepth bounds Include recursion, as OpenSSH does.
+const maxIncludeDepth = 16
+
+// loadSSHConfig reads the configuration at path: "" means ~/.ssh/config
+// where it exists, "none" none at all.
+func loadSSHConfig(p string) (*sshConfig, error) {
+	home, _ := os.UserHomeDir()
+	c := &sshConfig{home: home}
+	explicit := p != ""
+	switch {
+	case p == "none":
+		return c, nil
+	case p == "" && home == "":
+		return c, nil
+	case p == "":
+		p = filepath.Join(home, ".ssh", "config")
+	}
+	if err := c.parseFile(p, 0); err != nil {
+		if !explicit && errors.Is(err, os.ErrNotExist) {
+			return c, nil
+		}
+		return nil, fmt.Errorf("ssh host: ssh config: %w", err)
+	}
+	return c, nil
+}
+
+func (c *sshConfig) parseFile(p string, depth int) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		key, args, err := splitConfigLine(sc.Text())
+		if err != nil {
+			return fmt.Errorf("%s:%d: %w", p, n, err)
+		}
+		switch key {
+		case "":
+		case "host":
+			c.blocks = append(c.blocks, &cfgBlock{patterns: args})
+		case "match":
+			b := &cfgBlock{}
+			if len(args) == 1 && strings.EqualFold(args[0], "all") {
+				b.all = true
+			}
+			c.blocks = append(c.blocks, b)
+		case "include":
+			if depth >= maxIncludeDepth {
+				return fmt.Errorf("%s:%d: Include nested more than %d deep", p, n, maxIncludeDepth)
+			}
+			for _, a := range args {
+				pat := c.expandHome(a)
+				if !filepath.IsAbs(pat) {
+					pat = filepath.Join(c.home, ".ssh", pat)
+				}
+				files, err := filepath.Glob(pat)
+				if err != nil {
+					return fmt.Errorf("%s:%d: Include %s: %w", p, n, a, err)
+				}
+				for _, inc := range files {
+					if err := c.parseFile(inc, depth+1); err != nil {
+						return err
+					}
+				}
+			}
+		default:
+			if len(c.blocks) == 0 {
+				c.blocks = append(c.blocks, &cfgBlock{all: true})
+			}
+			b := c.blocks[len(c.blocks)-1]
+			b.params = append(b.params, cfgParam{key: key, value: strings.Join(args, " ")})
+		}
+	}
+	return sc.Err()
+}
+
+// splitConfigLine returns a line's lower-cased keyword and its arguments
+// ("" for blank lines and comments). The keyword may be followed by
+// whitespace or "="; arguments may be double-quoted.
+func splitConfigLine(line string) (string, []string, error) {
+	line = strings.TrimSpace(line)
+	if line == "" || line[0] == '#' {
+		return "", nil, nil
+	}
+	i := strings.IndexAny(line, " \t=")
+	if i < 0 {
+		return strings.ToLower(line), nil, nil
+	}
+	key := strings.ToLower(line[:i])
+	rest := strings.TrimLeft(line[i:], " \t")
+	if strings.HasPrefix(rest, "=") {
+		rest = strings.TrimLeft(rest[1:], " \t")
+	}
+	var args []string
+	for rest != "" {
+		var a string
+		if rest[0] == '"' {
+			j := strings.IndexByte(rest[1:], '"')
+			if j < 0 {
+				return "", nil, fmt.Errorf("unterminated quote in %q", line)
+			}
+			a, rest = rest[1:j+1], rest[j+2:]
+		} else if j := strings.IndexAny(rest, " \t"); j >= 0 {
+			a, rest = rest[:j], rest[j:]
+		} else {
+			a, rest = rest, ""
+		}
+		args = append(args, a)
+		rest = strings.TrimLeft(rest, " \t")
+	}
+	return key, args, nil
+}
+
+// matches reports whether host matches the block: no negated pattern
+// matches it and some other does.
+func (b *cfgBlock) matches(host string) bool {
+	if b.all {
+		return true
+	}
+	host = strings.ToLower(host)
+	ok := false
+	for _, p := range b.patterns {
+		neg := strings.HasPrefix(p, "!")
+		p = strings.ToLower(strings.TrimPrefix(p, "!"))
+		if m, _ := path.Match(p, host); m {
+			if neg {
+				return false
+			}
+			ok = true
+		}
+	}
+	return ok
+}
+
+// lookup applies the blocks that match host, in order: the first value
+// of a keyword wins, except IdentityFile, whose values add up.
+func (c *sshConfig) lookup(host string) hostConfig {
+	var hc hostConfig
+	first := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	seenKnown := false
+	for _, b := range c.blocks {
+		if !b.matches(host) {
+			continue
+		}
+		for _, p := range b.params {
+			switch p.key {
+			case "hostname":
+				first(&hc.HostName, p.value)
+			case "user":
+				first(&hc.User, p.value)
+			case "port":
+				first(&hc.Port, p.value)
+			case "proxyjump":
+				first(&hc.ProxyJump, p.value)
+			case "identityfile":
+				hc.IdentityFiles = append(hc.IdentityFiles, p.value)
+			case "userknownhostsfile":
+				if !seenKnown {
+					seenKnown = true
+					hc.KnownHostsFiles = strings.Fields(p.value)
+				}
+			}
+		}
+	}
+	return hc
+}
+
+func (c *sshConfig) expandHome(p string) string {
+	if c.home != "" && (p == "~" || strings.HasPrefix(p, "~/")) {
+		return c.home + p[1:]
+	}
+	return p
+}
+
+// expandTokens expands ~ and the tokens of ssh_config(5) that a file
+// name may use: %d (home), %h (host name), %n (the name as given), %p
+// (port), %r (remote user), %u (local user) and %%.
+func (c *sshConfig) expandTokens(s string, t tokens) (string, error) {
+	s = c.expandHome(s)
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+1 == len(s) {
+			return "", fmt.Errorf("%q ends with %%", s)
+		}
+		i++
+		switch s[i] {
+		case '%':
+			b.WriteByte('%')
+		case 'd':
+			b.WriteString(c.home)
+		case 'h':
+			b.WriteString(t.host)
+		case 'n':
+			b.WriteString(t.alias)
+		case 'p':
+			b.WriteString(t.port)
+		case 'r':
+			b.WriteString(t.user)
+		case 'u':
+			b.WriteString(t.localUser)
+		default:
+			return "", fmt.Errorf("%q: token %%%c is not supported", s, s[i])
+		}
+	}
+	return b.String(), nil
+}
+
+// tokens are the values of expandTokens's tokens.
+type tokens struct{ alias, host, port, user, localUser string }

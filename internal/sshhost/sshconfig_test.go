@@ -1,0 +1,169 @@
+package sshhost
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestSSHConfigLookup(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	writeConfig(t, home, ".ssh/conf.d/gpu.conf", `
+Host gpu-*
+    User trainer
+    IdentityFile ~/.ssh/gpu_key
+`)
+	cfg := writeConfig(t, home, ".ssh/config", `
+# Settings before any Host line apply to every host.
+IdentityFile ~/.ssh/id_%h
+
+Include conf.d/*.conf
+
+Host box "quoted name"
+    HostName=10.0.0.7
+    Port 2222
+    User alice
+    User bob
+    UserKnownHostsFile /k1 /k2
+    UserKnownHostsFile /k3
+
+Host *.internal !bastion.internal
+    ProxyJump bastion.internal
+    HostName %h.example
+
+Match exec "test -f /nonexistent"
+    User never
+
+Host *
+    User fallback
+    Port 22
+`)
+	c, err := loadSSHConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		host string
+		want hostConfig
+	}{
+		{"box", hostConfig{HostName: "10.0.0.7", Port: "2222", User: "alice",
+			IdentityFiles: []string{"~/.ssh/id_%h"}, KnownHostsFiles: []string{"/k1", "/k2"}}},
+		{"quoted name", hostConfig{HostName: "10.0.0.7", Port: "2222", User: "alice",
+			IdentityFiles: []string{"~/.ssh/id_%h"}, KnownHostsFiles: []string{"/k1", "/k2"}}},
+		{"gpu-3", hostConfig{User: "trainer", Port: "22", IdentityFiles: []string{"~/.ssh/id_%h", "~/.ssh/gpu_key"}}},
+		{"db.internal", hostConfig{HostName: "%h.example", ProxyJump: "bastion.internal", User: "fallback", Port: "22",
+			IdentityFiles: []string{"~/.ssh/id_%h"}}},
+		{"bastion.internal", hostConfig{User: "fallback", Port: "22", IdentityFiles: []string{"~/.ssh/id_%h"}}},
+		{"BOX", hostConfig{HostName: "10.0.0.7", Port: "2222", User: "alice",
+			IdentityFiles: []string{"~/.ssh/id_%h"}, KnownHostsFiles: []string{"/k1", "/k2"}}},
+	} {
+		if got := c.lookup(tc.host); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("lookup(%q) =\n %+v, want\n %+v", tc.host, got, tc.want)
+		}
+	}
+	got, err := c.expandTokens("~/.ssh/id_%h_%p_%r_%n_%%", tokens{alias: "box", host: "10.0.0.7", port: "2222", user: "alice"})
+	if err != nil || got != home+"/.ssh/id_10.0.0.7_2222_alice_box_%" {
+		t.Errorf("expandTokens = %q, %v", got, err)
+	}
+	if _, err := c.expandTokens("%C", tokens{}); err == nil || !strings.Contains(err.Error(), "%C") {
+		t.Errorf("expandTokens(%%C) = %v, want an error naming the token", err)
+	}
+}
+
+func TestSSHConfigFiles(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	// No ~/.ssh/config: nothing configured, no error.
+	c, err := loadSSHConfig("")
+	if err != nil || len(c.blocks) != 0 {
+		t.Fatalf("without ~/.ssh/config: %v, %d blocks", err, len(c.blocks))
+	}
+	// A file named explicitly must exist.
+	if _, err := loadSSHConfig(filepath.Join(home, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing explicit config: %v", err)
+	}
+	// "none" reads nothing even where ~/.ssh/config exists.
+	writeConfig(t, home, ".ssh/config", "Host x\n  User y\n")
+	if c, err := loadSSHConfig("none"); err != nil || c.lookup("x").User != "" {
+		t.Fatalf(`"none": %v, %+v`, err, c.lookup("x"))
+	}
+	if c, err := loadSSHConfig(""); err != nil || c.lookup("x").User != "y" {
+		t.Fatalf("~/.ssh/config: %v, %+v", err, c.lookup("x"))
+	}
+	// An unterminated quote names the file and line.
+	bad := writeConfig(t, home, "bad", "Host a\n  User \"oops\n")
+	if _, err := loadSSHConfig(bad); err == nil || !strings.Contains(err.Error(), "bad:2") {
+		t.Fatalf("bad quote: %v", err)
+	}
+	// An Include of itself stops at the nesting limit.
+	loop := writeConfig(t, home, "loop", "Include "+filepath.Join(home, "loop")+"\n")
+	if _, err := loadSSHConfig(loop); err == nil || !strings.Contains(err.Error(), "nested") {
+		t.Fatalf("Include loop: %v", err)
+	}
+}
+
+func TestResolveUsesTheSSHConfig(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	cfg := writeConfig(t, home, ".ssh/config", `
+Host inner
+    HostName 10.1.0.5
+    User deploy
+    ProxyJump outer,jumper@mid:2200
+Host outer
+    HostName 192.0.2.1
+    User ops
+Host mid
+    ProxyJump none
+Host loop
+    ProxyJump loop
+`)
+	h := &Host{opts: Options{ConfigFile: cfg}}
+	var err error
+	if h.cfg, err = loadSSHConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	e, jumps, err := h.resolve("inner", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, j := range jumps {
+		names = append(names, j.name)
+	}
+	if e.name != "deploy@10.1.0.5:22" || !reflect.DeepEqual(names, []string{"ops@192.0.2.1:22", "jumper@mid:2200"}) {
+		t.Fatalf("inner = %s via %v", e.name, names)
+	}
+	// What the machine's name says wins over the config; Options.User
+	// wins over the config's User.
+	if e, _, _ := h.resolve("root@inner:2022", 0); e.name != "root@10.1.0.5:2022" {
+		t.Fatalf("root@inner:2022 = %s", e.name)
+	}
+	h.opts.User = "opt"
+	if e, _, _ := h.resolve("inner", 0); e.name != "opt@10.1.0.5:22" {
+		t.Fatalf("with Options.User: %s", e.name)
+	}
+	if _, _, err := h.resolve("loop", 0); err == nil || !strings.Contains(err.Error(), "ProxyJump chains") {
+		t.Fatalf("ProxyJump loop: %v", err)
+	}
+	for _, bad := range []string{"@host", "host:0", "host:x", "a/b"} {
+		if _, _, err := h.resolve(bad, 0); err == nil {
+			t.Errorf("resolve(%q) accepted", bad)
+		}
+	}
+}
