@@ -32,25 +32,8 @@ type auth struct {
 // is not an error here: prepareEndpoint reports it for the endpoint.
 func loadAuth(opts Options, configKeys []string) (*auth, error) {
 	a := &auth{}
-	var signers []ssh.Signer
-	for _, f := range configKeys {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		s, err := ssh.ParsePrivateKey(b)
-		if err != nil {
-			var pp *ssh.PassphraseMissingError
-			if errors.As(err, &pp) {
-				continue
-			}
-			return nil, fmt.Errorf("ssh host: identity file %s (from the ssh config): %w", f, err)
-		}
-		signers = append(signers, s)
-		a.tried = append(a.tried, f)
-	}
-	if len(signers) > 0 {
-		a.methods = append(a.methods, ssh.PublicKeys(signers...))
+	if err := a.addKeyFiles(configKeys, false, " (from the ssh config)"); err != nil {
+		return nil, err
 	}
 	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" && !opts.NoAgent {
 		if c, err := net.Dial("unix", sock); err == nil {
@@ -67,12 +50,22 @@ func loadAuth(opts Options, configKeys []string) (*auth, error) {
 			}
 		}
 	}
-	signers = nil
+	if err := a.addKeyFiles(files, explicit, ""); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// addKeyFiles offers the keys of files. A file that is missing or needs
+// a passphrase is an error when strict, and passed over otherwise; origin
+// says where the files were named.
+func (a *auth) addKeyFiles(files []string, strict bool, origin string) error {
+	var signers []ssh.Signer
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			if explicit {
-				return nil, fmt.Errorf("ssh host: identity file: %w", err)
+			if strict {
+				return fmt.Errorf("ssh host: identity file%s: %w", origin, err)
 			}
 			continue
 		}
@@ -80,12 +73,12 @@ func loadAuth(opts Options, configKeys []string) (*auth, error) {
 		if err != nil {
 			var pp *ssh.PassphraseMissingError
 			if errors.As(err, &pp) {
-				if explicit {
-					return nil, fmt.Errorf("ssh host: identity file %s is protected by a passphrase: load it into ssh-agent (ssh-add %s) instead", f, f)
+				if strict {
+					return fmt.Errorf("ssh host: identity file %s is protected by a passphrase: load it into ssh-agent (ssh-add %s) instead", f, f)
 				}
 				continue
 			}
-			return nil, fmt.Errorf("ssh host: identity file %s: %w", f, err)
+			return fmt.Errorf("ssh host: identity file %s%s: %w", f, origin, err)
 		}
 		signers = append(signers, s)
 		a.tried = append(a.tried, f)
@@ -93,7 +86,7 @@ func loadAuth(opts Options, configKeys []string) (*auth, error) {
 	if len(signers) > 0 {
 		a.methods = append(a.methods, ssh.PublicKeys(signers...))
 	}
-	return a, nil
+	return nil
 }
 
 // trust checks host keys against known_hosts files.

@@ -228,6 +228,7 @@ func (c *sshConfig) expandHome(p string) string {
 // (port), %r (remote user), %u (local user) and %%.
 func (c *sshConfig) expandTokens(s string, t tokens) (string, error) {
 	s = c.expandHome(s)
+	vals := map[byte]string{'%': "%", 'd': c.home, 'h': t.host, 'n': t.alias, 'p': t.port, 'r': t.user, 'u': t.localUser}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] != '%' {
@@ -238,24 +239,11 @@ func (c *sshConfig) expandTokens(s string, t tokens) (string, error) {
 			return "", fmt.Errorf("%q ends with %%", s)
 		}
 		i++
-		switch s[i] {
-		case '%':
-			b.WriteByte('%')
-		case 'd':
-			b.WriteString(c.home)
-		case 'h':
-			b.WriteString(t.host)
-		case 'n':
-			b.WriteString(t.alias)
-		case 'p':
-			b.WriteString(t.port)
-		case 'r':
-			b.WriteString(t.user)
-		case 'u':
-			b.WriteString(t.localUser)
-		default:
+		v, ok := vals[s[i]]
+		if !ok {
 			return "", fmt.Errorf("%q: token %%%c is not supported", s, s[i])
 		}
+		b.WriteString(v)
 	}
 	return b.String(), nil
 }
