@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/ssh"
@@ -37,4 +38,21 @@ func ExampleHost_URL() {
 	}
 	u, _ := meadowrun.HostURL(h)
 	fmt.Println(u)
+}
+
+// Machines named in ~/.ssh/config, with a section such as
+//
+//	Host gpu-*
+//	    User trainer
+//	    IdentityFile ~/.ssh/gpu_key
+//	    ProxyJump bastion.example.com
+//
+// are reached as ssh reaches them: here through the bastion.
+func ExampleOptions_configFile() {
+	h, err := ssh.NewHost([]string{"gpu-1", "gpu-2"}, ssh.Options{GiveUpAfter: 5 * time.Minute})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer h.Close()
+	fmt.Println(h.URL())
 }
