@@ -427,11 +427,19 @@ Host bastion
 Host broken-jump
     HostName %s
     ProxyJump %s
+Host proxied
+    HostName %s
+    ProxyCommand ssh -i %s -o UserKnownHostsFile=%s -o BatchMode=yes -W %%h:%%p %s@%s
+Host broken-proxy
+    HostName %s
+    ProxyCommand echo no route to %%h >&2; exit 1
 Host *
     User %s
     IdentityFile %s
     UserKnownHostsFile %s
-`, n.Hosts["h2"], n.Hosts["h1"], n.Hosts["h2"], n.Unreachable, n.User, n.Key, n.KnownHosts)
+`, n.Hosts["h2"], n.Hosts["h1"], n.Hosts["h2"], n.Unreachable,
+		n.Hosts["h3"], n.Key, n.KnownHosts, n.User, n.Hosts["h1"], n.Hosts["h3"],
+		n.User, n.Key, n.KnownHosts)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -445,20 +453,27 @@ Host *
 		return h
 	}
 	ctx := context.Background()
-	logPath := filepath.Join(n.Dir, "h2", "sshd.log")
-	before, _ := os.ReadFile(logPath)
-	if _, err := meadowrun.RunFunction(ctx, sshWhere.With(1), open("jumped"), &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
-		t.Fatal(err)
-	}
-	// h2's sshd saw the login come from h1. (The worker's SSH_CONNECTION
-	// would not tell: it is that of whoever started the agent.)
-	after, _ := os.ReadFile(logPath)
-	want := "Accepted publickey for " + n.User + " from " + n.Hosts["h1"] + " "
-	if len(after) < len(before) || !strings.Contains(string(after[len(before):]), want) {
-		t.Fatalf("h2's sshd log has no %q since the call:\n%s", want, after[min(len(before), len(after)):])
+	// The machine's sshd saw the login come from h1. (The worker's
+	// SSH_CONNECTION would not tell: it is that of whoever started the
+	// agent.)
+	for _, tc := range []struct{ name, machine string }{{"jumped", "h2"}, {"proxied", "h3"}} {
+		logPath := filepath.Join(n.Dir, tc.machine, "sshd.log")
+		before, _ := os.ReadFile(logPath)
+		if _, err := meadowrun.RunFunction(ctx, sshWhere.With(1), open(tc.name), &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		after, _ := os.ReadFile(logPath)
+		want := "Accepted publickey for " + n.User + " from " + n.Hosts["h1"] + " "
+		if len(after) < len(before) || !strings.Contains(string(after[len(before):]), want) {
+			t.Fatalf("%s: %s's sshd log has no %q since the call:\n%s", tc.name, tc.machine, want, after[min(len(before), len(after)):])
+		}
 	}
 	_, err := meadowrun.RunFunction(ctx, sshWhere.With(1), open("broken-jump"), &meadowrun.Options{LogDir: t.TempDir()})
 	if !errors.Is(err, meadowrun.ErrUnreachable) || !strings.Contains(err.Error(), "jump host") || !strings.Contains(err.Error(), n.Unreachable) {
 		t.Fatalf("through an unreachable jump host: %v, want ErrUnreachable naming the jump host", err)
+	}
+	_, err = meadowrun.RunFunction(ctx, sshWhere.With(1), open("broken-proxy"), &meadowrun.Options{LogDir: t.TempDir()})
+	if !errors.Is(err, meadowrun.ErrUnreachable) || !strings.Contains(err.Error(), "no route to "+n.Hosts["h3"]) {
+		t.Fatalf("through a failing ProxyCommand: %v, want ErrUnreachable with what the command said", err)
 	}
 }

@@ -257,9 +257,12 @@ func (h *Host) dialEndpoint(ctx context.Context, e *endpoint, via *ssh.Client) (
 	defer cancel()
 	var nc net.Conn
 	var err error
-	if via != nil {
+	switch {
+	case e.proxyCommand != "":
+		nc, err = startProxyCommand(e.proxyCommand, e.addr)
+	case via != nil:
 		nc, err = via.DialContext(ctx, "tcp", e.addr)
-	} else {
+	default:
 		d := net.Dialer{}
 		nc, err = d.DialContext(ctx, "tcp", e.addr)
 	}
@@ -280,6 +283,11 @@ func (h *Host) dialEndpoint(ctx context.Context, e *endpoint, via *ssh.Client) (
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			return nil, fmt.Errorf("%w: %s refused user %q with the keys tried (%s): check the user name and that one of these keys is in the machine's authorized_keys",
 				driver.ErrAuth, e.name, e.user, strings.Join(e.auth.tried, ", "))
+		}
+		if pc, ok := nc.(*proxyConn); ok {
+			if said := pc.said(); said != "" {
+				err = fmt.Errorf("%w; ProxyCommand %q said: %s", err, e.proxyCommand, said)
+			}
 		}
 		return nil, fmt.Errorf("%w: %s: ssh handshake: %w", driver.ErrUnreachable, e.name, err)
 	}

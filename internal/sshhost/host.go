@@ -85,6 +85,8 @@ type Host struct {
 	bins     *binaries
 	files    *fileCache
 	cfg      *sshConfig
+	auths    map[string]*auth  // by the ssh config's identity files
+	trusts   map[string]*trust // by the ssh config's known_hosts files
 	machines []*machine
 
 	mu     sync.Mutex
@@ -109,7 +111,8 @@ func New(opts Options) (*Host, error) {
 	if opts.Log == nil {
 		opts.Log = os.Stderr
 	}
-	h := &Host{opts: opts, logged: map[string]string{}, files: newFileCache()}
+	h := &Host{opts: opts, logged: map[string]string{}, files: newFileCache(),
+		auths: map[string]*auth{}, trusts: map[string]*trust{}}
 	var err error
 	if h.cfg, err = loadSSHConfig(opts.ConfigFile); err != nil {
 		return nil, err
@@ -154,8 +157,11 @@ type endpoint struct {
 	// endpoint, and then the authentication and trust they make.
 	keys       []string
 	knownHosts []string
-	auth       *auth
-	trust      *trust
+	// proxyCommand, if set, is run with sh to carry the connection on its
+	// standard input and output.
+	proxyCommand string
+	auth         *auth
+	trust        *trust
 }
 
 // maxJumps bounds a chain of ProxyJump hosts.
@@ -214,6 +220,13 @@ func (h *Host) resolve(s string, depth int) (*endpoint, []*endpoint, error) {
 			*list.to = append(*list.to, x)
 		}
 	}
+	if hc.ProxyCommand != "" && !strings.EqualFold(hc.ProxyCommand, "none") {
+		x, err := h.cfg.expandTokens(hc.ProxyCommand, t)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ssh host: machine %q: ssh config: ProxyCommand: %w", s, err)
+		}
+		e.proxyCommand = x
+	}
 	var jumps []*endpoint
 	if hc.ProxyJump != "" && !strings.EqualFold(hc.ProxyJump, "none") {
 		if depth >= maxJumps {
@@ -236,21 +249,27 @@ func (h *Host) resolve(s string, depth int) (*endpoint, []*endpoint, error) {
 func (h *Host) prepareEndpoint(e *endpoint) error {
 	e.auth, e.trust = h.auth, h.trust
 	if len(e.keys) > 0 {
-		a, err := loadAuth(h.opts, e.keys)
-		if err != nil {
-			return err
+		k := strings.Join(e.keys, "\x00")
+		if e.auth = h.auths[k]; e.auth == nil {
+			a, err := loadAuth(h.opts, e.keys)
+			if err != nil {
+				return err
+			}
+			e.auth, h.auths[k] = a, a
 		}
-		e.auth = a
 	}
 	if len(e.auth.methods) == 0 {
 		return fmt.Errorf("ssh host: %w: no key to log in to %s with: start ssh-agent with a key loaded, or name key files (ssh.Options.IdentityFiles, key=FILE in an ssh:// host URL, or IdentityFile in the ssh config)", driver.ErrAuth, e.name)
 	}
 	if len(e.knownHosts) > 0 && len(h.opts.KnownHostsFiles) == 0 {
-		t, err := newTrust(e.knownHosts, h.opts.TrustOnFirstUse)
-		if err != nil {
-			return err
+		k := strings.Join(e.knownHosts, "\x00")
+		if e.trust = h.trusts[k]; e.trust == nil {
+			t, err := newTrust(e.knownHosts, h.opts.TrustOnFirstUse)
+			if err != nil {
+				return err
+			}
+			e.trust, h.trusts[k] = t, t
 		}
-		e.trust = t
 	}
 	return nil
 }

@@ -12,7 +12,8 @@ import (
 
 // The OpenSSH client configuration (ssh_config(5)), for what it says
 // about reaching a machine: HostName, User, Port, IdentityFile,
-// UserKnownHostsFile and ProxyJump, in Host blocks, with Include. So a
+// UserKnownHostsFile, ProxyJump and ProxyCommand, in Host blocks, with
+// Include. So a
 // machine named as `ssh NAME` reaches it is reached the same way here.
 // Match blocks other than "Match all" are skipped (their conditions are
 // not evaluated); every other keyword is ignored.
@@ -40,7 +41,9 @@ type hostConfig struct {
 	Port            string
 	IdentityFiles   []string
 	KnownHostsFiles []string
-	ProxyJump       string
+	// ProxyJump or ProxyCommand, whichever the config gives first.
+	ProxyJump    string
+	ProxyCommand string
 }
 
 // maxIncludeDepth bounds Include recursion, as OpenSSH does.
@@ -201,8 +204,14 @@ func (c *sshConfig) lookup(host string) hostConfig {
 				first(&hc.User, p.value)
 			case "port":
 				first(&hc.Port, p.value)
-			case "proxyjump":
-				first(&hc.ProxyJump, p.value)
+			case "proxyjump", "proxycommand":
+				if hc.ProxyJump == "" && hc.ProxyCommand == "" {
+					if p.key == "proxyjump" {
+						hc.ProxyJump = p.value
+					} else {
+						hc.ProxyCommand = p.value
+					}
+				}
 			case "identityfile":
 				hc.IdentityFiles = append(hc.IdentityFiles, p.value)
 			case "userknownhostsfile":

@@ -46,6 +46,10 @@ Host *.internal !bastion.internal
     ProxyJump bastion.internal
     HostName %h.example
 
+Host proxied
+    ProxyCommand ssh -W %h:%p bastion
+    ProxyJump ignored-after-proxycommand
+
 Match exec "test -f /nonexistent"
     User never
 
@@ -67,6 +71,8 @@ Host *
 			IdentityFiles: []string{"~/.ssh/id_%h"}, KnownHostsFiles: []string{"/k1", "/k2"}}},
 		{"gpu-3", hostConfig{User: "trainer", Port: "22", IdentityFiles: []string{"~/.ssh/id_%h", "~/.ssh/gpu_key"}}},
 		{"db.internal", hostConfig{HostName: "%h.example", ProxyJump: "bastion.internal", User: "fallback", Port: "22",
+			IdentityFiles: []string{"~/.ssh/id_%h"}}},
+		{"proxied", hostConfig{ProxyCommand: "ssh -W %h:%p bastion", User: "fallback", Port: "22",
 			IdentityFiles: []string{"~/.ssh/id_%h"}}},
 		{"bastion.internal", hostConfig{User: "fallback", Port: "22", IdentityFiles: []string{"~/.ssh/id_%h"}}},
 		{"BOX", hostConfig{HostName: "10.0.0.7", Port: "2222", User: "alice",
