@@ -170,3 +170,29 @@ type Host interface {
 	// Close releases the host. Workers still running are killed.
 	Close() error
 }
+
+// Machine describes a machine of a host as its driver sees it now.
+type Machine struct {
+	// Name identifies the machine as errors and results name it.
+	Name string
+	// Err says why the machine cannot be used now; nil when it can.
+	Err error
+	// Platform is GOOS/GOARCH, when known.
+	Platform string
+	// Capacity is what the machine offers: LogicalCPU, MemoryBytes, GPUs,
+	// Flags and EphemeralBytes (free disk).
+	Capacity Resources
+	// GPUNames describe its GPUs ("NVIDIA H100 80GB HBM3, 79.6GiB").
+	GPUNames []string
+	// Limiter says how memory limits are enforced there: "cgroup2",
+	// "cgroup1" or "watchdog".
+	Limiter string
+	// Booked is what this process's workers hold there now.
+	Booked Resources
+}
+
+// Describer is a Host that can describe its machines. Describe may
+// connect to machines it has not reached yet.
+type Describer interface {
+	Describe(ctx context.Context) []Machine
+}

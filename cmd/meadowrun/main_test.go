@@ -4,18 +4,22 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"github.com/meadowrun-go/meadowrun/internal/journal"
@@ -429,4 +433,31 @@ func TestAForegroundJobWhoseShellWasKilledIsShownAsLost(t *testing.T) {
 	u.want(u.run("", "attach", id), 125, []string{"up"}, []string{"job lost"})
 	u.want(u.run("", "cancel", id), 0, []string{"cancelled"}, nil)
 	u.want(u.run("", "jobs", id), 0, []string{"cancelled"}, nil)
+}
+
+func TestHostsDescribesTheMachines(t *testing.T) {
+	u := newUser(t)
+	r := u.run("", "hosts")
+	u.want(r, 0, []string{"MACHINE", "localhost", runtime.GOOS + "/" + runtime.GOARCH}, nil)
+	r = u.run("", "hosts", "--json")
+	var ms []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil || len(ms) != 1 {
+		t.Fatalf("hosts --json: %v\n%s", err, r)
+	}
+	if cpu, _ := ms[0]["logical_cpu"].(float64); cpu <= 0 || ms[0]["memory_enforcement"] == "" {
+		t.Fatalf("hosts --json: %v", ms[0])
+	}
+	// A machine that cannot be reached is named with why, and the exit
+	// code says so.
+	_, priv, _ := ed25519.GenerateKey(nil)
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(u.dir, "key")
+	if err := os.WriteFile(key, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = u.run("", "hosts", "--host", "ssh://nobody@127.0.0.1:1?timeout=2s&config=none&key="+key)
+	u.want(r, 1, []string{"nobody@127.0.0.1:1", "cannot be used"}, []string{"machine unreachable: nobody@127.0.0.1:1", "1 of 1 machines cannot be used"})
 }

@@ -153,3 +153,12 @@ func (c *pipeConn) Close() error {
 	c.r.Close()
 	return nil
 }
+
+// Describe implements driver.Describer.
+func (h *Host) Describe(ctx context.Context) []driver.Machine {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return []driver.Machine{{Name: "in-process", Platform: runtime.GOOS + "/" + runtime.GOARCH,
+		Capacity: driver.Resources{LogicalCPU: h.slots}, Limiter: "none",
+		Booked: driver.Resources{LogicalCPU: h.used}}}
+}

@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -482,4 +483,27 @@ func socketPair() (*os.File, *os.File, error) {
 		syscall.SetsockoptInt(fds[1], syscall.SOL_SOCKET, syscall.SO_SNDBUF, size)
 	}
 	return os.NewFile(uintptr(fds[0]), "meadowrun-log-r"), os.NewFile(uintptr(fds[1]), "meadowrun-log-w"), nil
+}
+
+// Describe implements driver.Describer: this machine, and what this
+// host's workers hold of it.
+func (h *Host) Describe(ctx context.Context) []driver.Machine {
+	m := MachineOf("localhost", runtime.GOOS+"/"+runtime.GOARCH, h.cap, h.limiter.Kind())
+	h.mu.Lock()
+	m.Booked = driver.Resources{LogicalCPU: h.cpu, MemoryBytes: h.mem, GPUs: float64(len(h.gpuUsed))}
+	h.mu.Unlock()
+	return []driver.Machine{m}
+}
+
+// MachineOf describes a machine of capacity c whose memory limits
+// limiter enforces.
+func MachineOf(name, platform string, c sysres.Capacity, limiter string) driver.Machine {
+	m := driver.Machine{Name: name, Platform: platform, Limiter: limiter,
+		Capacity: driver.Resources{LogicalCPU: c.LogicalCPU, MemoryBytes: c.MemoryBytes, GPUs: float64(len(c.GPUs)),
+			Flags: c.Flags, EphemeralBytes: c.EphemeralStorageBytes}}
+	for _, g := range c.GPUs {
+		m.Capacity.GPUMemoryBytes = max(m.Capacity.GPUMemoryBytes, g.MemoryBytes)
+		m.GPUNames = append(m.GPUNames, fmt.Sprintf("%s, %s", g.Name, driver.Bytes(g.MemoryBytes)))
+	}
+	return m
 }

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/localhost"
 )
 
 // Options configure a Host.
@@ -522,4 +523,27 @@ func newSessionID() string {
 type fitResult struct {
 	n   int
 	err error
+}
+
+// Describe implements driver.Describer: it connects to every machine that
+// is not up, at once, and describes each, or says why it cannot be used.
+func (h *Host) Describe(ctx context.Context) []driver.Machine {
+	out := make([]driver.Machine, len(h.machines))
+	var wg sync.WaitGroup
+	for i, m := range h.machines {
+		wg.Go(func() {
+			info, err := m.ensure(ctx)
+			if err != nil {
+				out[i] = driver.Machine{Name: m.name, Err: err}
+				return
+			}
+			d := localhost.MachineOf(m.name, info.OS+"/"+info.Arch, info.Capacity, info.Limiter)
+			m.mu.Lock()
+			d.Booked = m.booked
+			m.mu.Unlock()
+			out[i] = d
+		})
+	}
+	wg.Wait()
+	return out
 }

@@ -1,0 +1,112 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/driver"
+)
+
+// newHostsCmd describes the machines of a host.
+func newHostsCmd(s *streams) *cobra.Command {
+	var w workFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "hosts [--host URL]...",
+		Short: "Check that a host's machines can be used, and show what they offer",
+		Long: `hosts connects to every machine of the host (starting meadowrun's agent on SSH
+machines, as a first job would) and prints, for each, its platform, CPUs,
+memory, GPUs, free disk and how memory limits are enforced there, or why it
+cannot be used. It exits with 1 when some machine cannot be used.`,
+		Example: `  meadowrun hosts
+  meadowrun hosts --host ssh://me@gpu-box --host ssh://me@10.0.0.7:2222
+  meadowrun hosts --host 'ssh://?hosts=machines.txt' --json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			h, err := w.openHost(ctx)
+			if err != nil {
+				return err
+			}
+			if c, ok := h.(interface{ Close() error }); ok {
+				defer c.Close()
+			}
+			ms, err := meadowrun.DescribeHost(ctx, h)
+			if err != nil {
+				return err
+			}
+			bad := 0
+			for _, m := range ms {
+				if m.Err != nil {
+					bad++
+				}
+			}
+			if asJSON {
+				type machineJSON struct {
+					meadowrun.MachineInfo
+					Err string `json:"error,omitempty"`
+				}
+				out := make([]machineJSON, len(ms))
+				for i, m := range ms {
+					out[i].MachineInfo = m
+					if m.Err != nil {
+						out[i].Err = m.Err.Error()
+					}
+				}
+				enc := json.NewEncoder(s.out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(out); err != nil {
+					return err
+				}
+			} else {
+				printMachines(s, ms)
+			}
+			if bad > 0 {
+				return &exitError{code: exitFailed, err: fmt.Errorf("%d of %d machines cannot be used", bad, len(ms))}
+			}
+			return nil
+		},
+	}
+	def := os.Getenv("MEADOWRUN_HOST")
+	if def == "" {
+		def = "local"
+	}
+	cmd.Flags().StringArrayVar(&w.hosts, "host", []string{def}, "the host to check, as a URL (schemes: "+strings.Join(meadowrun.HostSchemes(), ", ")+"); repeat --host ssh://... for several machines")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print machine-readable JSON on stdout")
+	return cmd
+}
+
+func printMachines(s *streams, ms []meadowrun.MachineInfo) {
+	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MACHINE\tPLATFORM\tCPUS\tMEMORY\tGPUS\tFREE DISK\tMEMORY LIMITS\tIN USE HERE")
+	gib := func(g float64) string { return driver.Bytes(int64(g * (1 << 30))) }
+	var problems []string
+	for _, m := range ms {
+		if m.Err != nil {
+			fmt.Fprintf(tw, "%s\tcannot be used (below)\t\t\t\t\t\t\n", m.Name)
+			problems = append(problems, m.Err.Error()) // errors name their machine
+			continue
+		}
+		gpus := "-"
+		if len(m.GPUs) > 0 {
+			gpus = fmt.Sprintf("%d (%s)", len(m.GPUs), strings.Join(m.GPUs, "; "))
+		}
+		inUse := "-"
+		if m.BookedCPU > 0 || m.BookedMemoryGB > 0 {
+			inUse = fmt.Sprintf("%g CPUs, %s", m.BookedCPU, gib(m.BookedMemoryGB))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Platform, m.LogicalCPU, gib(m.MemoryGB), gpus,
+			gib(m.FreeDiskGB), m.MemoryEnforcement, inUse)
+	}
+	tw.Flush()
+	for _, p := range problems {
+		printError(s.err, errors.New(p))
+	}
+}
