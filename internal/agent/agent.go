@@ -34,6 +34,10 @@ type Options struct {
 	// IdleExit stops the agent after this long without sessions or
 	// workers; 0 means 30 minutes, negative never.
 	IdleExit time.Duration
+	// CacheTTL is how long programs, files and working trees stay unused
+	// before the agent removes them; 0 means DefaultCacheTTL, negative
+	// forever.
+	CacheTTL time.Duration
 	// Local configures the machine's driver (tests model machines with it).
 	Local localhost.Options
 }
@@ -98,6 +102,13 @@ func Serve(ctx context.Context, opts Options) error {
 	}
 	if idle > 0 {
 		go a.idleWatch(ctx, idle, cancel)
+	}
+	ttl := opts.CacheTTL
+	if ttl == 0 {
+		ttl = DefaultCacheTTL
+	}
+	if ttl > 0 {
+		go a.sweepLoop(ctx, ttl, opts.Binary)
 	}
 	for {
 		c, err := ln.accept()
@@ -322,10 +333,12 @@ func (a *agent) missing(shas []string) []string {
 			out = append(out, s)
 			continue
 		}
-		if _, err := os.Stat(a.path(FileDir, s)); err != nil {
-			if _, err := os.Stat(a.path(BinDir, s)); err != nil {
-				out = append(out, s)
-			}
+		if _, err := os.Stat(a.path(FileDir, s)); err == nil {
+			markUsed(a.path(FileDir, s))
+		} else if _, err := os.Stat(a.path(BinDir, s)); err == nil {
+			markUsed(a.path(BinDir, s))
+		} else {
+			out = append(out, s)
 		}
 	}
 	return out
@@ -385,6 +398,7 @@ func (a *agent) deploy(files []File) (string, error) {
 	}
 	dst := a.path(DeployDir, hex.EncodeToString(h.Sum(nil)))
 	if _, err := os.Stat(dst); err == nil {
+		markUsed(dst)
 		return dst, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
@@ -460,6 +474,7 @@ func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req Re
 		fail(fmt.Errorf("agent: start: binary %s: %w", req.Binary[:12], err))
 		return
 	}
+	markUsed(exe)
 	dir, err := a.deploy(req.Files)
 	if err != nil {
 		fail(fmt.Errorf("agent: start: deployment files: %w", err))

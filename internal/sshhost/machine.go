@@ -201,7 +201,9 @@ func (m *machine) bootstrap(c *ssh.Client, dir string, bin *binary) error {
 	// The shell lets go of the session's descriptors before starting the
 	// agent, or the session would last as long as the agent.
 	start := `exec </dev/null >>"` + dir + `/` + agent.LogName + `" 2>&1; cd /; ` + agent.EnvAgent + `="` + dir + `" setsid "` + exe + `" &`
-	probe, _ := run(c, `test -x "`+exe+`" && echo have; command -v gzip >/dev/null && echo gzip`, nil)
+	// Touching the program keeps the agents' cache sweep from removing it
+	// before the agent starts.
+	probe, _ := run(c, `test -x "`+exe+`" && touch "`+exe+`" && echo have; command -v gzip >/dev/null && echo gzip`, nil)
 	if strings.Contains(string(probe), "have") {
 		if _, err := run(c, start, nil); err != nil {
 			return fmt.Errorf("%s: starting the agent: %w", m.name, err)
