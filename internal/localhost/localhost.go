@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -41,6 +43,12 @@ type Options struct {
 	Capacity *sysres.Capacity
 	// NvidiaSMI is the path of nvidia-smi; "" looks it up in PATH.
 	NvidiaSMI string
+	// GPULockDir holds a lock file per GPU, which the process that gave
+	// a GPU to a worker holds until the worker exits, so that every
+	// meadowrun process of the machine (local hosts, SSH agents of any
+	// program, any user) gives a GPU to one worker at a time. "" means
+	// meadowrun-gpus in the system's temporary directory.
+	GPULockDir string
 }
 
 // Host is the local driver.
@@ -54,7 +62,7 @@ type Host struct {
 	closed  bool
 	cpu     float64
 	mem     int64
-	gpuUsed map[int]bool
+	gpuUsed map[int]*os.File // GPU index → its held lock file (nil: none could be had)
 	workers map[*proc]bool
 }
 
@@ -67,7 +75,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 			return nil, fmt.Errorf("local host: finding this program's executable: %w", err)
 		}
 	}
-	h := &Host{opts: opts, exe: exe, gpuUsed: map[int]bool{}, workers: map[*proc]bool{}}
+	h := &Host{opts: opts, exe: exe, gpuUsed: map[int]*os.File{}, workers: map[*proc]bool{}}
 	if opts.Capacity != nil {
 		h.cap = *opts.Capacity
 	} else {
@@ -184,17 +192,28 @@ func (h *Host) reserve(r driver.Resources) ([]int, error) {
 	}
 	var gpus []int
 	if n := int(math.Ceil(r.GPUs)); n > 0 {
+		held := map[int]*os.File{}
 		for _, id := range h.eligibleGPUs(n, r.GPUMemoryBytes) {
-			if !h.gpuUsed[id] && len(gpus) < n {
-				gpus = append(gpus, id)
+			if len(gpus) == n {
+				break
 			}
+			if _, used := h.gpuUsed[id]; used {
+				continue
+			}
+			lf, free := h.lockGPU(id)
+			if !free {
+				continue // another process's worker has it
+			}
+			gpus = append(gpus, id)
+			held[id] = lf
 		}
 		if len(gpus) < n {
-			return nil, fmt.Errorf("local host: %w: all eligible GPUs are assigned", driver.ErrNoCapacity)
+			for _, lf := range held {
+				closeLock(lf)
+			}
+			return nil, fmt.Errorf("local host: %w: all eligible GPUs are assigned (to workers of this or other processes)", driver.ErrNoCapacity)
 		}
-		for _, id := range gpus {
-			h.gpuUsed[id] = true
-		}
+		maps.Copy(h.gpuUsed, held)
 	}
 	h.cpu += r.LogicalCPU
 	h.mem += r.MemoryBytes
@@ -207,6 +226,7 @@ func (h *Host) release(r driver.Resources, gpus []int, p *proc) {
 	h.cpu -= r.LogicalCPU
 	h.mem -= r.MemoryBytes
 	for _, id := range gpus {
+		closeLock(h.gpuUsed[id])
 		delete(h.gpuUsed, id)
 	}
 	delete(h.workers, p)
@@ -506,4 +526,40 @@ func MachineOf(name, platform string, c sysres.Capacity, limiter string) driver.
 		m.GPUNames = append(m.GPUNames, fmt.Sprintf("%s, %s", g.Name, driver.Bytes(g.MemoryBytes)))
 	}
 	return m
+}
+
+// lockGPU takes GPU id's machine-wide lock without waiting. free is false
+// when another process holds it. Where no lock file can be had (an
+// unwritable temporary directory), the GPU is free as far as this process
+// knows, and lf is nil.
+func (h *Host) lockGPU(id int) (lf *os.File, free bool) {
+	dir := h.opts.GPULockDir
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "meadowrun-gpus")
+	}
+	if err := os.MkdirAll(dir, 0o777); err == nil {
+		os.Chmod(dir, 0o777|os.ModeSticky) // shared by every user, as the GPUs are
+	}
+	name := fmt.Sprintf("index-%d", id)
+	for _, g := range h.cap.GPUs {
+		if g.Index == id && g.UUID != "" {
+			name = g.UUID
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name+".lock"), os.O_RDONLY|os.O_CREATE, 0o444)
+	if err != nil {
+		return nil, true
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, !errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	return f, true
+}
+
+// closeLock releases a GPU lock taken by lockGPU.
+func closeLock(f *os.File) {
+	if f != nil {
+		f.Close()
+	}
 }

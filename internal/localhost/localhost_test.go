@@ -3,27 +3,35 @@ package localhost
 import (
 	"context"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/sysres"
 )
 
 // A modelled machine with two GPUs of different sizes: admission and GPU
-// assignment are pure bookkeeping, tested without a GPU.
-func fakeHost() *Host {
+// assignment are bookkeeping (and lock files), tested without a GPU. Its
+// GPU locks are in lockDir.
+func fakeHost(lockDir string) *Host {
 	return &Host{
+		opts: Options{GPULockDir: lockDir},
 		cap: sysres.Capacity{LogicalCPU: 4, MemoryBytes: 8 << 30, EphemeralStorageBytes: 100 << 30,
 			Flags: []string{"avx2", "nvidia"},
-			GPUs:  []sysres.GPU{{Index: 0, Name: "small", MemoryBytes: 8 << 30}, {Index: 1, Name: "big", MemoryBytes: 80 << 30}}},
-		gpuUsed: map[int]bool{}, workers: map[*proc]bool{},
+			GPUs: []sysres.GPU{{Index: 0, UUID: "GPU-small", Name: "small", MemoryBytes: 8 << 30},
+				{Index: 1, UUID: "GPU-big", Name: "big", MemoryBytes: 80 << 30}}},
+		gpuUsed: map[int]*os.File{}, workers: map[*proc]bool{},
 	}
 }
 
 func TestFit(t *testing.T) {
-	h := fakeHost()
+	h := fakeHost(t.TempDir())
 	cases := []struct {
 		name  string
 		r     driver.Resources
@@ -56,7 +64,7 @@ func TestFit(t *testing.T) {
 }
 
 func TestGPUsAreAssignedToOneWorkerEach(t *testing.T) {
-	h := fakeHost()
+	h := fakeHost(t.TempDir())
 	r := driver.Resources{LogicalCPU: 1, GPUs: 1}
 	a, err := h.reserve(r)
 	if err != nil {
@@ -88,7 +96,7 @@ func TestGPUsAreAssignedToOneWorkerEach(t *testing.T) {
 }
 
 func TestMemoryAndCPUAdmission(t *testing.T) {
-	h := fakeHost()
+	h := fakeHost(t.TempDir())
 	big := driver.Resources{LogicalCPU: 1, MemoryBytes: 6 << 30}
 	if _, err := h.reserve(big); err != nil {
 		t.Fatal(err)
@@ -101,5 +109,60 @@ func TestMemoryAndCPUAdmission(t *testing.T) {
 	}
 	if _, err := h.reserve(driver.Resources{LogicalCPU: 0.5}); !errors.Is(err, driver.ErrNoCapacity) {
 		t.Fatalf("a fifth CPU on four: %v, want ErrNoCapacity", err)
+	}
+}
+
+// GPUs are given to one worker at a time across processes: the lock of a
+// GPU given by one host (standing for another process) or held by another
+// process keeps it from being given again until released.
+func TestGPUsAreNotSharedWithOtherProcesses(t *testing.T) {
+	dir := t.TempDir()
+	a, b := fakeHost(dir), fakeHost(dir)
+	r := driver.Resources{LogicalCPU: 1, GPUs: 1}
+	ga, err := a.reserve(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb, err := b.reserve(r)
+	if err != nil || len(gb) != 1 || gb[0] == ga[0] {
+		t.Fatalf("second host got %v, %v; want the GPU the first did not take (it has %v)", gb, err, ga)
+	}
+	if _, err := b.reserve(r); !errors.Is(err, driver.ErrNoCapacity) || !strings.Contains(err.Error(), "other processes") {
+		t.Fatalf("every GPU taken by one host or the other: %v, want ErrNoCapacity", err)
+	}
+	a.release(r, ga, nil)
+	if gc, err := b.reserve(r); err != nil || !slices.Equal(gc, ga) {
+		t.Fatalf("after the first host released its GPU: %v, %v; want %v", gc, err, ga)
+	}
+
+	// A real other process: flock(1) holds the big GPU's lock.
+	dir = t.TempDir()
+	cmd := exec.Command("flock", "-n", "-o", filepath.Join(dir, "GPU-big.lock"), "sleep", "30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("flock(1) (util-linux): %v", err)
+	}
+	stop := func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	}
+	defer stop()
+	h := fakeHost(dir)
+	big := driver.Resources{LogicalCPU: 1, GPUs: 1, GPUMemoryBytes: 40 << 30}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, err := h.reserve(big)
+		if errors.Is(err, driver.ErrNoCapacity) {
+			break
+		}
+		if err == nil {
+			h.release(big, []int{1}, nil)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the GPU another process holds was given: %v", err)
+		}
+	}
+	stop()
+	if g, err := h.reserve(big); err != nil || !slices.Equal(g, []int{1}) {
+		t.Fatalf("once the other process is gone: %v, %v; want GPU 1", g, err)
 	}
 }
