@@ -228,7 +228,7 @@ func TestSSHAttachUnknownJob(t *testing.T) {
 	id := submitSSH(t, n, 2, 0)
 	collectOnce(t, id, 2)
 	// The machine forgets it: its agent's state directory is removed.
-	n.Run(t, "h1", `rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun/state"`)
+	n.Run(t, "h1", `rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}"/meadowrun/state-*`)
 	_, err := meadowrun.AttachMap[int](ctx, id)
 	if !errors.Is(err, meadowrun.ErrJobNotFound) || !strings.Contains(err.Error(), n.Addr("h1")) {
 		t.Fatalf("AttachMap of a job its machine forgot = %v", err)

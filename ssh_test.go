@@ -479,3 +479,35 @@ Host *
 		t.Fatalf("through a failing ProxyCommand: %v, want ErrUnreachable with what the command said", err)
 	}
 }
+
+// Machines whose home directory is shared (NFS, as on many clusters) share
+// the agent's caches, and each still runs its own agent: their sockets,
+// locks and journals are named by the machine.
+func TestSSHMachinesSharingAHomeEachRunTheirAgent(t *testing.T) {
+	n := sshtest.Open(t)
+	shared := filepath.Join(n.Dir, fmt.Sprintf("shared-home-%d", time.Now().UnixNano()))
+	h := newSSH(t, n, mrssh.Options{RemoteDir: shared}, "h1", "h2", "h3")
+	args := make([]int, 24)
+	for i := range args {
+		args[i] = 200
+	}
+	res, err := meadowrun.RunMap(context.Background(), sshSlow, args, h,
+		&meadowrun.MapOptions{Options: meadowrun.Options{LogDir: t.TempDir()}, Concurrency: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, r := range res {
+		used[r] = true
+	}
+	for _, m := range []string{"h1", "h2", "h3"} {
+		if !used[n.Hosts[m]] {
+			t.Errorf("no task ran on %s (%s): tasks ran on %v", m, n.Hosts[m], used)
+		}
+	}
+	socks, _ := filepath.Glob(filepath.Join(shared, "agent-*.sock"))
+	bins, _ := filepath.Glob(filepath.Join(shared, "bin", "*"))
+	if len(socks) != 3 || len(bins) == 0 {
+		t.Errorf("the shared directory has sockets %v and programs %v; want one socket per machine", socks, bins)
+	}
+}

@@ -31,6 +31,9 @@ type Options struct {
 	// Binary is the sha256 of the agent's own program, which names its
 	// socket.
 	Binary string
+	// Machine is the id of this machine (MachineID), which names the
+	// agent's socket, lock, pid file and journal; "" computes it.
+	Machine string
 	// IdleExit stops the agent after this long without sessions or
 	// workers; 0 means 30 minutes, negative never.
 	IdleExit time.Duration
@@ -52,7 +55,11 @@ func Serve(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(opts.Dir, "agent-"+idOf(opts.Binary)+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if opts.Machine == "" {
+		opts.Machine = SelfMachineID()
+	}
+	self := "agent-" + idOf(opts.Binary) + "-" + opts.Machine
+	lock, err := os.OpenFile(filepath.Join(opts.Dir, self+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -68,7 +75,7 @@ func Serve(ctx context.Context, opts Options) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer host.Close()
-	sock := SocketName(opts.Dir, opts.Binary)
+	sock := SocketName(opts.Dir, opts.Binary, opts.Machine)
 	os.Remove(sock)
 	ln, err := listenUnix(sock)
 	if err != nil {
@@ -80,12 +87,12 @@ func Serve(ctx context.Context, opts Options) error {
 	}()
 	os.Chmod(sock, 0o600)
 	// The pid file lets a person (or a test) find the agent.
-	pidFile := filepath.Join(opts.Dir, "agent-"+idOf(opts.Binary)+".pid")
+	pidFile := filepath.Join(opts.Dir, self+".pid")
 	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 	defer os.Remove(pidFile)
 	name, _ := os.Hostname()
 	a := &agent{
-		dir: opts.Dir, host: host, sessions: map[string]*session{},
+		dir: opts.Dir, machine: opts.Machine, host: host, sessions: map[string]*session{},
 		info: Info{Machine: name, OS: runtime.GOOS, Arch: runtime.GOARCH, PID: os.Getpid(),
 			Capacity: host.Capacity(), Limiter: host.LimiterKind()},
 		activity: make(chan struct{}, 1),
@@ -124,9 +131,10 @@ func Serve(ctx context.Context, opts Options) error {
 }
 
 type agent struct {
-	dir  string
-	host *localhost.Host
-	info Info
+	dir     string
+	machine string
+	host    *localhost.Host
+	info    Info
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -560,7 +568,9 @@ func Run(dir string) int {
 		f.Close()
 		sha = hex.EncodeToString(h.Sum(nil))
 	}
-	if err := Serve(ctx, Options{Dir: dir, Binary: sha}); err != nil {
+	machine := os.Getenv(EnvMachine)
+	os.Unsetenv(EnvMachine)
+	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine}); err != nil {
 		fmt.Fprintf(os.Stderr, "%s meadowrun agent: %v\n", time.Now().Format(time.RFC3339), err)
 		return 1
 	}

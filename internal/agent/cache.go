@@ -37,7 +37,7 @@ func markUsed(p string) {
 func (a *agent) sweepLoop(ctx context.Context, ttl time.Duration, self string) {
 	for {
 		markUsed(a.path(BinDir, self))
-		n, freed, err := sweep(a.dir, ttl, time.Now())
+		n, freed, err := sweep(a.dir, a.machine, ttl, time.Now())
 		if n > 0 || err != nil {
 			fmt.Fprintf(os.Stderr, "%s meadowrun agent: cache sweep removed %d entries unused for %s (%d bytes)", time.Now().Format(time.RFC3339), n, ttl, freed)
 			if err != nil {
@@ -55,10 +55,11 @@ func (a *agent) sweepLoop(ctx context.Context, ttl time.Duration, self string) {
 
 // sweep removes from dir's bin/, files/ and deploy/ the entries last used
 // before now-ttl, and unfinished ones older than tempTTL, except the
-// programs of agents that are running. It returns how many entries it
-// removed and how many bytes that freed.
-func sweep(dir string, ttl time.Duration, now time.Time) (int, int64, error) {
-	running := runningAgents(dir)
+// programs of agents that are running, on this machine or, as far as can
+// be known, on others sharing dir. It returns how many entries it removed
+// and how many bytes that freed.
+func sweep(dir, machine string, ttl time.Duration, now time.Time) (int, int64, error) {
+	running := runningAgents(dir, machine)
 	var n int
 	var freed int64
 	var firstErr error
@@ -99,12 +100,24 @@ func sweep(dir string, ttl time.Duration, now time.Time) (int, int64, error) {
 	return n, freed, firstErr
 }
 
-// runningAgents returns the ids (idOf) of the agents of dir whose pid
-// file names a live process.
-func runningAgents(dir string) map[string]bool {
+// runningAgents returns the ids (idOf) of the agents of dir that may be
+// running: on machine, those whose pid file names a live process; on other
+// machines sharing dir, every one with a pid file (its process cannot be
+// checked from here).
+func runningAgents(dir, machine string) map[string]bool {
 	out := map[string]bool{}
 	ms, _ := filepath.Glob(filepath.Join(dir, "agent-*.pid"))
 	for _, m := range ms {
+		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(m), "agent-"), ".pid")
+		i := strings.LastIndex(name, "-")
+		if i < 0 {
+			continue
+		}
+		id, on := name[:i], name[i+1:]
+		if on != machine {
+			out[id] = true
+			continue
+		}
 		b, err := os.ReadFile(m)
 		if err != nil {
 			continue
@@ -114,7 +127,7 @@ func runningAgents(dir string) map[string]bool {
 			continue
 		}
 		if err := syscall.Kill(pid, 0); err == nil || err == syscall.EPERM {
-			out[strings.TrimSuffix(strings.TrimPrefix(filepath.Base(m), "agent-"), ".pid")] = true
+			out[id] = true
 		}
 	}
 	return out

@@ -37,16 +37,19 @@ func TestSweepRemovesWhatWasNotUsedForTheTTL(t *testing.T) {
 	abandoned := put("bin/"+sha("g")+".up123", 2*time.Hour)
 	uploading := put("files/.put-42", time.Minute)
 	// The agent of sha("c") runs: this process stands for it.
-	os.WriteFile(filepath.Join(dir, "agent-"+idOf(sha("c"))+".pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "agent-"+idOf(sha("c"))+"-m1.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 	// One whose process is gone does not protect its program.
-	os.WriteFile(filepath.Join(dir, "agent-"+idOf(sha("a"))+".pid"), []byte("999999999\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "agent-"+idOf(sha("a"))+"-m1.pid"), []byte("999999999\n"), 0o600)
+	// One of another machine sharing the directory might run: it does.
+	otherBin := put("bin/"+sha("9"), 30*day)
+	os.WriteFile(filepath.Join(dir, "agent-"+idOf(sha("9"))+"-m2.pid"), []byte("999999999\n"), 0o600)
 
-	n, freed, err := sweep(dir, 14*day, now)
+	n, freed, err := sweep(dir, "m1", 14*day, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	gone := []string{oldBin, oldFile, filepath.Join(dir, "deploy", sha("f")), abandoned}
-	kept := []string{newBin, runningBin, newFile, uploading}
+	kept := []string{newBin, runningBin, otherBin, newFile, uploading}
 	for _, p := range gone {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s was kept", p)
@@ -66,7 +69,7 @@ func TestSweepRemovesWhatWasNotUsedForTheTTL(t *testing.T) {
 	// A use marks an entry: the 13-day-old file then survives a sweep of
 	// what is older than 10 days.
 	markUsed(newFile)
-	if n, _, _ := sweep(dir, 10*day, now); n != 0 {
+	if n, _, _ := sweep(dir, "m1", 10*day, now); n != 0 {
 		t.Errorf("a sweep right after a use removed %d entries", n)
 	}
 	if _, err := os.Stat(newFile); err != nil {

@@ -32,10 +32,11 @@ type JobRunner interface {
 // Jobs runs the durable jobs of this machine; nil refuses them.
 var Jobs JobRunner
 
-// StateDir is the state directory of the agent of dir: its journal is
+// StateDir is the state directory of the agents of dir on machine (an id
+// of MachineID): its journal is
 // StateDir/journal.db and its jobs' logs are in StateDir/logs. A job's
 // supervisor runs with XDG_STATE_HOME set to its parent.
-func StateDir(dir string) string { return filepath.Join(dir, "state", "meadowrun") }
+func StateDir(dir, machine string) string { return filepath.Join(dir, "state-"+machine, "meadowrun") }
 
 // errJobFinished marks the error of cancelling a job that has ended.
 var errJobFinished = errors.New("job already finished")
@@ -45,7 +46,7 @@ func (a *agent) job(ctx context.Context, req Request) Response {
 	if Jobs == nil {
 		return Response{Error: "agent: this program cannot run durable jobs (meadowrun.Main did not start the agent)", Kind: KindUnsupported}
 	}
-	st := journal.New(StateDir(a.dir), journal.Options{})
+	st := journal.New(StateDir(a.dir, a.machine), journal.Options{})
 	fail := func(err error) Response {
 		if errors.Is(err, journal.ErrNotFound) {
 			return Response{Error: fmt.Sprintf("agent: job %s is not in the journal %s", req.ID, st.Path()), Kind: KindNotFound}

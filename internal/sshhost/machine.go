@@ -28,24 +28,25 @@ type machine struct {
 	connMu sync.Mutex // serialises connecting
 	ctrlMu sync.Mutex // serialises writes on the control channel
 
-	mu       sync.Mutex
-	client   *ssh.Client
-	ctrl     net.Conn
-	ctrlEnc  *json.Encoder
-	session  string
-	info     agent.Info
-	dir      string // the agent's directory there
-	platform string // GOOS/GOARCH
-	bin      *binary
-	up       bool
-	lastErr  error
-	retryAt  time.Time
-	downAt   time.Time // since when the machine cannot be used; zero while up
-	retrying bool
-	workers  map[string]*worker
-	booked   driver.Resources
-	fits     map[string]fitResult
-	have     map[string]bool // digests the machine has
+	mu        sync.Mutex
+	client    *ssh.Client
+	ctrl      net.Conn
+	ctrlEnc   *json.Encoder
+	session   string
+	info      agent.Info
+	dir       string // the agent's directory there
+	machineID string // names the agent's own files in dir
+	platform  string // GOOS/GOARCH
+	bin       *binary
+	up        bool
+	lastErr   error
+	retryAt   time.Time
+	downAt    time.Time // since when the machine cannot be used; zero while up
+	retrying  bool
+	workers   map[string]*worker
+	booked    driver.Resources
+	fits      map[string]fitResult
+	have      map[string]bool // digests the machine has
 }
 
 func (m *machine) state() (agent.Info, bool) {
@@ -138,12 +139,15 @@ func (m *machine) connect(ctx context.Context) error {
 	if dir == "" {
 		dir = `${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun`
 	}
-	out, err := run(c, `printf '%s\n' "`+dir+`" "$(uname -s)" "$(uname -m)"`, nil)
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if err != nil || len(lines) != 3 {
+	out, err := run(c, `printf '%s\n' "`+dir+`" "$(uname -s)" "$(uname -m)" `+agent.MachineIDWords, nil)
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if err != nil || len(lines) != 6 {
 		return fmt.Errorf("%w: %s: probing the machine: %v (output %q)", driver.ErrUnreachable, m.name, err, out)
 	}
 	dir = lines[0]
+	// Several machines may share the directory (a home on NFS): the
+	// agent's own files are named by the machine.
+	id := agent.MachineID(lines[3], lines[4], lines[5])
 	platform, err := goPlatform(lines[1], lines[2])
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", driver.ErrPlatform, m.name, err)
@@ -152,15 +156,15 @@ func (m *machine) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s is %s: %w", driver.ErrPlatform, m.name, platform, err)
 	}
-	sock := agent.SocketName(dir, bin.sha)
+	sock := agent.SocketName(dir, bin.sha, id)
 	conn, err := c.Dial("unix", sock)
 	if err != nil {
 		// No agent listens: bootstrap one.
-		if err := m.bootstrap(c, dir, bin); err != nil {
+		if err := m.bootstrap(c, dir, id, bin); err != nil {
 			return err
 		}
 		if conn, err = dialRetry(ctx, c, sock, 10*time.Second); err != nil {
-			log, _ := run(c, `tail -c 2000 "`+dir+`/`+agent.LogName+`" 2>/dev/null`, nil)
+			log, _ := run(c, `tail -c 2000 "`+dir+`/`+agent.LogName(id)+`" 2>/dev/null`, nil)
 			return fmt.Errorf("%s: the agent (this program built for %s) did not start: nothing listens on its socket (%v); its log says: %s", m.name, platform, err, strings.TrimSpace(string(log)))
 		}
 	}
@@ -181,7 +185,7 @@ func (m *machine) connect(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	m.client, m.ctrl, m.ctrlEnc, m.session = c, conn, enc, session
-	m.info, m.dir, m.platform, m.bin = *resp.Info, dir, platform, bin
+	m.info, m.dir, m.machineID, m.platform, m.bin = *resp.Info, dir, id, platform, bin
 	m.up, m.lastErr, m.downAt = true, nil, time.Time{}
 	m.fits = map[string]fitResult{}
 	m.have = map[string]bool{bin.sha: true}
@@ -196,11 +200,12 @@ func (m *machine) connect(ctx context.Context) error {
 // in one session. The upload is compressed when the machine has gzip:
 // sshd's receiving side is what limits an upload, so fewer bytes are
 // faster (Go programs shrink to about half).
-func (m *machine) bootstrap(c *ssh.Client, dir string, bin *binary) error {
+func (m *machine) bootstrap(c *ssh.Client, dir, id string, bin *binary) error {
 	exe := dir + "/" + agent.BinDir + "/" + bin.sha
 	// The shell lets go of the session's descriptors before starting the
 	// agent, or the session would last as long as the agent.
-	start := `exec </dev/null >>"` + dir + `/` + agent.LogName + `" 2>&1; cd /; ` + agent.EnvAgent + `="` + dir + `" setsid "` + exe + `" &`
+	start := `exec </dev/null >>"` + dir + `/` + agent.LogName(id) + `" 2>&1; cd /; ` +
+		agent.EnvAgent + `="` + dir + `" ` + agent.EnvMachine + `=` + id + ` setsid "` + exe + `" &`
 	// Touching the program keeps the agents' cache sweep from removing it
 	// before the agent starts.
 	probe, _ := run(c, `test -x "`+exe+`" && touch "`+exe+`" && echo have; command -v gzip >/dev/null && echo gzip`, nil)
@@ -313,7 +318,7 @@ func (m *machine) request(req agent.Request, body io.Reader) (agent.Response, ne
 	m.mu.Lock()
 	c, up, sock := m.client, m.up, ""
 	if up {
-		sock = agent.SocketName(m.dir, m.bin.sha)
+		sock = agent.SocketName(m.dir, m.bin.sha, m.machineID)
 	}
 	m.mu.Unlock()
 	if !up {
