@@ -2,6 +2,7 @@ package sshhost
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -206,50 +207,86 @@ func (m *machine) bootstrap(c *ssh.Client, dir, id string, bin *binary) error {
 	// agent, or the session would last as long as the agent.
 	start := `exec </dev/null >>"` + dir + `/` + agent.LogName(id) + `" 2>&1; cd /; ` +
 		agent.EnvAgent + `="` + dir + `" ` + agent.EnvMachine + `=` + id + ` setsid "` + exe + `" &`
-	// Touching the program keeps the agents' cache sweep from removing it
-	// before the agent starts.
-	probe, _ := run(c, `test -x "`+exe+`" && touch "`+exe+`" && echo have; command -v gzip >/dev/null && echo gzip`, nil)
-	if strings.Contains(string(probe), "have") {
-		if _, err := run(c, start, nil); err != nil {
-			return fmt.Errorf("%s: starting the agent: %w", m.name, err)
-		}
-		return nil
+	// One session: the script says whether the machine has the program
+	// (touching it keeps the agents' cache sweep from removing it before
+	// the agent starts) or how it takes it, reads it from its standard
+	// input if need be, and starts the agent.
+	script := `umask 077; e="` + exe + `"; ` +
+		`if test -x "$e"; then touch "$e"; echo have; else ` +
+		`mkdir -p "` + dir + `/` + agent.BinDir + `" || exit 1; t="$e.up$$"; ` +
+		`if command -v gzip >/dev/null; then echo gzip; gzip -dc > "$t"; else echo plain; cat > "$t"; fi && ` +
+		`chmod 700 "$t" && mv -f "$t" "$e" || { rm -f "$t"; exit 1; }; fi; ` + start
+	s, err := c.NewSession()
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err)
 	}
-	f, err := bin.open()
+	defer s.Close()
+	stdin, err := s.StdinPipe()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	var body io.Reader = f
-	receive := `cat`
-	if strings.Contains(string(probe), "gzip") {
-		pr, pw := io.Pipe()
-		go func() {
-			// The compressor writes a few hundred bytes at a time; one SSH
-			// packet each would keep sshd busy moving its buffers.
-			bw := bufio.NewWriterSize(pw, 256<<10)
-			zw, _ := gzip.NewWriterLevel(bw, gzip.BestSpeed)
-			_, err := io.Copy(zw, f)
-			if cerr := zw.Close(); err == nil {
-				err = cerr
-			}
-			if ferr := bw.Flush(); err == nil {
-				err = ferr
-			}
-			pw.CloseWithError(err)
-		}()
-		defer pr.Close()
-		body, receive = pr, `gzip -dc`
+	stdout, err := s.StdoutPipe()
+	if err != nil {
+		return err
 	}
-	script := `umask 077; mkdir -p "` + dir + `/` + agent.BinDir + `" && t="` + exe + `.up$$" && ` +
-		`{ ` + receive + ` > "$t" && chmod 700 "$t" && mv -f "$t" "` + exe + `"; } || { rm -f "$t"; exit 1; }; ` + start
-	if _, err := run(c, script, body); err != nil {
+	var errb bytes.Buffer
+	s.Stderr = &errb
+	if err := s.Start(script); err != nil {
+		return fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err)
+	}
+	br := bufio.NewReader(stdout)
+	how, _ := br.ReadString('\n')
+	go io.Copy(io.Discard, br)
+	var sendErr error
+	switch strings.TrimSpace(how) {
+	case "gzip", "plain":
+		sendErr = sendProgram(stdin, bin, strings.TrimSpace(how) == "gzip")
+	}
+	stdin.Close()
+	err = s.Wait()
+	if err == nil && sendErr != nil {
+		err = sendErr
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(errb.String()))
 		if strings.Contains(err.Error(), "No space left") || strings.Contains(err.Error(), "Disk quota") {
 			return fmt.Errorf("%w: %s: uploading the %s program to %s: %w", driver.ErrDiskFull, m.name, driver.Bytes(bin.size), dir, err)
 		}
 		return fmt.Errorf("%s: uploading the program to %s and starting it: %w", m.name, dir, err)
 	}
 	return nil
+}
+
+// sendProgram writes bin to w, gzip-compressed when compress is set; the
+// compression runs ahead of the writes, in a goroutine of its own.
+func sendProgram(w io.Writer, bin *binary, compress bool) error {
+	f, err := bin.open()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if !compress {
+		_, err := io.Copy(w, f)
+		return err
+	}
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	go func() {
+		// The compressor writes a few hundred bytes at a time; one SSH
+		// packet each would keep sshd busy moving its buffers.
+		bw := bufio.NewWriterSize(pw, 256<<10)
+		zw, _ := gzip.NewWriterLevel(bw, gzip.BestSpeed)
+		_, err := io.Copy(zw, f)
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
+		if ferr := bw.Flush(); err == nil {
+			err = ferr
+		}
+		pw.CloseWithError(err)
+	}()
+	_, err = io.Copy(w, pr)
+	return err
 }
 
 func dialRetry(ctx context.Context, c *ssh.Client, sock string, limit time.Duration) (net.Conn, error) {
