@@ -16,11 +16,13 @@
 # its own empty home over it while DIR holds the keys sshd reads. After `up`,
 # DIR/sshnet.env describes the network (KEY=VALUE lines); tests find it
 # through MEADOWRUN_SSHNET=DIR. Needs root; installs the pinned
-# openssh-server and iptables packages with apt-get when they are missing.
+# openssh-server, iptables and tcsh packages with apt-get when they are
+# missing.
 set -euo pipefail
 
 readonly OPENSSH_VERSION=1:9.2p1-2+deb12u10
 readonly IPTABLES_VERSION=1.8.9-2
+readonly TCSH_VERSION=6.24.07-1
 readonly NHOSTS=6
 readonly SSHD=/usr/sbin/sshd
 readonly READY_TIMEOUT_S=15
@@ -53,6 +55,7 @@ ensure_packages() {
 	local need=()
 	pkg_ok openssh-server "$OPENSSH_VERSION" || need+=("openssh-server=$OPENSSH_VERSION")
 	pkg_ok iptables "$IPTABLES_VERSION" || need+=("iptables=$IPTABLES_VERSION")
+	pkg_ok tcsh "$TCSH_VERSION" || need+=("tcsh=$TCSH_VERSION")
 	command -v ip >/dev/null || need+=(iproute2)
 	[ "${#need[@]}" -eq 0 ] && return 0
 
@@ -284,9 +287,15 @@ EOF
 }
 
 start_sshd() { # N HOME
-	local n=$1 home=$2 d="$DIR/h$1" size=2g cgroup=""
+	local n=$1 home=$2 d="$DIR/h$1" size=2g cgroup="" passwd=""
 	[ "$n" -eq 4 ] && size=4m
-	[ "$n" -eq 6 ] && cgroup=1
+	if [ "$n" -eq 6 ]; then
+		# h6 has no cgroups, and root's login shell there is tcsh, which
+		# takes no sh syntax: clients must not assume a POSIX login shell.
+		cgroup=1
+		passwd="$d/passwd"
+		sed 's|^\(root:[^:]*:[^:]*:[^:]*:[^:]*:[^:]*:\).*$|\1/usr/bin/tcsh|' /etc/passwd >"$passwd"
+	fi
 	# nsenter --net, not ip netns exec: the latter also mounts a fresh
 	# sysfs, which would hide the cgroup file systems from every machine.
 	# Every exec keeps the PID, so $! is sshd's.
@@ -296,18 +305,20 @@ start_sshd() { # N HOME
 		sh -c 'set -e
 mount -t tmpfs -o "size=$2,mode=0700" tmpfs "$1"
 if [ -n "$3" ]; then mount -t tmpfs -o ro,size=1m tmpfs /sys/fs/cgroup; fi
+if [ -n "$7" ]; then mount --bind "$7" /etc/passwd; fi
 exec "$4" -D -f "$5" -E "$6"' \
-		sh "$home" "$size" "$cgroup" "$SSHD" "$d/sshd_config" "$d/sshd.log" \
+		sh "$home" "$size" "$cgroup" "$SSHD" "$d/sshd_config" "$d/sshd.log" "$passwd" \
 		</dev/null >"$d/start.log" 2>&1 &
 	echo "$!" >"$d/sshd.pid"
 }
 
-# probe N: what host N should answer to the readiness probe.
+# probe N: what host N should answer to the readiness probe, and which
+# login shell runs commands there. Run with sh, whatever the login shell.
 # shellcheck disable=SC2016 # expanded on the machine
-probe_cmd='printf "%s|%s|%s\n" "$(uname -sm)" "$(stat -f -c %T "$HOME")" "$(ls /sys/fs/cgroup | wc -l)"'
+probe_cmd='exec /bin/sh -c '"'"'printf "%s|%s|%s|%s\n" "$(uname -sm)" "$(stat -f -c %T "$HOME")" "$(ls /sys/fs/cgroup | wc -l)" "$(getent passwd root | cut -d: -f7)"'"'"
 probe_check() { # N OUTPUT: fails with a message when OUTPUT is not right for host N
-	local n=$1 out=$2 arch fstype ncg
-	IFS='|' read -r arch fstype ncg <<<"$out"
+	local n=$1 out=$2 arch fstype ncg shell
+	IFS='|' read -r arch fstype ncg shell <<<"$out"
 	if [ "$n" -eq 5 ]; then
 		[ "$arch" = "Linux aarch64" ] || { echo "h5: uname -sm says '$arch', want 'Linux aarch64'"; return 1; }
 	else
@@ -316,6 +327,7 @@ probe_check() { # N OUTPUT: fails with a message when OUTPUT is not right for ho
 	[ "$fstype" = tmpfs ] || { echo "h$n: home is on '$fstype', want tmpfs"; return 1; }
 	if [ "$n" -eq 6 ]; then
 		[ "$ncg" = 0 ] || { echo "h6: /sys/fs/cgroup holds $ncg entries, want 0"; return 1; }
+		[ "$shell" = /usr/bin/tcsh ] || { echo "h6: root's login shell is '$shell', want /usr/bin/tcsh"; return 1; }
 	fi
 }
 

@@ -307,7 +307,7 @@ func run(c *ssh.Client, script string, stdin io.Reader) ([]byte, error) {
 	if stdin != nil {
 		s.Stdin = stdin
 	}
-	if err := s.Run(script); err != nil {
+	if err := s.Run(shellCommand(script)); err != nil {
 		msg := strings.TrimSpace(errb.String())
 		if msg == "" {
 			msg = strings.TrimSpace(out.String())
@@ -315,4 +315,15 @@ func run(c *ssh.Client, script string, stdin io.Reader) ([]byte, error) {
 		return out.Bytes(), fmt.Errorf("%w: %s", err, msg)
 	}
 	return out.Bytes(), nil
+}
+
+// shellCommand runs script with /bin/sh whatever the user's login shell
+// (sshd hands the command to it: tcsh or fish would not take sh syntax).
+// The quoting is understood alike by sh, bash, zsh, csh, tcsh and fish:
+// the script in single quotes, each single quote in it closed, escaped
+// with a backslash and reopened. Scripts must be one line and hold no
+// backslash next to a quote or another backslash (fish reads those as
+// escapes even within single quotes).
+func shellCommand(script string) string {
+	return "exec /bin/sh -c '" + strings.ReplaceAll(script, "'", `'\''`) + "'"
 }

@@ -231,7 +231,7 @@ func (m *machine) bootstrap(c *ssh.Client, dir, id string, bin *binary) error {
 	}
 	var errb bytes.Buffer
 	s.Stderr = &errb
-	if err := s.Start(script); err != nil {
+	if err := s.Start(shellCommand(script)); err != nil {
 		return fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err)
 	}
 	br := bufio.NewReader(stdout)

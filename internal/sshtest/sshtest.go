@@ -200,7 +200,8 @@ func (n *Net) SSHArgs(host string) []string {
 }
 
 // Run runs the shell command on machine host as the tests' user, through
-// the system ssh client, and returns its combined output. It fails the
+// the system ssh client, with /bin/sh (h6's login shell is tcsh), and
+// returns its combined output. It fails the
 // test, showing the output, when the command fails.
 func (n *Net) Run(t testing.TB, host, command string) string {
 	t.Helper()
@@ -217,7 +218,8 @@ func (n *Net) Run(t testing.TB, host, command string) string {
 // RunE is Run returning an error instead of failing a test.
 func (n *Net) RunE(host, command string) (string, error) {
 	// No t.Context(): it is canceled before cleanups, which may use Run.
-	out, err := exec.Command("ssh", append(n.SSHArgs(host), command)...).CombinedOutput()
+	sh := "exec /bin/sh -c '" + strings.ReplaceAll(command, "'", `'\''`) + "'"
+	out, err := exec.Command("ssh", append(n.SSHArgs(host), sh)...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("sshtest: on %s: %s: %w\n%s", host, command, err, out)
 	}
