@@ -419,7 +419,8 @@ func TestSSHCrossCompilesForAnotherArchitecture(t *testing.T) {
 // ProxyJump host.
 func TestSSHConfigNamesAndJumpHosts(t *testing.T) {
 	n := sshtest.Open(t)
-	cfg := filepath.Join(t.TempDir(), "config")
+	dir := t.TempDir()
+	cfg, newKnown, emptyKnown := filepath.Join(dir, "config"), filepath.Join(dir, "new_known_hosts"), filepath.Join(dir, "empty_known_hosts")
 	text := fmt.Sprintf(`
 Host jumped
     HostName %s
@@ -435,12 +436,20 @@ Host proxied
 Host broken-proxy
     HostName %s
     ProxyCommand echo no route to %%h >&2; exit 1
+Host newbox
+    HostName %s
+    UserKnownHostsFile %s
+    StrictHostKeyChecking accept-new
+Host strictbox
+    HostName %s
+    UserKnownHostsFile %s
 Host *
     User %s
     IdentityFile %s
     UserKnownHostsFile %s
 `, n.Hosts["h2"], n.Hosts["h1"], n.Hosts["h2"], n.Unreachable,
 		n.Hosts["h3"], n.Key, n.KnownHosts, n.User, n.Hosts["h1"], n.Hosts["h3"],
+		n.Hosts["h1"], newKnown, n.Hosts["h1"], emptyKnown,
 		n.User, n.Key, n.KnownHosts)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -477,6 +486,19 @@ Host *
 	_, err = meadowrun.RunFunction(ctx, sshWhere.With(1), open("broken-proxy"), &meadowrun.Options{LogDir: t.TempDir()})
 	if !errors.Is(err, meadowrun.ErrUnreachable) || !strings.Contains(err.Error(), "no route to "+n.Hosts["h3"]) {
 		t.Fatalf("through a failing ProxyCommand: %v, want ErrUnreachable with what the command said", err)
+	}
+	// StrictHostKeyChecking accept-new trusts a machine the config's
+	// known_hosts file does not list yet, and records it there; without
+	// it, the machine is refused.
+	if _, err := meadowrun.RunFunction(ctx, sshWhere.With(1), open("newbox"), &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
+		t.Fatalf("accept-new: %v", err)
+	}
+	if b, _ := os.ReadFile(newKnown); !strings.Contains(string(b), n.Hosts["h1"]) {
+		t.Fatalf("accept-new did not record the key: %q", b)
+	}
+	_, err = meadowrun.RunFunction(ctx, sshWhere.With(1), open("strictbox"), &meadowrun.Options{LogDir: t.TempDir()})
+	if !errors.Is(err, meadowrun.ErrHostKey) || !strings.Contains(err.Error(), emptyKnown) {
+		t.Fatalf("a machine missing from the config's known_hosts: %v, want ErrHostKey naming the file", err)
 	}
 }
 

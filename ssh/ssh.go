@@ -31,8 +31,8 @@ type Options struct {
 	User string
 	// ConfigFile is the OpenSSH client configuration that says how to
 	// reach a machine named in it (HostName, User, Port, IdentityFile,
-	// UserKnownHostsFile, ProxyJump, ProxyCommand; Host blocks and
-	// Include): "" means
+	// IdentitiesOnly, UserKnownHostsFile, StrictHostKeyChecking accept-new,
+	// ProxyJump, ProxyCommand; Host blocks and Include): "" means
 	// ~/.ssh/config where it exists, "none" none.
 	ConfigFile string
 	// IdentityFiles are private keys to offer, after ssh-agent's (unless

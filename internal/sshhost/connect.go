@@ -28,9 +28,10 @@ type auth struct {
 
 // loadAuth loads the keys of opts, after those of configKeys (identity
 // files an ssh config names for one endpoint: like OpenSSH, those that
-// do not exist or need a passphrase are passed over). Having no key at all
-// is not an error here: prepareEndpoint reports it for the endpoint.
-func loadAuth(opts Options, configKeys []string) (*auth, error) {
+// do not exist or need a passphrase are passed over). With only, the
+// default key files are not tried. Having no key at all is not an error
+// here: prepareEndpoint reports it for the endpoint.
+func loadAuth(opts Options, configKeys []string, only bool) (*auth, error) {
 	a := &auth{}
 	if err := a.addKeyFiles(configKeys, false, " (from the ssh config)"); err != nil {
 		return nil, err
@@ -43,7 +44,7 @@ func loadAuth(opts Options, configKeys []string) (*auth, error) {
 	}
 	files := opts.IdentityFiles
 	explicit := len(files) > 0
-	if !explicit {
+	if !explicit && !only {
 		if home, err := os.UserHomeDir(); err == nil {
 			for _, n := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
 				files = append(files, filepath.Join(home, ".ssh", n))

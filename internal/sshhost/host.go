@@ -118,7 +118,7 @@ func New(opts Options) (*Host, error) {
 	if h.cfg, err = loadSSHConfig(opts.ConfigFile); err != nil {
 		return nil, err
 	}
-	if h.auth, err = loadAuth(opts, nil); err != nil {
+	if h.auth, err = loadAuth(opts, nil, false); err != nil {
 		return nil, err
 	}
 	if h.trust, err = newTrust(opts.KnownHostsFiles, opts.TrustOnFirstUse); err != nil {
@@ -158,6 +158,8 @@ type endpoint struct {
 	// endpoint, and then the authentication and trust they make.
 	keys       []string
 	knownHosts []string
+	keysOnly   bool // IdentitiesOnly: offer keys only
+	tofu       bool // StrictHostKeyChecking accept-new
 	// proxyCommand, if set, is run with sh to carry the connection on its
 	// standard input and output.
 	proxyCommand string
@@ -207,7 +209,9 @@ func (h *Host) resolve(s string, depth int) (*endpoint, []*endpoint, error) {
 		return nil, nil, fmt.Errorf("ssh host: machine %q: no user to log in as: name one (user@host)", s)
 	}
 	addr := net.JoinHostPort(host, port)
-	e := &endpoint{name: u + "@" + addr, user: u, addr: addr}
+	e := &endpoint{name: u + "@" + addr, user: u, addr: addr,
+		keysOnly: hc.IdentitiesOnly == "yes" && len(hc.IdentityFiles) > 0,
+		tofu:     h.opts.TrustOnFirstUse || hc.StrictHostKeyChecking == "accept-new" || hc.StrictHostKeyChecking == "no" || hc.StrictHostKeyChecking == "off"}
 	t := tokens{alias: alias, host: host, port: port, user: u, localUser: localUser()}
 	for _, list := range []struct {
 		from []string
@@ -250,9 +254,12 @@ func (h *Host) resolve(s string, depth int) (*endpoint, []*endpoint, error) {
 func (h *Host) prepareEndpoint(e *endpoint) error {
 	e.auth, e.trust = h.auth, h.trust
 	if len(e.keys) > 0 {
-		k := strings.Join(e.keys, "\x00")
+		k := fmt.Sprint(e.keysOnly, "\x00", strings.Join(e.keys, "\x00"))
 		if e.auth = h.auths[k]; e.auth == nil {
-			a, err := loadAuth(h.opts, e.keys)
+			o := h.opts
+			// IdentitiesOnly: the config's keys and those named in Options.
+			o.NoAgent = o.NoAgent || e.keysOnly
+			a, err := loadAuth(o, e.keys, e.keysOnly)
 			if err != nil {
 				return err
 			}
@@ -262,10 +269,14 @@ func (h *Host) prepareEndpoint(e *endpoint) error {
 	if len(e.auth.methods) == 0 {
 		return fmt.Errorf("ssh host: %w: no key to log in to %s with: start ssh-agent with a key loaded, or name key files (ssh.Options.IdentityFiles, key=FILE in an ssh:// host URL, or IdentityFile in the ssh config)", driver.ErrAuth, e.name)
 	}
-	if len(e.knownHosts) > 0 && len(h.opts.KnownHostsFiles) == 0 {
-		k := strings.Join(e.knownHosts, "\x00")
+	files := h.opts.KnownHostsFiles
+	if len(files) == 0 {
+		files = e.knownHosts
+	}
+	if (len(e.knownHosts) > 0 && len(h.opts.KnownHostsFiles) == 0) || e.tofu != h.opts.TrustOnFirstUse {
+		k := fmt.Sprint(e.tofu, "\x00", strings.Join(files, "\x00"))
 		if e.trust = h.trusts[k]; e.trust == nil {
-			t, err := newTrust(e.knownHosts, h.opts.TrustOnFirstUse)
+			t, err := newTrust(files, e.tofu)
 			if err != nil {
 				return err
 			}

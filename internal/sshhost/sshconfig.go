@@ -12,8 +12,8 @@ import (
 
 // The OpenSSH client configuration (ssh_config(5)), for what it says
 // about reaching a machine: HostName, User, Port, IdentityFile,
-// UserKnownHostsFile, ProxyJump and ProxyCommand, in Host blocks, with
-// Include. So a
+// IdentitiesOnly, UserKnownHostsFile, StrictHostKeyChecking, ProxyJump and
+// ProxyCommand, in Host blocks, with Include. So a
 // machine named as `ssh NAME` reaches it is reached the same way here.
 // Match blocks other than "Match all" are skipped (their conditions are
 // not evaluated); every other keyword is ignored.
@@ -44,6 +44,13 @@ type hostConfig struct {
 	// ProxyJump or ProxyCommand, whichever the config gives first.
 	ProxyJump    string
 	ProxyCommand string
+	// IdentitiesOnly ("yes") offers only the identity files named, not
+	// ssh-agent's keys or the default ones.
+	IdentitiesOnly string
+	// StrictHostKeyChecking: "accept-new" (or "no", taken as accept-new:
+	// a changed key is always refused) trusts unknown machines on first
+	// use.
+	StrictHostKeyChecking string
 }
 
 // maxIncludeDepth bounds Include recursion, as OpenSSH does.
@@ -214,6 +221,10 @@ func (c *sshConfig) lookup(host string) hostConfig {
 				}
 			case "identityfile":
 				hc.IdentityFiles = append(hc.IdentityFiles, p.value)
+			case "identitiesonly":
+				first(&hc.IdentitiesOnly, strings.ToLower(p.value))
+			case "stricthostkeychecking":
+				first(&hc.StrictHostKeyChecking, strings.ToLower(p.value))
 			case "userknownhostsfile":
 				if !seenKnown {
 					seenKnown = true

@@ -1,11 +1,15 @@
 package sshhost
 
 import (
+	"crypto/ed25519"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
 func writeConfig(t *testing.T, dir, name, text string) string {
@@ -46,6 +50,10 @@ Host *.internal !bastion.internal
     ProxyJump bastion.internal
     HostName %h.example
 
+Host strict
+    StrictHostKeyChecking Accept-New
+    IdentitiesOnly yes
+
 Host proxied
     ProxyCommand ssh -W %h:%p bastion
     ProxyJump ignored-after-proxycommand
@@ -71,6 +79,8 @@ Host *
 			IdentityFiles: []string{"~/.ssh/id_%h"}, KnownHostsFiles: []string{"/k1", "/k2"}}},
 		{"gpu-3", hostConfig{User: "trainer", Port: "22", IdentityFiles: []string{"~/.ssh/id_%h", "~/.ssh/gpu_key"}}},
 		{"db.internal", hostConfig{HostName: "%h.example", ProxyJump: "bastion.internal", User: "fallback", Port: "22",
+			IdentityFiles: []string{"~/.ssh/id_%h"}}},
+		{"strict", hostConfig{StrictHostKeyChecking: "accept-new", IdentitiesOnly: "yes", User: "fallback", Port: "22",
 			IdentityFiles: []string{"~/.ssh/id_%h"}}},
 		{"proxied", hostConfig{ProxyCommand: "ssh -W %h:%p bastion", User: "fallback", Port: "22",
 			IdentityFiles: []string{"~/.ssh/id_%h"}}},
@@ -171,5 +181,39 @@ Host loop
 		if _, _, err := h.resolve(bad, 0); err == nil {
 			t.Errorf("resolve(%q) accepted", bad)
 		}
+	}
+}
+
+func TestIdentitiesOnlyOffersOnlyTheNamedKeys(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	writeKey := func(p string) {
+		_, priv, _ := ed25519.GenerateKey(nil)
+		block, err := ssh.MarshalPrivateKey(priv, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeConfig(t, home, p, string(pem.EncodeToMemory(block)))
+	}
+	writeKey(".ssh/id_ed25519") // a default key
+	writeKey("special")
+	cfg := writeConfig(t, home, ".ssh/config", `
+Host only
+    IdentityFile ~/special
+    IdentitiesOnly yes
+Host both
+    IdentityFile ~/special
+`)
+	h, err := New(Options{Machines: []string{"u@only", "u@both"}, ConfigFile: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	special, def := filepath.Join(home, "special"), filepath.Join(home, ".ssh", "id_ed25519")
+	if got := h.machines[0].auth.tried; !reflect.DeepEqual(got, []string{special}) {
+		t.Errorf("IdentitiesOnly: keys offered %v, want only %s", got, special)
+	}
+	if got := h.machines[1].auth.tried; !reflect.DeepEqual(got, []string{special, def}) {
+		t.Errorf("without IdentitiesOnly: keys offered %v, want %s then the default", got, special)
 	}
 }
