@@ -47,6 +47,9 @@ func newSSHMachines(t *testing.T, n *sshtest.Net, opts mrssh.Options, ms ...stri
 		opts.KnownHostsFiles = []string{n.KnownHosts}
 	}
 	opts.NoAgent = true
+	if opts.ConfigFile == "" {
+		opts.ConfigFile = "none" // the developer's ~/.ssh/config is not the test's
+	}
 	if opts.Log == nil {
 		opts.Log = &bytes.Buffer{}
 	}

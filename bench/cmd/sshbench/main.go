@@ -95,7 +95,7 @@ func run(quick bool) error {
 	}
 	open := func(dir string, hs ...string) (*mrssh.Host, error) {
 		return mrssh.NewHost(machines(hs...), mrssh.Options{
-			IdentityFiles: []string{n.Key}, KnownHostsFiles: []string{n.KnownHosts}, NoAgent: true,
+			IdentityFiles: []string{n.Key}, KnownHostsFiles: []string{n.KnownHosts}, NoAgent: true, ConfigFile: "none",
 			RemoteDir: dir, Log: io.Discard})
 	}
 	o := &meadowrun.Options{Output: io.Discard, LogDir: os.TempDir()}
