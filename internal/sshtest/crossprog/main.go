@@ -25,7 +25,7 @@ func main() {
 		os.Exit(2)
 	}
 	h, err := ssh.NewHost([]string{os.Args[1]}, ssh.Options{IdentityFiles: []string{os.Args[2]},
-		KnownHostsFiles: []string{os.Args[3]}, NoAgent: true, ConnectTimeout: 5 * time.Second})
+		KnownHostsFiles: []string{os.Args[3]}, NoAgent: true, ConfigFile: "none", ConnectTimeout: 5 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		os.Exit(1)
