@@ -13,7 +13,7 @@ import (
 func TestShellCommandWorksUnderEveryLoginShell(t *testing.T) {
 	scripts := []string{
 		`printf '%s\n' "${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun" "$(uname -s)" "$(uname -m)" ` + agent.MachineIDWords,
-		`e="/tmp/it's here"; if test -x "$e"; then echo have; else echo "need $e"; fi; echo $(( 6 * 7 )) 'single' "double"`,
+		`e="/nonexistent/it's here"; if test -x "$e"; then echo have; else echo "need $e"; fi; echo $(( 6 * 7 )) 'single' "double"`,
 		`umask 077; t="x.up$$"; { echo a && echo b; } || { echo c; exit 1; }`,
 	}
 	for _, sh := range []string{"/bin/sh", "bash", "tcsh"} {
