@@ -536,3 +536,19 @@ func TestSSHMachinesSharingAHomeEachRunTheirAgent(t *testing.T) {
 		t.Errorf("the shared directory has sockets %v and programs %v; want one socket per machine", socks, bins)
 	}
 }
+
+// A directory where programs may not run (a home mounted noexec, as on
+// hardened machines) is a clear error that says what to do.
+func TestSSHNoexecDirectoryIsAClearError(t *testing.T) {
+	n := sshtest.Open(t)
+	// Mounted in h1's own mount namespace: the sessions of its sshd see it.
+	n.Run(t, "h1", `mkdir -p "$HOME/noexec" && mount -t tmpfs -o noexec,size=64m tmpfs "$HOME/noexec"`)
+	t.Cleanup(func() { n.RunE("h1", `umount "$HOME/noexec"`) })
+	home := strings.TrimSpace(n.Run(t, "h1", `echo "$HOME"`))
+	h := newSSH(t, n, mrssh.Options{RemoteDir: home + "/noexec", GiveUpAfter: time.Second}, "h1")
+	_, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "noexec") || !strings.Contains(err.Error(), "RemoteDir") {
+		t.Fatalf("agent in a noexec directory: %v, want an error suggesting RemoteDir", err)
+	}
+	t.Logf("error: %v", err)
+}

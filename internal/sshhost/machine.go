@@ -166,7 +166,12 @@ func (m *machine) connect(ctx context.Context) error {
 		}
 		if conn, err = dialRetry(ctx, c, sock, 10*time.Second); err != nil {
 			log, _ := run(c, `tail -c 2000 "`+dir+`/`+agent.LogName(id)+`" 2>/dev/null`, nil)
-			return fmt.Errorf("%s: the agent (this program built for %s) did not start: nothing listens on its socket (%v); its log says: %s", m.name, platform, err, strings.TrimSpace(string(log)))
+			hint := ""
+			if strings.Contains(string(log), "Permission denied") {
+				hint = fmt.Sprintf("; %s may be on a file system mounted noexec: give a directory where programs may run (ssh.Options.RemoteDir, or dir=DIR in an ssh:// URL)", dir)
+			}
+			return fmt.Errorf("%s: the agent (this program built for %s) did not start: nothing listens on its socket (%v); its log says: %s%s",
+				m.name, platform, err, strings.TrimSpace(string(log)), hint)
 		}
 	}
 	session := newSessionID()
