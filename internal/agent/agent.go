@@ -43,6 +43,9 @@ type Options struct {
 	CacheTTL time.Duration
 	// Local configures the machine's driver (tests model machines with it).
 	Local localhost.Options
+	// Ready, if set, is called once the agent listens, or finds that
+	// another agent serves the directory.
+	Ready func()
 }
 
 // Serve runs the agent until ctx ends or it has been idle for
@@ -66,7 +69,10 @@ func Serve(ctx context.Context, opts Options) error {
 	defer lock.Close()
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil // another agent serves this directory
+			if opts.Ready != nil {
+				opts.Ready() // another agent serves this directory
+			}
+			return nil
 		}
 		return fmt.Errorf("agent: locking %s: %w", lock.Name(), err)
 	}
@@ -86,6 +92,9 @@ func Serve(ctx context.Context, opts Options) error {
 		syscall.Close(ln.fd)
 	}()
 	os.Chmod(sock, 0o600)
+	if opts.Ready != nil {
+		opts.Ready()
+	}
 	// The pid file lets a person (or a test) find the agent.
 	pidFile := filepath.Join(opts.Dir, self+".pid")
 	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
@@ -570,9 +579,32 @@ func Run(dir string) int {
 	}
 	machine := os.Getenv(EnvMachine)
 	os.Unsetenv(EnvMachine)
-	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine}); err != nil {
+	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal()}); err != nil {
 		fmt.Fprintf(os.Stderr, "%s meadowrun agent: %v\n", time.Now().Format(time.RFC3339), err)
 		return 1
 	}
 	return 0
+}
+
+// readySignal returns the Ready callback of an agent whose starter asked,
+// with EnvReadyFD, to hear on that descriptor when it listens: it writes
+// "ready" and closes it. The descriptor is closed on exec at once, so no
+// worker keeps it, and the starter hears the end of the stream without a
+// "ready" if the agent dies first.
+func readySignal() func() {
+	v := os.Getenv(EnvReadyFD)
+	os.Unsetenv(EnvReadyFD)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	syscall.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "meadowrun-ready")
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.Write([]byte(ReadyLine + "\n"))
+			f.Close()
+		})
+	}
 }

@@ -42,6 +42,14 @@ const EnvAgent = "MEADOWRUN_AGENT"
 // MachineID); without it the agent computes its own.
 const EnvMachine = "MEADOWRUN_AGENT_MACHINE"
 
+// EnvReadyFD names a descriptor on which the agent writes ReadyLine once
+// it listens, then closes it: its starter learns at once whether it came
+// up or died.
+const EnvReadyFD = "MEADOWRUN_AGENT_READY_FD"
+
+// ReadyLine is what the agent writes on EnvReadyFD.
+const ReadyLine = "meadowrun-agent-ready"
+
 // Layout of the agent's directory.
 const (
 	BinDir    = "bin"    // bin/<sha256>: executables

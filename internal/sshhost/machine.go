@@ -161,17 +161,31 @@ func (m *machine) connect(ctx context.Context) error {
 	conn, err := c.Dial("unix", sock)
 	if err != nil {
 		// No agent listens: bootstrap one.
-		if err := m.bootstrap(c, dir, id, bin); err != nil {
+		ready, err := m.bootstrap(c, dir, id, bin)
+		if err != nil {
 			return err
 		}
-		if conn, err = dialRetry(ctx, c, sock, 10*time.Second); err != nil {
+		// An agent that said it listens is reached at once (or, when it
+		// found another agent starting, once that one listens); one that
+		// said nothing (a program of an older meadowrun) is waited for.
+		wait := 10 * time.Second
+		if ready == agentReady {
+			wait = 5 * time.Second
+		}
+		reason := "it exited as it started"
+		if ready == agentDied {
+			err = errors.New(reason)
+		} else if conn, err = dialRetry(ctx, c, sock, wait); err != nil {
+			reason = fmt.Sprintf("nothing listens on its socket (%v)", err)
+		}
+		if err != nil {
 			log, _ := run(c, `tail -c 2000 "`+dir+`/`+agent.LogName(id)+`" 2>/dev/null`, nil)
 			hint := ""
 			if strings.Contains(string(log), "Permission denied") {
 				hint = fmt.Sprintf("; %s may be on a file system mounted noexec: give a directory where programs may run (ssh.Options.RemoteDir, or dir=DIR in an ssh:// URL)", dir)
 			}
-			return fmt.Errorf("%s: the agent (this program built for %s) did not start: nothing listens on its socket (%v); its log says: %s%s",
-				m.name, platform, err, strings.TrimSpace(string(log)), hint)
+			return fmt.Errorf("%s: the agent (this program built for %s) did not start: %s; its log says: %s%s",
+				m.name, platform, reason, strings.TrimSpace(string(log)), hint)
 		}
 	}
 	session := newSessionID()
@@ -206,12 +220,27 @@ func (m *machine) connect(ctx context.Context) error {
 // in one session. The upload is compressed when the machine has gzip:
 // sshd's receiving side is what limits an upload, so fewer bytes are
 // faster (Go programs shrink to about half).
-func (m *machine) bootstrap(c *ssh.Client, dir, id string, bin *binary) error {
+// agentStart is what a bootstrap learnt of the agent it started.
+type agentStart int
+
+const (
+	agentReady   agentStart = iota // it said it listens
+	agentDied                      // it exited without saying so
+	agentUnknown                   // it said nothing in time
+)
+
+// agentStartWait bounds how long a bootstrap waits for the agent to say
+// whether it came up.
+const agentStartWait = 10 * time.Second
+
+func (m *machine) bootstrap(c *ssh.Client, dir, id string, bin *binary) (agentStart, error) {
 	exe := dir + "/" + agent.BinDir + "/" + bin.sha
 	// The shell lets go of the session's descriptors before starting the
-	// agent, or the session would last as long as the agent.
-	start := `exec </dev/null >>"` + dir + `/` + agent.LogName(id) + `" 2>&1; cd /; ` +
-		agent.EnvAgent + `="` + dir + `" ` + agent.EnvMachine + `=` + id + ` setsid "` + exe + `" &`
+	// agent, except for descriptor 3, a copy of its standard output: the
+	// agent writes agent.ReadyLine there once it listens and closes it, or
+	// dies, and the session ends either way.
+	start := `exec 3>&1 </dev/null >>"` + dir + `/` + agent.LogName(id) + `" 2>&1; cd /; ` +
+		agent.EnvAgent + `="` + dir + `" ` + agent.EnvMachine + `=` + id + ` ` + agent.EnvReadyFD + `=3 setsid "` + exe + `" &`
 	// One session: the script says whether the machine has the program
 	// (touching it keeps the agents' cache sweep from removing it before
 	// the agent starts) or how it takes it, reads it from its standard
@@ -223,43 +252,61 @@ func (m *machine) bootstrap(c *ssh.Client, dir, id string, bin *binary) error {
 		`chmod 700 "$t" && mv -f "$t" "$e" || { rm -f "$t"; exit 1; }; fi; ` + start
 	s, err := c.NewSession()
 	if err != nil {
-		return fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err)
+		return 0, fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err)
 	}
 	defer s.Close()
 	stdin, err := s.StdinPipe()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	stdout, err := s.StdoutPipe()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var errb bytes.Buffer
 	s.Stderr = &errb
 	if err := s.Start(shellCommand(script)); err != nil {
-		return fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err)
+		return 0, fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err)
 	}
 	br := bufio.NewReader(stdout)
 	how, _ := br.ReadString('\n')
-	go io.Copy(io.Discard, br)
+	said := make(chan bool, 1)
+	go func() {
+		rest, _ := io.ReadAll(br)
+		said <- strings.Contains(string(rest), agent.ReadyLine)
+	}()
 	var sendErr error
 	switch strings.TrimSpace(how) {
 	case "gzip", "plain":
 		sendErr = sendProgram(stdin, bin, strings.TrimSpace(how) == "gzip")
 	}
 	stdin.Close()
-	err = s.Wait()
+	waited := make(chan error, 1)
+	go func() { waited <- s.Wait() }()
+	select {
+	case err = <-waited:
+	case <-time.After(agentStartWait):
+		return agentUnknown, nil
+	}
 	if err == nil && sendErr != nil {
 		err = sendErr
 	}
 	if err != nil {
 		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(errb.String()))
 		if strings.Contains(err.Error(), "No space left") || strings.Contains(err.Error(), "Disk quota") {
-			return fmt.Errorf("%w: %s: uploading the %s program to %s: %w", driver.ErrDiskFull, m.name, driver.Bytes(bin.size), dir, err)
+			return 0, fmt.Errorf("%w: %s: uploading the %s program to %s: %w", driver.ErrDiskFull, m.name, driver.Bytes(bin.size), dir, err)
 		}
-		return fmt.Errorf("%s: uploading the program to %s and starting it: %w", m.name, dir, err)
+		return 0, fmt.Errorf("%s: uploading the program to %s and starting it: %w", m.name, dir, err)
 	}
-	return nil
+	select {
+	case ok := <-said:
+		if ok {
+			return agentReady, nil
+		}
+		return agentDied, nil
+	case <-time.After(time.Second):
+		return agentUnknown, nil
+	}
 }
 
 // sendProgram writes bin to w, gzip-compressed when compress is set; the
