@@ -19,6 +19,12 @@ var (
 		<-*answerRelease.Load()
 		return x, nil
 	})
+	// failOnCancel fails, as a function that returns its context's error
+	// does, once the test releases it.
+	failOnCancel = meadowrun.Register("test.failOnCancel", func(ctx context.Context, x int) (int, error) {
+		<-*answerRelease.Load()
+		return 0, context.Canceled
+	})
 )
 
 // slowKillHost is the in-process host whose kills take effect late, as a
@@ -61,7 +67,8 @@ func TestACancelledMapReturnsWhenItsWorkersAnswerBeforeDying(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := meadowrun.RunMap(ctx, answerOnCancel, []int{1, 2}, slowKillHost{inner}, &meadowrun.MapOptions{Concurrency: 2})
+		_, err := meadowrun.RunMap(ctx, answerOnCancel, []int{1, 2}, slowKillHost{inner},
+			&meadowrun.MapOptions{Options: meadowrun.Options{LogDir: t.TempDir()}, Concurrency: 2})
 		done <- err
 	}()
 	time.Sleep(300 * time.Millisecond) // both tasks are running
@@ -74,5 +81,30 @@ func TestACancelledMapReturnsWhenItsWorkersAnswerBeforeDying(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("RunMap did not return within 10 s of cancellation")
+	}
+}
+
+// A task that fails because its job was cancelled, with its failure
+// arriving before its worker's stream ends, is reported as cancelled, not
+// as the task's own error.
+func TestACancelledJobIsCancelledEvenWhenItsTaskAnswersFirst(t *testing.T) {
+	release := make(chan struct{})
+	answerRelease.Store(&release)
+	inner := meadowrun.NewInProcessHost(2)
+	defer inner.Close()
+	ctx := context.Background()
+	j, err := meadowrun.StartFunction(ctx, failOnCancel.With(1), slowKillHost{inner}, &meadowrun.Options{LogDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the task is running
+	j.Cancel()
+	close(release) // it fails while its kill is on its way
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = j.Wait(wctx)
+	var te *meadowrun.TaskError
+	if !errors.Is(err, context.Canceled) || errors.As(err, &te) {
+		t.Fatalf("Wait = %v; want the job's cancellation, not the task's error", err)
 	}
 }

@@ -542,7 +542,12 @@ func (r *jobRun) settle(c *workerConn, done []settled) {
 			}
 		}
 		if te == nil || r.stopErr != nil || !te.Kind.Retryable() || t.attempt >= r.spec.maxAttempts {
-			if te != nil {
+			switch {
+			case te != nil && r.stopErr != nil:
+				// Stopping the job cancelled the attempt (its failure
+				// raced the kill): the job's reason is the task's.
+				d.o.err = r.stopErr
+			case te != nil:
 				d.o.err = te
 			}
 			final = append(final, d)
