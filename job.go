@@ -469,32 +469,14 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 		return
 	}
 	if st.Lost && !slices.ContainsFunc(lost, func(t *task) bool { return t.lost >= maxLost }) {
-		for i := len(lost) - 1; i >= 0; i-- {
-			t := lost[i]
-			t.lost++
-			l := r.laneLocked(t.lane)
-			l.queue = append([]*task{t}, l.queue...)
-		}
-		acts := r.pumpLocked()
-		r.maybeCloseLocked()
-		r.mu.Unlock()
-		r.do(acts)
+		r.requeueFrontAndUnlock(lost, func(t *task) { t.lost++ })
 		if len(lost) > 0 {
 			r.spec.logs.note(fmt.Sprintf("%d tasks were running on worker %s on %s when the machine was lost; they run again", len(lost), c.w.Name(), c.w.Machine()))
 		}
 		return
 	}
 	if len(lost) != 1 {
-		for i := len(lost) - 1; i >= 0; i-- {
-			t := lost[i]
-			t.isolate = true
-			l := r.laneLocked(t.lane)
-			l.queue = append([]*task{t}, l.queue...)
-		}
-		acts := r.pumpLocked()
-		r.maybeCloseLocked()
-		r.mu.Unlock()
-		r.do(acts)
+		r.requeueFrontAndUnlock(lost, func(t *task) { t.isolate = true })
 		return
 	}
 	r.mu.Unlock()
@@ -518,6 +500,21 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 		te.Stack = tail(st.Output, 8<<10)
 	}
 	r.settle(nil, []settled{{t: t, te: te, o: outcome{worker: c.w.Name(), machine: c.w.Machine(), peak: st.PeakMemoryBytes}}})
+}
+
+// requeueFrontAndUnlock puts ts, each marked, back at the front of their
+// lanes in their order, unlocks r.mu (held by the caller) and dispatches.
+func (r *jobRun) requeueFrontAndUnlock(ts []*task, mark func(*task)) {
+	for i := len(ts) - 1; i >= 0; i-- {
+		t := ts[i]
+		mark(t)
+		l := r.laneLocked(t.lane)
+		l.queue = append([]*task{t}, l.queue...)
+	}
+	acts := r.pumpLocked()
+	r.maybeCloseLocked()
+	r.mu.Unlock()
+	r.do(acts)
 }
 
 // settle records the end of attempts (on c, nil when c died): a task is

@@ -79,6 +79,31 @@ func collectOnce(t *testing.T, id string, tasks int) {
 	}
 }
 
+// openDetached opens the test network for a test of detached jobs, with a
+// journal of its own, and a context that bounds the test.
+func openDetached(t *testing.T) (*sshtest.Net, context.Context) {
+	t.Helper()
+	n := sshtest.Open(t)
+	stateDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return n, ctx
+}
+
+// attachWait attaches to the detached function id and returns its result.
+func attachWait[R any](t *testing.T, ctx context.Context, id string) R {
+	t.Helper()
+	j, err := meadowrun.Attach[R](ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := j.Wait(ctx)
+	if err != nil {
+		t.Fatalf("job %s: %v", id, err)
+	}
+	return v
+}
+
 func TestSSHDetachedMapOutlivesItsSubmitter(t *testing.T) {
 	n := sshtest.Open(t)
 	stateDir(t)
@@ -149,10 +174,7 @@ func TestSSHDetachedMapRunsWhileNobodyIsConnected(t *testing.T) {
 }
 
 func TestSSHDetachedFunctionAndCommand(t *testing.T) {
-	n := sshtest.Open(t)
-	stateDir(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	n, ctx := openDetached(t)
 	h := newSSH(t, n, mrssh.Options{}, "h1")
 	f, err := meadowrun.SubmitFunction(ctx, sshEcho.With(squareArg{X: 9}), h, nil, nil)
 	if err != nil {
@@ -163,12 +185,8 @@ func TestSSHDetachedFunctionAndCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Close()
-	fa, err := meadowrun.Attach[int](ctx, f.ID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, err := fa.Wait(ctx); err != nil || v != 81 {
-		t.Fatalf("Wait = %v, %v", v, err)
+	if v := attachWait[int](t, ctx, f.ID()); v != 81 {
+		t.Fatalf("Wait = %v", v)
 	}
 	if log := attachExit3(t, ctx, c.ID()); !strings.HasPrefix(log, "hello from ") {
 		t.Fatalf("log = %q", log)
@@ -179,10 +197,7 @@ func TestSSHDetachedFunctionAndCommand(t *testing.T) {
 }
 
 func TestSSHCancelDetachedJob(t *testing.T) {
-	n := sshtest.Open(t)
-	stateDir(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	n, ctx := openDetached(t)
 	id := submitSSH(t, n, 4, -1) // never ends by itself
 	for {
 		info, err := meadowrun.GetJob(ctx, id)
@@ -237,10 +252,7 @@ func TestSSHAttachUnknownJob(t *testing.T) {
 }
 
 func TestSSHDetachedJobTakesItsDeploymentFiles(t *testing.T) {
-	n := sshtest.Open(t)
-	stateDir(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	n, ctx := openDetached(t)
 	h := newSSH(t, n, mrssh.Options{}, "h1")
 	o := &meadowrun.Options{Deployment: meadowrun.MirrorLocal([]string{"testdata/deploy/*.txt"}, nil)}
 	f, err := meadowrun.SubmitFunction(ctx, sshWhere.With(1), h, o, nil)
@@ -248,15 +260,7 @@ func TestSSHDetachedJobTakesItsDeploymentFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Close()
-	fa, err := meadowrun.Attach[string](ctx, f.ID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := fa.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasSuffix(got, "|hello from the caller\n") {
+	if got := attachWait[string](t, ctx, f.ID()); !strings.HasSuffix(got, "|hello from the caller\n") {
 		t.Fatalf("the detached job's worker did not find the deployment file: %q", got)
 	}
 	// A glob that matches nothing is refused here, before anything is sent.
