@@ -135,9 +135,11 @@ func TestGPUsAreNotSharedWithOtherProcesses(t *testing.T) {
 		t.Fatalf("after the first host released its GPU: %v, %v; want %v", gc, err, ga)
 	}
 
-	// A real other process: flock(1) holds the big GPU's lock.
+	// A real other process: flock(1) holds the big GPU's lock. It waits
+	// for the lock (no -n): the host below may hold it for a moment
+	// while flock(1) starts.
 	dir = t.TempDir()
-	cmd := exec.Command("flock", "-n", "-o", filepath.Join(dir, "GPU-big.lock"), "sleep", "30")
+	cmd := exec.Command("flock", "-o", filepath.Join(dir, "GPU-big.lock"), "sleep", "30")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("flock(1) (util-linux): %v", err)
@@ -162,7 +164,17 @@ func TestGPUsAreNotSharedWithOtherProcesses(t *testing.T) {
 		}
 	}
 	stop()
-	if g, err := h.reserve(big); err != nil || !slices.Equal(g, []int{1}) {
-		t.Fatalf("once the other process is gone: %v, %v; want GPU 1", g, err)
+	// flock(1) forks its command while holding the lock, and the child
+	// holds the lock's file until it closes it: when the kill lands in
+	// that window, the lock is released only once the (unreaped) child
+	// has exited too, a moment after Wait returns.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		g, err := h.reserve(big)
+		if err == nil && slices.Equal(g, []int{1}) {
+			break
+		}
+		if err == nil || !errors.Is(err, driver.ErrNoCapacity) || time.Now().After(deadline) {
+			t.Fatalf("once the other process is gone: %v, %v; want GPU 1", g, err)
+		}
 	}
 }
