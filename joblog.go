@@ -84,6 +84,10 @@ type logFollower struct {
 	opts    *LogOptions
 	off     int64
 	partial []byte
+	// task, when set, maps the log's task numbers to the job's (a part of
+	// a split map), and prefix goes before the lines of no task.
+	task   func(int) int
+	prefix string
 }
 
 func (l *logFollower) read(path string) error {
@@ -134,11 +138,18 @@ func (l *logFollower) flush() {
 
 func (l *logFollower) line(b []byte) error {
 	task, rest, ok := cutTaskPrefix(b)
+	if ok && l.task != nil {
+		task = l.task(task)
+		b = fmt.Appendf(nil, "[task %d] %s", task, rest)
+	}
 	if l.opts.Tasks != nil && (!ok || !slices.Contains(l.opts.Tasks, task)) {
 		return nil
 	}
-	if ok && l.opts.Bare {
+	switch {
+	case ok && l.opts.Bare:
 		b = rest
+	case !ok && l.prefix != "":
+		b = append([]byte(l.prefix), b...)
 	}
 	_, err := l.w.Write(b)
 	return err

@@ -8,6 +8,8 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,10 +45,11 @@ func (agentJobs) Lost(r journal.Record) bool { return isLost(r) }
 // jobKeeper is a driver whose machines keep durable jobs themselves, with
 // an agent (SSH hosts: internal/sshhost).
 type jobKeeper interface {
-	// Supervise has the agent of a machine journal and start the job of
-	// req in a working directory holding files (paths relative to this
-	// process's working directory), and names the machine.
-	Supervise(ctx context.Context, req agent.Request, files []string) (string, error)
+	// Supervise has the agent of machine (or, if "", of the first
+	// machine reached) journal and start the job of req in a working
+	// directory holding files (paths relative to this process's working
+	// directory), and names the machine.
+	Supervise(ctx context.Context, machine string, req agent.Request, files []string) (string, error)
 	// JobRequest asks machine's agent about a job.
 	JobRequest(ctx context.Context, machine string, req agent.Request) (agent.Response, error)
 	// Closed reports whether the driver was closed.
@@ -85,9 +88,10 @@ func keeperOf(ctx context.Context, h Host) *keeperHost {
 	return &keeperHost{drv: k, url: u}
 }
 
-// submitRemote journals a job here, with the machine that keeps it, and
-// has the agent of the first machine it reaches journal it there and
-// start its supervisor.
+// submitRemote journals a job here, with the machines that keep it, and
+// has their agents journal it there and start its supervisor: a map is
+// split across the machines that can run its tasks (see planParts), any
+// other job goes to the first machine reached.
 func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, sh *keeperHost,
 	args iter.Seq[rawArg], n int) (*remoteJob, error) {
 	// The files go with the job; the supervisor there expands the same
@@ -118,10 +122,7 @@ func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, sp
 	if err := st.Create(ctx, rec); err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
 	}
-	there := rec
-	there.Host = "local"
-	machine, err := sh.drv.Supervise(ctx, agent.Request{Job: &there, Args: raw}, files)
-	if err != nil {
+	fail := func(err error) (*remoteJob, error) {
 		err = fmt.Errorf("meadowrun: starting job %s on %s: %w", rec.ID, sh.url, err)
 		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
 			r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()
@@ -129,26 +130,63 @@ func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, sp
 		})
 		return nil, err
 	}
+	var parts []journal.Part
+	machine := "" // the first reached
+	if rec.Kind == "map" && n > 1 {
+		if parts, machine, err = sh.startParts(ctx, rec, spec, raw, files); err != nil {
+			return fail(err)
+		}
+	}
+	if parts == nil {
+		// One machine: the job keeps its id there.
+		there := rec
+		there.Host = "local"
+		if machine, err = sh.drv.Supervise(ctx, machine, agent.Request{Job: &there, Args: raw}, files); err != nil {
+			return fail(err)
+		}
+		parts = []journal.Part{{Machine: machine, ID: rec.ID}}
+	}
 	if _, err := st.Commit(ctx, rec.ID, nil, func(r *journal.Record) error {
-		r.Machine = machine
+		r.Machine = machinesOf(parts)
+		if len(parts) > 1 {
+			r.Parts = parts
+		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("meadowrun: job %s runs on %s, but recording that here failed: %w", rec.ID, machine, err)
+		return nil, fmt.Errorf("meadowrun: job %s runs on %s, but recording that here failed: %w", rec.ID, machinesOf(parts), err)
 	}
-	return &remoteJob{st: st, id: rec.ID, url: rec.Host, machine: machine, host: sh}, nil
+	rec.Machine, rec.Parts = machinesOf(parts), parts
+	return newRemoteJob(st, rec, sh), nil
 }
 
-// remoteJob is a durable job that the agent of a machine of an SSH host
-// keeps.
+// remoteJob is a durable job that agents of machines of an SSH host keep:
+// one, or one per part of a map split across machines.
 type remoteJob struct {
-	st      *journal.Store // this side's journal, which keeps a copy
-	id      string
-	url     string // the host's
-	machine string
-	host    *keeperHost
+	st    *journal.Store // this side's journal, which keeps a copy
+	id    string
+	url   string // the host's
+	parts []journal.Part
+	deal  *dealer // nil unless split
 
 	mu   sync.Mutex
+	host *keeperHost
 	seen journal.Record // as last copied to st
+}
+
+// newRemoteJob is the handle of rec, a job that agents of sh keep.
+func newRemoteJob(st *journal.Store, rec journal.Record, sh *keeperHost) *remoteJob {
+	rj := &remoteJob{st: st, id: rec.ID, url: rec.Host, parts: rec.Parts, host: sh}
+	if len(rj.parts) == 0 {
+		rj.parts = []journal.Part{{Machine: rec.Machine, ID: rec.ID}}
+	}
+	if len(rj.parts) > 1 {
+		weights := make([]int, len(rj.parts))
+		for k, p := range rj.parts {
+			weights[k] = max(1, p.Weight)
+		}
+		rj.deal = newDealer(weights)
+	}
+	return rj
 }
 
 // openRemote reopens the host of a job of an SSH host from its URL.
@@ -161,53 +199,58 @@ func openRemote(ctx context.Context, st *journal.Store, rec journal.Record) (*re
 	if sh == nil {
 		return nil, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", rec.ID, rec.Host)
 	}
-	return &remoteJob{st: st, id: rec.ID, url: rec.Host, machine: rec.Machine, host: sh}, nil
+	return newRemoteJob(st, rec, sh), nil
 }
 
-// call sends a request about the job to its machine's agent, and copies
-// the record it answers to this side's journal.
-func (rj *remoteJob) call(ctx context.Context, req agent.Request) (agent.Response, error) {
-	req.ID = rj.id
+// keeper returns the job's host, reopened from its URL, as another
+// process would, when the one it was submitted with was closed.
+func (rj *remoteJob) keeper(ctx context.Context) (*keeperHost, error) {
 	rj.mu.Lock()
-	sh := rj.host
-	rj.mu.Unlock()
-	if sh.drv.Closed() {
-		// The handle outlives the host it was submitted with: reopen the
-		// host from its URL, as another process would.
-		h, err := OpenHost(ctx, rj.url)
-		if err != nil {
-			return agent.Response{}, fmt.Errorf("meadowrun: job %s: %w", rj.id, err)
-		}
-		if sh = keeperOf(ctx, h); sh == nil {
-			return agent.Response{}, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", rj.id, rj.url)
-		}
-		rj.mu.Lock()
-		rj.host = sh
-		rj.mu.Unlock()
+	defer rj.mu.Unlock()
+	if !rj.host.drv.Closed() {
+		return rj.host, nil
 	}
-	resp, err := sh.drv.JobRequest(ctx, rj.machine, req)
+	h, err := OpenHost(ctx, rj.url)
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: job %s: %w", rj.id, err)
+	}
+	sh := keeperOf(ctx, h)
+	if sh == nil {
+		return nil, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", rj.id, rj.url)
+	}
+	rj.host = sh
+	return sh, nil
+}
+
+// call sends a request about part p of the job to its machine's agent,
+// and returns the part's record as seen from here.
+func (rj *remoteJob) call(ctx context.Context, p journal.Part, req agent.Request) (agent.Response, error) {
+	req.ID = p.ID
+	sh, err := rj.keeper(ctx)
+	if err != nil {
+		return agent.Response{}, err
+	}
+	resp, err := sh.drv.JobRequest(ctx, p.Machine, req)
 	switch {
 	case resp.Kind == agent.KindNotFound:
-		return resp, fmt.Errorf("%w: %q is not in the journal of %s (was the agent's directory there removed?): %s", ErrJobNotFound, rj.id, rj.machine, resp.Error)
+		return resp, fmt.Errorf("%w: %q is not in the journal of %s (was the agent's directory there removed?): %s", ErrJobNotFound, p.ID, p.Machine, resp.Error)
 	case resp.Kind == agent.KindFinished:
 		return resp, fmt.Errorf("%w: %s", ErrJobFinished, resp.Error)
 	case err != nil:
-		return resp, fmt.Errorf("meadowrun: job %s on %s: %w", rj.id, rj.machine, err)
+		return resp, fmt.Errorf("meadowrun: job %s on %s: %w", rj.id, p.Machine, err)
 	case resp.Job == nil:
-		return resp, fmt.Errorf("meadowrun: job %s on %s: the agent answered no record", rj.id, rj.machine)
+		return resp, fmt.Errorf("meadowrun: job %s on %s: the agent answered no record", rj.id, p.Machine)
 	}
-	// The machine's record, as seen from here.
-	resp.Job.Host, resp.Job.Machine = rj.url, rj.machine
-	rj.copy(ctx, *resp.Job)
+	resp.Job.Host, resp.Job.Machine = rj.url, p.Machine
 	return resp, nil
 }
 
 // callRetry is call, retried while the machine is unreachable, for up to
 // a minute, so that a follower rides out a short network problem.
-func (rj *remoteJob) callRetry(ctx context.Context, req agent.Request) (agent.Response, error) {
+func (rj *remoteJob) callRetry(ctx context.Context, p journal.Part, req agent.Request) (agent.Response, error) {
 	end := time.Now().Add(time.Minute)
 	for {
-		resp, err := rj.call(ctx, req)
+		resp, err := rj.call(ctx, p, req)
 		if err == nil || !errors.Is(err, driver.ErrUnreachable) || time.Now().After(end) {
 			return resp, err
 		}
@@ -217,8 +260,56 @@ func (rj *remoteJob) callRetry(ctx context.Context, req agent.Request) (agent.Re
 	}
 }
 
-// copy records the machine's record in this side's journal when it
-// changed, keeping what only this side knows.
+// merge makes the job's record of its parts' records (in the order of
+// rj.parts) and copies it to this side's journal.
+func (rj *remoteJob) merge(ctx context.Context, recs []journal.Record) journal.Record {
+	m := recs[0]
+	if len(recs) > 1 {
+		m.ID, m.Machine, m.Parts, m.LogFile, m.ExitCode = rj.id, machinesOf(rj.parts), rj.parts, "", nil
+		m.Total, m.Done, m.Failed = 0, 0, 0
+		final, states := true, map[string]bool{}
+		var errs []string
+		for k, r := range recs {
+			if m.Total >= 0 && r.Total >= 0 {
+				m.Total += r.Total
+			} else {
+				m.Total = -1
+			}
+			m.Done += r.Done
+			m.Failed += r.Failed
+			final = final && r.Final()
+			states[r.State] = true
+			m.CancelRequested = m.CancelRequested || r.CancelRequested
+			if !r.Started.IsZero() && (m.Started.IsZero() || r.Started.Before(m.Started)) {
+				m.Started = r.Started
+			}
+			if r.Finished.After(m.Finished) {
+				m.Finished = r.Finished
+			}
+			if r.Error != "" {
+				errs = append(errs, rj.parts[k].Machine+": "+r.Error)
+			}
+		}
+		m.Error = strings.Join(errs, "; ")
+		switch {
+		case !final && states["running"]:
+			m.State, m.Finished = "running", time.Time{}
+		case !final:
+			m.State, m.Finished = "submitted", time.Time{}
+		case states["cancelled"]:
+			m.State = "cancelled"
+		case states["failed"]:
+			m.State = "failed"
+		default:
+			m.State = "succeeded"
+		}
+	}
+	rj.copy(ctx, m)
+	return m
+}
+
+// copy records the job's record in this side's journal when it changed,
+// keeping what only this side knows.
 func (rj *remoteJob) copy(ctx context.Context, r journal.Record) {
 	rj.mu.Lock()
 	defer rj.mu.Unlock()
@@ -228,9 +319,9 @@ func (rj *remoteJob) copy(ctx context.Context, r journal.Record) {
 		return
 	}
 	_, err := rj.st.Commit(context.WithoutCancel(ctx), rj.id, nil, func(l *journal.Record) error {
-		spec, submitted := l.Spec, l.Submitted
+		spec, submitted, parts := l.Spec, l.Submitted, l.Parts
 		*l = r
-		l.Spec, l.Submitted, l.Detached = spec, submitted, true
+		l.ID, l.Spec, l.Submitted, l.Detached, l.Parts = rj.id, spec, submitted, true, parts
 		return nil
 	})
 	if err == nil {
@@ -238,59 +329,119 @@ func (rj *remoteJob) copy(ctx context.Context, r journal.Record) {
 	}
 }
 
-// infoOf describes a record that the machine answered.
-func (rj *remoteJob) infoOf(r journal.Record, lost bool) JobInfo {
-	j := infoOf(r)
-	if lost {
-		j.State = JobLost
-		if j.Error == "" {
-			j.Error = fmt.Sprintf("the process running the job (pid %d on %s) ended before the job did", r.PID, rj.machine)
-		}
-	}
-	return j
+// lostError says that the process running part k of the job ended before
+// it did.
+func (rj *remoteJob) lostError(k int, r journal.Record) error {
+	return fmt.Errorf("the process running the job (pid %d on %s) ended before the job did", r.PID, rj.parts[k].Machine)
 }
 
-// info returns the job's description from its machine.
+// info returns the job's description from its machines.
 func (rj *remoteJob) info(ctx context.Context) (JobInfo, error) {
-	resp, err := rj.call(ctx, agent.Request{Op: agent.OpJob})
-	if err != nil {
+	recs := make([]journal.Record, len(rj.parts))
+	errs := make([]error, len(rj.parts))
+	lost := make([]error, len(rj.parts))
+	var wg sync.WaitGroup
+	for k, p := range rj.parts {
+		wg.Go(func() {
+			resp, err := rj.call(ctx, p, agent.Request{Op: agent.OpJob})
+			if err != nil {
+				errs[k] = err
+				return
+			}
+			recs[k] = *resp.Job
+			if resp.Lost {
+				lost[k] = rj.lostError(k, recs[k])
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return JobInfo{}, err
 	}
-	return rj.infoOf(*resp.Job, resp.Lost), nil
+	m := rj.merge(ctx, recs)
+	j := infoOf(m)
+	if err := errors.Join(lost...); err != nil && !m.Final() {
+		j.State = JobLost
+		if j.Error == "" {
+			j.Error = err.Error()
+		}
+	}
+	return j, nil
 }
 
-// cancel has the machine's agent cancel the job.
+// cancel has the agents of the job's machines cancel it. It is
+// ErrJobFinished only when every part had finished.
 func (rj *remoteJob) cancel(ctx context.Context) error {
-	_, err := rj.call(ctx, agent.Request{Op: agent.OpCancel})
-	return err
+	errs := make([]error, len(rj.parts))
+	var wg sync.WaitGroup
+	for k, p := range rj.parts {
+		wg.Go(func() {
+			_, errs[k] = rj.call(ctx, p, agent.Request{Op: agent.OpCancel})
+		})
+	}
+	wg.Wait()
+	var other []error
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, ErrJobFinished) {
+			other = append(other, err)
+		}
+	}
+	rj.info(ctx) // refresh this side's copy
+	if len(other) > 0 {
+		return errors.Join(other...)
+	}
+	if !slices.Contains(errs, nil) {
+		return errs[0]
+	}
+	return nil
 }
 
 // remotePoll bounds the interval at which followers ask the agent.
 const remotePoll = 200 * time.Millisecond
 
-// follow is followResults through the agent.
+// follow is followResults through the agents: each part's results, with
+// the map's task indices. The record yielded with a result is its part's.
+// A lost part ends the follow with ErrJobLost once every other part has
+// ended.
 func (rj *remoteJob) follow(ctx context.Context, yield func(journal.Record, journal.Result) bool) (journal.Record, error) {
-	var after uint64
+	after := make([]uint64, len(rj.parts))
+	recs := make([]journal.Record, len(rj.parts))
+	done := make([]bool, len(rj.parts))
+	var lost []error
 	delay := 10 * time.Millisecond
 	for {
-		resp, err := rj.callRetry(ctx, agent.Request{Op: agent.OpJob, Results: true, After: after})
-		if err != nil {
-			return journal.Record{}, err
-		}
-		rec := *resp.Job
-		after = max(after, resp.Last)
-		for _, r := range resp.Results {
-			if !yield(rec, r) {
-				return rec, nil
+		got := false
+		for k, p := range rj.parts {
+			if done[k] {
+				continue
+			}
+			resp, err := rj.callRetry(ctx, p, agent.Request{Op: agent.OpJob, Results: true, After: after[k]})
+			if err != nil {
+				return journal.Record{}, err
+			}
+			rec := *resp.Job
+			recs[k], after[k] = rec, max(after[k], resp.Last)
+			for _, r := range resp.Results {
+				if rj.deal != nil {
+					r.Task = rj.deal.task(k, r.Task)
+				}
+				if !yield(rec, r) {
+					return rec, nil
+				}
+			}
+			got = got || len(resp.Results) > 0
+			switch {
+			case rec.Final():
+				done[k] = true
+			case resp.Lost:
+				done[k] = true
+				lost = append(lost, fmt.Errorf("%w: %s: %s", ErrJobLost, rj.id, rj.lostError(k, rec)))
 			}
 		}
-		if rec.Final() {
-			return rec, nil
+		if !slices.Contains(done, false) {
+			return rj.merge(ctx, recs), errors.Join(lost...)
 		}
-		if resp.Lost {
-			return rec, fmt.Errorf("%w: %s: %s", ErrJobLost, rj.id, rj.infoOf(rec, true).Error)
-		}
-		if len(resp.Results) > 0 {
+		if got {
 			delay = 10 * time.Millisecond
 		} else {
 			delay = min(2*delay, remotePoll)
@@ -301,38 +452,66 @@ func (rj *remoteJob) follow(ctx context.Context, yield func(journal.Record, jour
 	}
 }
 
-// log is JobLog through the agent.
+// log is JobLog through the agents. The lines of a split map's parts are
+// written as they come, with the map's task indices; a part's own lines
+// ("[meadowrun] ...", "[worker w1] ...") are prefixed with its machine.
 func (rj *remoteJob) log(ctx context.Context, lf *logFollower) error {
+	fs := []*logFollower{lf}
+	if rj.deal != nil {
+		fs = make([]*logFollower, len(rj.parts))
+		for k, p := range rj.parts {
+			fs[k] = &logFollower{w: lf.w, opts: lf.opts, prefix: "[" + p.Machine + "] ",
+				task: func(j int) int { return rj.deal.task(k, j) }}
+		}
+	}
+	flush := func() {
+		for _, f := range fs {
+			f.flush()
+		}
+	}
+	done := make([]bool, len(fs))
+	var lost []error
 	delay := 10 * time.Millisecond
 	for {
-		resp, err := rj.callRetry(ctx, agent.Request{Op: agent.OpLog, Offset: lf.off})
-		if err != nil {
-			lf.flush()
-			return err
-		}
-		if err := lf.feed(resp.Log); err != nil {
-			return err
-		}
-		if len(resp.Log) == agent.MaxLog {
-			continue // more is there already
-		}
-		// The agent read the record before the log: when the record is
-		// final, the log is complete.
-		rec := *resp.Job
-		if rec.Final() || resp.Lost || !lf.opts.Follow {
-			lf.flush()
-			if lf.opts.Follow && resp.Lost {
-				return fmt.Errorf("%w: %s: %s", ErrJobLost, rj.id, rj.infoOf(rec, true).Error)
+		got := false
+		for k, p := range rj.parts {
+			if done[k] {
+				continue
 			}
-			return nil
+			f := fs[k]
+			resp, err := rj.callRetry(ctx, p, agent.Request{Op: agent.OpLog, Offset: f.off})
+			if err != nil {
+				flush()
+				return err
+			}
+			if err := f.feed(resp.Log); err != nil {
+				return err
+			}
+			got = got || len(resp.Log) > 0
+			if len(resp.Log) == agent.MaxLog {
+				continue // more is there already
+			}
+			// The agent read the record before the log: when the record
+			// is final, the log is complete.
+			rec := *resp.Job
+			if rec.Final() || resp.Lost || !lf.opts.Follow {
+				f.flush()
+				done[k] = true
+				if lf.opts.Follow && resp.Lost {
+					lost = append(lost, fmt.Errorf("%w: %s: %s", ErrJobLost, rj.id, rj.lostError(k, rec)))
+				}
+			}
 		}
-		if len(resp.Log) > 0 {
+		if !slices.Contains(done, false) {
+			return errors.Join(lost...)
+		}
+		if got {
 			delay = 10 * time.Millisecond
 		} else {
 			delay = min(2*delay, remotePoll)
 		}
 		if err := sleepCtx(ctx, delay); err != nil {
-			lf.flush()
+			flush()
 			return err
 		}
 	}

@@ -15,11 +15,15 @@ import (
 	mrssh "github.com/meadowrun-go/meadowrun/ssh"
 )
 
-// sshEcho prints which task it is and where, then squares x after ms
+// sshEcho prints which task it is and where (the machine's address, as
+// SSH_CONNECTION gives it to the agent), then squares x after ms
 // milliseconds (until cancelled when ms is negative).
 var sshEcho = meadowrun.Register("sshdurable.Echo", func(ctx context.Context, a squareArg) (int, error) {
-	h, _ := os.Hostname()
-	fmt.Printf("echo %d on %s\n", a.X, h)
+	where, _ := os.Hostname()
+	if f := strings.Fields(os.Getenv("SSH_CONNECTION")); len(f) > 2 {
+		where = f[2]
+	}
+	fmt.Printf("echo %d on %s\n", a.X, where)
 	if err := waitMs(ctx, a.Ms); err != nil {
 		return 0, err
 	}
@@ -268,5 +272,128 @@ func TestSSHDetachedJobTakesItsDeploymentFiles(t *testing.T) {
 	h = newSSH(t, n, mrssh.Options{}, "h1")
 	if _, err := meadowrun.SubmitFunction(ctx, sshWhere.With(1), h, o, nil); !errors.Is(err, meadowrun.ErrInvalidOptions) {
 		t.Fatalf("SubmitFunction with a glob matching nothing = %v, want ErrInvalidOptions", err)
+	}
+}
+
+// A detached map on several machines is split across them: each runs its
+// part while nobody is connected, and attaching collects every task once,
+// with the map's indices, from all of them.
+func TestSSHDetachedMapIsSplitAcrossMachines(t *testing.T) {
+	n, ctx := openDetached(t)
+	h := newSSH(t, n, mrssh.Options{}, "h1", "h2", "h3")
+	const tasks = 30
+	args := make([]squareArg, tasks)
+	for i := range args {
+		args[i] = squareArg{X: i, Ms: 50}
+	}
+	m, err := meadowrun.SubmitMap(ctx, sshEcho, args, h, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	id := m.ID()
+	info, err := meadowrun.GetJob(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"h1", "h2", "h3"} {
+		if !strings.Contains(info.Machine, n.Addr(name)) {
+			t.Fatalf("GetJob = %+v: %s is not one of its machines", info, name)
+		}
+	}
+	if info.Tasks != tasks {
+		t.Fatalf("GetJob = %+v", info)
+	}
+	collectOnce(t, id, tasks)
+	if info, err = meadowrun.GetJob(ctx, id); err != nil || info.State != meadowrun.JobSucceeded || info.Done != tasks {
+		t.Fatalf("GetJob after the map = %+v, %v", info, err)
+	}
+	got, err := m.Wait(ctx)
+	if err != nil || len(got) != tasks || got[tasks-1] != (tasks-1)*(tasks-1) {
+		t.Fatalf("Wait = %v, %v", got, err)
+	}
+
+	// The log has every task under its own index, and says where each ran.
+	var log bytes.Buffer
+	if err := meadowrun.JobLog(ctx, id, &log, nil); err != nil {
+		t.Fatal(err)
+	}
+	ranOn := map[string]int{}
+	for i := range tasks {
+		prefix := fmt.Sprintf("[task %d] echo %d on ", i, i)
+		at := strings.Index(log.String(), prefix)
+		if at < 0 {
+			t.Fatalf("the log lacks task %d:\n%s", i, log.String())
+		}
+		host, _, _ := strings.Cut(log.String()[at+len(prefix):], "\n")
+		ranOn[host]++
+	}
+	for _, name := range []string{"h1", "h2", "h3"} {
+		if ranOn[n.Hosts[name]] == 0 {
+			t.Fatalf("no task ran on %s: %v", name, ranOn)
+		}
+	}
+	t.Logf("tasks per machine: %v", ranOn)
+	log.Reset()
+	if err := meadowrun.JobLog(ctx, id, &log, &meadowrun.LogOptions{Tasks: []int{tasks - 1}, Bare: true}); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("echo %d on ", tasks-1); !strings.HasPrefix(log.String(), want) || strings.Count(log.String(), "\n") != 1 {
+		t.Fatalf("log of task %d = %q", tasks-1, log.String())
+	}
+}
+
+// Cancelling a split map cancels every part; a machine that cannot be
+// reached when the map is submitted is left out of the split.
+func TestSSHCancelSplitMap(t *testing.T) {
+	n, ctx := openDetached(t)
+	h := newSSHMachines(t, n, mrssh.Options{ConnectTimeout: time.Second},
+		"root@"+n.Addr("h1"), "root@"+n.Unreachable+":22", "root@"+n.Addr("h2"))
+	args := make([]squareArg, 6)
+	for i := range args {
+		args[i] = squareArg{X: i, Ms: -1} // never ends by itself
+	}
+	m, err := meadowrun.SubmitMap(ctx, sshEcho, args, h, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	id := m.ID()
+	for {
+		info, err := meadowrun.GetJob(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(info.Machine, n.Unreachable) || !strings.Contains(info.Machine, n.Addr("h2")) {
+			t.Fatalf("GetJob = %+v: want h1 and h2 only", info)
+		}
+		if info.State == meadowrun.JobRunning {
+			break
+		}
+		if info.State.Final() {
+			t.Fatalf("GetJob = %+v", info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := meadowrun.CancelJob(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	info, err := meadowrun.GetJob(ctx, id)
+	if err != nil || info.State != meadowrun.JobCancelled {
+		t.Fatalf("GetJob = %+v, %v", info, err)
+	}
+	// Both parts had started, and both ended: tasks that never end
+	// leave a part running unless it was cancelled.
+	var log bytes.Buffer
+	if err := meadowrun.JobLog(ctx, id, &log, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"h1", "h2"} {
+		if !strings.Contains(log.String(), " on "+n.Hosts[name]+"\n") {
+			t.Fatalf("no task started on %s:\n%s", name, log.String())
+		}
+	}
+	if err := meadowrun.CancelJob(ctx, id); !errors.Is(err, meadowrun.ErrJobFinished) {
+		t.Fatalf("second CancelJob = %v, want ErrJobFinished", err)
 	}
 }

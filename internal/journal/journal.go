@@ -86,6 +86,19 @@ type Record struct {
 	// submitting side's copy, refreshed whenever the job is read through
 	// the agent.
 	Machine string `json:"machine,omitempty"`
+	// Parts, when set, are the parts of a map that was split across
+	// machines of the SSH host: each is a job of its own in its
+	// machine's journal (see Part). Machine then lists their machines.
+	Parts []Part `json:"parts,omitempty"`
+}
+
+// Part is one machine's share of a map split across machines: the tasks
+// dealt to it in proportion to Weight (see the meadowrun package's
+// dealer), kept as job ID in the journal of Machine.
+type Part struct {
+	Machine string `json:"machine"`
+	ID      string `json:"id"`
+	Weight  int    `json:"weight"`
 }
 
 // Final reports whether the job's state can no longer change.

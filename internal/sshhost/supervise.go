@@ -8,14 +8,14 @@ import (
 	"github.com/meadowrun-go/meadowrun/internal/agent"
 )
 
-// Supervise asks the agent of the first machine that can be reached, in
-// the order the machines were given, to journal a durable job and start
-// its supervisor (an agent.OpSupervise request) in a working tree of
-// files (paths relative to this process's working directory, uploaded
-// unless the machine has them), and returns that machine's name. The
-// supervisor runs the agent's program, which is on the machine once it
-// is connected.
-func (h *Host) Supervise(ctx context.Context, req agent.Request, files []string) (string, error) {
+// Supervise asks the agent of machine, or where machine is "" of the
+// first machine that can be reached in the order the machines were given,
+// to journal a durable job and start its supervisor (an
+// agent.OpSupervise request) in a working tree of files (paths relative
+// to this process's working directory, uploaded unless the machine has
+// them), and returns that machine's name. The supervisor runs the agent's
+// program, which is on the machine once it is connected.
+func (h *Host) Supervise(ctx context.Context, machine string, req agent.Request, files []string) (string, error) {
 	if err := h.checkOpen(); err != nil {
 		return "", err
 	}
@@ -27,6 +27,9 @@ func (h *Host) Supervise(ctx context.Context, req agent.Request, files []string)
 	req.Files = agentFiles(refs)
 	var errs []error
 	for _, m := range h.machines {
+		if machine != "" && m.name != machine {
+			continue
+		}
 		if _, err := m.ensure(ctx); err != nil {
 			if ctx.Err() != nil {
 				return "", ctx.Err()
@@ -50,6 +53,9 @@ func (h *Host) Supervise(ctx context.Context, req agent.Request, files []string)
 			return "", err
 		}
 		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return "", fmt.Errorf("ssh host: %s is not one of its machines (%s)", machine, h.Name())
 	}
 	return "", fmt.Errorf("ssh host: no machine can supervise the job: %w", errors.Join(errs...))
 }
