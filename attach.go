@@ -246,7 +246,7 @@ func cutCodec(s string) (string, string, bool) {
 }
 
 // attachRecord reads a job's record; for a job of an SSH host, it also
-// reconnects to the machine that keeps it, and checks that the job is
+// reconnects to the machines that keep it, and checks that the job is
 // still there.
 func attachRecord(ctx context.Context, id, kind string) (*journal.Store, journal.Record, *remoteJob, error) {
 	st := defaultStore()
@@ -265,7 +265,7 @@ func attachRecord(ctx context.Context, id, kind string) (*journal.Store, journal
 	if err != nil {
 		return nil, rec, nil, err
 	}
-	if _, err := rj.info(ctx); err != nil {
+	if err := rj.check(ctx); err != nil {
 		return nil, rec, nil, err
 	}
 	return st, rec, rj, nil

@@ -335,11 +335,13 @@ func (rj *remoteJob) lostError(k int, r journal.Record) error {
 	return fmt.Errorf("the process running the job (pid %d on %s) ended before the job did", r.PID, rj.parts[k].Machine)
 }
 
-// info returns the job's description from its machines.
-func (rj *remoteJob) info(ctx context.Context) (JobInfo, error) {
-	recs := make([]journal.Record, len(rj.parts))
-	errs := make([]error, len(rj.parts))
-	lost := make([]error, len(rj.parts))
+// records asks every part's agent for its record, at once: recs[k] is
+// part k's record, or errs[k] why it could not be had; lost[k] is set if
+// the process running part k ended before it did.
+func (rj *remoteJob) records(ctx context.Context) (recs []journal.Record, lost, errs []error) {
+	recs = make([]journal.Record, len(rj.parts))
+	errs = make([]error, len(rj.parts))
+	lost = make([]error, len(rj.parts))
 	var wg sync.WaitGroup
 	for k, p := range rj.parts {
 		wg.Go(func() {
@@ -355,6 +357,12 @@ func (rj *remoteJob) info(ctx context.Context) (JobInfo, error) {
 		})
 	}
 	wg.Wait()
+	return recs, lost, errs
+}
+
+// info returns the job's description from its machines.
+func (rj *remoteJob) info(ctx context.Context) (JobInfo, error) {
+	recs, lost, errs := rj.records(ctx)
 	if err := errors.Join(errs...); err != nil {
 		return JobInfo{}, err
 	}
@@ -367,6 +375,30 @@ func (rj *remoteJob) info(ctx context.Context) (JobInfo, error) {
 		}
 	}
 	return j, nil
+}
+
+// check checks that the job's machines still have it. A part whose
+// machine cannot be reached now is no error while another part answers:
+// following the map waits for that machine.
+func (rj *remoteJob) check(ctx context.Context) error {
+	recs, _, errs := rj.records(ctx)
+	var unreachable []error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, driver.ErrUnreachable):
+			unreachable = append(unreachable, err)
+		default:
+			return err
+		}
+	}
+	if len(unreachable) == len(errs) {
+		return errors.Join(unreachable...)
+	}
+	if len(unreachable) == 0 {
+		rj.merge(ctx, recs)
+	}
+	return nil
 }
 
 // cancel has the agents of the job's machines cancel it. It is
@@ -401,47 +433,91 @@ const remotePoll = 200 * time.Millisecond
 
 // follow is followResults through the agents: each part's results, with
 // the map's task indices. The record yielded with a result is its part's.
-// A lost part ends the follow with ErrJobLost once every other part has
-// ended.
+// Parts are followed at once, so that a machine that cannot be reached
+// for a while holds back only its own part's results. A lost part ends
+// the follow with ErrJobLost once every other part has ended.
 func (rj *remoteJob) follow(ctx context.Context, yield func(journal.Record, journal.Result) bool) (journal.Record, error) {
-	after := make([]uint64, len(rj.parts))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type batch struct {
+		k       int
+		rec     journal.Record
+		results []journal.Result
+		end     bool
+		err     error
+	}
+	ch := make(chan batch)
+	for k := range rj.parts {
+		go func() {
+			rec, err := rj.followPart(ctx, k, func(rec journal.Record, rs []journal.Result) bool {
+				select {
+				case ch <- batch{k: k, rec: rec, results: rs}:
+					return true
+				case <-ctx.Done():
+					return false
+				}
+			})
+			select {
+			case ch <- batch{k: k, rec: rec, end: true, err: err}:
+			case <-ctx.Done():
+			}
+		}()
+	}
 	recs := make([]journal.Record, len(rj.parts))
-	done := make([]bool, len(rj.parts))
 	var lost []error
+	for open := len(rj.parts); open > 0; {
+		var b batch
+		select {
+		case b = <-ch:
+		case <-ctx.Done():
+			return journal.Record{}, ctx.Err()
+		}
+		recs[b.k] = b.rec
+		for _, r := range b.results {
+			if rj.deal != nil {
+				r.Task = rj.deal.task(b.k, r.Task)
+			}
+			if !yield(b.rec, r) {
+				return b.rec, nil
+			}
+		}
+		if !b.end {
+			continue
+		}
+		open--
+		switch {
+		case errors.Is(b.err, ErrJobLost):
+			lost = append(lost, b.err)
+		case b.err != nil:
+			return journal.Record{}, b.err
+		}
+	}
+	return rj.merge(ctx, recs), errors.Join(lost...)
+}
+
+// followPart polls part k's agent for its results, and passes each batch
+// to emit, until the part has ended (its final record) or emit returns
+// false.
+func (rj *remoteJob) followPart(ctx context.Context, k int, emit func(journal.Record, []journal.Result) bool) (journal.Record, error) {
+	var after uint64
 	delay := 10 * time.Millisecond
 	for {
-		got := false
-		for k, p := range rj.parts {
-			if done[k] {
-				continue
-			}
-			resp, err := rj.callRetry(ctx, p, agent.Request{Op: agent.OpJob, Results: true, After: after[k]})
-			if err != nil {
-				return journal.Record{}, err
-			}
-			rec := *resp.Job
-			recs[k], after[k] = rec, max(after[k], resp.Last)
-			for _, r := range resp.Results {
-				if rj.deal != nil {
-					r.Task = rj.deal.task(k, r.Task)
-				}
-				if !yield(rec, r) {
-					return rec, nil
-				}
-			}
-			got = got || len(resp.Results) > 0
-			switch {
-			case rec.Final():
-				done[k] = true
-			case resp.Lost:
-				done[k] = true
-				lost = append(lost, fmt.Errorf("%w: %s: %s", ErrJobLost, rj.id, rj.lostError(k, rec)))
-			}
+		resp, err := rj.callRetry(ctx, rj.parts[k], agent.Request{Op: agent.OpJob, Results: true, After: after})
+		if err != nil {
+			return journal.Record{}, err
 		}
-		if !slices.Contains(done, false) {
-			return rj.merge(ctx, recs), errors.Join(lost...)
+		rec := *resp.Job
+		after = max(after, resp.Last)
+		if len(resp.Results) > 0 && !emit(rec, resp.Results) {
+			return rec, nil
 		}
-		if got {
+		switch {
+		case rec.Final():
+			return rec, nil
+		case resp.Lost:
+			return rec, fmt.Errorf("%w: %s: %s", ErrJobLost, rj.id, rj.lostError(k, rec))
+		}
+		if len(resp.Results) > 0 {
 			delay = 10 * time.Millisecond
 		} else {
 			delay = min(2*delay, remotePoll)

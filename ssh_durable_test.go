@@ -359,41 +359,81 @@ func TestSSHCancelSplitMap(t *testing.T) {
 	}
 	h.Close()
 	id := m.ID()
+	info, err := meadowrun.GetJob(ctx, id)
+	if err != nil || strings.Contains(info.Machine, n.Unreachable) || !strings.Contains(info.Machine, n.Addr("h1")) ||
+		!strings.Contains(info.Machine, n.Addr("h2")) {
+		t.Fatalf("GetJob = %+v, %v: want h1 and h2 only", info, err)
+	}
+	// Wait until tasks have started on both machines.
 	for {
-		info, err := meadowrun.GetJob(ctx, id)
-		if err != nil {
+		var log bytes.Buffer
+		if err := meadowrun.JobLog(ctx, id, &log, nil); err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(info.Machine, n.Unreachable) || !strings.Contains(info.Machine, n.Addr("h2")) {
-			t.Fatalf("GetJob = %+v: want h1 and h2 only", info)
-		}
-		if info.State == meadowrun.JobRunning {
+		if strings.Contains(log.String(), " on "+n.Hosts["h1"]+"\n") && strings.Contains(log.String(), " on "+n.Hosts["h2"]+"\n") {
 			break
 		}
-		if info.State.Final() {
-			t.Fatalf("GetJob = %+v", info)
+		if ctx.Err() != nil {
+			t.Fatalf("tasks did not start on both machines:\n%s", log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err := meadowrun.CancelJob(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	info, err := meadowrun.GetJob(ctx, id)
+	// Tasks that never end leave a part running unless it was cancelled.
+	info, err = meadowrun.GetJob(ctx, id)
 	if err != nil || info.State != meadowrun.JobCancelled {
 		t.Fatalf("GetJob = %+v, %v", info, err)
 	}
-	// Both parts had started, and both ended: tasks that never end
-	// leave a part running unless it was cancelled.
-	var log bytes.Buffer
-	if err := meadowrun.JobLog(ctx, id, &log, nil); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"h1", "h2"} {
-		if !strings.Contains(log.String(), " on "+n.Hosts[name]+"\n") {
-			t.Fatalf("no task started on %s:\n%s", name, log.String())
-		}
-	}
 	if err := meadowrun.CancelJob(ctx, id); !errors.Is(err, meadowrun.ErrJobFinished) {
 		t.Fatalf("second CancelJob = %v, want ErrJobFinished", err)
+	}
+}
+
+// A machine of a split map that is cut off holds back only its own part:
+// the other parts' results arrive meanwhile, its part goes on there, and
+// its results arrive once it is back, each task once.
+func TestSSHSplitMapRidesOutACutMachine(t *testing.T) {
+	n, ctx := openDetached(t)
+	h := newSSH(t, n, mrssh.Options{}, "h1", "h2", "h3")
+	const tasks = 30
+	args := make([]squareArg, tasks)
+	for i := range args {
+		args[i] = squareArg{X: i, Ms: 300}
+	}
+	m, err := meadowrun.SubmitMap(ctx, sshEcho, args, h, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	n.LinkDown(t, "h2")
+	t.Cleanup(func() { n.LinkUp(t, "h2") })
+	a, err := meadowrun.AttachMap[int](ctx, m.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	cut := true
+	for r := range a.AsCompleted(ctx) {
+		if r.Err != nil {
+			t.Fatalf("task %d: %v", r.TaskID, r.Err)
+		}
+		if seen[r.TaskID] || r.Value != r.TaskID*r.TaskID {
+			t.Fatalf("task %d = %d (seen before: %v)", r.TaskID, r.Value, seen[r.TaskID])
+		}
+		seen[r.TaskID] = true
+		// h1's and h3's parts (two thirds of the tasks) come while h2
+		// is cut off.
+		if cut && len(seen) == 2*tasks/3 {
+			cut = false
+			n.LinkUp(t, "h2")
+		}
+	}
+	if len(seen) != tasks {
+		t.Fatalf("%d results, want %d", len(seen), tasks)
+	}
+	if info, err := meadowrun.GetJob(ctx, m.ID()); err != nil || info.State != meadowrun.JobSucceeded || info.Done != tasks {
+		t.Fatalf("GetJob = %+v, %v", info, err)
 	}
 }

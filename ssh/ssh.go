@@ -128,6 +128,9 @@ func sshURL(machines []string, o Options) string {
 	if o.ConfigFile != "" {
 		q.Set("config", o.ConfigFile)
 	}
+	if o.ConnectTimeout > 0 {
+		q.Set("timeout", o.ConnectTimeout.String())
+	}
 	s := "ssh://" + strings.Join(machines, ",")
 	if len(q) > 0 {
 		s += "?" + q.Encode()
