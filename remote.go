@@ -528,70 +528,92 @@ func (rj *remoteJob) followPart(ctx context.Context, k int, emit func(journal.Re
 	}
 }
 
-// log is JobLog through the agents. The lines of a split map's parts are
-// written as they come, with the map's task indices; a part's own lines
-// ("[meadowrun] ...", "[worker w1] ...") are prefixed with its machine.
+// log is JobLog through the agents. The parts of a split map are read at
+// once, and their lines written as they come, with the map's task
+// indices; a part's own lines ("[meadowrun] ...", "[worker w1] ...") are
+// prefixed with its machine.
 func (rj *remoteJob) log(ctx context.Context, lf *logFollower) error {
-	fs := []*logFollower{lf}
-	if rj.deal != nil {
-		fs = make([]*logFollower, len(rj.parts))
-		for k, p := range rj.parts {
-			fs[k] = &logFollower{w: lf.w, opts: lf.opts, prefix: "[" + p.Machine + "] ",
-				task: func(j int) int { return rj.deal.task(k, j) }}
-		}
+	if rj.deal == nil {
+		return rj.logPart(ctx, 0, lf)
 	}
-	flush := func() {
-		for _, f := range fs {
-			f.flush()
-		}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	w := writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return lf.w.Write(b)
+	})
+	errs := make([]error, len(rj.parts))
+	var wg sync.WaitGroup
+	for k, p := range rj.parts {
+		f := &logFollower{w: w, opts: lf.opts, prefix: "[" + p.Machine + "] ", task: func(j int) int { return rj.deal.task(k, j) }}
+		wg.Go(func() {
+			if errs[k] = rj.logPart(ctx, k, f); errs[k] != nil && !errors.Is(errs[k], ErrJobLost) {
+				cancel() // the first failure ends the others
+			}
+		})
 	}
-	done := make([]bool, len(fs))
+	wg.Wait()
 	var lost []error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrJobLost):
+			lost = append(lost, err)
+		case !errors.Is(err, context.Canceled) || parent.Err() != nil:
+			return err
+		}
+	}
+	if err := parent.Err(); err != nil {
+		return err
+	}
+	return errors.Join(lost...)
+}
+
+// logPart writes part k's log through f: what is there, or with Follow
+// until the part has ended.
+func (rj *remoteJob) logPart(ctx context.Context, k int, f *logFollower) error {
 	delay := 10 * time.Millisecond
 	for {
-		got := false
-		for k, p := range rj.parts {
-			if done[k] {
-				continue
-			}
-			f := fs[k]
-			resp, err := rj.callRetry(ctx, p, agent.Request{Op: agent.OpLog, Offset: f.off})
-			if err != nil {
-				flush()
-				return err
-			}
-			if err := f.feed(resp.Log); err != nil {
-				return err
-			}
-			got = got || len(resp.Log) > 0
-			if len(resp.Log) == agent.MaxLog {
-				continue // more is there already
-			}
-			// The agent read the record before the log: when the record
-			// is final, the log is complete.
-			rec := *resp.Job
-			if rec.Final() || resp.Lost || !lf.opts.Follow {
-				f.flush()
-				done[k] = true
-				if lf.opts.Follow && resp.Lost {
-					lost = append(lost, fmt.Errorf("%w: %s: %s", ErrJobLost, rj.id, rj.lostError(k, rec)))
-				}
-			}
+		resp, err := rj.callRetry(ctx, rj.parts[k], agent.Request{Op: agent.OpLog, Offset: f.off})
+		if err != nil {
+			f.flush()
+			return err
 		}
-		if !slices.Contains(done, false) {
-			return errors.Join(lost...)
+		if err := f.feed(resp.Log); err != nil {
+			return err
 		}
-		if got {
+		if len(resp.Log) == agent.MaxLog {
+			continue // more is there already
+		}
+		// The agent read the record before the log: when the record is
+		// final, the log is complete.
+		rec := *resp.Job
+		if rec.Final() || resp.Lost || !f.opts.Follow {
+			f.flush()
+			if f.opts.Follow && resp.Lost {
+				return fmt.Errorf("%w: %s: %s", ErrJobLost, rj.id, rj.lostError(k, rec))
+			}
+			return nil
+		}
+		if len(resp.Log) > 0 {
 			delay = 10 * time.Millisecond
 		} else {
 			delay = min(2*delay, remotePoll)
 		}
 		if err := sleepCtx(ctx, delay); err != nil {
-			flush()
+			f.flush()
 			return err
 		}
 	}
 }
+
+// writerFunc is an io.Writer of a function.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // follow yields a job's results: from the journal, or through the agent
 // of its machine.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/hosttest"
 	"github.com/meadowrun-go/meadowrun/internal/sshtest"
 	mrssh "github.com/meadowrun-go/meadowrun/ssh"
 )
@@ -413,6 +414,10 @@ func TestSSHSplitMapRidesOutACutMachine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The log is followed meanwhile, as `meadowrun logs -f` does.
+	var log hosttest.SyncBuffer
+	logged := make(chan error, 1)
+	go func() { logged <- meadowrun.JobLog(ctx, m.ID(), &log, &meadowrun.LogOptions{Follow: true}) }()
 	seen := map[int]bool{}
 	cut := true
 	for r := range a.AsCompleted(ctx) {
@@ -435,5 +440,13 @@ func TestSSHSplitMapRidesOutACutMachine(t *testing.T) {
 	}
 	if info, err := meadowrun.GetJob(ctx, m.ID()); err != nil || info.State != meadowrun.JobSucceeded || info.Done != tasks {
 		t.Fatalf("GetJob = %+v, %v", info, err)
+	}
+	if err := <-logged; err != nil {
+		t.Fatalf("following the log: %v", err)
+	}
+	for i := range tasks {
+		if strings.Count(log.String(), fmt.Sprintf("[task %d] echo %d on ", i, i)) != 1 {
+			t.Fatalf("the followed log has task %d other than once:\n%s", i, log.String())
+		}
 	}
 }
