@@ -117,6 +117,7 @@ func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec d
 	seq := 0
 	for {
 		parts := planParts(ms, r.driverResources(1), exclude)
+		parts, deal := dealTo(parts, len(raw), spec.Concurrency)
 		switch {
 		case len(parts) == 0 && len(errs) > 0:
 			return nil, "", errors.Join(errs...)
@@ -125,21 +126,10 @@ func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec d
 		case len(parts) == 1:
 			return nil, parts[0].Machine, nil
 		}
-		if c := spec.Concurrency; c > 0 && c < len(parts) {
-			// Fewer tasks at once than machines: the heaviest machines.
-			slices.SortStableFunc(parts, func(a, b journal.Part) int { return b.Weight - a.Weight })
-			parts = parts[:c]
-			if c == 1 {
-				return nil, parts[0].Machine, nil
-			}
-		}
-		weights := make([]int, len(parts))
 		for k := range parts {
 			seq++
 			parts[k].ID = fmt.Sprintf("%s.%d", rec.ID, seq)
-			weights[k] = parts[k].Weight
 		}
-		deal := newDealer(weights)
 		shares := make([][][]byte, len(parts))
 		for i, a := range raw {
 			k, _ := deal.part(i)
@@ -148,7 +138,7 @@ func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec d
 		started := make([]bool, len(parts))
 		failed := make([]error, len(parts))
 		var wg sync.WaitGroup
-		conc := splitConcurrency(spec.Concurrency, weights)
+		conc := splitConcurrency(spec.Concurrency, deal.weights)
 		for k, p := range parts {
 			ps := spec
 			ps.Concurrency = conc[k]
@@ -180,6 +170,35 @@ func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec d
 		if ctx.Err() != nil {
 			return nil, "", ctx.Err()
 		}
+	}
+}
+
+// dealTo keeps the parts that a map of n tasks at concurrency c (0: the
+// default) gives work to, and returns the dealer of their tasks: with c
+// below the number of parts, the c heaviest; and none that n tasks would
+// leave without a task.
+func dealTo(parts []journal.Part, n, c int) ([]journal.Part, *dealer) {
+	parts = slices.Clone(parts)
+	if c > 0 && c < len(parts) {
+		slices.SortStableFunc(parts, func(a, b journal.Part) int { return b.Weight - a.Weight })
+		parts = parts[:c]
+	}
+	for {
+		weights := make([]int, len(parts))
+		for k, p := range parts {
+			weights[k] = p.Weight
+		}
+		d := newDealer(weights)
+		kept := parts[:0:0]
+		for k, p := range parts {
+			if d.count(k, n) > 0 {
+				kept = append(kept, p)
+			}
+		}
+		if len(kept) == len(parts) {
+			return parts, d
+		}
+		parts = kept
 	}
 }
 
@@ -266,6 +285,18 @@ func (d *dealer) part(i int) (k, j int) {
 	c, r := i/d.cycle, i%d.cycle
 	k = d.owner[r]
 	return k, c*d.weights[k] + d.rank[r]
+}
+
+// count returns how many of n tasks part k gets.
+func (d *dealer) count(k, n int) int {
+	c, r := n/d.cycle, n%d.cycle
+	got := c * d.weights[k]
+	for _, p := range d.pos[k] {
+		if p < r {
+			got++
+		}
+	}
+	return got
 }
 
 // task returns the map's index of part k's task j.

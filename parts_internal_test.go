@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
 // The dealer gives every task to exactly one part, in proportion to the
@@ -24,6 +25,11 @@ func TestDealerSplitsInProportionAndMapsBack(t *testing.T) {
 			counts[k]++
 			if back := d.task(k, j); back != i {
 				t.Fatalf("%v: part %d's task %d maps back to %d, want %d", weights, k, j, back, i)
+			}
+		}
+		for k := range weights {
+			if got := d.count(k, n); got != counts[k] {
+				t.Fatalf("%v: count(%d, %d) = %d, want %d", weights, k, n, got, counts[k])
 			}
 		}
 		// Every run of cycle tasks gives part k exactly weights[k].
@@ -115,6 +121,47 @@ func TestSplitConcurrency(t *testing.T) {
 		got := splitConcurrency(c.c, c.weights)
 		if !slices.Equal(got, c.want) {
 			t.Errorf("splitConcurrency(%d, %v) = %v, want %v", c.c, c.weights, got, c.want)
+		}
+	}
+}
+
+func TestDealToKeepsPartsWithWork(t *testing.T) {
+	parts := func(weights ...int) []journal.Part {
+		var ps []journal.Part
+		for i, w := range weights {
+			ps = append(ps, journal.Part{Machine: string(rune('a' + i)), Weight: w})
+		}
+		return ps
+	}
+	names := func(ps []journal.Part) string {
+		var s string
+		for _, p := range ps {
+			s += p.Machine
+		}
+		return s
+	}
+	for _, c := range []struct {
+		parts []journal.Part
+		n, c  int
+		want  string
+	}{
+		{parts(2, 2, 2), 100, 0, "abc"},
+		{parts(2, 2, 2), 2, 0, "ab"},
+		{parts(1000, 1), 2, 0, "a"},
+		{parts(1000, 1), 1001, 0, "ab"},
+		{parts(1, 4, 2), 100, 2, "bc"},
+		{parts(1, 4, 2), 100, 1, "b"},
+		{parts(), 10, 0, ""},
+	} {
+		got, d := dealTo(c.parts, c.n, c.c)
+		if names(got) != c.want {
+			t.Errorf("dealTo(%v, n=%d, c=%d) keeps %q, want %q", c.parts, c.n, c.c, names(got), c.want)
+			continue
+		}
+		for k := range got {
+			if d.count(k, c.n) == 0 {
+				t.Errorf("dealTo(%v, n=%d, c=%d): part %d gets no task", c.parts, c.n, c.c, k)
+			}
 		}
 	}
 }
