@@ -32,7 +32,7 @@ func TestDealerSplitsInProportionAndMapsBack(t *testing.T) {
 				t.Fatalf("%v: count(%d, %d) = %d, want %d", weights, k, n, got, counts[k])
 			}
 		}
-		// Every run of cycle tasks gives part k exactly weights[k].
+		// Any run of cycle tasks gives part k its weight, give or take one.
 		for start := 0; start+d.cycle <= n; start += d.cycle/3 + 1 {
 			got := make([]int, len(weights))
 			for i := start; i < start+d.cycle; i++ {
