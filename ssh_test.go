@@ -426,6 +426,7 @@ func TestSSHConfigNamesAndJumpHosts(t *testing.T) {
 	n := sshtest.Open(t)
 	dir := t.TempDir()
 	cfg, newKnown, emptyKnown := filepath.Join(dir, "config"), filepath.Join(dir, "new_known_hosts"), filepath.Join(dir, "empty_known_hosts")
+	aliasKnown := filepath.Join(dir, "alias_known_hosts")
 	text := fmt.Sprintf(`
 Host jumped
     HostName %s
@@ -448,6 +449,16 @@ Host newbox
 Host strictbox
     HostName %s
     UserKnownHostsFile %s
+Host aliased
+    HostName %s
+    HostKeyAlias build-box
+    UserKnownHostsFile %s
+    StrictHostKeyChecking accept-new
+    ConnectTimeout 5
+Host aliased-other
+    HostName %s
+    HostKeyAlias build-box
+    UserKnownHostsFile %s
 Host *
     User %s
     IdentityFile %s
@@ -455,6 +466,7 @@ Host *
 `, n.Hosts["h2"], n.Hosts["h1"], n.Hosts["h2"], n.Unreachable,
 		n.Hosts["h3"], n.Key, n.KnownHosts, n.User, n.Hosts["h1"], n.Hosts["h3"],
 		n.Hosts["h1"], newKnown, n.Hosts["h1"], emptyKnown,
+		n.Hosts["h2"], aliasKnown, n.Hosts["h1"], aliasKnown,
 		n.User, n.Key, n.KnownHosts)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -504,6 +516,18 @@ Host *
 	_, err = meadowrun.RunFunction(ctx, sshWhere.With(1), open("strictbox"), &meadowrun.Options{LogDir: t.TempDir()})
 	if !errors.Is(err, meadowrun.ErrHostKey) || !strings.Contains(err.Error(), emptyKnown) {
 		t.Fatalf("a machine missing from the config's known_hosts: %v, want ErrHostKey naming the file", err)
+	}
+	// HostKeyAlias: the key is recorded and checked under the alias, so
+	// another machine going by the same alias is refused.
+	if _, err := meadowrun.RunFunction(ctx, sshWhere.With(1), open("aliased"), &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
+		t.Fatalf("HostKeyAlias, accept-new: %v", err)
+	}
+	if b, _ := os.ReadFile(aliasKnown); !strings.HasPrefix(string(b), "build-box ") || strings.Contains(string(b), n.Hosts["h2"]) {
+		t.Fatalf("HostKeyAlias: known_hosts = %q, want h2's key under build-box", b)
+	}
+	_, err = meadowrun.RunFunction(ctx, sshWhere.With(1), open("aliased-other"), &meadowrun.Options{LogDir: t.TempDir()})
+	if !errors.Is(err, meadowrun.ErrHostKey) || !strings.Contains(err.Error(), "different key") {
+		t.Fatalf("another machine under the same HostKeyAlias: %v, want ErrHostKey for a different key", err)
 	}
 }
 

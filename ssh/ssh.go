@@ -32,7 +32,9 @@ type Options struct {
 	// ConfigFile is the OpenSSH client configuration that says how to
 	// reach a machine named in it (HostName, User, Port, IdentityFile,
 	// IdentitiesOnly, UserKnownHostsFile, StrictHostKeyChecking accept-new,
-	// ProxyJump, ProxyCommand; Host blocks and Include): "" means
+	// HostKeyAlias, ConnectTimeout, ServerAliveInterval,
+	// ServerAliveCountMax, ProxyJump, ProxyCommand; Host blocks and
+	// Include): "" means
 	// ~/.ssh/config where it exists, "none" none.
 	ConfigFile string
 	// IdentityFiles are private keys to offer, after ssh-agent's (unless
@@ -47,10 +49,12 @@ type Options struct {
 	// always refused.
 	TrustOnFirstUse bool
 	// ConnectTimeout bounds connecting and logging in to a machine; 0
-	// means 10 s.
+	// means the ssh config's ConnectTimeout for it, else 10 s.
 	ConnectTimeout time.Duration
 	// KeepAlive is the interval of keepalives: a machine that misses three
-	// in a row is lost, and its tasks run elsewhere. 0 means 1 s.
+	// in a row is lost, and its tasks run elsewhere. 0 means the ssh
+	// config's ServerAliveInterval for it (and ServerAliveCountMax
+	// misses), else 1 s.
 	KeepAlive time.Duration
 	// GiveUpAfter is how long a job waits while every machine is
 	// unreachable (lost, or never reached) before its remaining tasks fail

@@ -165,9 +165,11 @@ func (probeKey) Type() string                        { return "meadowrun-probe" 
 func (probeKey) Marshal() []byte                     { return []byte("meadowrun-probe") }
 func (probeKey) Verify([]byte, *ssh.Signature) error { return errors.New("probe") }
 
-// check is the HostKeyCallback for machine name at addr.
-func (t *trust) check(name string) ssh.HostKeyCallback {
-	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+// check is the HostKeyCallback for machine name, whose key known_hosts
+// lists under keyName ("host:port", or the ssh config's HostKeyAlias).
+func (t *trust) check(name, keyName string) ssh.HostKeyCallback {
+	return func(_ string, remote net.Addr, key ssh.PublicKey) error {
+		hostname := keyName
 		t.mu.Lock()
 		cb := t.cb
 		t.mu.Unlock()
@@ -248,13 +250,13 @@ func (h *Host) dialEndpoint(ctx context.Context, e *endpoint, via *ssh.Client) (
 	cfg := &ssh.ClientConfig{
 		User:              e.user,
 		Auth:              e.auth.methods,
-		HostKeyCallback:   e.trust.check(e.name),
-		HostKeyAlgorithms: e.trust.algorithms(e.addr),
-		Timeout:           h.opts.ConnectTimeout,
+		HostKeyCallback:   e.trust.check(e.name, e.keyName),
+		HostKeyAlgorithms: e.trust.algorithms(e.keyName),
+		Timeout:           e.connectTimeout,
 	}
 	// Connecting and the handshake must not hang on a machine that
 	// accepts and then stalls.
-	ctx, cancel := context.WithTimeout(ctx, h.opts.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(ctx, e.connectTimeout)
 	defer cancel()
 	var nc net.Conn
 	var err error
@@ -274,7 +276,7 @@ func (h *Host) dialEndpoint(ctx context.Context, e *endpoint, via *ssh.Client) (
 	c, chans, reqs, err := ssh.NewClientConn(nc, e.addr, cfg)
 	if err == nil && !stop() {
 		c.Close()
-		err = fmt.Errorf("no answer within %s: %w", h.opts.ConnectTimeout, ctx.Err())
+		err = fmt.Errorf("no answer within %s: %w", e.connectTimeout, ctx.Err())
 	}
 	if err != nil {
 		nc.Close()

@@ -55,10 +55,12 @@ type Options struct {
 	// not list, and appends it to the first KnownHostsFiles. A key that
 	// differs from a listed one is refused regardless.
 	TrustOnFirstUse bool
-	// ConnectTimeout bounds connecting and logging in; 0 means 10 s.
+	// ConnectTimeout bounds connecting and logging in; 0 means the ssh
+	// config's ConnectTimeout, else 10 s.
 	ConnectTimeout time.Duration
 	// KeepAlive is the interval of keepalive requests; a machine that
-	// misses three in a row is considered lost. 0 means 1 s.
+	// misses three in a row is considered lost. 0 means the ssh config's
+	// ServerAliveInterval (and ServerAliveCountMax misses), else 1 s.
 	KeepAlive time.Duration
 	// GiveUpAfter is how long a job waits while every machine is
 	// unreachable before its remaining tasks fail with ErrUnreachable;
@@ -80,7 +82,10 @@ type Options struct {
 
 // Host is a set of machines reached over SSH.
 type Host struct {
-	opts     Options
+	opts Options
+	// setTimeout and setKeepAlive: Options set them, over the ssh
+	// config's.
+	setTimeout, setKeepAlive bool
 	auth     *auth
 	trust    *trust
 	bins     *binaries
@@ -100,10 +105,11 @@ func New(opts Options) (*Host, error) {
 	if len(opts.Machines) == 0 {
 		return nil, errors.New("ssh host: no machines given")
 	}
-	if opts.ConnectTimeout <= 0 {
+	setTimeout, setKeepAlive := opts.ConnectTimeout > 0, opts.KeepAlive > 0
+	if !setTimeout {
 		opts.ConnectTimeout = 10 * time.Second
 	}
-	if opts.KeepAlive <= 0 {
+	if !setKeepAlive {
 		opts.KeepAlive = time.Second
 	}
 	if opts.GiveUpAfter == 0 {
@@ -112,7 +118,7 @@ func New(opts Options) (*Host, error) {
 	if opts.Log == nil {
 		opts.Log = os.Stderr
 	}
-	h := &Host{opts: opts, logged: map[string]string{}, files: newFileCache(),
+	h := &Host{opts: opts, setTimeout: setTimeout, setKeepAlive: setKeepAlive, logged: map[string]string{}, files: newFileCache(),
 		auths: map[string]*auth{}, trusts: map[string]*trust{}}
 	var err error
 	if h.cfg, err = loadSSHConfig(opts.ConfigFile); err != nil {
@@ -165,6 +171,15 @@ type endpoint struct {
 	proxyCommand string
 	auth         *auth
 	trust        *trust
+	// keyName is the name its host key is checked and recorded under in
+	// known_hosts: addr, or the ssh config's HostKeyAlias.
+	keyName string
+	// connectTimeout bounds connecting and logging in; a machine that
+	// leaves keepAliveMax keepalives sent every keepAlive unanswered is
+	// lost.
+	connectTimeout time.Duration
+	keepAlive      time.Duration
+	keepAliveMax   int
 }
 
 // maxJumps bounds a chain of ProxyJump hosts.
@@ -209,9 +224,17 @@ func (h *Host) resolve(s string, depth int) (*endpoint, []*endpoint, error) {
 		return nil, nil, fmt.Errorf("ssh host: machine %q: no user to log in as: name one (user@host)", s)
 	}
 	addr := net.JoinHostPort(host, port)
-	e := &endpoint{name: u + "@" + addr, user: u, addr: addr,
+	e := &endpoint{name: u + "@" + addr, user: u, addr: addr, keyName: addr,
+		connectTimeout: h.opts.ConnectTimeout, keepAlive: h.opts.KeepAlive, keepAliveMax: 3,
 		keysOnly: hc.IdentitiesOnly == "yes" && len(hc.IdentityFiles) > 0,
 		tofu:     h.opts.TrustOnFirstUse || hc.StrictHostKeyChecking == "accept-new" || hc.StrictHostKeyChecking == "no" || hc.StrictHostKeyChecking == "off"}
+	if hc.HostKeyAlias != "" {
+		// As OpenSSH records it: the alias, without the port.
+		e.keyName = net.JoinHostPort(hc.HostKeyAlias, "22")
+	}
+	if err := h.configTimes(e, hc); err != nil {
+		return nil, nil, fmt.Errorf("ssh host: machine %q: ssh config: %w", s, err)
+	}
 	t := tokens{alias: alias, host: host, port: port, user: u, localUser: localUser()}
 	for _, list := range []struct {
 		from []string
@@ -246,6 +269,47 @@ func (h *Host) resolve(s string, depth int) (*endpoint, []*endpoint, error) {
 		}
 	}
 	return e, jumps, nil
+}
+
+// configTimes applies the ssh config's ConnectTimeout and
+// ServerAlive* to e, where Options do not set them.
+func (h *Host) configTimes(e *endpoint, hc hostConfig) error {
+	seconds := func(key, v string) (time.Duration, error) {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("%s %q: want a number of seconds", key, v)
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	if hc.ConnectTimeout != "" && !h.setTimeout {
+		d, err := seconds("ConnectTimeout", hc.ConnectTimeout)
+		if err != nil {
+			return err
+		}
+		if d > 0 {
+			e.connectTimeout = d
+		}
+	}
+	if h.setKeepAlive {
+		return nil
+	}
+	if hc.ServerAliveInterval != "" {
+		d, err := seconds("ServerAliveInterval", hc.ServerAliveInterval)
+		if err != nil {
+			return err
+		}
+		if d > 0 { // 0, OpenSSH's "none", keeps meadowrun's own
+			e.keepAlive = d
+		}
+	}
+	if hc.ServerAliveCountMax != "" {
+		n, err := strconv.Atoi(hc.ServerAliveCountMax)
+		if err != nil || n < 1 {
+			return fmt.Errorf("ServerAliveCountMax %q: want a positive number", hc.ServerAliveCountMax)
+		}
+		e.keepAliveMax = n
+	}
+	return nil
 }
 
 // prepareEndpoint gives e the authentication and trust its keys and

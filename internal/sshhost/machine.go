@@ -111,7 +111,7 @@ func (m *machine) reconnectLater() {
 	m.retrying = true
 	m.mu.Unlock()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*m.h.opts.ConnectTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*m.connectTimeout)
 		defer cancel()
 		_, err := m.ensure(ctx)
 		m.mu.Lock()
@@ -603,7 +603,7 @@ func (m *machine) events(c *ssh.Client, br *bufio.Reader) {
 
 // keepalive drops the connection when the machine stops answering.
 func (m *machine) keepalive(c *ssh.Client) {
-	t := time.NewTicker(m.h.opts.KeepAlive)
+	t := time.NewTicker(m.keepAlive)
 	defer t.Stop()
 	for range t.C {
 		m.mu.Lock()
@@ -623,8 +623,8 @@ func (m *machine) keepalive(c *ssh.Client) {
 				continue
 			}
 			m.lostClient(c, fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, m.name, err))
-		case <-time.After(3 * m.h.opts.KeepAlive):
-			m.lostClient(c, fmt.Errorf("%w: %s stopped answering for %v", driver.ErrUnreachable, m.name, 3*m.h.opts.KeepAlive))
+		case <-time.After(time.Duration(m.keepAliveMax) * m.keepAlive):
+			m.lostClient(c, fmt.Errorf("%w: %s stopped answering for %v", driver.ErrUnreachable, m.name, time.Duration(m.keepAliveMax)*m.keepAlive))
 		}
 		return
 	}

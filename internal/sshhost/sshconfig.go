@@ -12,7 +12,8 @@ import (
 
 // The OpenSSH client configuration (ssh_config(5)), for what it says
 // about reaching a machine: HostName, User, Port, IdentityFile,
-// IdentitiesOnly, UserKnownHostsFile, StrictHostKeyChecking, ProxyJump and
+// IdentitiesOnly, UserKnownHostsFile, StrictHostKeyChecking, HostKeyAlias,
+// ConnectTimeout, ServerAliveInterval, ServerAliveCountMax, ProxyJump and
 // ProxyCommand, in Host blocks, with Include. So a
 // machine named as `ssh NAME` reaches it is reached the same way here.
 // Match blocks other than "Match all" are skipped (their conditions are
@@ -51,6 +52,13 @@ type hostConfig struct {
 	// a changed key is always refused) trusts unknown machines on first
 	// use.
 	StrictHostKeyChecking string
+	// HostKeyAlias is the name known_hosts knows the machine's key by.
+	HostKeyAlias string
+	// ConnectTimeout, ServerAliveInterval (seconds) and
+	// ServerAliveCountMax, as given.
+	ConnectTimeout      string
+	ServerAliveInterval string
+	ServerAliveCountMax string
 }
 
 // maxIncludeDepth bounds Include recursion, as OpenSSH does.
@@ -225,6 +233,14 @@ func (c *sshConfig) lookup(host string) hostConfig {
 				first(&hc.IdentitiesOnly, strings.ToLower(p.value))
 			case "stricthostkeychecking":
 				first(&hc.StrictHostKeyChecking, strings.ToLower(p.value))
+			case "hostkeyalias":
+				first(&hc.HostKeyAlias, p.value)
+			case "connecttimeout":
+				first(&hc.ConnectTimeout, p.value)
+			case "serveraliveinterval":
+				first(&hc.ServerAliveInterval, p.value)
+			case "serveralivecountmax":
+				first(&hc.ServerAliveCountMax, p.value)
 			case "userknownhostsfile":
 				if !seenKnown {
 					seenKnown = true

@@ -3,11 +3,16 @@ package sshhost
 import (
 	"crypto/ed25519"
 	"encoding/pem"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/driver"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -215,5 +220,91 @@ Host both
 	}
 	if got := h.machines[1].auth.tried; !reflect.DeepEqual(got, []string{special, def}) {
 		t.Errorf("without IdentitiesOnly: keys offered %v, want %s then the default", got, special)
+	}
+}
+
+func TestSSHConfigTimesAndHostKeyAlias(t *testing.T) {
+	home := t.TempDir()
+	cfg := writeConfig(t, home, "config", `
+Host slow
+    HostName 10.1.0.7
+    Port 2200
+    ConnectTimeout 30
+    ServerAliveInterval 15
+    ServerAliveCountMax 4
+    HostKeyAlias build-box
+Host off
+    ServerAliveInterval 0
+Host bad
+    ConnectTimeout soon
+Host badmax
+    ServerAliveCountMax 0
+`)
+	_, priv, _ := ed25519.GenerateKey(nil)
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := writeConfig(t, home, "id", string(pem.EncodeToMemory(block)))
+	resolve := func(opts Options, name string) (*endpoint, error) {
+		t.Helper()
+		h, err := New(Options{Machines: []string{"u@x"}, ConfigFile: cfg, ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive,
+			IdentityFiles: []string{keyFile}, NoAgent: true, KnownHostsFiles: []string{filepath.Join(home, "known_hosts")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, _, err := h.resolve("u@"+name, 0)
+		return e, err
+	}
+	e, err := resolve(Options{}, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.connectTimeout != 30*time.Second || e.keepAlive != 15*time.Second || e.keepAliveMax != 4 || e.keyName != "build-box:22" || e.addr != "10.1.0.7:2200" {
+		t.Fatalf("slow: timeout %v, keepalive %v × %d, key name %q, addr %s", e.connectTimeout, e.keepAlive, e.keepAliveMax, e.keyName, e.addr)
+	}
+	// What Options set wins over the config.
+	if e, _ = resolve(Options{ConnectTimeout: time.Second, KeepAlive: 2 * time.Second}, "slow"); e.connectTimeout != time.Second || e.keepAlive != 2*time.Second || e.keepAliveMax != 3 {
+		t.Fatalf("with Options: timeout %v, keepalive %v × %d", e.connectTimeout, e.keepAlive, e.keepAliveMax)
+	}
+	if e, _ = resolve(Options{}, "off"); e.keepAlive != time.Second || e.connectTimeout != 10*time.Second || e.keyName != "off:22" {
+		t.Fatalf("off: timeout %v, keepalive %v, key name %q", e.connectTimeout, e.keepAlive, e.keyName)
+	}
+	for _, name := range []string{"bad", "badmax"} {
+		if _, err := resolve(Options{}, name); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+
+	// The host key is checked and recorded under the alias, as OpenSSH
+	// does.
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := signer.PublicKey()
+	known := filepath.Join(home, "known_hosts")
+	tr, err := newTrust([]string{known}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.check("u@10.1.0.7:2200", "build-box:22")("10.1.0.7:2200", &net.TCPAddr{}, key); err != nil {
+		t.Fatalf("first use: %v", err)
+	}
+	b, _ := os.ReadFile(known)
+	if !strings.HasPrefix(string(b), "build-box ") {
+		t.Fatalf("known_hosts = %q, want the key under build-box", b)
+	}
+	strict, err := newTrust([]string{known}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := strict.check("u@10.1.0.9:22", "build-box:22")("10.1.0.9:22", &net.TCPAddr{}, key); err != nil {
+		t.Fatalf("another address under the same alias: %v", err)
+	}
+	if err := strict.check("u@10.1.0.7:2200", "10.1.0.7:2200")("10.1.0.7:2200", &net.TCPAddr{}, key); !errors.Is(err, driver.ErrHostKey) {
+		t.Fatalf("without the alias: %v, want ErrHostKey (the key is known under the alias only)", err)
 	}
 }
