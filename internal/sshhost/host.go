@@ -86,14 +86,15 @@ type Host struct {
 	// setTimeout and setKeepAlive: Options set them, over the ssh
 	// config's.
 	setTimeout, setKeepAlive bool
-	auth                     *auth
-	trust                    *trust
-	bins                     *binaries
-	files                    *fileCache
-	cfg                      *sshConfig
-	auths                    map[string]*auth  // by the ssh config's identity files
-	trusts                   map[string]*trust // by the ssh config's known_hosts files
-	machines                 []*machine
+
+	auth     *auth
+	trust    *trust
+	bins     *binaries
+	files    *fileCache
+	cfg      *sshConfig
+	auths    map[string]*auth  // by the ssh config's identity files
+	trusts   map[string]*trust // by the ssh config's known_hosts files
+	machines []*machine
 
 	mu     sync.Mutex
 	closed bool
