@@ -39,13 +39,19 @@ func submitSSH(t *testing.T, n *sshtest.Net, tasks, ms int) string {
 
 func submitSSHHandle(t *testing.T, n *sshtest.Net, tasks, ms int) *meadowrun.DetachedMap[int] {
 	t.Helper()
-	h := newSSH(t, n, mrssh.Options{}, "h1")
+	return submitEcho(t, newSSH(t, n, mrssh.Options{}, "h1"), tasks, ms, &meadowrun.MapOptions{Concurrency: 2})
+}
+
+// submitEcho submits a map of sshEcho over tasks arguments that each take
+// ms milliseconds to h, and closes h.
+func submitEcho(t *testing.T, h *mrssh.Host, tasks, ms int, o *meadowrun.MapOptions) *meadowrun.DetachedMap[int] {
+	t.Helper()
 	args := make([]squareArg, tasks)
 	for i := range args {
 		args[i] = squareArg{X: i, Ms: ms}
 	}
 	start := time.Now()
-	m, err := meadowrun.SubmitMap(context.Background(), sshEcho, args, h, &meadowrun.MapOptions{Concurrency: 2}, nil)
+	m, err := meadowrun.SubmitMap(context.Background(), sshEcho, args, h, o, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,17 +287,8 @@ func TestSSHDetachedJobTakesItsDeploymentFiles(t *testing.T) {
 // with the map's indices, from all of them.
 func TestSSHDetachedMapIsSplitAcrossMachines(t *testing.T) {
 	n, ctx := openDetached(t)
-	h := newSSH(t, n, mrssh.Options{}, "h1", "h2", "h3")
 	const tasks = 30
-	args := make([]squareArg, tasks)
-	for i := range args {
-		args[i] = squareArg{X: i, Ms: 50}
-	}
-	m, err := meadowrun.SubmitMap(ctx, sshEcho, args, h, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Close()
+	m := submitEcho(t, newSSH(t, n, mrssh.Options{}, "h1", "h2", "h3"), tasks, 50, nil)
 	id := m.ID()
 	info, err := meadowrun.GetJob(ctx, id)
 	if err != nil {
@@ -350,15 +347,7 @@ func TestSSHCancelSplitMap(t *testing.T) {
 	n, ctx := openDetached(t)
 	h := newSSHMachines(t, n, mrssh.Options{ConnectTimeout: time.Second},
 		"root@"+n.Addr("h1"), "root@"+n.Unreachable+":22", "root@"+n.Addr("h2"))
-	args := make([]squareArg, 6)
-	for i := range args {
-		args[i] = squareArg{X: i, Ms: -1} // never ends by itself
-	}
-	m, err := meadowrun.SubmitMap(ctx, sshEcho, args, h, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Close()
+	m := submitEcho(t, h, 6, -1, nil) // tasks that never end by themselves
 	id := m.ID()
 	info, err := meadowrun.GetJob(ctx, id)
 	if err != nil || strings.Contains(info.Machine, n.Unreachable) || !strings.Contains(info.Machine, n.Addr("h1")) ||
@@ -397,17 +386,8 @@ func TestSSHCancelSplitMap(t *testing.T) {
 // its results arrive once it is back, each task once.
 func TestSSHSplitMapRidesOutACutMachine(t *testing.T) {
 	n, ctx := openDetached(t)
-	h := newSSH(t, n, mrssh.Options{}, "h1", "h2", "h3")
 	const tasks = 30
-	args := make([]squareArg, tasks)
-	for i := range args {
-		args[i] = squareArg{X: i, Ms: 300}
-	}
-	m, err := meadowrun.SubmitMap(ctx, sshEcho, args, h, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Close()
+	m := submitEcho(t, newSSH(t, n, mrssh.Options{}, "h1", "h2", "h3"), tasks, 300, nil)
 	n.LinkDown(t, "h2")
 	t.Cleanup(func() { n.LinkUp(t, "h2") })
 	a, err := meadowrun.AttachMap[int](ctx, m.ID())

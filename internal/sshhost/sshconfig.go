@@ -201,24 +201,24 @@ func (b *cfgBlock) matches(host string) bool {
 // of a keyword wins, except IdentityFile, whose values add up.
 func (c *sshConfig) lookup(host string) hostConfig {
 	var hc hostConfig
-	first := func(dst *string, v string) {
-		if *dst == "" {
-			*dst = v
-		}
-	}
+	// The keywords of one value, as given or (lower) in lower case.
+	single := map[string]*string{"hostname": &hc.HostName, "user": &hc.User, "port": &hc.Port,
+		"hostkeyalias": &hc.HostKeyAlias, "connecttimeout": &hc.ConnectTimeout,
+		"serveraliveinterval": &hc.ServerAliveInterval, "serveralivecountmax": &hc.ServerAliveCountMax}
+	lower := map[string]*string{"identitiesonly": &hc.IdentitiesOnly, "stricthostkeychecking": &hc.StrictHostKeyChecking}
 	seenKnown := false
 	for _, b := range c.blocks {
 		if !b.matches(host) {
 			continue
 		}
 		for _, p := range b.params {
+			if dst := single[p.key]; dst != nil && *dst == "" {
+				*dst = p.value
+			}
+			if dst := lower[p.key]; dst != nil && *dst == "" {
+				*dst = strings.ToLower(p.value)
+			}
 			switch p.key {
-			case "hostname":
-				first(&hc.HostName, p.value)
-			case "user":
-				first(&hc.User, p.value)
-			case "port":
-				first(&hc.Port, p.value)
 			case "proxyjump", "proxycommand":
 				if hc.ProxyJump == "" && hc.ProxyCommand == "" {
 					if p.key == "proxyjump" {
@@ -229,18 +229,6 @@ func (c *sshConfig) lookup(host string) hostConfig {
 				}
 			case "identityfile":
 				hc.IdentityFiles = append(hc.IdentityFiles, p.value)
-			case "identitiesonly":
-				first(&hc.IdentitiesOnly, strings.ToLower(p.value))
-			case "stricthostkeychecking":
-				first(&hc.StrictHostKeyChecking, strings.ToLower(p.value))
-			case "hostkeyalias":
-				first(&hc.HostKeyAlias, p.value)
-			case "connecttimeout":
-				first(&hc.ConnectTimeout, p.value)
-			case "serveraliveinterval":
-				first(&hc.ServerAliveInterval, p.value)
-			case "serveralivecountmax":
-				first(&hc.ServerAliveCountMax, p.value)
 			case "userknownhostsfile":
 				if !seenKnown {
 					seenKnown = true
