@@ -87,10 +87,13 @@ type JobInfo struct {
 	// Error says why the job failed as a whole, if it did.
 	Error string `json:"error,omitempty"`
 	// LogFile keeps the job's output, each line prefixed with its task.
-	// For a job of an SSH host, it is a file of Machine.
+	// For a job of an SSH host, it is a file of Machine; a map split
+	// across machines has one per machine, and none here (JobLog reads
+	// them all).
 	LogFile string `json:"log_file,omitempty"`
 	// Machine is, for a job of an SSH host, the machine whose agent keeps
 	// it: its supervisor runs there, and its journal is that machine's.
+	// For a map split across machines, it lists them, comma-separated.
 	Machine string `json:"machine,omitempty"`
 }
 
