@@ -578,3 +578,57 @@ func TestSSHNoexecDirectoryIsAClearError(t *testing.T) {
 	}
 	t.Logf("error: %v", err)
 }
+
+// A user certificate logs in where its key alone is not authorized: next
+// to its key (KEY-cert.pub, as OpenSSH looks for it) or named by the ssh
+// config's CertificateFile. An expired one is refused, as the key is.
+func TestSSHUserCertificates(t *testing.T) {
+	n := sshtest.Open(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "id_ed25519")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	// sign writes key's certificate, valid over validity, as cert.
+	sign := func(validity, cert string) {
+		t.Helper()
+		out, err := exec.Command("ssh-keygen", "-q", "-s", n.UserCA, "-I", "meadowrun-test", "-n", n.User, "-V", validity, key+".pub").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ssh-keygen -s: %v: %s", err, out)
+		}
+		if cert != key+"-cert.pub" {
+			if err := os.Rename(key+"-cert.pub", cert); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	call := func(opts mrssh.Options) error {
+		t.Helper()
+		opts.IdentityFiles = []string{key}
+		h := newSSH(t, n, opts, "h2")
+		_, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()})
+		return err
+	}
+	if err := call(mrssh.Options{}); !errors.Is(err, meadowrun.ErrAuth) {
+		t.Fatalf("the key alone: %v, want ErrAuth", err)
+	}
+	sign("-5m:+1h", key+"-cert.pub")
+	if err := call(mrssh.Options{}); err != nil {
+		t.Fatalf("with KEY-cert.pub: %v", err)
+	}
+	// CertificateFile in the ssh config, for the machine's name there.
+	os.Rename(key+"-cert.pub", filepath.Join(dir, "elsewhere-cert.pub"))
+	cfg := filepath.Join(dir, "config")
+	text := fmt.Sprintf("Host certified\n    HostName %s\n    CertificateFile %s\n", n.Hosts["h2"], filepath.Join(dir, "elsewhere-cert.pub"))
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newSSHMachines(t, n, mrssh.Options{ConfigFile: cfg, IdentityFiles: []string{key}}, n.User+"@certified")
+	if _, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
+		t.Fatalf("with CertificateFile: %v", err)
+	}
+	sign("-2h:-1h", key+"-cert.pub")
+	if err := call(mrssh.Options{}); !errors.Is(err, meadowrun.ErrAuth) || !strings.Contains(err.Error(), key+"-cert.pub") {
+		t.Fatalf("an expired certificate: %v, want ErrAuth naming it among the keys tried", err)
+	}
+}

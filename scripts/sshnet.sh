@@ -253,6 +253,7 @@ ListenAddress 0.0.0.0
 HostKey $d/hostkey
 PidFile none
 AuthorizedKeysFile $DIR/authorized_keys
+TrustedUserCAKeys $DIR/user_ca.pub
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
@@ -389,9 +390,11 @@ cmd_up() {
 	trap up_failed EXIT
 
 	# Keys.
-	rm -f "$DIR/id_ed25519" "$DIR/id_ed25519.pub" "$DIR/wrong_key" "$DIR/wrong_key.pub"
+	rm -f "$DIR/id_ed25519" "$DIR/id_ed25519.pub" "$DIR/wrong_key" "$DIR/wrong_key.pub" "$DIR/user_ca" "$DIR/user_ca.pub"
 	ssh-keygen -q -t ed25519 -N '' -C sshnet-client -f "$DIR/id_ed25519"
 	ssh-keygen -q -t ed25519 -N '' -C sshnet-wrong -f "$DIR/wrong_key"
+	# Every machine accepts user certificates this CA signs.
+	ssh-keygen -q -t ed25519 -N '' -C sshnet-user-ca -f "$DIR/user_ca"
 	cp "$DIR/id_ed25519.pub" "$DIR/authorized_keys"
 	: >"$DIR/known_hosts"
 	for n in $(seq 1 "$NHOSTS"); do
@@ -453,6 +456,7 @@ cmd_up() {
 		echo "SSHNET_USER=root"
 		echo "SSHNET_KEY=$DIR/id_ed25519"
 		echo "SSHNET_WRONG_KEY=$DIR/wrong_key"
+		echo "SSHNET_USER_CA=$DIR/user_ca"
 		echo "SSHNET_KNOWN_HOSTS=$DIR/known_hosts"
 		echo "SSHNET_KNOWN_HOSTS_WRONG=$DIR/known_hosts_wrong"
 		for n in $(seq 1 "$NHOSTS"); do

@@ -31,14 +31,16 @@ type Options struct {
 	User string
 	// ConfigFile is the OpenSSH client configuration that says how to
 	// reach a machine named in it (HostName, User, Port, IdentityFile,
-	// IdentitiesOnly, UserKnownHostsFile, StrictHostKeyChecking accept-new,
+	// IdentitiesOnly, CertificateFile, UserKnownHostsFile,
+	// StrictHostKeyChecking accept-new,
 	// HostKeyAlias, ConnectTimeout, ServerAliveInterval,
 	// ServerAliveCountMax, ProxyJump, ProxyCommand; Host blocks and
 	// Include): "" means
 	// ~/.ssh/config where it exists, "none" none.
 	ConfigFile string
 	// IdentityFiles are private keys to offer, after ssh-agent's (unless
-	// NoAgent); none means ~/.ssh/id_ed25519, id_ecdsa and id_rsa.
+	// NoAgent); none means ~/.ssh/id_ed25519, id_ecdsa and id_rsa. A
+	// key's certificate, KEY-cert.pub, is offered before it.
 	IdentityFiles []string
 	NoAgent       bool
 	// KnownHostsFiles list trusted host keys; none means

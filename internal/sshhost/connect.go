@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,15 +25,18 @@ import (
 type auth struct {
 	methods []ssh.AuthMethod
 	tried   []string
+	certs   []string // certificate files to pair with the keys
 }
 
 // loadAuth loads the keys of opts, after those of configKeys (identity
 // files an ssh config names for one endpoint: like OpenSSH, those that
 // do not exist or need a passphrase are passed over). With only, the
-// default key files are not tried. Having no key at all is not an error
-// here: prepareEndpoint reports it for the endpoint.
-func loadAuth(opts Options, configKeys []string, only bool) (*auth, error) {
-	a := &auth{}
+// default key files are not tried. A key file's certificate (FILE-cert.pub,
+// or one of certs, the ssh config's CertificateFile) is offered before
+// the key itself. Having no key at all is not an error here:
+// prepareEndpoint reports it for the endpoint.
+func loadAuth(opts Options, configKeys, certs []string, only bool) (*auth, error) {
+	a := &auth{certs: certs}
 	if err := a.addKeyFiles(configKeys, false, " (from the ssh config)"); err != nil {
 		return nil, err
 	}
@@ -55,6 +59,30 @@ func loadAuth(opts Options, configKeys []string, only bool) (*auth, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// certSigner returns the signer of the certificate in file for the key
+// of s, or nil when file does not exist or certifies another key.
+func certSigner(file string, s ssh.Signer) (ssh.Signer, error) {
+	b, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return nil, err
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, fmt.Errorf("a %s key, not a certificate", pub.Type())
+	}
+	if !bytes.Equal(cert.Key.Marshal(), s.PublicKey().Marshal()) {
+		return nil, nil
+	}
+	return ssh.NewCertSigner(cert, s)
 }
 
 // addKeyFiles offers the keys of files. A file that is missing or needs
@@ -80,6 +108,16 @@ func (a *auth) addKeyFiles(files []string, strict bool, origin string) error {
 				continue
 			}
 			return fmt.Errorf("ssh host: identity file %s%s: %w", f, origin, err)
+		}
+		for _, c := range append([]string{f + "-cert.pub"}, a.certs...) {
+			cs, err := certSigner(c, s)
+			if err != nil {
+				return fmt.Errorf("ssh host: certificate %s%s: %w", c, origin, err)
+			}
+			if cs != nil {
+				signers = append(signers, cs)
+				a.tried = append(a.tried, c)
+			}
 		}
 		signers = append(signers, s)
 		a.tried = append(a.tried, f)

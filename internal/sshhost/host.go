@@ -125,7 +125,7 @@ func New(opts Options) (*Host, error) {
 	if h.cfg, err = loadSSHConfig(opts.ConfigFile); err != nil {
 		return nil, err
 	}
-	if h.auth, err = loadAuth(opts, nil, false); err != nil {
+	if h.auth, err = loadAuth(opts, nil, nil, false); err != nil {
 		return nil, err
 	}
 	if h.trust, err = newTrust(opts.KnownHostsFiles, opts.TrustOnFirstUse); err != nil {
@@ -164,6 +164,7 @@ type endpoint struct {
 	// From the ssh config: identity files and known_hosts files of this
 	// endpoint, and then the authentication and trust they make.
 	keys       []string
+	certs      []string // CertificateFile
 	knownHosts []string
 	keysOnly   bool // IdentitiesOnly: offer keys only
 	tofu       bool // StrictHostKeyChecking accept-new
@@ -240,7 +241,7 @@ func (h *Host) resolve(s string, depth int) (*endpoint, []*endpoint, error) {
 	for _, list := range []struct {
 		from []string
 		to   *[]string
-	}{{hc.IdentityFiles, &e.keys}, {hc.KnownHostsFiles, &e.knownHosts}} {
+	}{{hc.IdentityFiles, &e.keys}, {hc.CertificateFiles, &e.certs}, {hc.KnownHostsFiles, &e.knownHosts}} {
 		for _, f := range list.from {
 			x, err := h.cfg.expandTokens(f, t)
 			if err != nil {
@@ -318,13 +319,13 @@ func (h *Host) configTimes(e *endpoint, hc hostConfig) error {
 // some (known_hosts files given in Options win over the config's).
 func (h *Host) prepareEndpoint(e *endpoint) error {
 	e.auth, e.trust = h.auth, h.trust
-	if len(e.keys) > 0 {
-		k := fmt.Sprint(e.keysOnly, "\x00", strings.Join(e.keys, "\x00"))
+	if len(e.keys) > 0 || len(e.certs) > 0 {
+		k := fmt.Sprint(e.keysOnly, "\x00", strings.Join(e.keys, "\x00"), "\x00\x00", strings.Join(e.certs, "\x00"))
 		if e.auth = h.auths[k]; e.auth == nil {
 			o := h.opts
 			// IdentitiesOnly: the config's keys and those named in Options.
 			o.NoAgent = o.NoAgent || e.keysOnly
-			a, err := loadAuth(o, e.keys, e.keysOnly)
+			a, err := loadAuth(o, e.keys, e.certs, e.keysOnly)
 			if err != nil {
 				return err
 			}

@@ -12,7 +12,8 @@ import (
 
 // The OpenSSH client configuration (ssh_config(5)), for what it says
 // about reaching a machine: HostName, User, Port, IdentityFile,
-// IdentitiesOnly, UserKnownHostsFile, StrictHostKeyChecking, HostKeyAlias,
+// IdentitiesOnly, CertificateFile, UserKnownHostsFile,
+// StrictHostKeyChecking, HostKeyAlias,
 // ConnectTimeout, ServerAliveInterval, ServerAliveCountMax, ProxyJump and
 // ProxyCommand, in Host blocks, with Include. So a
 // machine named as `ssh NAME` reaches it is reached the same way here.
@@ -37,11 +38,14 @@ type cfgParam struct{ key, value string }
 
 // hostConfig is what the configuration says about one host name.
 type hostConfig struct {
-	HostName        string
-	User            string
-	Port            string
-	IdentityFiles   []string
-	KnownHostsFiles []string
+	HostName      string
+	User          string
+	Port          string
+	IdentityFiles []string
+	// CertificateFiles are user certificates, each offered with the
+	// identity key it certifies.
+	CertificateFiles []string
+	KnownHostsFiles  []string
 	// ProxyJump or ProxyCommand, whichever the config gives first.
 	ProxyJump    string
 	ProxyCommand string
@@ -198,7 +202,8 @@ func (b *cfgBlock) matches(host string) bool {
 }
 
 // lookup applies the blocks that match host, in order: the first value
-// of a keyword wins, except IdentityFile, whose values add up.
+// of a keyword wins, except IdentityFile and CertificateFile, whose values
+// add up.
 func (c *sshConfig) lookup(host string) hostConfig {
 	var hc hostConfig
 	// The keywords of one value, as given or (lower) in lower case.
@@ -229,6 +234,8 @@ func (c *sshConfig) lookup(host string) hostConfig {
 				}
 			case "identityfile":
 				hc.IdentityFiles = append(hc.IdentityFiles, p.value)
+			case "certificatefile":
+				hc.CertificateFiles = append(hc.CertificateFiles, p.value)
 			case "userknownhostsfile":
 				if !seenKnown {
 					seenKnown = true

@@ -9,7 +9,7 @@ import (
 func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	env := "SSHNET_DIR=/d\nSSHNET_ID=3\nSSHNET_USER=root\nSSHNET_KEY=/d/id_ed25519\n" +
-		"SSHNET_WRONG_KEY=/d/wrong_key\nSSHNET_KNOWN_HOSTS=/d/known_hosts\n" +
+		"SSHNET_WRONG_KEY=/d/wrong_key\nSSHNET_USER_CA=/d/user_ca\nSSHNET_KNOWN_HOSTS=/d/known_hosts\n" +
 		"SSHNET_KNOWN_HOSTS_WRONG=/d/known_hosts_wrong\nSSHNET_H1=10.99.3.11\n" +
 		"SSHNET_H2=10.99.3.12\nSSHNET_H3=10.99.3.13\nSSHNET_H4=10.99.3.14\n" +
 		"SSHNET_H5=10.99.3.15\nSSHNET_H6=10.99.3.16\nSSHNET_UNREACHABLE=10.99.3.99\n"
@@ -21,7 +21,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.ID != 3 || n.User != "root" || n.KnownHostsWrong != "/d/known_hosts_wrong" ||
+	if n.ID != 3 || n.User != "root" || n.KnownHostsWrong != "/d/known_hosts_wrong" || n.UserCA != "/d/user_ca" ||
 		n.Unreachable != "10.99.3.99" || len(n.Hosts) != 6 || n.Addr("h6") != "10.99.3.16:22" {
 		t.Fatalf("load = %+v", n)
 	}

@@ -45,6 +45,9 @@ type Net struct {
 	Key string
 	// WrongKey is a private key no machine accepts.
 	WrongKey string
+	// UserCA is the private key of the certificate authority whose user
+	// certificates every machine accepts (sshd's TrustedUserCAKeys).
+	UserCA string
 	// KnownHosts is a known_hosts file listing every machine's host key
 	// by IP address.
 	KnownHosts string
@@ -119,6 +122,7 @@ func load(path string) (*Net, error) {
 		User:            get("SSHNET_USER"),
 		Key:             get("SSHNET_KEY"),
 		WrongKey:        get("SSHNET_WRONG_KEY"),
+		UserCA:          get("SSHNET_USER_CA"),
 		KnownHosts:      get("SSHNET_KNOWN_HOSTS"),
 		KnownHostsWrong: get("SSHNET_KNOWN_HOSTS_WRONG"),
 		Unreachable:     get("SSHNET_UNREACHABLE"),
