@@ -45,7 +45,8 @@ type Options struct {
 	ConfigFile string
 	// IdentityFiles are private keys to offer; none means ~/.ssh/id_ed25519,
 	// id_ecdsa and id_rsa where they exist. Keys of ssh-agent
-	// (SSH_AUTH_SOCK) are offered first unless NoAgent.
+	// (SSH_AUTH_SOCK) are offered first unless NoAgent. A key's
+	// certificate, KEY-cert.pub, is offered before it.
 	IdentityFiles []string
 	NoAgent       bool
 	// KnownHostsFiles list the trusted host keys; none means
