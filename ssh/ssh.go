@@ -34,7 +34,8 @@ type Options struct {
 	// IdentitiesOnly, CertificateFile, UserKnownHostsFile,
 	// StrictHostKeyChecking accept-new,
 	// HostKeyAlias, ConnectTimeout, ServerAliveInterval,
-	// ServerAliveCountMax, ProxyJump, ProxyCommand; Host blocks and
+	// ServerAliveCountMax, ProxyJump, ProxyCommand; Host blocks, Match
+	// blocks of host, originalhost, user, localuser, all and final, and
 	// Include): "" means
 	// ~/.ssh/config where it exists, "none" none.
 	ConfigFile string

@@ -12,6 +12,7 @@
 package sshhost
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -204,7 +205,7 @@ func (h *Host) resolve(s string, depth int) (*endpoint, []*endpoint, error) {
 	if alias == "" || strings.ContainsAny(alias, " /") || (strings.Contains(s, "@") && u == "") {
 		return nil, nil, fmt.Errorf("ssh host: machine %q: want [user@]host[:port]", s)
 	}
-	hc := h.cfg.lookup(alias)
+	hc := h.cfg.lookup(alias, cmp.Or(u, h.opts.User))
 	host := alias
 	if hc.HostName != "" {
 		host = strings.ReplaceAll(strings.ReplaceAll(hc.HostName, "%h", alias), "%%", "%")

@@ -17,8 +17,9 @@ import (
 // ConnectTimeout, ServerAliveInterval, ServerAliveCountMax, ProxyJump and
 // ProxyCommand, in Host blocks, with Include. So a
 // machine named as `ssh NAME` reaches it is reached the same way here.
-// Match blocks other than "Match all" are skipped (their conditions are
-// not evaluated); every other keyword is ignored.
+// Match blocks are evaluated for host, originalhost, user, localuser,
+// all and final; a block with another criterion (exec, localnetwork,
+// tagged, canonical) is skipped. Every other keyword is ignored.
 
 // sshConfig is a parsed configuration file and the files it includes.
 type sshConfig struct {
@@ -32,6 +33,20 @@ type cfgBlock struct {
 	patterns []string // "!" negates; none with all unset matches nothing
 	all      bool
 	params   []cfgParam
+	// match holds the criteria of a Match block; unsupported is set when
+	// one of them cannot be evaluated here (exec, localnetwork, tagged,
+	// canonical), and the block is then skipped.
+	match       []matchCriterion
+	unsupported bool
+}
+
+// matchCriterion is one criterion of a Match line: keyword (host,
+// originalhost, user, localuser, final) with its pattern list, negated by
+// a "!" before the keyword.
+type matchCriterion struct {
+	keyword  string
+	patterns string
+	negate   bool
 }
 
 type cfgParam struct{ key, value string }
@@ -108,9 +123,9 @@ func (c *sshConfig) parseFile(p string, depth int) error {
 		case "host":
 			c.blocks = append(c.blocks, &cfgBlock{patterns: args})
 		case "match":
-			b := &cfgBlock{}
-			if len(args) == 1 && strings.EqualFold(args[0], "all") {
-				b.all = true
+			b, err := parseMatch(args)
+			if err != nil {
+				return fmt.Errorf("%s:%d: %w", p, n, err)
 			}
 			c.blocks = append(c.blocks, b)
 		case "include":
@@ -141,6 +156,90 @@ func (c *sshConfig) parseFile(p string, depth int) error {
 		}
 	}
 	return sc.Err()
+}
+
+// parseMatch parses the criteria of a Match line.
+func parseMatch(args []string) (*cfgBlock, error) {
+	b := &cfgBlock{}
+	if len(args) == 0 {
+		return nil, errors.New("a Match line without criteria")
+	}
+	for i := 0; i < len(args); i++ {
+		kw := strings.ToLower(args[i])
+		negate := strings.HasPrefix(kw, "!")
+		kw = strings.TrimPrefix(kw, "!")
+		switch kw {
+		case "all":
+			if len(args) > 1 && !negate {
+				// "all" with other criteria: OpenSSH allows it only
+				// alone, or after canonical/final.
+				continue
+			}
+			b.all = !negate
+			if negate {
+				b.unsupported = true // matches nothing
+			}
+		case "final":
+			// There is one pass here, and it is the final one.
+			b.match = append(b.match, matchCriterion{keyword: kw, negate: negate})
+		case "canonical":
+			b.unsupported = true // no hostname canonicalization here
+		case "host", "originalhost", "user", "localuser":
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("a Match line with %s but no pattern", kw)
+			}
+			i++
+			b.match = append(b.match, matchCriterion{keyword: kw, patterns: args[i], negate: negate})
+		default:
+			// exec, localnetwork, tagged, ...: not evaluated; their
+			// argument is skipped.
+			b.unsupported = true
+			i++
+		}
+	}
+	return b, nil
+}
+
+// matchState is what a Match block is evaluated against: the host name
+// (after HostName, so far), the name given, the user to log in as (so
+// far) and the local user.
+type matchState struct {
+	host, originalHost, user, localUser string
+}
+
+// matchesState evaluates a Match block.
+func (b *cfgBlock) matchesState(st matchState) bool {
+	if b.unsupported {
+		return false
+	}
+	if b.all {
+		return true
+	}
+	for _, m := range b.match {
+		var ok bool
+		switch m.keyword {
+		case "final":
+			ok = true
+		case "host":
+			ok = matchPatternList(st.host, m.patterns)
+		case "originalhost":
+			ok = matchPatternList(st.originalHost, m.patterns)
+		case "user":
+			ok = matchPatternList(st.user, m.patterns)
+		case "localuser":
+			ok = matchPatternList(st.localUser, m.patterns)
+		}
+		if ok == m.negate {
+			return false
+		}
+	}
+	return true
+}
+
+// matchPatternList matches s against a comma-separated list of patterns,
+// "!" negating, as ssh_config(5)'s PATTERNS say.
+func matchPatternList(s, list string) bool {
+	return (&cfgBlock{patterns: strings.Split(list, ",")}).matches(s)
 }
 
 // splitConfigLine returns a line's lower-cased keyword and its arguments
@@ -203,9 +302,23 @@ func (b *cfgBlock) matches(host string) bool {
 
 // lookup applies the blocks that match host, in order: the first value
 // of a keyword wins, except IdentityFile and CertificateFile, whose values
-// add up.
-func (c *sshConfig) lookup(host string) hostConfig {
+// add up. user is the user named with the machine, if any, which Match
+// user blocks see before the config's User.
+func (c *sshConfig) lookup(host, user string) hostConfig {
 	var hc hostConfig
+	state := func() matchState {
+		st := matchState{host: host, originalHost: host, user: user, localUser: localUser()}
+		if hc.HostName != "" {
+			st.host = strings.ReplaceAll(strings.ReplaceAll(hc.HostName, "%h", host), "%%", "%")
+		}
+		if st.user == "" {
+			st.user = hc.User
+		}
+		if st.user == "" {
+			st.user = st.localUser
+		}
+		return st
+	}
 	// The keywords of one value, as given or (lower) in lower case.
 	single := map[string]*string{"hostname": &hc.HostName, "user": &hc.User, "port": &hc.Port,
 		"hostkeyalias": &hc.HostKeyAlias, "connecttimeout": &hc.ConnectTimeout,
@@ -213,7 +326,11 @@ func (c *sshConfig) lookup(host string) hostConfig {
 	lower := map[string]*string{"identitiesonly": &hc.IdentitiesOnly, "stricthostkeychecking": &hc.StrictHostKeyChecking}
 	seenKnown := false
 	for _, b := range c.blocks {
-		if !b.matches(host) {
+		if b.match != nil || b.unsupported {
+			if !b.matchesState(state()) {
+				continue
+			}
+		} else if !b.matches(host) {
 			continue
 		}
 		for _, p := range b.params {

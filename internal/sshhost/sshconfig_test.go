@@ -93,7 +93,7 @@ Host *
 		{"BOX", hostConfig{HostName: "10.0.0.7", Port: "2222", User: "alice",
 			IdentityFiles: []string{"~/.ssh/id_%h"}, KnownHostsFiles: []string{"/k1", "/k2"}}},
 	} {
-		if got := c.lookup(tc.host); !reflect.DeepEqual(got, tc.want) {
+		if got := c.lookup(tc.host, ""); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("lookup(%q) =\n %+v, want\n %+v", tc.host, got, tc.want)
 		}
 	}
@@ -120,11 +120,11 @@ func TestSSHConfigFiles(t *testing.T) {
 	}
 	// "none" reads nothing even where ~/.ssh/config exists.
 	writeConfig(t, home, ".ssh/config", "Host x\n  User y\n")
-	if c, err := loadSSHConfig("none"); err != nil || c.lookup("x").User != "" {
-		t.Fatalf(`"none": %v, %+v`, err, c.lookup("x"))
+	if c, err := loadSSHConfig("none"); err != nil || c.lookup("x", "").User != "" {
+		t.Fatalf(`"none": %v, %+v`, err, c.lookup("x", ""))
 	}
-	if c, err := loadSSHConfig(""); err != nil || c.lookup("x").User != "y" {
-		t.Fatalf("~/.ssh/config: %v, %+v", err, c.lookup("x"))
+	if c, err := loadSSHConfig(""); err != nil || c.lookup("x", "").User != "y" {
+		t.Fatalf("~/.ssh/config: %v, %+v", err, c.lookup("x", ""))
 	}
 	// An unterminated quote names the file and line.
 	bad := writeConfig(t, home, "bad", "Host a\n  User \"oops\n")
@@ -306,5 +306,47 @@ Host badmax
 	}
 	if err := strict.check("u@10.1.0.7:2200", "10.1.0.7:2200")("10.1.0.7:2200", &net.TCPAddr{}, key); !errors.Is(err, driver.ErrHostKey) {
 		t.Fatalf("without the alias: %v, want ErrHostKey (the key is known under the alias only)", err)
+	}
+}
+
+func TestSSHConfigMatchBlocks(t *testing.T) {
+	home := t.TempDir()
+	cfg := writeConfig(t, home, "config", `
+Host web-*
+    HostName 10.0.0.5
+Match host 10.0.0.* user deploy
+    IdentityFile ~/.ssh/deploy_key
+Match originalhost web-*,!web-old
+    Port 2201
+Match !localuser nobody-at-all final
+    ServerAliveInterval 7
+Match exec "true"
+    User never
+Match canonical
+    User never-either
+Match host 10.0.0.5 !user deploy
+    User ops
+`)
+	c, err := loadSSHConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		host, user string
+		want       hostConfig
+	}{
+		{"web-1", "deploy", hostConfig{HostName: "10.0.0.5", IdentityFiles: []string{"~/.ssh/deploy_key"}, Port: "2201", ServerAliveInterval: "7"}},
+		{"web-old", "deploy", hostConfig{HostName: "10.0.0.5", IdentityFiles: []string{"~/.ssh/deploy_key"}, ServerAliveInterval: "7"}},
+		{"web-1", "", hostConfig{HostName: "10.0.0.5", Port: "2201", ServerAliveInterval: "7", User: "ops"}},
+		{"db", "deploy", hostConfig{ServerAliveInterval: "7"}},
+	} {
+		if got := c.lookup(tc.host, tc.user); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("lookup(%q, %q) =\n %+v, want\n %+v", tc.host, tc.user, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"Match\n", "Match host\n"} {
+		if _, err := loadSSHConfig(writeConfig(t, home, "bad", bad)); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
 	}
 }
