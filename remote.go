@@ -189,15 +189,24 @@ func newRemoteJob(st *journal.Store, rec journal.Record, sh *keeperHost) *remote
 	return rj
 }
 
-// openRemote reopens the host of a job of an SSH host from its URL.
-func openRemote(ctx context.Context, st *journal.Store, rec journal.Record) (*remoteJob, error) {
-	h, err := OpenHost(ctx, rec.Host)
+// openKeeper opens the host of job id from its URL.
+func openKeeper(ctx context.Context, id, url string) (*keeperHost, error) {
+	h, err := OpenHost(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("meadowrun: job %s: %w", rec.ID, err)
+		return nil, fmt.Errorf("meadowrun: job %s: %w", id, err)
 	}
 	sh := keeperOf(ctx, h)
 	if sh == nil {
-		return nil, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", rec.ID, rec.Host)
+		return nil, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", id, url)
+	}
+	return sh, nil
+}
+
+// openRemote reopens the host of a job of an SSH host from its URL.
+func openRemote(ctx context.Context, st *journal.Store, rec journal.Record) (*remoteJob, error) {
+	sh, err := openKeeper(ctx, rec.ID, rec.Host)
+	if err != nil {
+		return nil, err
 	}
 	return newRemoteJob(st, rec, sh), nil
 }
@@ -210,13 +219,9 @@ func (rj *remoteJob) keeper(ctx context.Context) (*keeperHost, error) {
 	if !rj.host.drv.Closed() {
 		return rj.host, nil
 	}
-	h, err := OpenHost(ctx, rj.url)
+	sh, err := openKeeper(ctx, rj.id, rj.url)
 	if err != nil {
-		return nil, fmt.Errorf("meadowrun: job %s: %w", rj.id, err)
-	}
-	sh := keeperOf(ctx, h)
-	if sh == nil {
-		return nil, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", rj.id, rj.url)
+		return nil, err
 	}
 	rj.host = sh
 	return sh, nil
