@@ -477,7 +477,13 @@ func (rj *remoteJob) follow(ctx context.Context, yield func(journal.Record, jour
 		case <-ctx.Done():
 			return journal.Record{}, ctx.Err()
 		}
-		recs[b.k] = b.rec
+		if b.err == nil || errors.Is(b.err, ErrJobLost) {
+			recs[b.k] = b.rec
+		}
+		// This side's copy follows the job while someone does.
+		if !slices.ContainsFunc(recs, func(r journal.Record) bool { return r.ID == "" }) {
+			rj.merge(ctx, recs)
+		}
 		for _, r := range b.results {
 			if rj.deal != nil {
 				r.Task = rj.deal.task(b.k, r.Task)
@@ -596,6 +602,9 @@ func (rj *remoteJob) logPart(ctx context.Context, k int, f *logFollower) error {
 		// The agent read the record before the log: when the record is
 		// final, the log is complete.
 		rec := *resp.Job
+		if rj.deal == nil {
+			rj.copy(ctx, rec)
+		}
 		if rec.Final() || resp.Lost || !f.opts.Follow {
 			f.flush()
 			if f.opts.Follow && resp.Lost {
