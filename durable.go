@@ -95,6 +95,21 @@ type JobInfo struct {
 	// it: its supervisor runs there, and its journal is that machine's.
 	// For a map split across machines, it lists them, comma-separated.
 	Machine string `json:"machine,omitempty"`
+	// Parts describe, for a map split across machines, each machine's
+	// part, as GetJob read it from the machine.
+	Parts []PartInfo `json:"parts,omitempty"`
+}
+
+// PartInfo describes one machine's part of a map split across the
+// machines of an SSH host: a job of its own in that machine's journal.
+type PartInfo struct {
+	Machine string   `json:"machine"`
+	ID      string   `json:"id"`
+	State   JobState `json:"state"`
+	Tasks   int      `json:"tasks"`
+	Done    int      `json:"done"`
+	Failed  int      `json:"failed"`
+	Error   string   `json:"error,omitempty"`
 }
 
 // Duration is how long the job ran, or has been running.

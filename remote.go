@@ -1,6 +1,7 @@
 package meadowrun
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -377,6 +378,16 @@ func (rj *remoteJob) info(ctx context.Context) (JobInfo, error) {
 		j.State = JobLost
 		if j.Error == "" {
 			j.Error = err.Error()
+		}
+	}
+	if rj.deal != nil {
+		for k, r := range recs {
+			p := PartInfo{Machine: rj.parts[k].Machine, ID: rj.parts[k].ID, State: JobState(r.State),
+				Tasks: r.Total, Done: r.Done, Failed: r.Failed, Error: r.Error}
+			if lost[k] != nil && !r.Final() {
+				p.State, p.Error = JobLost, cmp.Or(p.Error, lost[k].Error())
+			}
+			j.Parts = append(j.Parts, p)
 		}
 	}
 	return j, nil

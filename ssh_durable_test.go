@@ -317,6 +317,15 @@ func TestSSHDetachedMapIsSplitAcrossMachines(t *testing.T) {
 	if info, err = meadowrun.GetJob(ctx, id); err != nil || info.State != meadowrun.JobSucceeded || info.Done != tasks {
 		t.Fatalf("GetJob after the map = %+v, %v", info, err)
 	}
+	// Each machine's part: a third of the tasks, done.
+	if len(info.Parts) != 3 {
+		t.Fatalf("GetJob parts = %+v", info.Parts)
+	}
+	for i, p := range info.Parts {
+		if p.Machine != n.User+"@"+n.Addr([]string{"h1", "h2", "h3"}[i]) || p.State != meadowrun.JobSucceeded || p.Tasks != tasks/3 || p.Done != tasks/3 {
+			t.Fatalf("part %d = %+v", i, p)
+		}
+	}
 	got, err := m.Wait(ctx)
 	if err != nil || len(got) != tasks || got[tasks-1] != (tasks-1)*(tasks-1) {
 		t.Fatalf("Wait = %v, %v", got, err)

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/meadowrun-go/meadowrun/internal/journal"
+	"github.com/meadowrun-go/meadowrun/internal/sshtest"
 )
 
 // bin is the meadowrun binary built for the tests, run as a user would.
@@ -460,4 +461,27 @@ func TestHostsDescribesTheMachines(t *testing.T) {
 	}
 	r = u.run("", "hosts", "--host", "ssh://nobody@127.0.0.1:1?timeout=2s&config=none&key="+key)
 	u.want(r, 1, []string{"nobody@127.0.0.1:1", "cannot be used"}, []string{"machine unreachable: nobody@127.0.0.1:1", "1 of 1 machines cannot be used"})
+}
+
+// A detached map on two SSH machines is split between them: attach, logs
+// and jobs show the map's own task numbers and each machine's part.
+func TestADetachedMapOnSSHMachinesIsSplit(t *testing.T) {
+	n := sshtest.Open(t)
+	u := newUser(t)
+	host := fmt.Sprintf("ssh://%s@%s,%s@%s?config=none&key=%s&known_hosts=%s", n.User, n.Addr("h1"), n.User, n.Addr("h2"), n.Key, n.KnownHosts)
+	r := u.run("", "map", "--detach", "--host", host, "--", "sh", "-c", `echo {} on $(echo $SSH_CONNECTION | cut -d" " -f3)`, ":::", "a", "b", "c", "d")
+	u.want(r, 0, nil, []string{"submitted"})
+	id := strings.TrimSpace(r.stdout)
+	r = u.run("", "attach", id)
+	lines := []string{}
+	for i, in := range []string{"a", "b", "c", "d"} {
+		lines = append(lines, fmt.Sprintf("[task %d] %s on 10.", i, in))
+	}
+	u.want(r, 0, lines, []string{"4 succeeded"})
+	if !strings.Contains(r.stdout, " on "+n.Hosts["h1"]+"\n") || !strings.Contains(r.stdout, " on "+n.Hosts["h2"]+"\n") {
+		t.Fatalf("the tasks did not run on both machines:\n%s", r)
+	}
+	u.want(u.run("", "logs", id, "--task", "3"), 0, []string{"d on 10."}, nil)
+	r = u.run("", "jobs", id)
+	u.want(r, 0, []string{id + ".1", "part", n.Addr("h1"), n.Addr("h2"), "4/0/4", "2/0/2"}, nil)
 }

@@ -98,6 +98,10 @@ process running it died), host, start, duration, and tasks done/failed/total.`,
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d/%d/%s\t%s\n", j.ID, j.Kind, state, j.Host, started,
 					duration(j.Duration()), j.Done, j.Failed, total, shorten(what(j), 60))
+				// A map split across machines: a line per machine's part.
+				for _, p := range j.Parts {
+					fmt.Fprintf(tw, "  %s\tpart\t%s\t%s\t\t\t%d/%d/%d\t%s\n", p.ID, p.State, p.Machine, p.Done, p.Failed, p.Tasks, shorten(p.Error, 60))
+				}
 			}
 			return tw.Flush()
 		},
