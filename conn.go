@@ -22,9 +22,10 @@ const lostGrace = 5 * time.Second
 
 // inflight is a task sent on a connection and not yet answered.
 type inflight struct {
-	key  uint64
-	run  *jobRun
-	task *task
+	key     uint64
+	run     *jobRun
+	task    *task
+	started bool // the worker announced it was about to run it
 }
 
 // workerConn is a connected, handshaken worker: the protocol stream, the
@@ -218,6 +219,13 @@ func (c *workerConn) read(rd *wire.Reader) {
 				break
 			}
 			c.log(l)
+		case wire.TypeStarted:
+			key, err := wire.DecodeStarted(body)
+			if err != nil {
+				streamErr = err
+				break
+			}
+			c.started(key)
 		default:
 			streamErr = fmt.Errorf("%w: unexpected message type %#x from worker", wire.ErrProtocol, typ)
 		}
@@ -244,20 +252,28 @@ func (c *workerConn) read(rd *wire.Reader) {
 	c.inflight = nil
 	run := c.run
 	c.mu.Unlock()
-	if len(st.Output) > 0 {
-		if run != nil {
-			run.spec.logs.write(0, c.w.Name(), st.Output, true)
-		}
-	}
 	if run == nil && len(lost) > 0 {
 		run = lost[0].run
+	}
+	// Tasks run in the order sent, and the worker sends every result
+	// before it starts the next task: only the first task still in flight
+	// can have been running.
+	running := len(lost) > 0 && lost[0].started
+	if len(st.Output) > 0 && run != nil {
+		// What the worker printed last, recovered from its output after
+		// it died, belongs to the task it was running.
+		if running {
+			run.spec.logs.write(lost[0].task.index+1, "", st.Output, true)
+		} else {
+			run.spec.logs.write(0, c.w.Name(), st.Output, true)
+		}
 	}
 	if run != nil {
 		ts := make([]*task, len(lost))
 		for i, f := range lost {
 			ts[i] = f.task
 		}
-		run.workerDied(c, ts, st)
+		run.workerDied(c, ts, running, st)
 	}
 	c.pool.dropped(c)
 }
@@ -286,6 +302,19 @@ func (c *workerConn) deliver(rs []wire.Result) {
 	c.mu.Unlock()
 	if run != nil {
 		run.completed(c, done)
+	}
+}
+
+// started marks the task with key as running. Every task sent before it
+// has been answered.
+func (c *workerConn) started(key uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.inflight {
+		if c.inflight[i].key == key {
+			c.inflight[i].started = true
+			return
+		}
 	}
 }
 

@@ -242,6 +242,35 @@ func TestDurableJobs(t *testing.T) {
 				t.Fatalf("Wait after cancel = %v, %v", got, err)
 			}
 		}},
+		{"a map cancelled right after it was submitted says so and blames no task", func(t *testing.T) {
+			// The cancel races the supervisor reading the arguments from
+			// the journal: try it several times.
+			for try := range 5 {
+				args := make([]squareArg, 10)
+				for i := range args {
+					args[i] = squareArg{X: i, Ms: -1}
+				}
+				m, err := meadowrun.SubmitMap(ctx, durableSquare, args, inProcessHost(t), &meadowrun.MapOptions{Concurrency: 2}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := m.Cancel(ctx); err != nil {
+					t.Fatal(err)
+				}
+				for r := range m.AsCompleted(ctx) {
+					var te *meadowrun.TaskError
+					if errors.As(r.Err, &te) && te.Kind != meadowrun.KindCanceled {
+						t.Fatalf("try %d: task %d failed as %s: %v", try, r.TaskID, te.Kind, r.Err)
+					}
+				}
+				if _, err := m.Wait(ctx); !errors.Is(err, context.Canceled) {
+					t.Fatalf("try %d: Wait error = %v, want context.Canceled", try, err)
+				}
+				if info, _ := m.Info(ctx); info.State != meadowrun.JobCancelled {
+					t.Fatalf("try %d: state %s, want cancelled", try, info.State)
+				}
+			}
+		}},
 		{"an in-process map streams its results and journals them", func(t *testing.T) {
 			args := []squareArg{{X: 1}, {X: 2, Fail: true}, {X: 3}}
 			m, err := meadowrun.SubmitMap(ctx, durableSquare, args, inProcessHost(t), nil, &meadowrun.SubmitOptions{InProcess: true})

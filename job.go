@@ -18,16 +18,27 @@ import (
 type task struct {
 	index   int
 	payload []byte // encoded argument, kept until the task is final
-	attempt int    // 1-based
-	lane    int    // memory multiplier: attempt n of a memory retry runs in lane n
-	isolate bool   // run alone on its worker: it was in flight when a worker died
-	lost    int    // times its machine was lost while it ran
+	// attempt is the 1-based number of the task's current (or next)
+	// start: it counts every time the task actually started.
+	attempt int
+	// free counts the starts that do not count against MaxAttempts: runs
+	// cut short because the machine under them was lost.
+	free int
+	lane int // memory multiplier: attempt n of a memory retry runs in lane n
+	// requeued counts the times the task went back to the queue without
+	// losing an attempt: its machine was lost, or its worker died before
+	// it started.
+	requeued int
 }
 
-// maxLost is how many times a task is re-run, without losing an attempt,
-// because the machine running it disappeared. Beyond it, the task is
-// suspected of taking its machines down and fails like a crash.
-const maxLost = 3
+// charged is the number of the current attempt as MaxAttempts counts it.
+func (t *task) charged() int { return t.attempt - t.free }
+
+// maxRequeued is how many times a task goes back to the queue without
+// losing an attempt (its machine was lost while it ran, or its worker died
+// before it started). Beyond it, the task is suspected of taking its
+// machines or workers down and fails like a crash.
+const maxRequeued = 3
 
 // outcome is a task's final result, before typed decoding.
 type outcome struct {
@@ -297,17 +308,6 @@ func (r *jobRun) dispatchLocked(l *lane, acts []action) []action {
 		if share := (total+slots-1)/slots - held; n > share {
 			n = share
 		}
-		// A task under suspicion runs alone.
-		for i := 0; i < n; i++ {
-			if q[i].isolate {
-				if i == 0 && held == 0 {
-					n = 1
-				} else {
-					n = i
-				}
-				break
-			}
-		}
 		// Large payloads go a few at a time: a worker should not have to
 		// read half a gigabyte before it starts.
 		bytes := 0
@@ -445,13 +445,14 @@ func (r *jobRun) completed(c *workerConn, done []settled) {
 }
 
 // workerDied handles the tasks that were in flight on c when its stream
-// ended. With one task in flight, it is the one that was running. With
-// several, the worker may have finished some whose results were still on
-// their way: none is blamed, and each runs again alone, without losing an
-// attempt, so that a culprit is found exactly. When the machine was lost
-// (cut off, or its agent killed), the tasks run again elsewhere without
-// losing an attempt, up to maxLost times.
-func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
+// ended, in the order they were sent. If running, the first of them was
+// running: it is the one the death is charged to, as a failed attempt.
+// The others never started (the worker sends every result before it
+// starts the next task) and go back to the front of the queue as they
+// were. When the machine was lost (cut off, or its agent killed), even
+// the running task is not to blame: it runs again elsewhere without
+// losing an attempt, up to maxRequeued times.
+func (r *jobRun) workerDied(c *workerConn, lost []*task, running bool, st driver.ExitStatus) {
 	r.mu.Lock()
 	delete(r.held, c)
 	for _, l := range r.lanes {
@@ -468,19 +469,35 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 		}
 		return
 	}
-	if st.Lost && !slices.ContainsFunc(lost, func(t *task) bool { return t.lost >= maxLost }) {
-		r.requeueFrontAndUnlock(lost, func(t *task) { t.lost++ })
+	var culprit *task
+	waiting := lost
+	if running {
+		culprit, waiting = lost[0], lost[1:]
+	}
+	if st.Lost && (culprit == nil || culprit.requeued < maxRequeued) {
+		if culprit != nil {
+			culprit.attempt++
+			culprit.free++
+		}
+		r.requeueFrontAndUnlock(lost, func(t *task) { t.requeued++ })
 		if len(lost) > 0 {
-			r.spec.logs.note(fmt.Sprintf("%d tasks were running on worker %s on %s when the machine was lost; they run again", len(lost), c.w.Name(), c.w.Machine()))
+			r.spec.logs.note(fmt.Sprintf("%d tasks were on worker %s on %s when the machine was lost; they run again", len(lost), c.w.Name(), c.w.Machine()))
 		}
 		return
 	}
-	if len(lost) != 1 {
-		r.requeueFrontAndUnlock(lost, func(t *task) { t.isolate = true })
-		return
+	if culprit == nil {
+		// The worker died between tasks: none of them is to blame, unless
+		// workers keep dying before they start it.
+		i := slices.IndexFunc(waiting, func(t *task) bool { return t.requeued >= maxRequeued })
+		if i < 0 {
+			r.requeueFrontAndUnlock(waiting, func(t *task) { t.requeued++ })
+			return
+		}
+		culprit = waiting[i]
+		waiting = slices.Delete(slices.Clone(waiting), i, i+1)
 	}
-	r.mu.Unlock()
-	t := lost[0]
+	r.requeueFrontAndUnlock(waiting, func(*task) {})
+	t := culprit
 	te := &TaskError{TaskID: t.index, Attempt: t.attempt, ExitCode: st.Code, Signal: st.Signal,
 		PeakMemoryBytes: st.PeakMemoryBytes, LimitBytes: st.LimitBytes,
 		Worker: c.w.Name(), Machine: c.w.Machine(), LogFile: r.spec.logs.path}
@@ -495,7 +512,11 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, st driver.ExitStatus) {
 		te.Kind = KindExit
 	}
 	te.Type = "worker-" + te.Kind.String()
-	te.Message = fmt.Sprintf("worker %s on %s ended while running the task: %s", c.w.Name(), c.w.Machine(), describeExit(st))
+	if running {
+		te.Message = fmt.Sprintf("worker %s on %s ended while running the task: %s", c.w.Name(), c.w.Machine(), describeExit(st))
+	} else {
+		te.Message = fmt.Sprintf("%d workers ended before they started the task, the last %s on %s: %s", t.requeued+1, c.w.Name(), c.w.Machine(), describeExit(st))
+	}
 	if len(st.Output) > 0 {
 		te.Stack = tail(st.Output, 8<<10)
 	}
@@ -538,7 +559,7 @@ func (r *jobRun) settle(c *workerConn, done []settled) {
 				r.avgNanos = (1-alpha)*r.avgNanos + alpha*float64(d.o.nanos)
 			}
 		}
-		if te == nil || r.stopErr != nil || !te.Kind.Retryable() || t.attempt >= r.spec.maxAttempts {
+		if te == nil || r.stopErr != nil || !te.Kind.Retryable() || t.charged() >= r.spec.maxAttempts {
 			switch {
 			case te != nil && r.stopErr != nil:
 				// Stopping the job cancelled the attempt (its failure
@@ -551,13 +572,12 @@ func (r *jobRun) settle(c *workerConn, done []settled) {
 			continue
 		}
 		t.attempt++
-		t.isolate = false
 		if r.spec.retryMem && r.spec.res.MemoryGB > 0 && te.LimitBytes > 0 &&
 			(te.Kind == KindOOM || float64(te.PeakMemoryBytes) >= 0.95*float64(te.LimitBytes)) {
 			// Attempt n gets n times the requested memory, as far as the
 			// host can ever offer it.
-			if n, err := r.spec.drv.Fit(r.ctx, r.spec.res.driverResources(t.attempt)); err == nil && n > 0 {
-				t.lane = t.attempt
+			if n, err := r.spec.drv.Fit(r.ctx, r.spec.res.driverResources(t.charged())); err == nil && n > 0 {
+				t.lane = t.charged()
 			}
 		}
 		l := r.laneLocked(t.lane)

@@ -628,13 +628,17 @@ func openSupervisedHost(ctx context.Context, rawURL string) (Host, error) {
 }
 
 // journalArgs reads a map's arguments from the journal, a chunk at a time.
+// Reads are not cut short when the job is cancelled (ctx's values are kept,
+// not its cancellation): a cancelled read would pass for an argument that
+// failed to encode, and the feeder tells a job stopped early by reading on.
 func journalArgs(ctx context.Context, st *journal.Store, id string) iter.Seq[rawArg] {
 	const chunk = 4096
+	ctx = context.WithoutCancel(ctx)
 	return func(yield func(rawArg) bool) {
 		for i := 0; ; {
 			args, err := st.Args(ctx, id, i, chunk)
 			if err != nil {
-				yield(rawArg{err: err})
+				yield(rawArg{err: fmt.Errorf("reading the argument from the journal: %w", err)})
 				return
 			}
 			for _, a := range args {

@@ -92,7 +92,52 @@ var (
 	workerPID = meadowrun.Register("hosttest.PID", func(ctx context.Context, _ int) (int, error) {
 		return os.Getpid(), nil
 	})
+	crashing = meadowrun.Register("hosttest.Crashing", func(ctx context.Context, a crashArg) (int, error) {
+		n := countStart(a.Dir, a.ID)
+		if a.ID == a.Culprit && (a.Always || n == 1) {
+			fmt.Printf("task %d takes its worker down\n", a.ID)
+			if a.Kill {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				time.Sleep(time.Minute)
+			}
+			os.Exit(3)
+		}
+		return a.ID, nil
+	})
 )
+
+// crashArg is an argument of the Crashing function: every start of task ID
+// is counted in Dir, and task Culprit takes its worker down (os.Exit(3),
+// or SIGKILL when Kill) on its first start, or on every start if Always.
+type crashArg struct {
+	Dir     string
+	ID      int
+	Culprit int
+	Kill    bool
+	Always  bool
+}
+
+// countStart records one more start of task id in dir and returns how many
+// there have been.
+func countStart(dir string, id int) int {
+	for n := 1; ; n++ {
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("start-%d-%d", id, n)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err == nil {
+			f.Close()
+			return n
+		}
+		if !errors.Is(err, os.ErrExist) {
+			panic(err)
+		}
+	}
+}
+
+// startsOf returns how many times task id started, as counted by
+// countStart.
+func startsOf(dir string, id int) int {
+	m, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("start-%d-*", id)))
+	return len(m)
+}
 
 type customError struct{ msg string }
 

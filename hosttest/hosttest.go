@@ -106,6 +106,7 @@ func Run(t *testing.T, cfg Config) {
 		{"what a function prints is streamed with its task", testLogs, func(c driver.Capabilities) bool { return c.CapturesOutput }},
 		{"a task that exits the worker is classified with its code", testExit, func(c driver.Capabilities) bool { return c.ProcessExits }},
 		{"a worker killed mid-task is retried elsewhere", testKilledWorker, func(c driver.Capabilities) bool { return c.ProcessExits }},
+		{"a task that takes down a worker holding other tasks runs no more often than its attempts allow", testPrefetchedCrash, func(c driver.Capabilities) bool { return c.ProcessExits }},
 		{"a task over its memory limit is killed and classified", testOOM, func(c driver.Capabilities) bool { return c.MemoryLimits }},
 		{"retry with more memory doubles the limit", testRetryMoreMemory, func(c driver.Capabilities) bool { return c.MemoryLimits }},
 		{"a map of a million tasks completes in bounded memory", testMillion, nil},
@@ -522,8 +523,14 @@ func testExit(t *testing.T, s *suite) {
 	if !errors.As(err, &te) || te.Kind != meadowrun.KindExit || te.ExitCode != 3 {
 		t.Fatalf("error = %v, want KindExit with code 3", err)
 	}
-	if len(got) != 1 || !strings.Contains(out.String(), "about to exit") {
-		t.Fatalf("the output before the exit was lost:\n%s", out.String())
+	want := "about to exit"
+	if s.caps.CapturesOutput {
+		// What a task prints right before it exits is labelled with the
+		// task, not with the worker.
+		want = "[task 0] about to exit\n"
+	}
+	if len(got) != 1 || !strings.Contains(out.String(), want) {
+		t.Fatalf("the output before the exit lacks %q:\n%s", want, out.String())
 	}
 }
 
@@ -551,6 +558,71 @@ func testKilledWorker(t *testing.T, s *suite) {
 	var te *meadowrun.TaskError
 	if !errors.As(err, &te) || te.Kind != meadowrun.KindCrash || te.Signal != "killed" {
 		t.Fatalf("error = %v, want a KindCrash TaskError with signal killed", err)
+	}
+}
+
+func testPrefetchedCrash(t *testing.T, s *suite) {
+	const n, culprit = 6, 4
+	cases := []struct {
+		name        string
+		kill        bool // SIGKILL rather than os.Exit(3)
+		always      bool // on every start, not only the first
+		maxAttempts int
+		kind        meadowrun.ErrorKind // of the culprit; 0: it succeeds
+		attempt     int                 // the culprit's reported attempt
+	}{
+		{"with no retry, the task that exits fails once and the others run once", false, true, 1, meadowrun.KindExit, 1},
+		{"with no retry, a task that kills its worker once fails as a crash", true, false, 1, meadowrun.KindCrash, 1},
+		{"a task that kills its worker once succeeds on attempt 2", true, false, 2, 0, 2},
+		{"a task that exits every time fails after its attempts", false, true, 3, meadowrun.KindExit, 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o, out := s.opts(t)
+			dir := t.TempDir()
+			args := make([]crashArg, n)
+			for i := range args {
+				args[i] = crashArg{Dir: dir, ID: i, Culprit: culprit, Kill: tc.kill, Always: tc.always}
+			}
+			// One worker: it receives every task at once and holds the
+			// others while the culprit runs.
+			var rs []meadowrun.TaskResult[int]
+			for r := range meadowrun.RunMapAsCompleted(context.Background(), crashing, args, s.host,
+				&meadowrun.MapOptions{Options: o, Concurrency: 1, MaxAttempts: tc.maxAttempts}) {
+				rs = append(rs, r)
+			}
+			if len(rs) != n {
+				t.Fatalf("got %d results, want %d: %+v", len(rs), n, rs)
+			}
+			for _, r := range rs {
+				wantStarts, wantAttempt := 1, 1
+				if r.TaskID == culprit {
+					wantAttempt = tc.attempt
+					wantStarts = tc.attempt
+					var te *meadowrun.TaskError
+					switch {
+					case tc.kind == 0 && r.Err != nil:
+						t.Fatalf("task %d: %v, want success", r.TaskID, r.Err)
+					case tc.kind != 0 && (!errors.As(r.Err, &te) || te.Kind != tc.kind || te.Attempt != tc.attempt):
+						t.Fatalf("task %d: %v, want a %s error on attempt %d", r.TaskID, r.Err, tc.kind, tc.attempt)
+					}
+				} else if r.Err != nil || r.Value != r.TaskID {
+					t.Fatalf("task %d: %d, %v; want its id", r.TaskID, r.Value, r.Err)
+				}
+				if r.Attempt != wantAttempt {
+					t.Errorf("task %d reports attempt %d, want %d", r.TaskID, r.Attempt, wantAttempt)
+				}
+				if got := startsOf(dir, r.TaskID); got != wantStarts {
+					t.Errorf("task %d started %d times, want %d", r.TaskID, got, wantStarts)
+				}
+			}
+			if s.caps.CapturesOutput {
+				want := fmt.Sprintf("[task %d] task %d takes its worker down\n", culprit, culprit)
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("output lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
 	}
 }
 

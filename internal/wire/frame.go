@@ -11,7 +11,7 @@ import (
 
 // Version is the protocol version this package speaks. It is announced in
 // the Hello message; peers with another major version refuse to talk.
-const Version = 1
+const Version = 2
 
 // MaxFrameSize bounds a single frame (1 GiB). Larger payloads must be split
 // by the caller; a frame header announcing more is a protocol error.
@@ -26,6 +26,7 @@ const (
 	TypeShutdown byte = 0x13 // coordinator → worker, finish and exit
 	TypeResults  byte = 0x20 // worker → coordinator, a batch of results
 	TypeLog      byte = 0x21 // worker → coordinator, output of a task or of the worker
+	TypeStarted  byte = 0x22 // worker → coordinator, a task is about to run (version 2)
 )
 
 // ErrProtocol is wrapped by every error caused by a malformed stream.

@@ -17,6 +17,7 @@ func FuzzReader(f *testing.F) {
 	w.WriteFrame(TypeLog, AppendLog(nil, Log{Key: 1, Data: []byte("line\n")}))
 	w.WriteFrame(TypeHello, EncodeHello(Hello{Protocol: Version}))
 	w.WriteFrame(TypeCancel, AppendCancel(nil, 1))
+	w.WriteFrame(TypeStarted, AppendStarted(nil, 1))
 	w.Flush()
 	f.Add(buf.Bytes())
 	f.Add([]byte{0, 0, 0, 1, TypeShutdown})
@@ -60,6 +61,12 @@ func FuzzReader(f *testing.F) {
 				DecodeLog(body)
 			case TypeCancel:
 				DecodeCancel(body)
+			case TypeStarted:
+				if k, err := DecodeStarted(body); err == nil {
+					if again, err := DecodeStarted(AppendStarted(nil, k)); err != nil || again != k {
+						t.Fatalf("started did not round-trip: %v", err)
+					}
+				}
 			case TypeHello:
 				DecodeHello(body)
 			}

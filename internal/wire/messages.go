@@ -246,6 +246,22 @@ func DecodeLog(body []byte) (Log, error) {
 	return Log{Key: key, Data: d.b}, nil
 }
 
+// AppendStarted appends the body of a Started frame to dst: the key of the
+// task the worker is about to run.
+func AppendStarted(dst []byte, key uint64) []byte {
+	return binary.AppendUvarint(dst, key)
+}
+
+// DecodeStarted parses the body of a Started frame.
+func DecodeStarted(body []byte) (uint64, error) {
+	d := decoder{b: body}
+	key := d.uvarint()
+	if err := d.done("started"); err != nil {
+		return 0, err
+	}
+	return key, nil
+}
+
 // AppendCancel appends the body of a Cancel frame to dst.
 func AppendCancel(dst []byte, key uint64) []byte {
 	return binary.AppendUvarint(dst, key)

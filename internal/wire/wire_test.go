@@ -22,6 +22,7 @@ func TestFramesRoundTrip(t *testing.T) {
 	must(t, w.WriteFrame(TypeResults, AppendResult(AppendCount(nil, 1), results[0])))
 	must(t, w.WriteFrame(TypeLog, AppendLog(nil, Log{Key: 4, Data: []byte("hello\n")})))
 	must(t, w.WriteFrame(TypeCancel, AppendCancel(nil, 77)))
+	must(t, w.WriteFrame(TypeStarted, AppendStarted(nil, 1<<40)))
 	must(t, w.Flush())
 
 	r := NewReader(&buf)
@@ -58,6 +59,9 @@ func TestFramesRoundTrip(t *testing.T) {
 	if k, err := DecodeCancel(next(TypeCancel)); err != nil || k != 77 {
 		t.Fatalf("cancel = %d, %v", k, err)
 	}
+	if k, err := DecodeStarted(next(TypeStarted)); err != nil || k != 1<<40 {
+		t.Fatalf("started = %d, %v", k, err)
+	}
 	if _, _, err := r.Next(); err != io.EOF {
 		t.Fatalf("at the end Next() error = %v, want io.EOF", err)
 	}
@@ -73,7 +77,8 @@ func TestMalformedInputIsAProtocolError(t *testing.T) {
 		{"trailing bytes after the tasks", func() error { _, err := DecodeTasks([]byte{0, 9}); return err }},
 		{"an unknown result status", func() error { _, err := DecodeResults([]byte{1, 1, 99, 0, 0, 0}); return err }},
 		{"a define of the command id", func() error { _, err := DecodeDefine([]byte{0, 1, 'a'}); return err }},
-		{"a hello of another version", func() error { _, err := DecodeHello([]byte(`{"protocol":2}`)); return err }},
+		{"a hello of an older version", func() error { _, err := DecodeHello([]byte(`{"protocol":1}`)); return err }},
+		{"a hello of a newer version", func() error { _, err := DecodeHello([]byte(`{"protocol":3}`)); return err }},
 		{"a hello that is not JSON", func() error { _, err := DecodeHello([]byte(`{`)); return err }},
 		{"a frame header of length zero", func() error { _, _, err := NewReader(bytes.NewReader([]byte{0, 0, 0, 0})).Next(); return err }},
 		{"a frame header over the limit", func() error {

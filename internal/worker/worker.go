@@ -194,109 +194,66 @@ func (s *server) signal() {
 	}
 }
 
-// maxBatch bounds how many results or bytes wait before they are sent.
-const (
-	maxBatch      = 64
-	maxBatchBytes = 1 << 20
-)
-
-// batcher collects results and sends them in one frame: at once when
-// the worker has nothing else queued, when the batch is full, or at the
-// latest flushDelay after a result was added while the worker went on to a
-// task that may run long.
-type batcher struct {
-	w     *wire.Writer
-	pump  *logPump // nil when output is not captured
-	mu    sync.Mutex
-	batch []wire.Result
-	bytes int
-	timer *time.Timer
-	armed bool // the timer will flush what is pending
-	err   error
+// sender writes results and task starts. A result waits until the worker
+// starts its next task or runs out of tasks; then the result and the next
+// task's Started frame go out in one write. So when the process dies, the
+// coordinator holds the result of every task before the one that was
+// running and knows which one that was: no task is re-run or blamed by
+// guess, at the price of one write per task.
+type sender struct {
+	w       *wire.Writer
+	pump    *logPump // nil when output is not captured
+	pending []wire.Result
 }
 
-// flushDelay bounds how long a result may wait behind the next task.
-const flushDelay = time.Millisecond
+// add holds r until the next start or flush.
+func (b *sender) add(r wire.Result) { b.pending = append(b.pending, r) }
 
-func (b *batcher) add(r wire.Result) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.batch = append(b.batch, r)
-	b.bytes += len(r.Payload)
-	if len(b.batch) >= maxBatch || b.bytes >= maxBatchBytes {
-		return b.flushLocked()
-	}
-	return b.err
+// start sends the results held, then announces the task with key.
+func (b *sender) start(key uint64) error {
+	b.writeResults()
+	b.w.WriteFrame(wire.TypeStarted, wire.AppendStarted(nil, key))
+	return b.flushWriter()
 }
 
-// armLocked makes sure pending results are sent soon, even if the task
-// about to start runs for a long time.
-func (b *batcher) arm() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.batch) == 0 || b.armed {
+// flush sends the results held.
+func (b *sender) flush() error {
+	b.writeResults()
+	return b.flushWriter()
+}
+
+func (b *sender) writeResults() {
+	if len(b.pending) == 0 {
 		return
 	}
-	b.armed = true
-	if b.timer == nil {
-		b.timer = time.AfterFunc(flushDelay, func() { b.flush() })
-	} else {
-		b.timer.Reset(flushDelay)
+	fb := wire.NewBatch(len(b.pending))
+	for _, r := range b.pending {
+		fb.AddResult(r)
 	}
+	b.w.WriteFrame(wire.TypeResults, fb.Parts()...)
+	clear(b.pending)
+	b.pending = b.pending[:0]
 }
 
-func (b *batcher) flush() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.flushLocked()
-}
-
-func (b *batcher) flushLocked() error {
-	b.armed = false
-	if b.err != nil {
-		return b.err
-	}
-	if b.pump != nil {
-		// What the tasks printed goes out before their results.
-		b.pump.drain()
-	}
-	if len(b.batch) > 0 {
-		fb := wire.NewBatch(len(b.batch))
-		for _, r := range b.batch {
-			fb.AddResult(r)
-		}
-		parts := fb.Parts()
-		clear(b.batch)
-		b.batch, b.bytes = b.batch[:0], 0
-		if err := b.w.WriteFrame(wire.TypeResults, parts...); err != nil {
-			b.err = fmt.Errorf("worker: sending results: %w", err)
-			return b.err
-		}
-	}
+func (b *sender) flushWriter() error {
 	if err := b.w.Flush(); err != nil {
-		b.err = fmt.Errorf("worker: sending results: %w", err)
+		return fmt.Errorf("worker: sending results: %w", err)
 	}
-	return b.err
+	return nil
 }
 
 // execute runs queued tasks in order and sends their results, batching the
 // results of tasks that complete back to back.
 func (s *server) execute(ctx context.Context) error {
-	out := &batcher{w: s.w, pump: s.pump}
-	defer func() {
-		out.mu.Lock()
-		if out.timer != nil {
-			out.timer.Stop()
-		}
-		out.mu.Unlock()
-	}()
+	out := &sender{w: s.w, pump: s.pump}
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			closed := s.closed
 			s.mu.Unlock()
 			if s.pump != nil {
-				// Idle: output from now on belongs to the worker.
+				// Idle: output from now on belongs to the worker; what
+				// the last task printed goes out ahead of its result.
 				s.pump.switchTo(0)
 			}
 			if err := out.flush(); err != nil {
@@ -325,9 +282,14 @@ func (s *server) execute(ctx context.Context) error {
 		s.running, s.cancelFn = t.Key, cancel
 		s.mu.Unlock()
 
-		out.arm()
 		if s.pump != nil {
+			// What the previous task printed goes out under its key,
+			// ahead of its result.
 			s.pump.switchTo(t.Key)
+		}
+		if err := out.start(t.Key); err != nil {
+			cancel()
+			return err
 		}
 		start := time.Now()
 		var res wire.Result
@@ -359,9 +321,7 @@ func (s *server) execute(ctx context.Context) error {
 		s.mu.Unlock()
 		cancel()
 
-		if err := out.add(res); err != nil {
-			return err
-		}
+		out.add(res)
 	}
 }
 
