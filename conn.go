@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,8 +142,8 @@ func (c *workerConn) defineLocked(fn wire.Function, expectDigest string) (uint64
 		}
 	}
 	if have == nil {
-		return 0, fmt.Errorf("%w: %q is not registered in worker %s (%s); it registers %d functions",
-			ErrUnknownFunction, fn.Name, c.w.Name(), c.hello.BinaryDigest, len(c.hello.Functions))
+		return 0, fmt.Errorf("%w: %q is not registered in worker %s, which registers %s; register it with meadowrun.Register in a package the program imports",
+			ErrUnknownFunction, fn.Name, c.w.Name(), registeredNames(c.hello.Functions))
 	}
 	if *have != fn {
 		return 0, fmt.Errorf("%w: worker %s registers %q as func(%s) %s with codec %s, the caller expects func(%s) %s with codec %s",
@@ -153,6 +154,24 @@ func (c *workerConn) defineLocked(fn wire.Function, expectDigest string) (uint64
 	c.wr.WriteFrame(wire.TypeDefine, wire.AppendDefine(nil, wire.Define{ID: id, Name: fn.Name}))
 	c.defined[fn] = id
 	return id, nil
+}
+
+// registeredNames lists a worker's functions for an error message: the
+// first few by name, then how many more.
+func registeredNames(fs []wire.Function) string {
+	const shown = 5
+	if len(fs) == 0 {
+		return "no functions"
+	}
+	names := make([]string, 0, shown)
+	for _, f := range fs[:min(len(fs), shown)] {
+		names = append(names, f.Name)
+	}
+	s := strings.Join(names, ", ")
+	if len(fs) > shown {
+		s += fmt.Sprintf(" and %d more", len(fs)-shown)
+	}
+	return s
 }
 
 // send writes a batch of tasks of run to the worker, first defining the
@@ -170,7 +189,7 @@ func (c *workerConn) send(run *jobRun, fn wire.Function, command bool, digest st
 	if !command {
 		id, err := c.defineLocked(fn, digest)
 		if err != nil {
-			return fmt.Errorf("%w: %w", errNotSent, err)
+			return notSent{err}
 		}
 		fid = id
 	}
@@ -190,6 +209,13 @@ func (c *workerConn) send(run *jobRun, fn wire.Function, command bool, digest st
 
 // errNotSent marks send errors after which no task reached the worker.
 var errNotSent = errors.New("meadowrun: tasks not sent")
+
+// notSent is an error after which no task reached the worker: it wraps
+// errNotSent without adding it to the message.
+type notSent struct{ err error }
+
+func (e notSent) Error() string   { return e.err.Error() }
+func (e notSent) Unwrap() []error { return []error{e.err, errNotSent} }
 
 var errWorkerGone = fmt.Errorf("%w: worker gone", errNotSent)
 

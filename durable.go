@@ -588,11 +588,8 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 	if sub == nil {
 		sub = &SubmitOptions{}
 	}
-	switch {
-	case opts.Concurrency < 0:
-		return nil, fmt.Errorf("meadowrun: MapOptions.Concurrency is %d; it must be 0 (default) or more", opts.Concurrency)
-	case opts.MaxAttempts < 0:
-		return nil, fmt.Errorf("meadowrun: MapOptions.MaxAttempts is %d; it must be 0 (default) or more", opts.MaxAttempts)
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
 	st, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
 	if err != nil {

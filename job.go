@@ -207,7 +207,7 @@ func (f *feeder) step() bool {
 	for _, t := range bad {
 		msg := string(t.payload)
 		r.finish(t, outcome{err: &TaskError{TaskID: t.index, Attempt: 1, Kind: KindEncoding, Type: "encoding",
-			Message: "encoding the argument: " + msg, LogFile: r.spec.logs.path}})
+			Message: "encoding the argument: " + msg, LogFile: r.spec.logs.existing()}})
 	}
 	r.do(acts)
 	return more
@@ -426,7 +426,7 @@ func (r *jobRun) completed(c *workerConn, done []settled) {
 		f := failureOfResult(res)
 		te := &TaskError{TaskID: t.index, Attempt: t.attempt, Type: f.Type, Message: f.Message, Stack: f.Stack,
 			PeakMemoryBytes: d.o.peak, LimitBytes: r.spec.res.driverResources(t.lane).MemoryBytes,
-			Worker: d.o.worker, Machine: d.o.machine, LogFile: r.spec.logs.path}
+			Worker: d.o.worker, Machine: d.o.machine, LogFile: r.spec.logs.existing()}
 		switch res.Status {
 		case wire.StatusError:
 			te.Kind = KindError
@@ -500,7 +500,7 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, running bool, st driver
 	t := culprit
 	te := &TaskError{TaskID: t.index, Attempt: t.attempt, ExitCode: st.Code, Signal: st.Signal,
 		PeakMemoryBytes: st.PeakMemoryBytes, LimitBytes: st.LimitBytes,
-		Worker: c.w.Name(), Machine: c.w.Machine(), LogFile: r.spec.logs.path}
+		Worker: c.w.Name(), Machine: c.w.Machine(), LogFile: r.spec.logs.existing()}
 	switch {
 	case st.OOMKilled:
 		te.Kind = KindOOM

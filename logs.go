@@ -29,6 +29,17 @@ func newLogSink(dir, jobID string, out io.Writer) *logSink {
 	return &logSink{path: filepath.Join(dir, jobID+".log"), out: out, partial: map[string][]byte{}}
 }
 
+// existing returns the log file's path if anything was written to it so
+// far, and "" otherwise: results never name a log that does not exist.
+func (s *logSink) existing() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil {
+		return ""
+	}
+	return s.path
+}
+
 // defaultLogDir is $XDG_STATE_HOME/meadowrun/logs, or ~/.local/state/...,
 // or the temporary directory when there is no home.
 func defaultLogDir() string {

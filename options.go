@@ -79,6 +79,22 @@ type MapOptions struct {
 	RetryWithMoreMemory bool
 }
 
+// validate refuses map options that cannot work, rather than ignoring
+// them.
+func (o *MapOptions) validate() error {
+	switch {
+	case o.Concurrency < 0:
+		return fmt.Errorf("%w: MapOptions.Concurrency is %d; it must be 0 (default) or more", ErrInvalidOptions, o.Concurrency)
+	case o.MaxAttempts < 0:
+		return fmt.Errorf("%w: MapOptions.MaxAttempts is %d; it must be 0 (default) or more", ErrInvalidOptions, o.MaxAttempts)
+	case o.RetryWithMoreMemory && (o.Resources == nil || o.Resources.MemoryGB == 0):
+		return fmt.Errorf("%w: RetryWithMoreMemory multiplies the memory requested per task, but Resources.MemoryGB is not set", ErrInvalidOptions)
+	case o.RetryWithMoreMemory && o.MaxAttempts < 2:
+		return fmt.Errorf("%w: RetryWithMoreMemory needs MaxAttempts of 2 or more, or no attempt can get more memory", ErrInvalidOptions)
+	}
+	return nil
+}
+
 // Deployment says what code and environment a job runs with. The zero
 // value is MirrorLocal: the caller's own binary.
 type Deployment struct {

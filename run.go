@@ -188,7 +188,7 @@ func startFunction[R any](ctx, runCtx context.Context, call Call[R], host Host, 
 		v, err := call.dec(o.ok)
 		if err != nil {
 			return zero, &TaskError{Attempt: o.attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
-				Message: fmt.Sprintf("decoding the result of %s: %v", call.fn, err), Worker: o.worker, Machine: o.machine, LogFile: spec.logs.path}
+				Message: fmt.Sprintf("decoding the result of %s: %v", call.fn, err), Worker: o.worker, Machine: o.machine, LogFile: spec.logs.existing()}
 		}
 		return v, nil
 	}), nil
@@ -246,7 +246,7 @@ func startCommand(ctx, runCtx context.Context, args []string, host Host, opts *C
 	spec := p.spec(&opts.Options, wire.Function{}, true)
 	run := startJob(runCtx, spec, single(payload), nil)
 	return newJob(run, func(o outcome) (*JobCompletion, error) {
-		jc := &JobCompletion{JobID: spec.id, LogFile: spec.logs.path, Machine: o.machine, Worker: o.worker,
+		jc := &JobCompletion{JobID: spec.id, LogFile: spec.logs.existing(), Machine: o.machine, Worker: o.worker,
 			Duration: durationOf(o.nanos), PeakMemoryBytes: o.peak}
 		if o.err != nil {
 			var te *TaskError
@@ -263,7 +263,7 @@ func startCommand(ctx, runCtx context.Context, args []string, host Host, opts *C
 		if cr.ExitCode != 0 {
 			te := &TaskError{Attempt: o.attempt, Kind: KindExit, ExitCode: cr.ExitCode, Signal: cr.Signal,
 				Type: "exit", Message: fmt.Sprintf("%s exited with code %d", args[0], cr.ExitCode),
-				Worker: o.worker, Machine: o.machine, LogFile: spec.logs.path}
+				Worker: o.worker, Machine: o.machine, LogFile: spec.logs.existing()}
 			if cr.NotFound {
 				te.Type, te.Message = "command-not-found", fmt.Sprintf("command not found: %s", args[0])
 			}

@@ -150,9 +150,25 @@ func RunMap[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, op
 	}
 	out, err := m.collect()
 	if ctx.Err() != nil {
-		err = errors.Join(fmt.Errorf("meadowrun: map cancelled: %w", ctx.Err()), err)
+		err = causedBy(fmt.Errorf("meadowrun: map cancelled: %w", ctx.Err()), err, ctx.Err())
 	}
 	return out, err
+}
+
+// causedBy puts cause ahead of the errors joined in err, leaving out those
+// that only repeat plain, the bare error cause already wraps.
+func causedBy(cause, err, plain error) error {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	keep := []error{cause}
+	for _, e := range errs {
+		if e != nil && e.Error() != plain.Error() {
+			keep = append(keep, e)
+		}
+	}
+	return errors.Join(keep...)
 }
 
 // RunMapAsCompleted runs f on every argument and yields each task's final
@@ -190,11 +206,8 @@ func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq
 	if opts == nil {
 		opts = &MapOptions{}
 	}
-	switch {
-	case opts.Concurrency < 0:
-		return nil, fmt.Errorf("meadowrun: MapOptions.Concurrency is %d; it must be 0 (default) or more", opts.Concurrency)
-	case opts.MaxAttempts < 0:
-		return nil, fmt.Errorf("meadowrun: MapOptions.MaxAttempts is %d; it must be 0 (default) or more", opts.MaxAttempts)
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
 	p, err := prepare(ctx, host, &opts.Options)
 	if err != nil {
@@ -231,12 +244,12 @@ func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq
 	run := startJob(runCtx, spec, pull, stop)
 	dec := func(o outcome) TaskResult[R] {
 		r := TaskResult[R]{TaskID: o.index, Attempt: o.attempt, Err: o.err, Worker: o.worker, Machine: o.machine,
-			LogFile: spec.logs.path, Duration: durationOf(o.nanos), PeakMemoryBytes: o.peak}
+			LogFile: spec.logs.existing(), Duration: durationOf(o.nanos), PeakMemoryBytes: o.peak}
 		if o.err == nil {
 			v, err := f.resCodec.dec(o.ok)
 			if err != nil {
 				r.Err = &TaskError{TaskID: o.index, Attempt: o.attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
-					Message: fmt.Sprintf("decoding the result of %s: %v", f.name, err), Worker: o.worker, Machine: o.machine, LogFile: spec.logs.path}
+					Message: fmt.Sprintf("decoding the result of %s: %v", f.name, err), Worker: o.worker, Machine: o.machine, LogFile: spec.logs.existing()}
 			} else {
 				r.Value = v
 			}

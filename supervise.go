@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"iter"
 	"net/url"
 	"os"
@@ -251,6 +252,11 @@ func (r *runner) run(ctx context.Context) error {
 				rec.State = "cancelled"
 			}
 			rec.Finished = time.Now()
+			if _, err := os.Stat(rec.LogFile); rec.LogFile != "" && errors.Is(err, fs.ErrNotExist) {
+				// The job printed nothing: no result names a log that
+				// does not exist.
+				rec.LogFile = ""
+			}
 			if jobErr != nil && rec.Error == "" {
 				rec.Error = jobErr.Error()
 			}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -77,11 +78,28 @@ func Bytes(n int64) string {
 	case n == 0:
 		return "0"
 	case n >= 1<<30:
-		return fmt.Sprintf("%.3gGiB", float64(n)/(1<<30))
+		return decimal(float64(n)/(1<<30)) + "GiB"
 	case n >= 1<<20:
-		return fmt.Sprintf("%.3gMiB", float64(n)/(1<<20))
+		return decimal(float64(n)/(1<<20)) + "MiB"
 	}
 	return fmt.Sprintf("%dB", n)
+}
+
+// decimal formats v with three significant digits, or as a whole number
+// when it has more digits before the point: never in exponent form.
+func decimal(v float64) string {
+	prec := 0
+	switch {
+	case v < 10:
+		prec = 2
+	case v < 100:
+		prec = 1
+	}
+	s := strconv.FormatFloat(v, 'f', prec, 64)
+	if prec > 0 {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	return s
 }
 
 // WorkerSpec says what worker to start.
