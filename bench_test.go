@@ -17,14 +17,14 @@ var inc = meadowrun.Register("bench.Inc", func(ctx context.Context, x int) (int,
 func BenchmarkWarmCall(b *testing.B) {
 	ctx := context.Background()
 	o := &meadowrun.Options{Output: io.Discard}
-	if _, err := meadowrun.RunFunction(ctx, inc.With(0), meadowrun.Local{}, o); err != nil {
+	if _, err := meadowrun.RunFunction(ctx, inc.With(0), meadowrun.Local(), o); err != nil {
 		b.Fatal(err)
 	}
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t := time.Now()
-		if _, err := meadowrun.RunFunction(ctx, inc.With(i), meadowrun.Local{}, o); err != nil {
+		if _, err := meadowrun.RunFunction(ctx, inc.With(i), meadowrun.Local(), o); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(t))
@@ -43,13 +43,13 @@ func BenchmarkMapTrivial(b *testing.B) {
 		args[i] = i
 	}
 	o := &meadowrun.MapOptions{Options: meadowrun.Options{Output: io.Discard}, Concurrency: 2}
-	if _, err := meadowrun.RunMap(ctx, inc, args[:100], meadowrun.Local{}, o); err != nil {
+	if _, err := meadowrun.RunMap(ctx, inc, args[:100], meadowrun.Local(), o); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		if _, err := meadowrun.RunMap(ctx, inc, args, meadowrun.Local{}, o); err != nil {
+		if _, err := meadowrun.RunMap(ctx, inc, args, meadowrun.Local(), o); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -30,11 +30,14 @@ var (
 // slowKillHost is the in-process host whose kills take effect late, as a
 // kill sent over a network does: the worker can still deliver results
 // between the coordinator's kill and the end of its stream.
-type slowKillHost struct{ inner *meadowrun.InProcessHost }
-
-func (h slowKillHost) Driver(ctx context.Context) (driver.Host, error) {
-	d, err := h.inner.Driver(ctx)
-	return slowKillDriver{d}, err
+func slowKillHost(t *testing.T) *meadowrun.Host {
+	d, err := meadowrun.NewInProcessHost(2).Driver(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := meadowrun.NewHost(slowKillDriver{d}, meadowrun.HostOptions{})
+	t.Cleanup(func() { h.Close() })
+	return h
 }
 
 type slowKillDriver struct{ driver.Host }
@@ -62,12 +65,11 @@ func (w slowKillWorker) Kill() error {
 func TestACancelledMapReturnsWhenItsWorkersAnswerBeforeDying(t *testing.T) {
 	release := make(chan struct{})
 	answerRelease.Store(&release)
-	inner := meadowrun.NewInProcessHost(2)
-	defer inner.Close()
+	host := slowKillHost(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := meadowrun.RunMap(ctx, answerOnCancel, []int{1, 2}, slowKillHost{inner},
+		_, err := meadowrun.RunMap(ctx, answerOnCancel, []int{1, 2}, host,
 			&meadowrun.MapOptions{Options: meadowrun.Options{LogDir: t.TempDir()}, Concurrency: 2})
 		done <- err
 	}()
@@ -90,10 +92,9 @@ func TestACancelledMapReturnsWhenItsWorkersAnswerBeforeDying(t *testing.T) {
 func TestACancelledJobIsCancelledEvenWhenItsTaskAnswersFirst(t *testing.T) {
 	release := make(chan struct{})
 	answerRelease.Store(&release)
-	inner := meadowrun.NewInProcessHost(2)
-	defer inner.Close()
+	host := slowKillHost(t)
 	ctx := context.Background()
-	j, err := meadowrun.StartFunction(ctx, failOnCancel.With(1), slowKillHost{inner}, &meadowrun.Options{LogDir: t.TempDir()})
+	j, err := meadowrun.StartFunction(ctx, failOnCancel.With(1), host, &meadowrun.Options{LogDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ func TestMain(m *testing.M) {
 
 func TestConformanceInProcess(t *testing.T) {
 	hosttest.Run(t, hosttest.Config{
-		NewHost: func(t *testing.T) meadowrun.Host {
+		NewHost: func(t *testing.T) *meadowrun.Host {
 			h := meadowrun.NewInProcessHost(2)
 			t.Cleanup(func() { h.Close() })
 			return h
@@ -26,7 +26,7 @@ func TestConformanceInProcess(t *testing.T) {
 
 func TestConformanceLocal(t *testing.T) {
 	hosttest.Run(t, hosttest.Config{
-		NewHost:      func(t *testing.T) meadowrun.Host { return meadowrun.Local{} },
+		NewHost:      func(t *testing.T) *meadowrun.Host { return meadowrun.Local() },
 		MillionTasks: millionTasks,
 	})
 }

@@ -36,10 +36,7 @@ type MachineInfo struct {
 // running work on it. A machine that cannot be used is described with
 // its Err; the error returned is for a host that cannot be opened or
 // described at all.
-func DescribeHost(ctx context.Context, host Host) ([]MachineInfo, error) {
-	if host == nil {
-		host = Local{}
-	}
+func DescribeHost(ctx context.Context, host *Host) ([]MachineInfo, error) {
 	drv, err := host.Driver(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)

@@ -13,7 +13,7 @@
 //
 //	func main() {
 //		meadowrun.Main() // serves registered functions in a worker process; returns at once otherwise
-//		y, err := meadowrun.RunFunction(ctx, Square.With(7), meadowrun.Local{}, nil)
+//		y, err := meadowrun.RunFunction(ctx, Square.With(7), meadowrun.Local(), nil)
 //		ys, err := meadowrun.RunMap(ctx, Square, []int{1, 2, 3}, nil, &meadowrun.MapOptions{MaxAttempts: 3})
 //		for r := range meadowrun.RunMapAsCompleted(ctx, Square, xs, nil, nil) { v, err := r.Result() }
 //		done, err := meadowrun.RunCommand(ctx, []string{"python", "train.py"}, nil, nil)

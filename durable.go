@@ -314,7 +314,7 @@ func cancelJob(ctx context.Context, st *journal.Store, id string) error {
 
 // prepareSubmit validates a submission and returns the store, the host's
 // URL and the job's options.
-func prepareSubmit(ctx context.Context, host Host, o *Options, sub *SubmitOptions) (*journal.Store, string, durableSpec, error) {
+func prepareSubmit(ctx context.Context, host *Host, o *Options, sub *SubmitOptions) (*journal.Store, string, durableSpec, error) {
 	if isSupervisorProcess() && !mainCalled.Load() {
 		return nil, "", durableSpec{}, errNoMainSupervisor
 	}
@@ -344,7 +344,7 @@ var errNoMainSupervisor = errors.New("meadowrun: this process was started as a m
 
 // submit journals a new job and starts it: in a supervisor, here, or
 // (SSH hosts) in a supervisor on a machine of the host.
-func submit(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host Host, sub *SubmitOptions,
+func submit(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host *Host, sub *SubmitOptions,
 	args iter.Seq[rawArg], n int, local *resultQueue) (string, *runner, *remoteJob, error) {
 	if sh := keeperOf(ctx, host); sh != nil && !sub.InProcess {
 		rj, err := submitRemote(ctx, st, rec, spec, sh, args, n)
@@ -358,7 +358,7 @@ func submit(ctx context.Context, st *journal.Store, rec journal.Record, spec dur
 }
 
 // submitHere journals a new job and starts it, in a supervisor or here.
-func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host Host, sub *SubmitOptions,
+func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host *Host, sub *SubmitOptions,
 	args iter.Seq[rawArg], n int, local *resultQueue) (string, *runner, error) {
 	b, err := json.Marshal(spec)
 	if err != nil {
@@ -456,7 +456,7 @@ type localJob struct {
 // journals its outcome, so that the job goes on after this process exits;
 // any process can then Attach to it or cancel it by id. The host must be
 // one that another process can open from a URL (see HostURL).
-func SubmitFunction[R any](ctx context.Context, call Call[R], host Host, opts *Options, sub *SubmitOptions) (*Detached[R], error) {
+func SubmitFunction[R any](ctx context.Context, call Call[R], host *Host, opts *Options, sub *SubmitOptions) (*Detached[R], error) {
 	if call.fn == "" {
 		return nil, errors.New("meadowrun: SubmitFunction: the call has no function (use Func.With)")
 	}
@@ -509,7 +509,7 @@ func functionTaker[R any](name string, dec func([]byte) (R, error)) func(journal
 // SubmitCommand submits a command to run on host as a durable job and
 // returns its handle at once; see SubmitFunction. Its output is kept in
 // the job's log file (see JobLog).
-func SubmitCommand(ctx context.Context, args []string, host Host, opts *CommandOptions, sub *SubmitOptions) (*Detached[*JobCompletion], error) {
+func SubmitCommand(ctx context.Context, args []string, host *Host, opts *CommandOptions, sub *SubmitOptions) (*Detached[*JobCompletion], error) {
 	if len(args) == 0 || args[0] == "" {
 		return nil, errors.New("meadowrun: SubmitCommand: empty command")
 	}
@@ -564,18 +564,18 @@ func takeCompletion(rec journal.Record, r journal.Result) (*JobCompletion, error
 // SubmitMap submits a map of f over args to run on host as a durable job
 // and returns its handle at once; see SubmitFunction. The arguments are
 // journaled before it returns.
-func SubmitMap[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[R], error) {
+func SubmitMap[A, R any](ctx context.Context, f Func[A, R], args []A, host *Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[R], error) {
 	return submitMap(ctx, f, slices.Values(args), len(args), host, opts, sub, nil)
 }
 
 // SubmitMapSeq is SubmitMap over an iterator of arguments. A detached
 // map reads the iterator to its end before it returns (to journal every
 // argument); an in-process one reads arguments as workers need them.
-func SubmitMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], host Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[R], error) {
+func SubmitMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], host *Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[R], error) {
 	return submitMap(ctx, f, args, -1, host, opts, sub, nil)
 }
 
-func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n int, host Host, opts *MapOptions, sub *SubmitOptions, command []string) (*DetachedMap[R], error) {
+func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n int, host *Host, opts *MapOptions, sub *SubmitOptions, command []string) (*DetachedMap[R], error) {
 	if f.name == "" {
 		return nil, errors.New("meadowrun: SubmitMap: the function has no name (use Register or Named)")
 	}
@@ -621,6 +621,6 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 // `meadowrun map` does: SubmitMapSeq(ctx, Commands, tasks, ...) that also
 // records the command template, for `meadowrun jobs` to show. n is the
 // number of tasks, or -1 if unknown.
-func SubmitCommands(ctx context.Context, template []string, tasks iter.Seq[CommandTask], n int, host Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[CommandResult], error) {
+func SubmitCommands(ctx context.Context, template []string, tasks iter.Seq[CommandTask], n int, host *Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[CommandResult], error) {
 	return submitMap(ctx, Commands, tasks, n, host, opts, sub, template)
 }

@@ -23,14 +23,14 @@ var double = meadowrun.Register("example.Double", func(ctx context.Context, x in
 
 func ExampleRunFunction() {
 	ctx := context.Background()
-	y, err := meadowrun.RunFunction(ctx, double.With(21), meadowrun.Local{}, nil)
+	y, err := meadowrun.RunFunction(ctx, double.With(21), meadowrun.Local(), nil)
 	fmt.Println(y, err)
 	// Output: 42 <nil>
 }
 
 func ExampleRunMap() {
 	ctx := context.Background()
-	ys, err := meadowrun.RunMap(ctx, double, []int{1, 2, -3, 4}, meadowrun.Local{},
+	ys, err := meadowrun.RunMap(ctx, double, []int{1, 2, -3, 4}, meadowrun.Local(),
 		&meadowrun.MapOptions{MaxAttempts: 2})
 	fmt.Println(ys)
 	var me *meadowrun.MapError
@@ -47,7 +47,7 @@ func ExampleRunMap() {
 func ExampleRunMapAsCompleted() {
 	ctx := context.Background()
 	var lines []string
-	for r := range meadowrun.RunMapAsCompleted(ctx, double, []int{10, 20, 30}, meadowrun.Local{}, nil) {
+	for r := range meadowrun.RunMapAsCompleted(ctx, double, []int{10, 20, 30}, meadowrun.Local(), nil) {
 		v, err := r.Result()
 		lines = append(lines, fmt.Sprintf("task %d attempt %d: %d %v", r.TaskID, r.Attempt, v, err))
 	}
@@ -63,7 +63,7 @@ func ExampleRunCommand() {
 	ctx := context.Background()
 	var out strings.Builder
 	done, err := meadowrun.RunCommand(ctx, []string{"sh", "-c", `echo "hello from $0"; printf 42 > "$MEADOWRUN_RESULT_FILE"`, "a command"},
-		meadowrun.Local{}, &meadowrun.CommandOptions{Options: meadowrun.Options{Output: &out}})
+		meadowrun.Local(), &meadowrun.CommandOptions{Options: meadowrun.Options{Output: &out}})
 	fmt.Print(out.String())
 	fmt.Println(done.ReturnCode, string(done.Result), err)
 	// Output:
@@ -73,7 +73,7 @@ func ExampleRunCommand() {
 
 func ExampleStartFunction() {
 	ctx := context.Background()
-	job, err := meadowrun.StartFunction(ctx, double.With(5), meadowrun.Local{}, &meadowrun.Options{Output: io.Discard})
+	job, err := meadowrun.StartFunction(ctx, double.With(5), meadowrun.Local(), &meadowrun.Options{Output: io.Discard})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -2,6 +2,7 @@ package meadowrun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -12,47 +13,140 @@ import (
 	"github.com/meadowrun-go/meadowrun/internal/sysres"
 )
 
-// Host says where work runs. Local (this machine) is the default when a
-// nil Host is passed; SSH hosts, EC2 and Azure VMs, and Kubernetes
-// implement it too. A Host's driver keeps warm workers between calls.
-type Host interface {
-	// Driver returns the driver that serves this host, opening it on first
-	// use.
-	Driver(ctx context.Context) (driver.Host, error)
+// Host is where work runs: this machine (Local), machines reached over
+// SSH (package ssh), and later Kubernetes and cloud VMs. It is one
+// concrete type over a driver (package driver) that starts workers: what
+// every host needs — the pool of warm workers, the URL that reopens the
+// host in another process, closing — lives here once, and each driver
+// stays thin. A nil *Host means Local().
+//
+// A Host is safe for concurrent use. Its warm workers are kept until Close.
+type Host struct {
+	url    string
+	digest string
+	shared bool // Local(): Close keeps it open for the rest of the process
+	open   func(ctx context.Context) (driver.Host, error)
+
+	mu     sync.Mutex
+	drv    driver.Host
+	pool   *pool
+	closed bool
 }
 
-// Local is this machine, shared by every call in the process: its workers
-// stay warm between calls. The zero value is ready to use; NewLocalHost
-// gives a separately configured instance.
-type Local struct{}
-
-var defaultLocal struct {
-	mu  sync.Mutex
-	drv *localhost.Host
+// HostOptions configure NewHost. The zero value is valid: a host that
+// cannot be reopened from a URL and whose workers are not checked for a
+// code identity.
+type HostOptions struct {
+	// URL names the host for OpenHost, so that jobs submitted to it can be
+	// followed and cancelled from another process (see HostURL). "" means
+	// it cannot be reopened.
+	URL string
+	// Digest is the code identity every worker must announce (the
+	// program's build ID for workers that re-execute it); "" checks none.
+	Digest string
 }
 
-// Driver implements Host.
-func (Local) Driver(ctx context.Context) (driver.Host, error) {
-	defaultLocal.mu.Lock()
-	defer defaultLocal.mu.Unlock()
-	if defaultLocal.drv == nil {
-		d, err := localhost.New(ctx, localhost.Options{})
-		if err != nil {
-			return nil, err
-		}
-		defaultLocal.drv = d
+// NewHost makes a host of a driver. Host packages (package ssh, and those
+// of later hosts) return what it returns from their constructors; the
+// host owns drv from then on and closes it in Close.
+func NewHost(drv driver.Host, opts HostOptions) *Host {
+	return &Host{drv: drv, url: opts.URL, digest: opts.Digest}
+}
+
+// ErrHostClosed is returned for work on a host after its Close.
+var ErrHostClosed = errors.New("meadowrun: host is closed")
+
+// Driver returns the driver under the host, opening it on first use: for
+// drivers' conformance tests and tools that inspect capabilities. Work is
+// run through the package's functions, not through the driver.
+func (h *Host) Driver(ctx context.Context) (driver.Host, error) {
+	drv, _, err := h.use(ctx)
+	return drv, err
+}
+
+// use returns the driver and the pool of warm workers, opening them on
+// first use.
+func (h *Host) use(ctx context.Context) (driver.Host, *pool, error) {
+	if h == nil {
+		h = Local()
 	}
-	return localDriver{defaultLocal.drv}, nil
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, nil, ErrHostClosed
+	}
+	if h.drv == nil {
+		d, err := h.open(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		h.drv = d
+	}
+	if h.pool == nil {
+		h.pool = newPool(h.drv, h.digest)
+	}
+	return h.drv, h.pool, nil
 }
 
-// localDriver adds the code identity check to the local driver: workers
-// re-execute this very program, so they must have its build ID.
-type localDriver struct{ *localhost.Host }
-
-func (localDriver) ExpectedDigest() string {
-	d, _ := buildid.Self()
-	return d
+// URL returns the URL that reopens the host in another process, "" if
+// there is none.
+func (h *Host) URL() string {
+	if h == nil {
+		return Local().url
+	}
+	return h.url
 }
+
+// Close stops the host's warm workers and releases its driver (SSH
+// connections, for example). Jobs still running on it fail. Closing
+// Local() stops its warm workers only: it serves the rest of the process.
+func (h *Host) Close() error {
+	if h == nil {
+		h = Local()
+	}
+	h.mu.Lock()
+	p, drv := h.pool, h.drv
+	h.pool = nil
+	if !h.shared {
+		h.closed = true
+		h.drv = nil
+	}
+	h.mu.Unlock()
+	if p != nil {
+		p.close()
+	}
+	if drv == nil || h.shared {
+		return nil
+	}
+	return drv.Close()
+}
+
+// keeper returns the host's driver as a job keeper, if it keeps jobs on
+// its machines and has a URL that reopens it.
+func (h *Host) keeper(ctx context.Context) jobKeeper {
+	if h.URL() == "" {
+		return nil
+	}
+	drv, err := h.Driver(ctx)
+	if err != nil {
+		return nil
+	}
+	k, _ := drv.(jobKeeper)
+	return k
+}
+
+var local = sync.OnceValue(func() *Host {
+	digest, _ := buildid.Self()
+	return &Host{url: "local", digest: digest, shared: true, open: func(ctx context.Context) (driver.Host, error) {
+		return localhost.New(ctx, localhost.Options{})
+	}}
+})
+
+// Local is this machine, shared by every call in the process: workers
+// re-execute this program and stay warm between calls. Its capacity is
+// detected on first use. NewLocalHost gives a separately configured
+// instance.
+func Local() *Host { return local() }
 
 // LocalOptions configure NewLocalHost. The zero value re-executes this
 // program and uses the whole machine.
@@ -70,14 +164,9 @@ type LocalOptions struct {
 	LogicalCPU, MemoryGB float64
 }
 
-// LocalHost is a separately configured instance of this machine as a host.
-type LocalHost struct {
-	drv driver.Host
-}
-
-// NewLocalHost detects the machine and prepares a host with its own pool
-// of warm workers. Close it when done.
-func NewLocalHost(ctx context.Context, opts LocalOptions) (*LocalHost, error) {
+// NewLocalHost detects the machine and prepares a host of it with its own
+// pool of warm workers. Close it when done.
+func NewLocalHost(ctx context.Context, opts LocalOptions) (*Host, error) {
 	lo := localhost.Options{Executable: opts.Executable, Args: opts.Args, Env: opts.Env, Limiter: opts.MemoryEnforcement}
 	if opts.LogicalCPU > 0 || opts.MemoryGB > 0 {
 		c, err := sysres.Detect(ctx, sysres.DetectOptions{})
@@ -96,40 +185,19 @@ func NewLocalHost(ctx context.Context, opts LocalOptions) (*LocalHost, error) {
 	if err != nil {
 		return nil, err
 	}
+	o := HostOptions{}
 	if opts.Executable == "" {
-		return &LocalHost{drv: localDriver{d}}, nil
+		// Workers re-execute this very program: they must have its build ID.
+		o.Digest, _ = buildid.Self()
 	}
-	return &LocalHost{drv: d}, nil
+	return NewHost(d, o), nil
 }
 
-// Driver implements Host.
-func (h *LocalHost) Driver(ctx context.Context) (driver.Host, error) { return h.drv, nil }
-
-// Close stops the host's workers.
-func (h *LocalHost) Close() error {
-	closePool(h.drv)
-	return h.drv.Close()
-}
-
-// InProcessHost runs workers as goroutines of this process, speaking the
-// real protocol over in-memory pipes. It is meant for tests: fast, but it
-// cannot enforce memory, capture what functions print, or survive a
-// crashing task.
-type InProcessHost struct {
-	drv *inprocess.Host
-}
-
-// NewInProcessHost returns an in-process host offering logicalCPU CPUs
-// (0: the number of CPUs of the machine).
-func NewInProcessHost(logicalCPU float64) *InProcessHost {
-	return &InProcessHost{drv: inprocess.New(logicalCPU)}
-}
-
-// Driver implements Host.
-func (h *InProcessHost) Driver(ctx context.Context) (driver.Host, error) { return h.drv, nil }
-
-// Close stops the host's workers.
-func (h *InProcessHost) Close() error {
-	closePool(h.drv)
-	return h.drv.Close()
+// NewInProcessHost returns a host whose workers are goroutines of this
+// process, speaking the real protocol over in-memory pipes, offering
+// logicalCPU CPUs (0: the number of CPUs of the machine). It is meant for
+// tests: fast, but it cannot enforce memory, capture what functions print,
+// or survive a crashing task.
+func NewInProcessHost(logicalCPU float64) *Host {
+	return NewHost(inprocess.New(logicalCPU), HostOptions{})
 }

@@ -15,7 +15,7 @@ import (
 // HostOpener opens the host that a URL names. It is called at most once
 // per URL in a process: OpenHost keeps the host it returns, so that its
 // workers stay warm between calls.
-type HostOpener func(ctx context.Context, u *url.URL) (Host, error)
+type HostOpener func(ctx context.Context, u *url.URL) (*Host, error)
 
 // ErrUnknownHostScheme is wrapped when a host URL's scheme has no opener.
 var ErrUnknownHostScheme = errors.New("meadowrun: unknown host scheme")
@@ -23,8 +23,8 @@ var ErrUnknownHostScheme = errors.New("meadowrun: unknown host scheme")
 var hostSchemes = struct {
 	mu     sync.Mutex
 	open   map[string]HostOpener
-	opened map[string]Host
-}{open: map[string]HostOpener{}, opened: map[string]Host{}}
+	opened map[string]*Host
+}{open: map[string]HostOpener{}, opened: map[string]*Host{}}
 
 // RegisterHostScheme makes OpenHost open URLs of scheme with open. Host
 // drivers call it from an init function, the way database/sql drivers
@@ -57,7 +57,7 @@ func HostSchemes() []string {
 // host is opened once per URL in a process; the returned Host remembers
 // its URL (see HostURL), so that work submitted to it can be resumed by
 // another process.
-func OpenHost(ctx context.Context, rawURL string) (Host, error) {
+func OpenHost(ctx context.Context, rawURL string) (*Host, error) {
 	if rawURL == "" {
 		rawURL = "local"
 	}
@@ -83,32 +83,20 @@ func OpenHost(ctx context.Context, rawURL string) (Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: opening host %q: %w", rawURL, err)
 	}
-	h = urlHost{Host: h, url: rawURL}
+	if h.url != rawURL && !h.shared {
+		// The host remembers the URL it was opened with (see HostURL).
+		h.url = rawURL
+	}
 	hostSchemes.opened[rawURL] = h
 	return h, nil
 }
 
-// urlHost is a host opened from a URL.
-type urlHost struct {
-	Host
-	url string
-}
-
-func (h urlHost) URL() string { return h.url }
-
-// URL names this machine for OpenHost: "local".
-func (Local) URL() string { return "local" }
-
-// HostURL returns the URL that reopens h in another process: for Local,
-// and for hosts that OpenHost returned. Nil means Local.
-func HostURL(h Host) (string, bool) {
-	if h == nil {
-		return "local", true
-	}
-	if u, ok := h.(interface{ URL() string }); ok {
-		return u.URL(), true
-	}
-	return "", false
+// HostURL returns the URL that reopens h in another process: "local" for
+// Local (and nil), and the URL of hosts that OpenHost returned or whose
+// package gave them one. ok is false for a host that cannot be reopened.
+func HostURL(h *Host) (url string, ok bool) {
+	u := h.URL()
+	return u, u != ""
 }
 
 func init() {
@@ -133,7 +121,7 @@ func floatParams(u *url.URL, names ...string) (map[string]float64, error) {
 	return out, nil
 }
 
-func openLocal(ctx context.Context, u *url.URL) (Host, error) {
+func openLocal(ctx context.Context, u *url.URL) (*Host, error) {
 	if u.Host != "" && u.Host != "localhost" || u.Path != "" && u.Path != "/" {
 		return nil, fmt.Errorf("the local host takes no address or path, only ?cpu=N&memory=GB")
 	}
@@ -142,12 +130,12 @@ func openLocal(ctx context.Context, u *url.URL) (Host, error) {
 		return nil, err
 	}
 	if len(p) == 0 {
-		return Local{}, nil
+		return Local(), nil
 	}
 	return NewLocalHost(ctx, LocalOptions{LogicalCPU: p["cpu"], MemoryGB: p["memory"]})
 }
 
-func openInProcess(ctx context.Context, u *url.URL) (Host, error) {
+func openInProcess(ctx context.Context, u *url.URL) (*Host, error) {
 	p, err := floatParams(u, "cpu")
 	if err != nil {
 		return nil, err

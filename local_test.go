@@ -52,7 +52,7 @@ var (
 	})
 )
 
-func newLocal(t *testing.T, opts meadowrun.LocalOptions) *meadowrun.LocalHost {
+func newLocal(t *testing.T, opts meadowrun.LocalOptions) *meadowrun.Host {
 	t.Helper()
 	h, err := meadowrun.NewLocalHost(context.Background(), opts)
 	if err != nil {
@@ -68,7 +68,7 @@ func quiet(t *testing.T) meadowrun.Options {
 
 func TestConformanceLocalWatchdog(t *testing.T) {
 	hosttest.Run(t, hosttest.Config{
-		NewHost: func(t *testing.T) meadowrun.Host {
+		NewHost: func(t *testing.T) *meadowrun.Host {
 			return newLocal(t, meadowrun.LocalOptions{MemoryEnforcement: "watchdog"})
 		},
 		MillionTasks: millionTasks / 10,
@@ -96,16 +96,16 @@ func TestAWorkerWithOtherTypesIsRefused(t *testing.T) {
 func TestNeverFitsSaysWhatTheMachineHas(t *testing.T) {
 	o := quiet(t)
 	o.Resources = &meadowrun.Resources{MemoryGB: 1e6}
-	_, err := meadowrun.RunFunction(context.Background(), typed.With(1), meadowrun.Local{}, &o)
+	_, err := meadowrun.RunFunction(context.Background(), typed.With(1), meadowrun.Local(), &o)
 	if !errors.Is(err, meadowrun.ErrNeverFits) || !strings.Contains(err.Error(), "this machine has") || !strings.Contains(err.Error(), "logical CPUs") {
 		t.Fatalf("error = %v, want ErrNeverFits describing the machine", err)
 	}
 	o.Resources = &meadowrun.Resources{Flags: []string{"quantum"}}
-	if _, err := meadowrun.RunFunction(context.Background(), typed.With(1), meadowrun.Local{}, &o); !errors.Is(err, meadowrun.ErrNeverFits) || !strings.Contains(err.Error(), "quantum") {
+	if _, err := meadowrun.RunFunction(context.Background(), typed.With(1), meadowrun.Local(), &o); !errors.Is(err, meadowrun.ErrNeverFits) || !strings.Contains(err.Error(), "quantum") {
 		t.Fatalf("flag: error = %v, want ErrNeverFits naming the flag", err)
 	}
 	o.Resources = &meadowrun.Resources{GPUs: 1}
-	if _, err := meadowrun.RunFunction(context.Background(), typed.With(1), meadowrun.Local{}, &o); !errors.Is(err, meadowrun.ErrNeverFits) {
+	if _, err := meadowrun.RunFunction(context.Background(), typed.With(1), meadowrun.Local(), &o); !errors.Is(err, meadowrun.ErrNeverFits) {
 		t.Skipf("this machine has a GPU: %v", err)
 	}
 }
@@ -128,7 +128,7 @@ func TestConcurrencyIsCappedByWhatFits(t *testing.T) {
 
 func TestWorkersSeeNoGPUsTheyDidNotAskFor(t *testing.T) {
 	o := quiet(t)
-	v, err := meadowrun.RunFunction(context.Background(), workerName.With("CUDA_VISIBLE_DEVICES"), meadowrun.Local{}, &o)
+	v, err := meadowrun.RunFunction(context.Background(), workerName.With("CUDA_VISIBLE_DEVICES"), meadowrun.Local(), &o)
 	if err != nil || v != "" {
 		t.Fatalf("CUDA_VISIBLE_DEVICES = %q, %v; want empty", v, err)
 	}
@@ -187,7 +187,7 @@ func TestAWorkerKilledFromOutsideIsACrashAndIsRetried(t *testing.T) {
 	done := make(chan []meadowrun.TaskResult[int], 1)
 	go func() {
 		var rs []meadowrun.TaskResult[int]
-		for r := range meadowrun.RunMapAsCompleted(context.Background(), sleepPID, []string{dir}, meadowrun.Local{}, &meadowrun.MapOptions{Options: o, MaxAttempts: 2}) {
+		for r := range meadowrun.RunMapAsCompleted(context.Background(), sleepPID, []string{dir}, meadowrun.Local(), &meadowrun.MapOptions{Options: o, MaxAttempts: 2}) {
 			rs = append(rs, r)
 		}
 		done <- rs
@@ -204,7 +204,7 @@ func TestAWorkerKilledFromOutsideIsACrashAndIsRetried(t *testing.T) {
 	dir2 := t.TempDir()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := meadowrun.RunFunction(context.Background(), sleepPID.With(dir2), meadowrun.Local{}, &o)
+		_, err := meadowrun.RunFunction(context.Background(), sleepPID.With(dir2), meadowrun.Local(), &o)
 		errc <- err
 	}()
 	syscall.Kill(waitPIDs(t, dir2, 1)[0], syscall.SIGKILL)
@@ -232,7 +232,7 @@ func TestCommandsDoNotInheritTheProtocolPipes(t *testing.T) {
 	o := quiet(t)
 	out := &strings.Builder{}
 	o.Output = out
-	if _, err := meadowrun.RunCommand(context.Background(), []string{"sh", "-c", `for f in /proc/$$/fd/*; do echo "fd ${f##*/}"; done`}, meadowrun.Local{}, &meadowrun.CommandOptions{Options: o}); err != nil {
+	if _, err := meadowrun.RunCommand(context.Background(), []string{"sh", "-c", `for f in /proc/$$/fd/*; do echo "fd ${f##*/}"; done`}, meadowrun.Local(), &meadowrun.CommandOptions{Options: o}); err != nil {
 		t.Fatal(err)
 	}
 	// (fd 3 is the directory the shell reads to expand the glob.)

@@ -33,43 +33,6 @@ func newPool(drv driver.Host, digest string) *pool {
 		all: map[*workerConn]bool{}, changed: make(chan struct{})}
 }
 
-// pools maps each driver to its pool. Drivers are long-lived: a host's
-// pool lives until the host is closed.
-var (
-	poolsMu sync.Mutex
-	pools   = map[driver.Host]*pool{}
-)
-
-func poolFor(drv driver.Host) *pool {
-	poolsMu.Lock()
-	defer poolsMu.Unlock()
-	p, ok := pools[drv]
-	if !ok {
-		digest := ""
-		if d, ok := drv.(interface{ ExpectedDigest() string }); ok {
-			digest = d.ExpectedDigest()
-		}
-		p = newPool(drv, digest)
-		pools[drv] = p
-	}
-	return p
-}
-
-// ClosePool stops the warm workers kept for drv and forgets them. Hosts
-// defined outside this package (such as package ssh's) call it from their
-// Close, before closing their driver.
-func ClosePool(drv driver.Host) { closePool(drv) }
-
-func closePool(drv driver.Host) {
-	poolsMu.Lock()
-	p := pools[drv]
-	delete(pools, drv)
-	poolsMu.Unlock()
-	if p != nil {
-		p.close()
-	}
-}
-
 // broadcastLocked wakes everyone waiting for capacity.
 func (p *pool) broadcastLocked() {
 	close(p.changed)

@@ -65,28 +65,12 @@ type keeperHost struct {
 
 // keeperOf returns h as a keeperHost, if its driver keeps jobs on its
 // machines and it has a URL that reopens it.
-func keeperOf(ctx context.Context, h Host) *keeperHost {
-	inner := h
-	if uh, ok := h.(urlHost); ok {
-		inner = uh.Host
-	}
-	switch inner.(type) {
-	case nil, Local, *LocalHost, *InProcessHost:
-		return nil // this machine: nothing to open
-	}
-	u, ok := HostURL(h)
-	if !ok {
+func keeperOf(ctx context.Context, h *Host) *keeperHost {
+	k := h.keeper(ctx)
+	if k == nil {
 		return nil
 	}
-	drv, err := h.Driver(ctx)
-	if err != nil {
-		return nil
-	}
-	k, ok := drv.(jobKeeper)
-	if !ok {
-		return nil
-	}
-	return &keeperHost{drv: k, url: u}
+	return &keeperHost{drv: k, url: h.URL()}
 }
 
 // submitRemote journals a job here, with the machines that keep it, and

@@ -24,17 +24,14 @@ type prepared struct {
 // prepare validates everything that can be checked before any work starts:
 // options, resources against what the host can ever offer, and features
 // the host must support.
-func prepare(ctx context.Context, host Host, o *Options) (*prepared, error) {
+func prepare(ctx context.Context, host *Host, o *Options) (*prepared, error) {
 	if err := checkNotRecursive(); err != nil {
 		return nil, err
 	}
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	if host == nil {
-		host = Local{}
-	}
-	drv, err := host.Driver(ctx)
+	drv, pool, err := host.use(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: opening the host: %w", err)
 	}
@@ -59,7 +56,7 @@ func prepare(ctx context.Context, host Host, o *Options) (*prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &prepared{drv: drv, pool: poolFor(drv), fits: fits, files: files}, nil
+	return &prepared{drv: drv, pool: pool, fits: fits, files: files}, nil
 }
 
 func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
@@ -144,14 +141,14 @@ func (j *Job[T]) Wait(ctx context.Context) (T, error) {
 // StartFunction starts call on host and returns at once with a handle (the
 // reference's wait_for_result=False). The job is not tied to ctx, which
 // only bounds the start; use Job.Cancel to stop it.
-func StartFunction[R any](ctx context.Context, call Call[R], host Host, opts *Options) (*Job[R], error) {
+func StartFunction[R any](ctx context.Context, call Call[R], host *Host, opts *Options) (*Job[R], error) {
 	return startFunction(ctx, context.WithoutCancel(ctx), call, host, opts)
 }
 
 // RunFunction runs call on host and returns its result. Cancelling ctx
 // kills the worker and returns ctx's error. A failure in the function is a
 // *TaskError carrying the remote error's type, message and stack.
-func RunFunction[R any](ctx context.Context, call Call[R], host Host, opts *Options) (R, error) {
+func RunFunction[R any](ctx context.Context, call Call[R], host *Host, opts *Options) (R, error) {
 	j, err := startFunction(ctx, ctx, call, host, opts)
 	if err != nil {
 		var zero R
@@ -160,7 +157,7 @@ func RunFunction[R any](ctx context.Context, call Call[R], host Host, opts *Opti
 	return j.wait()
 }
 
-func startFunction[R any](ctx, runCtx context.Context, call Call[R], host Host, opts *Options) (*Job[R], error) {
+func startFunction[R any](ctx, runCtx context.Context, call Call[R], host *Host, opts *Options) (*Job[R], error) {
 	if call.fn == "" {
 		return nil, errors.New("meadowrun: RunFunction: the call has no function (use Func.With)")
 	}
@@ -209,7 +206,7 @@ func single(payload []byte) func() ([]byte, error, bool) {
 // output is streamed to Options.Output and kept in the job's log file. A
 // command that exits non-zero returns its JobCompletion together with a
 // *TaskError of KindExit; one that does not exist exits 127.
-func RunCommand(ctx context.Context, args []string, host Host, opts *CommandOptions) (*JobCompletion, error) {
+func RunCommand(ctx context.Context, args []string, host *Host, opts *CommandOptions) (*JobCompletion, error) {
 	j, err := startCommand(ctx, ctx, args, host, opts)
 	if err != nil {
 		return nil, err
@@ -219,11 +216,11 @@ func RunCommand(ctx context.Context, args []string, host Host, opts *CommandOpti
 
 // StartCommand starts a command and returns at once with a handle (the
 // reference's wait_for_result=False); see StartFunction.
-func StartCommand(ctx context.Context, args []string, host Host, opts *CommandOptions) (*Job[*JobCompletion], error) {
+func StartCommand(ctx context.Context, args []string, host *Host, opts *CommandOptions) (*Job[*JobCompletion], error) {
 	return startCommand(ctx, context.WithoutCancel(ctx), args, host, opts)
 }
 
-func startCommand(ctx, runCtx context.Context, args []string, host Host, opts *CommandOptions) (*Job[*JobCompletion], error) {
+func startCommand(ctx, runCtx context.Context, args []string, host *Host, opts *CommandOptions) (*Job[*JobCompletion], error) {
 	if len(args) == 0 || args[0] == "" {
 		return nil, errors.New("meadowrun: RunCommand: empty command")
 	}

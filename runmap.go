@@ -124,7 +124,7 @@ func collectResults[R any](results iter.Seq[TaskResult[R]], total int) ([]R, err
 // StartMap starts a map of f over args and returns at once with a handle
 // (the reference's wait_for_result=False). The job is not tied to ctx,
 // which only bounds the start; use MapJob.Cancel to stop it.
-func StartMap[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, opts *MapOptions) (*MapJob[R], error) {
+func StartMap[A, R any](ctx context.Context, f Func[A, R], args []A, host *Host, opts *MapOptions) (*MapJob[R], error) {
 	return startMap(ctx, context.WithoutCancel(ctx), f, slices.Values(args), len(args), host, opts)
 }
 
@@ -134,7 +134,7 @@ func StartMap[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, 
 // every failed task (index, attempt, error, log file). Cancelling ctx kills
 // the map's workers and returns the results received so far with an error
 // wrapping ctx's.
-func RunMap[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, opts *MapOptions) ([]R, error) {
+func RunMap[A, R any](ctx context.Context, f Func[A, R], args []A, host *Host, opts *MapOptions) ([]R, error) {
 	if len(args) == 0 {
 		if opts == nil {
 			opts = &MapOptions{}
@@ -174,14 +174,14 @@ func causedBy(cause, err, plain error) error {
 // RunMapAsCompleted runs f on every argument and yields each task's final
 // result as it completes, with its task id and attempt. Breaking out of the
 // loop cancels the rest of the map.
-func RunMapAsCompleted[A, R any](ctx context.Context, f Func[A, R], args []A, host Host, opts *MapOptions) iter.Seq[TaskResult[R]] {
+func RunMapAsCompleted[A, R any](ctx context.Context, f Func[A, R], args []A, host *Host, opts *MapOptions) iter.Seq[TaskResult[R]] {
 	return RunMapSeq(ctx, f, slices.Values(args), host, opts)
 }
 
 // RunMapSeq is RunMapAsCompleted over an iterator of arguments: arguments
 // are read as workers need them, so a map of millions of tasks runs in
 // bounded memory.
-func RunMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], host Host, opts *MapOptions) iter.Seq[TaskResult[R]] {
+func RunMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], host *Host, opts *MapOptions) iter.Seq[TaskResult[R]] {
 	return func(yield func(TaskResult[R]) bool) {
 		m, err := startMap(ctx, ctx, f, args, -1, host, opts)
 		if err != nil {
@@ -196,7 +196,7 @@ func RunMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], ho
 	}
 }
 
-func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq[A], n int, host Host, opts *MapOptions) (*MapJob[R], error) {
+func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq[A], n int, host *Host, opts *MapOptions) (*MapJob[R], error) {
 	if f.name == "" {
 		return nil, errors.New("meadowrun: RunMap: the function has no name (use Register or Named)")
 	}

@@ -44,7 +44,7 @@ func submitSSHHandle(t *testing.T, n *sshtest.Net, tasks, ms int) *meadowrun.Det
 
 // submitEcho submits a map of sshEcho over tasks arguments that each take
 // ms milliseconds to h, and closes h.
-func submitEcho(t *testing.T, h *mrssh.Host, tasks, ms int, o *meadowrun.MapOptions) *meadowrun.DetachedMap[int] {
+func submitEcho(t *testing.T, h *meadowrun.Host, tasks, ms int, o *meadowrun.MapOptions) *meadowrun.DetachedMap[int] {
 	t.Helper()
 	args := make([]squareArg, tasks)
 	for i := range args {

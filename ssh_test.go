@@ -29,7 +29,7 @@ var sshWhere = meadowrun.Register("ssh.Where", func(ctx context.Context, x int) 
 
 // newSSH opens the given machines of the test network with its key and
 // known_hosts.
-func newSSH(t *testing.T, n *sshtest.Net, opts mrssh.Options, hosts ...string) *mrssh.Host {
+func newSSH(t *testing.T, n *sshtest.Net, opts mrssh.Options, hosts ...string) *meadowrun.Host {
 	t.Helper()
 	var ms []string
 	for _, h := range hosts {
@@ -38,7 +38,7 @@ func newSSH(t *testing.T, n *sshtest.Net, opts mrssh.Options, hosts ...string) *
 	return newSSHMachines(t, n, opts, ms...)
 }
 
-func newSSHMachines(t *testing.T, n *sshtest.Net, opts mrssh.Options, ms ...string) *mrssh.Host {
+func newSSHMachines(t *testing.T, n *sshtest.Net, opts mrssh.Options, ms ...string) *meadowrun.Host {
 	t.Helper()
 	if opts.IdentityFiles == nil {
 		opts.IdentityFiles = []string{n.Key}
@@ -89,12 +89,12 @@ func TestSSHRunsAFunctionOnAMachine(t *testing.T) {
 func TestConformanceSSH(t *testing.T) {
 	n := sshtest.Open(t)
 	hosttest.Run(t, hosttest.Config{
-		NewHost:      func(t *testing.T) meadowrun.Host { return newSSH(t, n, mrssh.Options{}, "h1", "h2", "h3") },
+		NewHost:      func(t *testing.T) *meadowrun.Host { return newSSH(t, n, mrssh.Options{}, "h1", "h2", "h3") },
 		MillionTasks: millionTasks / 10,
 	})
 }
 
-func sshErr(t *testing.T, h meadowrun.Host, want error, mentions ...string) {
+func sshErr(t *testing.T, h *meadowrun.Host, want error, mentions ...string) {
 	t.Helper()
 	_, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()})
 	if !errors.Is(err, want) {
@@ -204,7 +204,7 @@ var sshSlow = meadowrun.Register("ssh.Slow", func(ctx context.Context, ms int) (
 func TestConformanceSSHWithoutCgroups(t *testing.T) {
 	n := sshtest.Open(t)
 	hosttest.Run(t, hosttest.Config{
-		NewHost:      func(t *testing.T) meadowrun.Host { return newSSH(t, n, mrssh.Options{}, "h6") },
+		NewHost:      func(t *testing.T) *meadowrun.Host { return newSSH(t, n, mrssh.Options{}, "h6") },
 		MillionTasks: millionTasks / 10,
 	})
 }
@@ -471,7 +471,7 @@ Host *
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	open := func(machine string) *mrssh.Host {
+	open := func(machine string) *meadowrun.Host {
 		h, err := mrssh.NewHost([]string{machine}, mrssh.Options{ConfigFile: cfg, NoAgent: true, Log: &bytes.Buffer{},
 			ConnectTimeout: 3 * time.Second, GiveUpAfter: time.Second})
 		if err != nil {

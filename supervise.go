@@ -147,7 +147,7 @@ type runner struct {
 	st   *journal.Store
 	rec  journal.Record
 	spec durableSpec
-	host Host
+	host *Host
 	out  io.Writer
 	// args are a map's encoded arguments.
 	args iter.Seq[rawArg]
@@ -617,7 +617,7 @@ func logDirOf(spec durableSpec) string {
 // openSupervisedHost opens a journaled job's host. This machine's workers
 // re-execute /proc/self/exe, the supervisor's own code, even if its file
 // has been removed since.
-func openSupervisedHost(ctx context.Context, rawURL string) (Host, error) {
+func openSupervisedHost(ctx context.Context, rawURL string) (*Host, error) {
 	s := rawURL
 	if !strings.Contains(s, ":") {
 		s += "://"

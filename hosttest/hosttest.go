@@ -27,8 +27,9 @@ import (
 
 // Config describes the host under test.
 type Config struct {
-	// NewHost returns the host to test. It is called once per Run.
-	NewHost func(t *testing.T) meadowrun.Host
+	// NewHost returns the host to test. It is called once per Run for
+	// the suite, and once more for the test that closes its host.
+	NewHost func(t *testing.T) *meadowrun.Host
 	// MillionTasks is how many tasks the huge-map test runs; 0 means one
 	// million. Race-enabled runs lower it.
 	MillionTasks int
@@ -57,7 +58,7 @@ func (s *SyncBuffer) String() string {
 
 // suite carries the host and its capabilities through the tests.
 type suite struct {
-	host meadowrun.Host
+	host *meadowrun.Host
 	caps driver.Capabilities
 	cfg  Config
 }
@@ -109,6 +110,8 @@ func Run(t *testing.T, cfg Config) {
 		{"a task that takes down a worker holding other tasks runs no more often than its attempts allow", testPrefetchedCrash, func(c driver.Capabilities) bool { return c.ProcessExits }},
 		{"a task over its memory limit is killed and classified", testOOM, func(c driver.Capabilities) bool { return c.MemoryLimits }},
 		{"retry with more memory doubles the limit", testRetryMoreMemory, func(c driver.Capabilities) bool { return c.MemoryLimits }},
+		{"a detached job is attached to by its id, waited for and cancelled", testDetached, nil},
+		{"a closed host stops its warm workers", testClose, nil},
 		{"a map of a million tasks completes in bounded memory", testMillion, nil},
 	}
 	for _, tc := range tests {
@@ -623,6 +626,84 @@ func testPrefetchedCrash(t *testing.T, s *suite) {
 				}
 			}
 		})
+	}
+}
+
+func testDetached(t *testing.T, s *suite) {
+	// The journal of this test, and of the supervisors it starts.
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	ctx := context.Background()
+	o, _ := s.opts(t)
+	sub := &meadowrun.SubmitOptions{}
+	if _, ok := meadowrun.HostURL(s.host); !ok {
+		// No other process can reopen the host: this one runs the job.
+		sub.InProcess = true
+	}
+	d, err := meadowrun.SubmitFunction(ctx, square.With(6), s.host, &o, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := meadowrun.Attach[int](ctx, d.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := a.Wait(ctx); v != 36 || err != nil {
+		t.Fatalf("attached function: %d, %v; want 36", v, err)
+	}
+	m, err := meadowrun.SubmitMap(ctx, square, []int{1, 2, 3}, s.host, &meadowrun.MapOptions{Options: o}, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	am, err := meadowrun.AttachMap[int](ctx, m.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := am.Wait(ctx); err != nil || !slices.Equal(got, []int{1, 4, 9}) {
+		t.Fatalf("attached map: %v, %v", got, err)
+	}
+	if info, err := meadowrun.GetJob(ctx, m.ID()); err != nil || info.State != meadowrun.JobSucceeded || info.Done != 3 {
+		t.Fatalf("finished map: %+v, %v", info, err)
+	}
+	long, err := meadowrun.SubmitMap(ctx, sleep, []int{60000, 60000, 60000}, s.host, &meadowrun.MapOptions{Options: o}, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := meadowrun.CancelJob(ctx, long.ID()); err != nil {
+		t.Fatal(err)
+	}
+	al, err := meadowrun.AttachMap[int](ctx, long.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := al.Wait(wctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled map: Wait error = %v, want context.Canceled", err)
+	}
+	if info, err := meadowrun.GetJob(ctx, long.ID()); err != nil || info.State != meadowrun.JobCancelled {
+		t.Fatalf("cancelled map: %+v, %v", info, err)
+	}
+}
+
+func testClose(t *testing.T, s *suite) {
+	ctx := context.Background()
+	h := s.cfg.NewHost(t)
+	o, _ := s.opts(t)
+	before, err := meadowrun.RunFunction(ctx, workerPID.With(0), h, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := meadowrun.RunFunction(ctx, workerPID.With(0), h, &o)
+	switch {
+	case errors.Is(err, meadowrun.ErrHostClosed):
+	case err == nil && after != before:
+		// A host shared by the process (Local) stays usable: its warm
+		// worker was stopped and a new one started.
+	default:
+		t.Fatalf("after Close: worker %d (before: %d), %v; want ErrHostClosed or a new worker", after, before, err)
 	}
 }
 

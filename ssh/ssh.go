@@ -76,20 +76,16 @@ type Options struct {
 	Log io.Writer
 }
 
-// Host is a set of machines reached over SSH. The first call connects
-// to them, uploads this program where it is missing (content-addressed,
-// never twice), and starts meadowrun's agent there; calls reuse the one
-// SSH connection per machine and the workers it keeps warm. A job goes on
-// with the machines that remain when some are unreachable or lost, and
-// uses them again when they come back.
-type Host struct {
-	drv *sshhost.Host
-	url string
-}
-
-// NewHost prepares machines given as "[user@]host[:port]". It checks
-// the options and keys; it connects on first use.
-func NewHost(machines []string, opts Options) (*Host, error) {
+// NewHost prepares machines given as "[user@]host[:port]" as one host. It
+// checks the options and keys, and connects on first use: the first call
+// connects to the machines, uploads this program where it is missing
+// (content-addressed, never twice), and starts meadowrun's agent there;
+// calls reuse the one SSH connection per machine and the workers it keeps
+// warm. A job goes on with the machines that remain when some are
+// unreachable or lost, and uses them again when they come back. Close
+// stops the host's workers and disconnects; agents stay on the machines
+// and exit after 30 idle minutes.
+func NewHost(machines []string, opts Options) (*meadowrun.Host, error) {
 	d, err := sshhost.New(sshhost.Options{
 		Machines: machines, User: opts.User, ConfigFile: opts.ConfigFile, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
 		KnownHostsFiles: opts.KnownHostsFiles, TrustOnFirstUse: opts.TrustOnFirstUse,
@@ -99,21 +95,10 @@ func NewHost(machines []string, opts Options) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
 	}
-	return &Host{drv: d, url: sshURL(machines, opts)}, nil
+	return meadowrun.NewHost(d, meadowrun.HostOptions{URL: sshURL(machines, opts), Digest: d.ExpectedDigest()}), nil
 }
 
-// Driver implements meadowrun.Host.
-func (h *Host) Driver(ctx context.Context) (driver.Host, error) { return h.drv, nil }
-
-// URL names the host for OpenHost.
-func (h *Host) URL() string { return h.url }
-
-// Close stops the host's workers and disconnects. Agents stay on the
-// machines and exit after 30 idle minutes.
-func (h *Host) Close() error {
-	meadowrun.ClosePool(h.drv)
-	return h.drv.Close()
-}
+var _ driver.Host = (*sshhost.Host)(nil)
 
 func sshURL(machines []string, o Options) string {
 	q := url.Values{}
@@ -148,7 +133,7 @@ func sshURL(machines []string, o Options) string {
 // openSSH opens "ssh://[user@]host[:port][,...][?key=F&known_hosts=F&
 // tofu=1&user=U&dir=D&config=FILE&hosts=FILE&timeout=10s]". A hosts file lists one
 // machine per line ('#' starts a comment).
-func openSSH(ctx context.Context, u *url.URL) (meadowrun.Host, error) {
+func openSSH(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 	authority := u.Host
 	if u.User != nil {
 		authority = u.User.String() + "@" + u.Host

@@ -65,7 +65,7 @@ func main() {
 	out := meadowrun.Options{Output: os.Stdout}
 
 	start := time.Now()
-	n, err := meadowrun.RunFunction(ctx, primeCount.With(200000), meadowrun.Local{}, &out)
+	n, err := meadowrun.RunFunction(ctx, primeCount.With(200000), meadowrun.Local(), &out)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -78,14 +78,14 @@ func main() {
 	defer os.RemoveAll(dir)
 	args := []flakyArg{{dir, 1}, {dir, 2}, {dir, 3}, {dir, 4}, {dir, 5}}
 	fmt.Println("2. RunMapAsCompleted with MaxAttempts 2 (task 2 fails once):")
-	for r := range meadowrun.RunMapAsCompleted(ctx, flaky, args, meadowrun.Local{}, &meadowrun.MapOptions{Options: out, MaxAttempts: 2}) {
+	for r := range meadowrun.RunMapAsCompleted(ctx, flaky, args, meadowrun.Local(), &meadowrun.MapOptions{Options: out, MaxAttempts: 2}) {
 		v, err := r.Result()
 		fmt.Printf("   task %d, attempt %d, on worker %s: %q %v\n", r.TaskID, r.Attempt, r.Worker, v, err)
 	}
 	fmt.Println()
 
 	fmt.Println("3. RunCommand:")
-	done, err := meadowrun.RunCommand(ctx, []string{"sh", "-c", "echo running on $(uname -sm); echo '{\"ok\":true}' > $MEADOWRUN_RESULT_FILE"}, meadowrun.Local{}, &meadowrun.CommandOptions{Options: out})
+	done, err := meadowrun.RunCommand(ctx, []string{"sh", "-c", "echo running on $(uname -sm); echo '{\"ok\":true}' > $MEADOWRUN_RESULT_FILE"}, meadowrun.Local(), &meadowrun.CommandOptions{Options: out})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func (w *workFlags) environment(cmd *cobra.Command) (map[string]string, error) {
 }
 
 // openHost opens the --host URL.
-func (w *workFlags) openHost(ctx context.Context) (meadowrun.Host, error) {
+func (w *workFlags) openHost(ctx context.Context) (*meadowrun.Host, error) {
 	if err := w.joinHosts(); err != nil {
 		return nil, err
 	}

@@ -35,9 +35,7 @@ cannot be used. It exits with 1 when some machine cannot be used.`,
 			if err != nil {
 				return err
 			}
-			if c, ok := h.(interface{ Close() error }); ok {
-				defer c.Close()
-			}
+			defer h.Close()
 			ms, err := meadowrun.DescribeHost(ctx, h)
 			if err != nil {
 				return err

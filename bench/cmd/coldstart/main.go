@@ -20,7 +20,7 @@ var inc = meadowrun.Register("coldstart.Inc", func(ctx context.Context, x int) (
 
 func main() {
 	meadowrun.Main()
-	v, err := meadowrun.RunFunction(context.Background(), inc.With(1), meadowrun.Local{}, &meadowrun.Options{Output: io.Discard})
+	v, err := meadowrun.RunFunction(context.Background(), inc.With(1), meadowrun.Local(), &meadowrun.Options{Output: io.Discard})
 	if err != nil || v != 2 {
 		fmt.Fprintf(os.Stderr, "coldstart: got %d, %v\n", v, err)
 		os.Exit(1)

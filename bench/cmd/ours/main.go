@@ -63,7 +63,7 @@ func sizesFor(quick bool) sizes {
 
 type bench struct {
 	ctx  context.Context
-	host meadowrun.Host
+	host *meadowrun.Host
 	sz   sizes
 	reps int
 	out  *rec.Emitter
@@ -108,7 +108,7 @@ func main() {
 			f.Close()
 		}()
 	}
-	b := &bench{ctx: context.Background(), host: meadowrun.Local{}, sz: sizesFor(*quick), reps: *reps,
+	b := &bench{ctx: context.Background(), host: meadowrun.Local(), sz: sizesFor(*quick), reps: *reps,
 		out: &rec.Emitter{W: os.Stdout, Impl: "meadowrun", Version: "meadowrun-go (" + runtime.Version() + ")"}}
 	fns := map[string]func(){"P1": b.p1, "P2": b.p2, "P4": b.p4, "P5": b.p5, "P10": b.p10}
 	for _, w := range Supported {

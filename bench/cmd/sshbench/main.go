@@ -94,7 +94,7 @@ func run(quick bool) error {
 		}
 		return ms
 	}
-	open := func(dir string, hs ...string) (*mrssh.Host, error) {
+	open := func(dir string, hs ...string) (*meadowrun.Host, error) {
 		return mrssh.NewHost(machines(hs...), mrssh.Options{
 			IdentityFiles: []string{n.Key}, KnownHostsFiles: []string{n.KnownHosts}, NoAgent: true, ConfigFile: "none",
 			RemoteDir: dir, Log: io.Discard})
