@@ -174,8 +174,8 @@ func TestRun(t *testing.T) {
 			[]string{"run", "--env", "NOEQUALS", "--", "true"}, 2, nil, []string{`--env "NOEQUALS": want KEY=VALUE`}},
 		{"resources no worker can ever have are refused before anything runs",
 			[]string{"run", "--cpu", "100000", "--", "true"}, 125, nil, []string{"can never fit", "logical CPUs"}},
-		{"invalid resources are refused",
-			[]string{"run", "--memory", "-1", "--", "true"}, 125, nil, []string{"MemoryGB is -1"}},
+		{"invalid resources are a usage error that names the flag",
+			[]string{"run", "--memory", "-1", "--", "true"}, 2, nil, []string{"--memory is -1"}},
 		{"an unknown host scheme is a clear error",
 			[]string{"run", "--host", "nosuch://x", "--", "true"}, 125, nil, []string{`unknown host scheme "nosuch"`, "local"}},
 		{"ports the local host cannot open are refused",
@@ -312,7 +312,7 @@ func TestADetachedMapIsCancelled(t *testing.T) {
 	}
 	u.want(u.run("", "cancel", id), 0, []string{"cancelled " + id}, nil)
 	u.want(u.run("", "jobs", id), 0, []string{"cancelled"}, nil)
-	u.want(u.run("", "attach", id), 1, []string{"started"}, []string{"cancelled"})
+	u.want(u.run("", "attach", id), 130, []string{"started"}, []string{"cancelled"})
 	u.want(u.run("", "cancel", id), 1, nil, []string{"already finished"})
 }
 

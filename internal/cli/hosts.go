@@ -30,6 +30,9 @@ cannot be used. It exits with 1 when some machine cannot be used.`,
   meadowrun hosts --host 'ssh://?hosts=machines.txt' --json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := w.check(cmd); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			h, err := w.openHost(ctx)
 			if err != nil {
