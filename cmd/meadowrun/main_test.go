@@ -448,6 +448,12 @@ func TestHostsDescribesTheMachines(t *testing.T) {
 	if cpu, _ := ms[0]["logical_cpu"].(float64); cpu <= 0 || ms[0]["memory_enforcement"] == "" {
 		t.Fatalf("hosts --json: %v", ms[0])
 	}
+	// Sizes are in the GB of --memory, whole, never 1e+05GiB or MiB.
+	u.want(u.run("", "hosts", "--host", "local://?memory=100000"), 0, []string{" 100000GB "}, nil)
+	u.want(u.run("", "hosts", "--host", "local://?memory=0.5"), 0, []string{" 0.5GB "}, nil)
+	if r := u.run("", "hosts"); strings.Contains(r.stdout, "GiB") || strings.Contains(r.stdout, "e+") {
+		t.Fatalf("hosts shows sizes in another unit than the flags': %s", r)
+	}
 	// A machine that cannot be reached is named with why, and the exit
 	// code says so.
 	_, priv, _ := ed25519.GenerateKey(nil)

@@ -38,7 +38,7 @@ func (w *workFlags) add(fs *pflag.FlagSet) {
 	}
 	fs.StringArrayVar(&w.hosts, "host", []string{def}, "where the work runs, as a URL (schemes: "+strings.Join(meadowrun.HostSchemes(), ", ")+"); repeat --host ssh://... for several machines; $MEADOWRUN_HOST sets the default")
 	fs.Float64Var(&w.cpu, "cpu", 0, "logical CPUs per worker (default 1)")
-	fs.Float64Var(&w.memory, "memory", 0, "memory per worker in GB, enforced (default: no limit)")
+	fs.Float64Var(&w.memory, "memory", 0, "memory per worker in GB (of 2^30 bytes), enforced (default: no limit)")
 	fs.Float64Var(&w.gpus, "gpus", 0, "GPUs per worker")
 	fs.Float64Var(&w.gpuMemory, "gpu-memory", 0, "GPU memory per worker in GB (implies 1 GPU)")
 	fs.StringSliceVar(&w.flags, "flags", nil, "machine features required, comma-separated (intel, amd_cpu, avx2, avx512, nvidia, ...)")
