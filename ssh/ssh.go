@@ -90,14 +90,23 @@ type Host struct {
 // NewHost prepares machines given as "[user@]host[:port]". It checks
 // the options and keys; it connects on first use.
 func NewHost(machines []string, opts Options) (*Host, error) {
+	h, err := newHost(machines, opts, false)
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: %w", err)
+	}
+	return h, nil
+}
+
+// newHost is NewHost; fromURL has messages name the URL's parameters.
+func newHost(machines []string, opts Options, fromURL bool) (*Host, error) {
 	d, err := sshhost.New(sshhost.Options{
 		Machines: machines, User: opts.User, ConfigFile: opts.ConfigFile, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
 		KnownHostsFiles: opts.KnownHostsFiles, TrustOnFirstUse: opts.TrustOnFirstUse,
 		ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive, GiveUpAfter: opts.GiveUpAfter, RemoteDir: opts.RemoteDir,
-		Binaries: opts.Binaries, Log: opts.Log,
+		Binaries: opts.Binaries, Log: opts.Log, FromURL: fromURL,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("meadowrun: %w", err)
+		return nil, err
 	}
 	return &Host{drv: d, url: sshURL(machines, opts)}, nil
 }
@@ -186,7 +195,8 @@ func openSSH(ctx context.Context, u *url.URL) (meadowrun.Host, error) {
 		}
 		o.ConnectTimeout = d
 	}
-	return NewHost(machines, o)
+	// OpenHost names the error's origin ("meadowrun: opening host ...").
+	return newHost(machines, o, true)
 }
 
 func readHostsFile(path string) ([]string, error) {
