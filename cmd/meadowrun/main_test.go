@@ -55,12 +55,13 @@ type user struct {
 	t     *testing.T
 	state string
 	dir   string
+	tmp   string // the user's TMPDIR
 	env   []string
 }
 
 func newUser(t *testing.T) *user {
-	u := &user{t: t, state: t.TempDir(), dir: t.TempDir()}
-	u.env = append(os.Environ(), "XDG_STATE_HOME="+u.state)
+	u := &user{t: t, state: t.TempDir(), dir: t.TempDir(), tmp: t.TempDir()}
+	u.env = append(os.Environ(), "XDG_STATE_HOME="+u.state, "TMPDIR="+u.tmp)
 	// Before the directories go, the user's supervisors must be gone.
 	t.Cleanup(func() {
 		recs, _ := journal.New(filepath.Join(u.state, "meadowrun"), journal.Options{}).List(context.Background())
@@ -71,6 +72,22 @@ func newUser(t *testing.T) *user {
 		}
 	})
 	return u
+}
+
+// noFilesLeft fails the test when meadowrun left files in the user's
+// temporary directory.
+func (u *user) noFilesLeft() {
+	u.t.Helper()
+	var left []string
+	filepath.WalkDir(u.tmp, func(p string, d os.DirEntry, err error) error {
+		if p != u.tmp {
+			left = append(left, strings.TrimPrefix(p, u.tmp+"/"))
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		u.t.Fatalf("meadowrun left files in TMPDIR: %q", left)
+	}
 }
 
 // waitExit waits until process pid (not a child) has exited.

@@ -102,6 +102,9 @@ func TestACancelledRunExits130(t *testing.T) {
 	if code, stderr := r.wait(); code != 130 || !strings.Contains(stderr, "was cancelled") {
 		t.Fatalf("run of a job cancelled from another shell: exit %d, stderr %q; want 130, \"was cancelled\"", code, stderr)
 	}
+	// Its worker was killed with the command running: its result file,
+	// and every other temporary file, went with it.
+	u.noFilesLeft()
 	u.want(u.run("", "attach", id), 130, []string{"up\n"}, []string{"job " + id + " was cancelled"})
 }
 
@@ -114,6 +117,7 @@ func TestACancelledMapExits130(t *testing.T) {
 	if code, stderr := r.wait(); code != 130 || !strings.Contains(stderr, "cancelled") {
 		t.Fatalf("map of a job cancelled from another shell: exit %d, stderr %q; want 130", code, stderr)
 	}
+	u.noFilesLeft()
 	u.want(u.run("", "attach", id), 130, nil, []string{"2 tasks, 0 succeeded, 0 failed"})
 }
 
@@ -139,6 +143,7 @@ func TestClosingTheTerminalCancelsTheForegroundJob(t *testing.T) {
 			if st := u.jobState(id); st != "cancelled" {
 				t.Fatalf("job %s is %s after SIGHUP, want cancelled", id, st)
 			}
+			u.noFilesLeft()
 		})
 	}
 }
