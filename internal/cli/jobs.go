@@ -268,6 +268,9 @@ func attachMap(ctx context.Context, s *streams, j meadowrun.JobInfo, asJSON bool
 		outW = s.err
 	}
 	rep := newMapReport(s.out, s.err, asJSON, j.Function == meadowrun.Commands.Name(), j.Tasks, runtime.NumCPU())
+	if !j.Started.IsZero() {
+		rep.start = j.Started // for the progress bar's rate while the job runs
+	}
 	taskOut := &lockedWriter{w: &commandOutput{out: outW, errs: s.err, keep: true}}
 	if rep.bar != nil && isTerminal(outW) {
 		taskOut.before, taskOut.after = rep.clear, rep.redraw
