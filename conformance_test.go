@@ -1,7 +1,10 @@
 package meadowrun_test
 
 import (
+	"fmt"
+	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/meadowrun-go/meadowrun"
@@ -10,7 +13,17 @@ import (
 
 func TestMain(m *testing.M) {
 	meadowrun.Main()
-	os.Exit(m.Run())
+	// The tests' journal and logs go to a state directory of their own,
+	// never the user's.
+	state, err := os.MkdirTemp("", "meadowrun-test-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_STATE_HOME", state)
+	code := m.Run()
+	os.RemoveAll(state)
+	os.Exit(code)
 }
 
 func TestConformanceInProcess(t *testing.T) {
@@ -29,4 +42,17 @@ func TestConformanceLocal(t *testing.T) {
 		NewHost:      func(t *testing.T) *meadowrun.Host { return meadowrun.Local() },
 		MillionTasks: millionTasks,
 	})
+}
+
+// The tests keep their logs and journal in their own state directory: a
+// job run without Options.LogDir logs there, not in the user's.
+func TestTestsKeepToTheirOwnStateDirectory(t *testing.T) {
+	done, err := meadowrun.RunCommand(t.Context(), []string{"echo", "hi"}, meadowrun.Local(), &meadowrun.CommandOptions{Options: meadowrun.Options{Output: io.Discard}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := os.Getenv("XDG_STATE_HOME")
+	if !strings.HasPrefix(state, os.TempDir()+"/meadowrun-test-state-") || !strings.HasPrefix(done.LogFile, state+"/") {
+		t.Fatalf("the log %s is not in the tests' own state directory (XDG_STATE_HOME=%q)", done.LogFile, state)
+	}
 }

@@ -408,9 +408,16 @@ func TestSSHCrossCompilesForAnotherArchitecture(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "./internal/sshtest/crossprog").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	out, err := exec.Command(bin, "root@"+n.Addr("h5"), n.Key, n.KnownHosts).CombinedOutput()
+	tmp := t.TempDir()
+	cmd := exec.Command(bin, "root@"+n.Addr("h5"), n.Key, n.KnownHosts)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "XDG_STATE_HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "built for linux/arm64") || !strings.Contains(string(out), "did not start") {
 		t.Fatalf("want the agent built for linux/arm64 not to start: %v\n%s", err, out)
+	}
+	// The program built for arm64 (9 MB) is not left behind.
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Fatalf("the cross-compiling program left %s in TMPDIR", left[0].Name())
 	}
 	// e_machine of every program uploaded there: 0xb7 is AArch64.
 	got := n.Run(t, "h5", `for f in ~/.cache/meadowrun/bin/*; do od -An -tx1 -j18 -N2 "$f"; done`)

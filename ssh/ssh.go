@@ -86,14 +86,23 @@ type Options struct {
 // stops the host's workers and disconnects; agents stay on the machines
 // and exit after 30 idle minutes.
 func NewHost(machines []string, opts Options) (*meadowrun.Host, error) {
+	h, err := newHost(machines, opts, false)
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: %w", err)
+	}
+	return h, nil
+}
+
+// newHost is NewHost; fromURL has messages name the URL's parameters.
+func newHost(machines []string, opts Options, fromURL bool) (*meadowrun.Host, error) {
 	d, err := sshhost.New(sshhost.Options{
 		Machines: machines, User: opts.User, ConfigFile: opts.ConfigFile, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
 		KnownHostsFiles: opts.KnownHostsFiles, TrustOnFirstUse: opts.TrustOnFirstUse,
 		ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive, GiveUpAfter: opts.GiveUpAfter, RemoteDir: opts.RemoteDir,
-		Binaries: opts.Binaries, Log: opts.Log,
+		Binaries: opts.Binaries, Log: opts.Log, FromURL: fromURL,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("meadowrun: %w", err)
+		return nil, err
 	}
 	return meadowrun.NewHost(d, meadowrun.HostOptions{URL: sshURL(machines, opts), Digest: d.ExpectedDigest()}), nil
 }
@@ -171,7 +180,8 @@ func openSSH(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 		}
 		o.ConnectTimeout = d
 	}
-	return NewHost(machines, o)
+	// OpenHost names the error's origin ("meadowrun: opening host ...").
+	return newHost(machines, o, true)
 }
 
 func readHostsFile(path string) ([]string, error) {

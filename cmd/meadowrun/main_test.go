@@ -55,12 +55,13 @@ type user struct {
 	t     *testing.T
 	state string
 	dir   string
+	tmp   string // the user's TMPDIR
 	env   []string
 }
 
 func newUser(t *testing.T) *user {
-	u := &user{t: t, state: t.TempDir(), dir: t.TempDir()}
-	u.env = append(os.Environ(), "XDG_STATE_HOME="+u.state)
+	u := &user{t: t, state: t.TempDir(), dir: t.TempDir(), tmp: t.TempDir()}
+	u.env = append(os.Environ(), "XDG_STATE_HOME="+u.state, "TMPDIR="+u.tmp)
 	// Before the directories go, the user's supervisors must be gone.
 	t.Cleanup(func() {
 		recs, _ := journal.New(filepath.Join(u.state, "meadowrun"), journal.Options{}).List(context.Background())
@@ -71,6 +72,22 @@ func newUser(t *testing.T) *user {
 		}
 	})
 	return u
+}
+
+// noFilesLeft fails the test when meadowrun left files in the user's
+// temporary directory.
+func (u *user) noFilesLeft() {
+	u.t.Helper()
+	var left []string
+	filepath.WalkDir(u.tmp, func(p string, d os.DirEntry, err error) error {
+		if p != u.tmp {
+			left = append(left, strings.TrimPrefix(p, u.tmp+"/"))
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		u.t.Fatalf("meadowrun left files in TMPDIR: %q", left)
+	}
 }
 
 // waitExit waits until process pid (not a child) has exited.
@@ -174,8 +191,8 @@ func TestRun(t *testing.T) {
 			[]string{"run", "--env", "NOEQUALS", "--", "true"}, 2, nil, []string{`--env "NOEQUALS": want KEY=VALUE`}},
 		{"resources no worker can ever have are refused before anything runs",
 			[]string{"run", "--cpu", "100000", "--", "true"}, 125, nil, []string{"can never fit", "logical CPUs"}},
-		{"invalid resources are refused",
-			[]string{"run", "--memory", "-1", "--", "true"}, 125, nil, []string{"MemoryGB is -1"}},
+		{"invalid resources are a usage error that names the flag",
+			[]string{"run", "--memory", "-1", "--", "true"}, 2, nil, []string{"--memory is -1"}},
 		{"an unknown host scheme is a clear error",
 			[]string{"run", "--host", "nosuch://x", "--", "true"}, 125, nil, []string{`unknown host scheme "nosuch"`, "local"}},
 		{"ports the local host cannot open are refused",
@@ -312,7 +329,7 @@ func TestADetachedMapIsCancelled(t *testing.T) {
 	}
 	u.want(u.run("", "cancel", id), 0, []string{"cancelled " + id}, nil)
 	u.want(u.run("", "jobs", id), 0, []string{"cancelled"}, nil)
-	u.want(u.run("", "attach", id), 1, []string{"started"}, []string{"cancelled"})
+	u.want(u.run("", "attach", id), 130, []string{"started"}, []string{"cancelled"})
 	u.want(u.run("", "cancel", id), 1, nil, []string{"already finished"})
 }
 
@@ -447,6 +464,12 @@ func TestHostsDescribesTheMachines(t *testing.T) {
 	}
 	if cpu, _ := ms[0]["logical_cpu"].(float64); cpu <= 0 || ms[0]["memory_enforcement"] == "" {
 		t.Fatalf("hosts --json: %v", ms[0])
+	}
+	// Sizes are in the GB of --memory, whole, never 1e+05GiB or MiB.
+	u.want(u.run("", "hosts", "--host", "local://?memory=100000"), 0, []string{" 100000GB "}, nil)
+	u.want(u.run("", "hosts", "--host", "local://?memory=0.5"), 0, []string{" 0.5GB "}, nil)
+	if r := u.run("", "hosts"); strings.Contains(r.stdout, "GiB") || strings.Contains(r.stdout, "e+") {
+		t.Fatalf("hosts shows sizes in another unit than the flags': %s", r)
 	}
 	// A machine that cannot be reached is named with why, and the exit
 	// code says so.

@@ -5,9 +5,11 @@
 //
 // Exit codes: run and attach of a command exit with the command's own
 // code (127 when it was not found); map and attach of a map exit 1 when a
-// task failed; 2 means a usage error (unknown flag, missing --); 125 means
-// meadowrun itself failed where the code is otherwise the command's; other
-// commands exit 1 on error.
+// task failed; 2 means a usage error (unknown flag, missing --, a negative
+// --cpu); 125 means meadowrun itself failed where the code is otherwise the
+// command's; 130 means the job was cancelled (meadowrun cancel, Ctrl-C),
+// and 129 or 143 that run or map was ended by SIGHUP or SIGTERM, which
+// cancel the job too; other commands exit 1 on error.
 package cli
 
 import (
@@ -26,6 +28,9 @@ const (
 	exitFailed   = 1
 	exitUsage    = 2
 	exitInternal = 125
+	// exitCancelled is the code of a job that was cancelled, the code a
+	// shell gives a command that Ctrl-C (SIGINT) ended.
+	exitCancelled = 130
 )
 
 // exitError ends the command with an exit code; err, if not nil, is
@@ -75,17 +80,18 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	if err == nil {
 		return 0
 	}
+	// A usage error is one wherever it is wrapped.
+	var ue *usageError
 	var ee *exitError
-	if errors.As(err, &ee) {
+	switch {
+	case errors.As(err, &ue):
+		cmd = ue.cmd
+	case errors.As(err, &ee):
 		if ee.err != nil {
 			printError(stderr, ee.err)
 		}
 		return ee.code
-	}
-	var ue *usageError
-	if errors.As(err, &ue) {
-		cmd = ue.cmd
-	} else if !isCobraUsage(err) {
+	case !isCobraUsage(err):
 		printError(stderr, err)
 		return exitFailed
 	}

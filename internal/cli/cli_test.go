@@ -99,3 +99,25 @@ func TestSplitInputs(t *testing.T) {
 		})
 	}
 }
+
+func TestSizesAreShownInTheFlagsUnit(t *testing.T) {
+	tests := []struct {
+		name string
+		gb   float64
+		want string
+	}{
+		{"a machine's memory keeps three digits", 23.456, "23.5GB"},
+		{"a whole size has no decimals", 2, "2GB"},
+		{"half a GB is not shown in MiB", 0.5, "0.5GB"},
+		{"a huge size has no exponent", 100000, "100000GB"},
+		{"a small size keeps its digits", 0.0123, "0.0123GB"},
+		{"nothing is 0GB", 0, "0GB"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := gb(tc.gb); got != tc.want {
+				t.Fatalf("gb(%g) = %q, want %q", tc.gb, got, tc.want)
+			}
+		})
+	}
+}

@@ -38,7 +38,7 @@ func (w *workFlags) add(fs *pflag.FlagSet) {
 	}
 	fs.StringArrayVar(&w.hosts, "host", []string{def}, "where the work runs, as a URL (schemes: "+strings.Join(meadowrun.HostSchemes(), ", ")+"); repeat --host ssh://... for several machines; $MEADOWRUN_HOST sets the default")
 	fs.Float64Var(&w.cpu, "cpu", 0, "logical CPUs per worker (default 1)")
-	fs.Float64Var(&w.memory, "memory", 0, "memory per worker in GB, enforced (default: no limit)")
+	fs.Float64Var(&w.memory, "memory", 0, "memory per worker in GB (of 2^30 bytes), enforced (default: no limit)")
 	fs.Float64Var(&w.gpus, "gpus", 0, "GPUs per worker")
 	fs.Float64Var(&w.gpuMemory, "gpu-memory", 0, "GPU memory per worker in GB (implies 1 GPU)")
 	fs.StringSliceVar(&w.flags, "flags", nil, "machine features required, comma-separated (intel, amd_cpu, avx2, avx512, nvidia, ...)")
@@ -59,6 +59,56 @@ func (w *workFlags) resources(cmd *cobra.Command) *meadowrun.Resources {
 	return r
 }
 
+// check refuses, as usage errors, --host flags that do not make one host
+// and resource flags no host could take, naming the flags.
+func (w *workFlags) check(cmd *cobra.Command) error {
+	if err := w.joinHosts(); err != nil {
+		return &usageError{cmd: cmd, err: err}
+	}
+	if err := w.resources(cmd).Validate(); err != nil {
+		return &usageError{cmd: cmd, err: inFlagTerms(err)}
+	}
+	return nil
+}
+
+// resourceFlags name the flag of each Resources field, longest field name
+// first (GPUMemoryGB before MemoryGB).
+var resourceFlags = []struct{ field, flag string }{
+	{"EphemeralStorageGB", "--ephemeral-storage"},
+	{"MaxEvictionRate", "--max-eviction-rate"},
+	{"GPUMemoryGB", "--gpu-memory"},
+	{"LogicalCPU", "--cpu"},
+	{"MemoryGB", "--memory"},
+	{"GPUs", "--gpus"},
+	{"Flags", "--flags"},
+}
+
+// flagError is an error of the library said in the command line's terms.
+type flagError struct {
+	msg string
+	err error
+}
+
+func (e *flagError) Error() string { return e.msg }
+func (e *flagError) Unwrap() error { return e.err }
+
+// inFlagTerms rewrites an ErrInvalidResources error of Resources.Validate
+// ("invalid resources: LogicalCPU is -1; ...") to name the flag ("--cpu
+// is -1; ...").
+func inFlagTerms(err error) error {
+	head := meadowrun.ErrInvalidResources.Error() + ": "
+	rest, ok := strings.CutPrefix(err.Error(), head)
+	if !ok {
+		return err
+	}
+	for _, f := range resourceFlags {
+		if after, ok := strings.CutPrefix(rest, f.field+" "); ok {
+			return &flagError{msg: head + f.flag + " " + after, err: err}
+		}
+	}
+	return err
+}
+
 // environment parses the --env flags.
 func (w *workFlags) environment(cmd *cobra.Command) (map[string]string, error) {
 	if len(w.env) == 0 {
@@ -75,7 +125,7 @@ func (w *workFlags) environment(cmd *cobra.Command) (map[string]string, error) {
 	return env, nil
 }
 
-// openHost opens the --host URL.
+// openHost opens the --host URL; check has made it of the flags.
 func (w *workFlags) openHost(ctx context.Context) (*meadowrun.Host, error) {
 	if err := w.joinHosts(); err != nil {
 		return nil, err

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meadowrun-go/meadowrun"
-	"github.com/meadowrun-go/meadowrun/driver"
 )
 
 // newHostsCmd describes the machines of a host.
@@ -30,6 +29,9 @@ cannot be used. It exits with 1 when some machine cannot be used.`,
   meadowrun hosts --host 'ssh://?hosts=machines.txt' --json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := w.check(cmd); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			h, err := w.openHost(ctx)
 			if err != nil {
@@ -84,7 +86,6 @@ cannot be used. It exits with 1 when some machine cannot be used.`,
 func printMachines(s *streams, ms []meadowrun.MachineInfo) {
 	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MACHINE\tPLATFORM\tCPUS\tMEMORY\tGPUS\tFREE DISK\tMEMORY LIMITS\tIN USE HERE")
-	gib := func(g float64) string { return driver.Bytes(int64(g * (1 << 30))) }
 	var problems []string
 	for _, m := range ms {
 		if m.Err != nil {
@@ -98,10 +99,10 @@ func printMachines(s *streams, ms []meadowrun.MachineInfo) {
 		}
 		inUse := "-"
 		if m.BookedCPU > 0 || m.BookedMemoryGB > 0 {
-			inUse = fmt.Sprintf("%g CPUs, %s", m.BookedCPU, gib(m.BookedMemoryGB))
+			inUse = fmt.Sprintf("%g CPUs, %s", m.BookedCPU, gb(m.BookedMemoryGB))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Platform, m.LogicalCPU, gib(m.MemoryGB), gpus,
-			gib(m.FreeDiskGB), m.MemoryEnforcement, inUse)
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Platform, m.LogicalCPU, gb(m.MemoryGB), gpus,
+			gb(m.FreeDiskGB), m.MemoryEnforcement, inUse)
 	}
 	tw.Flush()
 	for _, p := range problems {

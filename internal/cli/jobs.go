@@ -140,7 +140,8 @@ func newLogsCmd(s *streams) *cobra.Command {
 		Long: `Print a job's output as its log keeps it: each line prefixed with its task
 ("[task N] "), and meadowrun's own lines ("[meadowrun] ", "[worker wN] ").
 --task keeps the lines of one task (repeatable), without the prefix when
-there is one; -f follows the output until the job ends.`,
+there is one; -f follows the output until the job ends. A job that was
+cancelled, or lost before printing anything, says so on stderr.`,
 		Args:              exactArgs(1, "a job id"),
 		ValidArgsFunction: completeJobs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -150,12 +151,42 @@ there is one; -f follows the output until the job ends.`,
 				return err
 			}
 			opts := &meadowrun.LogOptions{Tasks: tasks, Follow: follow, Bare: j.Kind != "map" || len(tasks) == 1}
-			return meadowrun.JobLog(ctx, args[0], s.out, opts)
+			out := &countingWriter{w: s.out}
+			if err := meadowrun.JobLog(ctx, args[0], out, opts); err != nil {
+				return err
+			}
+			if follow {
+				// The job has ended since.
+				if j, err = meadowrun.GetJob(ctx, args[0]); err != nil {
+					return err
+				}
+			}
+			switch {
+			case j.State == meadowrun.JobCancelled && out.n == 0:
+				fmt.Fprintf(s.err, "meadowrun: job %s was cancelled before it printed anything\n", j.ID)
+			case j.State == meadowrun.JobCancelled:
+				fmt.Fprintf(s.err, "meadowrun: job %s was cancelled\n", j.ID)
+			case out.n == 0 && j.State == meadowrun.JobLost:
+				fmt.Fprintf(s.err, "meadowrun: job %s was lost before it printed anything\n", j.ID)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().IntSliceVarP(&tasks, "task", "t", nil, "only this task's lines (repeatable)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing output until the job ends")
 	return cmd
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func newAttachCmd(s *streams) *cobra.Command {
@@ -166,8 +197,9 @@ func newAttachCmd(s *streams) *cobra.Command {
 		Long: `Attach to a job from any shell: stream its output (from the start), wait until
 it ends, print its results, and exit with its status, as run or map would have:
 a command's exit code; for a map, 1 if any task failed; for a function, its
-result as JSON (exit 1 if it failed). A finished job's results are printed at
-once. Interrupting attach leaves the job running.`,
+result as JSON (exit 1 if it failed); 130 if the job was cancelled. A finished
+job's results are printed at once, with the job's own duration. Interrupting
+attach leaves the job running.`,
 		Args:              exactArgs(1, "a job id"),
 		ValidArgsFunction: completeJobs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -203,7 +235,9 @@ once. Interrupting attach leaves the job running.`,
 				return err
 			}
 			v, err := d.Wait(ctx)
-			if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return &exitError{exitCancelled, err}
+			} else if err != nil {
 				return &exitError{exitFailed, err}
 			}
 			if j.ResultCodec != "json" && asJSON {
@@ -235,7 +269,7 @@ func attachMap(ctx context.Context, s *streams, j meadowrun.JobInfo, asJSON bool
 	}
 	rep := newMapReport(s.out, s.err, asJSON, j.Function == meadowrun.Commands.Name(), j.Tasks, runtime.NumCPU())
 	if !j.Started.IsZero() {
-		rep.start = j.Started
+		rep.start = j.Started // for the progress bar's rate while the job runs
 	}
 	taskOut := &lockedWriter{w: &commandOutput{out: outW, errs: s.err, keep: true}}
 	if rep.bar != nil && isTerminal(outW) {
@@ -253,9 +287,15 @@ func attachMap(ctx context.Context, s *streams, j meadowrun.JobInfo, asJSON bool
 		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, r.Value)
 	}
 	wg.Wait()
-	if info, err := m.Info(ctx); err == nil && rep.total < 0 {
-		rep.total = info.Tasks
+	// The summary is the job's own: its duration and its task count, not
+	// the time since it started nor only the tasks that reported.
+	info, err := m.Info(ctx)
+	if err != nil {
+		info = j
 	}
+	rep.mu.Lock()
+	rep.ended = &info
+	rep.mu.Unlock()
 	return rep.finish(j.ID)
 }
 

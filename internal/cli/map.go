@@ -37,7 +37,8 @@ placeholders are replaced in the command:
 A command without placeholders gets the input as its last argument. Each
 task's output is printed with a "[task N] " prefix (N from 0). A progress bar
 (done, failed, running, rate, ETA) is drawn when stderr is a terminal. The
-exit code is 1 when any task failed; the failed tasks are listed.`,
+exit code is 1 when any task failed (the failed tasks are listed) and 130
+when the job was cancelled; Ctrl-C, SIGTERM and SIGHUP cancel it.`,
 		Example: `  meadowrun map -j 4 -- gzip -k {} ::: *.log
   find . -name '*.png' | meadowrun map --memory 2 -- convert {} {.}.jpg
   meadowrun map --max-attempts 3 --json -- ./score.sh {} ::: a b c`,
@@ -52,6 +53,9 @@ exit code is 1 when any task failed; the failed tasks are listed.`,
 				return err
 			}
 			if err := checkAttempts(cmd, maxAttempts); err != nil {
+				return err
+			}
+			if err := w.check(cmd); err != nil {
 				return err
 			}
 			if jobs < 0 {

@@ -26,8 +26,12 @@ type mapReport struct {
 	concurrency int
 	input       func(task int) (string, bool)
 
-	mu        sync.Mutex
-	start     time.Time
+	mu    sync.Mutex
+	start time.Time
+	// ended, when set, is the job's own outcome, as the journal has it (a
+	// job attached to after it began, or lost): its duration and state
+	// replace this process's clock.
+	ended     *meadowrun.JobInfo
 	done      int
 	cancelled int
 	notRun    int
@@ -210,17 +214,7 @@ func (r *mapReport) finish(id string) error {
 		fmt.Fprint(r.bar, "\r\x1b[K")
 		r.shown = false
 	}
-	finished := r.done + len(r.failed) + r.cancelled + r.notRun
-	el := time.Since(r.start)
-	extra := ""
-	if r.cancelled > 0 {
-		extra += fmt.Sprintf(", %d cancelled", r.cancelled)
-	}
-	if r.notRun > 0 {
-		extra += fmt.Sprintf(", %d not run", r.notRun)
-	}
-	fmt.Fprintf(r.errs, "meadowrun: job %s: %s, %d succeeded, %d failed%s in %s (%.1f tasks/s)\n", id, plural(finished, "task", "tasks"),
-		r.done, len(r.failed), extra, el.Round(time.Millisecond), float64(finished)/max(el.Seconds(), 1e-9))
+	fmt.Fprintf(r.errs, "meadowrun: job %s: %s\n", id, r.summaryLocked())
 	for _, e := range r.jobErrs {
 		printError(r.errs, errors.New(e))
 	}
@@ -240,10 +234,54 @@ func (r *mapReport) finish(id string) error {
 		}
 		fmt.Fprintf(r.errs, "meadowrun: see a task's output with: meadowrun logs %s --task %d\n", id, r.failed[0].task)
 	}
-	if len(r.failed) > 0 || len(r.jobErrs) > 0 || r.cancelled > 0 {
+	switch {
+	case r.cancelled > 0 || r.ended != nil && r.ended.State == meadowrun.JobCancelled:
+		return &exitError{code: exitCancelled}
+	case len(r.failed) > 0 || len(r.jobErrs) > 0 || r.lostLocked():
 		return &exitError{code: exitFailed}
 	}
 	return nil
+}
+
+func (r *mapReport) lostLocked() bool { return r.ended != nil && r.ended.State == meadowrun.JobLost }
+
+// summaryLocked says how many tasks the job has, how each ended and how
+// long the job took: "4 tasks, 3 succeeded, 1 failed in 1.2s (3.3
+// tasks/s)". Tasks that never reported are counted as unfinished; a lost
+// job has no duration.
+func (r *mapReport) summaryLocked() string {
+	finished := r.done + len(r.failed) + r.cancelled + r.notRun
+	total := finished
+	if r.ended != nil && r.ended.Tasks > total {
+		total = r.ended.Tasks
+	} else if r.total > total {
+		total = r.total
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s, %d succeeded, %d failed", plural(total, "task", "tasks"), r.done, len(r.failed))
+	if r.cancelled > 0 {
+		fmt.Fprintf(&b, ", %d cancelled", r.cancelled)
+	}
+	if r.notRun > 0 {
+		fmt.Fprintf(&b, ", %d not run", r.notRun)
+	}
+	if n := total - finished; n > 0 {
+		fmt.Fprintf(&b, ", %d unfinished", n)
+	}
+	var took time.Duration
+	switch {
+	case r.lostLocked():
+		b.WriteString(" (the job was lost)")
+		return b.String()
+	case r.ended == nil:
+		took = time.Since(r.start)
+	case !r.ended.Started.IsZero() && !r.ended.Finished.IsZero():
+		took = r.ended.Finished.Sub(r.ended.Started)
+	default:
+		return b.String()
+	}
+	fmt.Fprintf(&b, " in %s (%.1f tasks/s)", took.Round(time.Millisecond), float64(finished)/max(took.Seconds(), 1e-9))
+	return b.String()
 }
 
 func firstLine(s string) string {

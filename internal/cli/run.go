@@ -27,7 +27,9 @@ func newRunCmd(s *streams) *cobra.Command {
 		Short: "Run a command on a worker and stream its output",
 		Long: `Run a command (no shell) on a worker of the host, stream its output (stdout and
 stderr, merged) and exit with the command's own exit code: 127 when it is not
-found, 128+n when signal n killed it, 125 when meadowrun itself failed.
+found, 128+n when signal n killed it, 125 when meadowrun itself failed, 130
+when the job was cancelled. Ctrl-C, SIGTERM and SIGHUP (the terminal closed)
+cancel the job.
 
 With --detach the job is submitted and its id printed: it runs on after this
 shell exits; follow it with meadowrun attach, logs or cancel.`,
@@ -41,6 +43,9 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 				return err
 			}
 			if err := checkAttempts(cmd, maxAttempts); err != nil {
+				return err
+			}
+			if err := w.check(cmd); err != nil {
 				return err
 			}
 			env, err := w.environment(cmd)
@@ -87,11 +92,13 @@ func printSubmitted(s *streams, id string, asJSON bool) error {
 	return nil
 }
 
-// cancelOnSignal cancels the job on SIGINT or SIGTERM; the function it
+// cancelOnSignal cancels the job on SIGINT, SIGTERM or SIGHUP (the
+// terminal was closed: the job is cancelled as with Ctrl-C rather than left
+// to be lost; run it with --detach to have it go on); the function it
 // returns stops listening and says which signal came, if any.
 func cancelOnSignal(ctx context.Context, s *streams, id string, cancel func(context.Context) error) func() os.Signal {
 	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	got := make(chan os.Signal, 1)
 	go func() {
@@ -155,7 +162,7 @@ func commandExit(s *streams, id string, asJSON bool, jc *meadowrun.JobCompletion
 	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			return &exitError{exitInternal, fmt.Errorf("meadowrun: job %s was cancelled", id)}
+			return &exitError{exitCancelled, fmt.Errorf("meadowrun: job %s was cancelled", id)}
 		}
 		return &exitError{exitInternal, err}
 	}

@@ -301,9 +301,16 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc
 			rc.Control(func(fd uintptr) { setPipeSize(fd, 1<<20) })
 		}
 	}
+	// The worker's own temporary files (a command's result file) live in
+	// a directory removed when it exits, also when it was killed.
+	tmp, err := os.MkdirTemp("", "meadowrun-worker-")
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("local host: temporary directory for worker %s: %w", spec.Name, err)
+	}
 	cmd := exec.Command(exe, h.opts.Args...)
 	cmd.Dir = so.Dir
-	cmd.Env = workerEnv(os.Environ(), h.opts.Env, spec, gpus)
+	cmd.Env = append(workerEnv(os.Environ(), h.opts.Env, spec, gpus), worker.EnvWorkerTmpDir+"="+tmp)
 	cmd.Stdout, cmd.Stderr = logW, logW
 	cmd.ExtraFiles = []*os.File{taskR, resW, logR} // fds 3, 4, 5
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -311,11 +318,13 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc
 	group, err := h.limiter.NewGroup(spec.Name, spec.Resources.MemoryBytes)
 	if err != nil {
 		closeAll()
+		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("local host: memory group for worker %s: %w", spec.Name, err)
 	}
 	if err := cmd.Start(); err != nil {
 		group.Close()
 		closeAll()
+		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("local host: starting worker %s (%s): %w", spec.Name, exe, err)
 	}
 	if err := group.Attach(cmd.Process.Pid); err != nil {
@@ -323,6 +332,7 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc
 		cmd.Wait()
 		group.Close()
 		closeAll()
+		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("local host: limiting the memory of worker %s: %w", spec.Name, err)
 	}
 	// The parent keeps the task writer, the result reader and its own copy
@@ -332,7 +342,7 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc
 	logW.Close()
 	syscall.SetNonblock(int(logR.Fd()), true)
 	p := &proc{
-		h: h, spec: spec, gpus: gpus, cmd: cmd, group: group,
+		h: h, spec: spec, gpus: gpus, cmd: cmd, group: group, tmp: tmp,
 		conn: &pipeConn{r: resR, w: taskW}, logR: logR,
 		done: make(chan struct{}),
 	}
@@ -387,6 +397,7 @@ type proc struct {
 	gpus  []int
 	cmd   *exec.Cmd
 	group sysres.Group
+	tmp   string // the worker's temporary directory
 	conn  *pipeConn
 	logR  *os.File
 	done  chan struct{}
@@ -402,6 +413,10 @@ func (p *proc) Kill() error {
 	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
 		return fmt.Errorf("local host: killing worker %s: %w", p.spec.Name, err)
 	}
+	// Killed, the worker cannot remove its temporary files; they go now
+	// rather than when wait sees it gone, which a process that exits
+	// after cancelling its job may not live to see.
+	os.RemoveAll(p.tmp)
 	return nil
 }
 
@@ -423,6 +438,7 @@ func (p *proc) wait() {
 	}
 	// Commands the worker started die with it.
 	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	os.RemoveAll(p.tmp)
 	if peak, err := p.group.PeakBytes(); err == nil {
 		st.PeakMemoryBytes = peak
 	}

@@ -130,16 +130,18 @@ func (a *auth) addKeyFiles(files []string, strict bool, origin string) error {
 
 // trust checks host keys against known_hosts files.
 type trust struct {
-	files []string
-	tofu  bool
+	files    []string
+	tofu     bool
+	tofuHint string
 
 	mu sync.Mutex
 	cb ssh.HostKeyCallback
 }
 
 // newTrust trusts the keys of files (none: ~/.ssh/known_hosts), and with
-// tofu the keys of machines they do not list yet.
-func newTrust(files []string, tofu bool) (*trust, error) {
+// tofu the keys of machines they do not list yet; tofuHint names the
+// option that turns tofu on, for messages.
+func newTrust(files []string, tofu bool, tofuHint string) (*trust, error) {
 	if len(files) == 0 {
 		home, err := os.UserHomeDir()
 		if err != nil {
@@ -147,7 +149,7 @@ func newTrust(files []string, tofu bool) (*trust, error) {
 		}
 		files = []string{filepath.Join(home, ".ssh", "known_hosts")}
 	}
-	t := &trust{files: files, tofu: tofu}
+	t := &trust{files: files, tofu: tofu, tofuHint: tofuHint}
 	if err := t.reload(); err != nil {
 		return nil, err
 	}
@@ -223,8 +225,8 @@ func (t *trust) check(name, keyName string) ssh.HostKeyCallback {
 				driver.ErrHostKey, name, key.Type(), fp, w.Filename, w.Line, knownhosts.Normalize(hostname))
 		}
 		if !t.tofu {
-			return fmt.Errorf("%w: %s is not in %s (it offered the %s key %s): check the fingerprint and add it (ssh-keyscan), or opt in to trusting machines on first use (ssh.Options.TrustOnFirstUse, or tofu=1 in an ssh:// host URL)",
-				driver.ErrHostKey, name, strings.Join(t.files, ", "), key.Type(), fp)
+			return fmt.Errorf("%w: %s is not in %s (it offered the %s key %s): check the fingerprint and add it (ssh-keyscan), or opt in to trusting machines on first use (%s)",
+				driver.ErrHostKey, name, strings.Join(t.files, ", "), key.Type(), fp, t.tofuHint)
 		}
 		line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key) + "\n"
 		if err := appendFile(t.files[0], []byte(line)); err != nil {
@@ -321,6 +323,9 @@ func (h *Host) dialEndpoint(ctx context.Context, e *endpoint, via *ssh.Client) (
 		switch {
 		case errors.Is(err, driver.ErrHostKey):
 			return nil, err
+		case strings.Contains(err.Error(), "unable to authenticate") && len(e.auth.methods) == 0:
+			return nil, fmt.Errorf("%w: no key to log in to %s with: start ssh-agent with a key loaded, or name a key file (%s, or IdentityFile in the ssh config)",
+				driver.ErrAuth, e.name, h.opts.setting("IdentityFiles", "key=FILE"))
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			return nil, fmt.Errorf("%w: %s refused user %q with the keys tried (%s): check the user name and that one of these keys is in the machine's authorized_keys",
 				driver.ErrAuth, e.name, e.user, strings.Join(e.auth.tried, ", "))

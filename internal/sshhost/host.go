@@ -80,6 +80,9 @@ type Options struct {
 	// Log receives one line per machine problem (unreachable, refused,
 	// lost, back); nil means standard error.
 	Log io.Writer
+	// FromURL says the host was opened from an ssh:// URL: messages then
+	// name the URL's parameters (key=FILE) rather than Options fields.
+	FromURL bool
 }
 
 // Host is a set of machines reached over SSH.
@@ -130,7 +133,7 @@ func New(opts Options) (*Host, error) {
 	if h.auth, err = loadAuth(opts, nil, nil, false); err != nil {
 		return nil, err
 	}
-	if h.trust, err = newTrust(opts.KnownHostsFiles, opts.TrustOnFirstUse); err != nil {
+	if h.trust, err = newTrust(opts.KnownHostsFiles, opts.TrustOnFirstUse, opts.setting("TrustOnFirstUse", "tofu=1")); err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
@@ -334,9 +337,6 @@ func (h *Host) prepareEndpoint(e *endpoint) error {
 			e.auth, h.auths[k] = a, a
 		}
 	}
-	if len(e.auth.methods) == 0 {
-		return fmt.Errorf("ssh host: %w: no key to log in to %s with: start ssh-agent with a key loaded, or name key files (ssh.Options.IdentityFiles, key=FILE in an ssh:// host URL, or IdentityFile in the ssh config)", driver.ErrAuth, e.name)
-	}
 	files := h.opts.KnownHostsFiles
 	if len(files) == 0 {
 		files = e.knownHosts
@@ -344,7 +344,7 @@ func (h *Host) prepareEndpoint(e *endpoint) error {
 	if (len(e.knownHosts) > 0 && len(h.opts.KnownHostsFiles) == 0) || e.tofu != h.opts.TrustOnFirstUse {
 		k := fmt.Sprint(e.tofu, "\x00", strings.Join(files, "\x00"))
 		if e.trust = h.trusts[k]; e.trust == nil {
-			t, err := newTrust(files, e.tofu)
+			t, err := newTrust(files, e.tofu, h.opts.setting("TrustOnFirstUse", "tofu=1"))
 			if err != nil {
 				return err
 			}
@@ -476,12 +476,14 @@ func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
 		}()
 	}
 	wg.Wait()
-	for _, m := range h.machines {
-		if err := errs[m]; err != nil {
-			h.logf(m, err.Error()+" (carrying on with the other machines)")
-		}
-	}
 	if total > 0 {
+		// The job goes on without the machines that cannot be used;
+		// without any, the error below names them all.
+		for _, m := range h.machines {
+			if err := errs[m]; err != nil {
+				h.logf(m, err.Error()+" (carrying on with the other machines)")
+			}
+		}
 		return total, nil
 	}
 	all := never

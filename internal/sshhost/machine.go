@@ -182,7 +182,7 @@ func (m *machine) connect(ctx context.Context) error {
 			log, _ := run(c, `tail -c 2000 "`+dir+`/`+agent.LogName(id)+`" 2>/dev/null`, nil)
 			hint := ""
 			if strings.Contains(string(log), "Permission denied") {
-				hint = fmt.Sprintf("; %s may be on a file system mounted noexec: give a directory where programs may run (ssh.Options.RemoteDir, or dir=DIR in an ssh:// URL)", dir)
+				hint = fmt.Sprintf("; %s may be on a file system mounted noexec: give a directory where programs may run (%s)", dir, m.h.opts.setting("RemoteDir", "dir=DIR"))
 			}
 			return fmt.Errorf("%s: the agent (this program built for %s) did not start: %s; its log says: %s%s",
 				m.name, platform, reason, strings.TrimSpace(string(log)), hint)

@@ -286,7 +286,7 @@ Host badmax
 	}
 	key := signer.PublicKey()
 	known := filepath.Join(home, "known_hosts")
-	tr, err := newTrust([]string{known}, true)
+	tr, err := newTrust([]string{known}, true, "tofu")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ Host badmax
 	if !strings.HasPrefix(string(b), "build-box ") {
 		t.Fatalf("known_hosts = %q, want the key under build-box", b)
 	}
-	strict, err := newTrust([]string{known}, false)
+	strict, err := newTrust([]string{known}, false, "tofu")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,10 @@ const (
 	// EnvWorkerPrefix starts every variable that puts a process in worker
 	// mode; commands never inherit them.
 	EnvWorkerPrefix = "MEADOWRUN_WORKER"
+	// EnvWorkerTmpDir names a directory for the worker's temporary files,
+	// which the process that started the worker removes once it exits;
+	// unset, they go to the system's temporary directory.
+	EnvWorkerTmpDir = "MEADOWRUN_WORKER_TMPDIR"
 )
 
 // runCommand runs a command task and reports its exit code and result.
@@ -37,7 +41,9 @@ func (s *server) runCommand(ctx context.Context, t wire.Task) wire.Result {
 		}
 		return failure(t.Key, wire.StatusBadInput, "bad-command", msg, "")
 	}
-	rf, err := os.CreateTemp("", "meadowrun-result-*")
+	// A worker killed while the command runs (its job cancelled) leaves
+	// the file to the worker's directory, which its starter removes.
+	rf, err := os.CreateTemp(os.Getenv(EnvWorkerTmpDir), "meadowrun-result-*")
 	if err != nil {
 		return failure(t.Key, wire.StatusError, "result-file", fmt.Sprintf("creating the result file: %v", err), "")
 	}

@@ -61,7 +61,12 @@ func RunProcess(reg *registry.Registry) int {
 	return 0
 }
 
+// signalGroup ends the worker: it removes the worker's temporary
+// directory, then kills its process group.
 func signalGroup() {
+	if dir := os.Getenv(EnvWorkerTmpDir); dir != "" {
+		os.RemoveAll(dir)
+	}
 	if pgid, err := syscall.Getpgid(0); err == nil && pgid == os.Getpid() {
 		// The worker leads its process group: this kills the commands it
 		// started, and the worker itself.

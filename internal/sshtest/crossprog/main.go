@@ -30,8 +30,10 @@ func main() {
 		fmt.Println(err)
 		os.Exit(1)
 	}
-	defer h.Close()
 	v, err := meadowrun.RunFunction(context.Background(), double.With(21), h, nil)
+	// Closing removes the cross-compiled program; os.Exit would skip a
+	// deferred Close.
+	h.Close()
 	if err != nil {
 		fmt.Println(err)
 		os.Exit(1)
