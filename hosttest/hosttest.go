@@ -27,8 +27,8 @@ import (
 
 // Config describes the host under test.
 type Config struct {
-	// NewHost returns the host to test. It is called once per Run for
-	// the suite, and once more for the test that closes its host.
+	// NewHost returns the host to test. It is called once per Run; the
+	// suite's last test closes the host.
 	NewHost func(t *testing.T) *meadowrun.Host
 	// MillionTasks is how many tasks the huge-map test runs; 0 means one
 	// million. Race-enabled runs lower it.
@@ -111,8 +111,9 @@ func Run(t *testing.T, cfg Config) {
 		{"a task over its memory limit is killed and classified", testOOM, func(c driver.Capabilities) bool { return c.MemoryLimits }},
 		{"retry with more memory doubles the limit", testRetryMoreMemory, func(c driver.Capabilities) bool { return c.MemoryLimits }},
 		{"a detached job is attached to by its id, waited for and cancelled", testDetached, nil},
-		{"a closed host stops its warm workers", testClose, nil},
 		{"a map of a million tasks completes in bounded memory", testMillion, nil},
+		// Last: it closes the host.
+		{"a closed host stops its warm workers", testClose, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -687,7 +688,7 @@ func testDetached(t *testing.T, s *suite) {
 
 func testClose(t *testing.T, s *suite) {
 	ctx := context.Background()
-	h := s.cfg.NewHost(t)
+	h := s.host
 	o, _ := s.opts(t)
 	before, err := meadowrun.RunFunction(ctx, workerPID.With(0), h, &o)
 	if err != nil {
