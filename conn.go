@@ -55,7 +55,7 @@ type workerConn struct {
 }
 
 // connect waits for a new worker's Hello and starts reading its stream.
-func connect(ctx context.Context, p *pool, w driver.Worker, key string, run *jobRun) (*workerConn, error) {
+func connect(ctx context.Context, p *pool, w driver.Worker, key string, rt driver.Runtime, run *jobRun) (*workerConn, error) {
 	c := &workerConn{
 		w: w, key: key, pool: p, wr: wire.NewWriter(w.Conn()), digest: p.digest,
 		defined: map[wire.Function]uint64{}, gone: make(chan struct{}),
@@ -94,7 +94,7 @@ func connect(ctx context.Context, p *pool, w driver.Worker, key string, run *job
 		if len(st.Output) > 0 {
 			msg += fmt.Sprintf("; its output ended with:\n%s", tail(st.Output, 2000))
 		}
-		msg += "\nThe worker is this program re-executed: does main (or TestMain) call meadowrun.Main() before anything else?"
+		msg += "\n" + startHint(rt)
 		return fmt.Errorf("%w", errors.New(msg))
 	}
 	timer := time.NewTimer(helloTimeout)
@@ -117,6 +117,16 @@ func connect(ctx context.Context, p *pool, w driver.Worker, key string, run *job
 	return c, nil
 }
 
+// startHint says what most often keeps a worker of runtime rt from
+// announcing itself.
+func startHint(rt driver.Runtime) string {
+	switch rt {
+	case driver.RuntimePython:
+		return "The worker is meadowrun's Python worker run by the deployment's interpreter: does that interpreter start, and is it Python 3?"
+	}
+	return "The worker is this program re-executed: does main (or TestMain) call meadowrun.Main() before anything else?"
+}
+
 func wrapStart(err error) error { return &startError{err} }
 
 // startError marks errors of a worker that failed to start.
@@ -131,7 +141,8 @@ func (c *workerConn) defineLocked(fn wire.Function, expectDigest string) (uint64
 	if id, ok := c.defined[fn]; ok {
 		return id, nil
 	}
-	if expectDigest != "" && c.hello.BinaryDigest != expectDigest {
+	goWorker := c.hello.Language == "go"
+	if goWorker && expectDigest != "" && c.hello.BinaryDigest != expectDigest {
 		return 0, fmt.Errorf("%w: worker %s runs code %s but this program is %s: was the binary rebuilt while it ran?",
 			ErrRegistryMismatch, c.w.Name(), c.hello.BinaryDigest, expectDigest)
 	}
@@ -142,10 +153,16 @@ func (c *workerConn) defineLocked(fn wire.Function, expectDigest string) (uint64
 		}
 	}
 	if have == nil {
-		return 0, fmt.Errorf("%w: %q is not registered in worker %s, which registers %s; register it with meadowrun.Register in a package the program imports",
-			ErrUnknownFunction, fn.Name, c.w.Name(), registeredNames(c.hello.Functions))
+		hint := "register it with meadowrun.Register in a package the program imports"
+		if !goWorker {
+			hint = "is the name spelled as the worker lists it, and is its code in the deployment?"
+		}
+		return 0, fmt.Errorf("%w: %q is not registered in worker %s, which registers %s; %s",
+			ErrUnknownFunction, fn.Name, c.w.Name(), registeredNames(c.hello.Functions), hint)
 	}
-	if *have != fn {
+	// Workers of other languages name no Go types: their functions take
+	// and return the codec's values.
+	if *have != fn && (goWorker || have.Codec != fn.Codec) {
 		return 0, fmt.Errorf("%w: worker %s registers %q as func(%s) %s with codec %s, the caller expects func(%s) %s with codec %s",
 			ErrRegistryMismatch, c.w.Name(), fn.Name, have.Arg, have.Result, have.Codec, fn.Arg, fn.Result, fn.Codec)
 	}

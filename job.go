@@ -60,6 +60,8 @@ type jobSpec struct {
 	res         Resources
 	deploy      Deployment
 	files       []string // the deployment's files
+	ports       []string
+	sidecars    []driver.Container
 	concurrency int
 	maxAttempts int
 	retryMem    bool
@@ -217,8 +219,14 @@ func (f *feeder) step() bool {
 func (r *jobRun) laneLocked(mult int) *lane {
 	l := r.lanes[mult]
 	if l == nil {
-		spec := driver.WorkerSpec{Resources: r.spec.res.driverResources(mult), Env: r.spec.deploy.env, Files: r.spec.files}
-		l = &lane{mult: mult, spec: spec, key: r.spec.deploy.key() + "|" + spec.Resources.String()}
+		spec := driver.WorkerSpec{Resources: r.spec.res.driverResources(mult), Env: r.spec.deploy.env, Files: r.spec.files,
+			Deployment: r.spec.deploy.driver(), Runtime: r.spec.deploy.runtime(), Ports: r.spec.ports, Sidecars: r.spec.sidecars}
+		key := r.spec.deploy.key() + "|" + spec.Resources.String()
+		if len(spec.Ports)+len(spec.Sidecars) > 0 {
+			// Workers with ports or sidecars are not interchangeable.
+			key += fmt.Sprintf("|%v|%v", spec.Ports, spec.Sidecars)
+		}
+		l = &lane{mult: mult, spec: spec, key: key}
 		r.lanes[mult] = l
 	}
 	return l

@@ -3,6 +3,7 @@ package meadowrun
 import (
 	"errors"
 	"fmt"
+	"github.com/meadowrun-go/meadowrun/driver"
 	"io"
 	"io/fs"
 	"maps"
@@ -14,9 +15,10 @@ import (
 )
 
 // ErrUnsupported is wrapped when a host cannot honour an option (sidecar
-// containers, ports, a deployment kind). Options are never silently
-// ignored.
-var ErrUnsupported = errors.New("meadowrun: not supported by this host")
+// containers, ports, a deployment kind, a memory limit). Options are never
+// silently ignored. It is driver.ErrUnsupported, so errors of drivers and
+// of this package match it alike.
+var ErrUnsupported = driver.ErrUnsupported
 
 // ErrInvalidOptions is wrapped by errors about options that cannot work
 // anywhere (a deployment glob that matches nothing, for example).
@@ -191,6 +193,27 @@ func (d Deployment) files() ([]string, error) {
 	return out, nil
 }
 
+// driver returns the deployment as drivers see it.
+func (d Deployment) driver() driver.Deployment {
+	dd := driver.Deployment{Kind: driver.DeploymentKind(d.Kind()), Repo: d.repoURL, Branch: d.branch, Commit: d.commit, Interpreter: d.interpreter}
+	if d.kind == "container" {
+		dd.Image = d.image
+		if d.digest != "" {
+			dd.Image = d.image + "@" + d.digest
+		}
+	}
+	return dd
+}
+
+// runtime is the worker runtime the deployment needs: interpreters are
+// Python's, everything else runs this program's Go worker.
+func (d Deployment) runtime() driver.Runtime {
+	if d.kind == "interpreter" {
+		return driver.RuntimePython
+	}
+	return driver.RuntimeGo
+}
+
 // key identifies the deployment in warm-worker pool keys.
 func (d Deployment) key() string {
 	var b strings.Builder
@@ -202,11 +225,32 @@ func (d Deployment) key() string {
 	return b.String()
 }
 
-// Container is a container image used as a sidecar.
+// Container is a container image used as a sidecar: Repository with a
+// Tag ("latest" when both are empty) or a Digest.
 type Container struct {
 	Repository string
 	Tag        string
 	Digest     string
+}
+
+// image returns the container's image as drivers name it.
+func (c Container) image() string {
+	switch {
+	case c.Digest != "":
+		return c.Repository + "@" + c.Digest
+	case c.Tag != "":
+		return c.Repository + ":" + c.Tag
+	}
+	return c.Repository + ":latest"
+}
+
+// sidecars returns o's sidecars as drivers see them.
+func (o *Options) sidecars() []driver.Container {
+	var out []driver.Container
+	for _, c := range o.Sidecars {
+		out = append(out, driver.Container{Image: c.image()})
+	}
+	return out
 }
 
 // validatePorts checks port specifications: "N" or "N-M" with 1 ≤ N ≤ M ≤ 65535.

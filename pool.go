@@ -80,7 +80,7 @@ func (p *pool) acquire(ctx context.Context, run *jobRun, key string, spec driver
 
 		w, err := p.drv.Start(ctx, spec)
 		if err == nil {
-			c, err := connect(ctx, p, w, key, run)
+			c, err := connect(ctx, p, w, key, spec.Runtime, run)
 			if err != nil {
 				return nil, err
 			}

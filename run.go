@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/meadowrun-go/meadowrun/driver"
@@ -35,16 +37,10 @@ func prepare(ctx context.Context, host *Host, o *Options) (*prepared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: opening the host: %w", err)
 	}
-	caps := drv.Capabilities()
-	switch {
-	case len(o.Sidecars) > 0 && !caps.Sidecars:
-		return nil, fmt.Errorf("%w: %s cannot start sidecar containers (%d requested)", ErrUnsupported, drv.Name(), len(o.Sidecars))
-	case len(o.Ports) > 0 && !caps.Ports:
-		return nil, fmt.Errorf("%w: %s cannot open ports (%v requested)", ErrUnsupported, drv.Name(), o.Ports)
-	case o.Deployment.Kind() != "mirror_local":
-		return nil, fmt.Errorf("%w: %s cannot run a %s deployment yet", ErrUnsupported, drv.Name(), o.Deployment.Kind())
-	}
 	res := o.resources()
+	if err := supports(drv, o, res); err != nil {
+		return nil, err
+	}
 	fits, err := drv.Fit(ctx, res.driverResources(1))
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
@@ -59,6 +55,26 @@ func prepare(ctx context.Context, host *Host, o *Options) (*prepared, error) {
 	return &prepared{drv: drv, pool: pool, fits: fits, files: files}, nil
 }
 
+// supports checks that the host can honour every option: what it cannot
+// do is refused, never ignored.
+func supports(drv driver.Host, o *Options, res Resources) error {
+	caps := drv.Capabilities()
+	kind := o.Deployment.driver().KindOrDefault()
+	switch {
+	case len(o.Sidecars) > 0 && !caps.Sidecars:
+		return fmt.Errorf("meadowrun: %s cannot start sidecar containers (%d requested): %w", drv.Name(), len(o.Sidecars), ErrUnsupported)
+	case len(o.Ports) > 0 && !caps.Ports:
+		return fmt.Errorf("meadowrun: %s cannot open ports (%s requested): %w", drv.Name(), strings.Join(o.Ports, ", "), ErrUnsupported)
+	case !caps.CanDeploy(kind):
+		return fmt.Errorf("meadowrun: %s cannot run a %s deployment yet: %w", drv.Name(), kind, ErrUnsupported)
+	case !caps.CanRun(o.Deployment.runtime()):
+		return fmt.Errorf("meadowrun: %s cannot run %s workers yet: %w", drv.Name(), o.Deployment.runtime(), ErrUnsupported)
+	case res.MemoryGB > 0 && !caps.MemoryLimits:
+		return fmt.Errorf("meadowrun: %s cannot enforce a memory limit (MemoryGB %g requested): %w", drv.Name(), res.MemoryGB, ErrUnsupported)
+	}
+	return nil
+}
+
 func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 	id := newJobID()
 	dir := o.LogDir
@@ -70,6 +86,7 @@ func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 		out = o.Output
 	}
 	return jobSpec{id: id, fn: fn, command: command, res: o.resources(), deploy: o.Deployment, files: p.files,
+		ports: slices.Clone(o.Ports), sidecars: o.sidecars(),
 		concurrency: 1, maxAttempts: 1, pool: p.pool, drv: p.drv, logs: newLogSink(dir, id, out), tasksHint: 1}
 }
 

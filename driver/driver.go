@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -114,6 +115,81 @@ type WorkerSpec struct {
 	// working directory, where the worker finds them relative to its own.
 	// Hosts on this machine have them already; remote hosts copy them.
 	Files []string
+	// Deployment says where the worker's code and environment come from.
+	// The zero value is mirror_local: the caller's own program.
+	Deployment Deployment
+	// Runtime is the program that serves the worker protocol. The zero
+	// value is RuntimeGo.
+	Runtime Runtime
+	// Ports are opened on the worker's machine for as long as the worker
+	// runs, as "N" or "N-M". A host without Capabilities.Ports never
+	// receives any.
+	Ports []string
+	// Sidecars are containers started before the worker, reachable from
+	// it, and stopped after it. A host without Capabilities.Sidecars never
+	// receives any.
+	Sidecars []Container
+}
+
+// DeploymentKind names where a worker's code and environment come from.
+type DeploymentKind string
+
+// Deployment kinds. Every host supports DeployMirrorLocal; the others
+// only where Capabilities.Deployments lists them.
+const (
+	// DeployMirrorLocal: the caller's own program, with WorkerSpec.Files.
+	DeployMirrorLocal DeploymentKind = "mirror_local"
+	// DeployContainer: a container image; the worker runs inside it.
+	DeployContainer DeploymentKind = "container"
+	// DeployGit: a git repository at a branch or commit.
+	DeployGit DeploymentKind = "git"
+	// DeployInterpreter: an interpreter already installed on the machine.
+	DeployInterpreter DeploymentKind = "interpreter"
+)
+
+// Deployment says where a worker's code and environment come from. Only
+// the fields of its Kind are set.
+type Deployment struct {
+	// Kind is the deployment's kind; "" means DeployMirrorLocal.
+	Kind DeploymentKind
+	// Image is the container image, "repository:tag" or
+	// "repository@digest" (DeployContainer).
+	Image string
+	// Repo, Branch and Commit name the code (DeployGit).
+	Repo, Branch, Commit string
+	// Interpreter is the interpreter's path on the machine
+	// (DeployInterpreter).
+	Interpreter string
+}
+
+// KindOrDefault returns d.Kind, or DeployMirrorLocal when it is unset.
+func (d Deployment) KindOrDefault() DeploymentKind {
+	if d.Kind == "" {
+		return DeployMirrorLocal
+	}
+	return d.Kind
+}
+
+// Runtime names the program that serves the worker protocol.
+type Runtime string
+
+// Worker runtimes. Every host supports RuntimeGo; the others only where
+// Capabilities.Runtimes lists them.
+const (
+	// RuntimeGo: the user's Go program re-executed in worker mode
+	// (meadowrun.Main). It runs registered Go functions and commands.
+	RuntimeGo Runtime = "go"
+	// RuntimePython: meadowrun's Python worker. It runs Python functions
+	// named "package.module.function" and commands.
+	RuntimePython Runtime = "python"
+)
+
+// Container is a container image started next to a worker (a sidecar).
+type Container struct {
+	// Image is "repository:tag" or "repository@digest".
+	Image string
+	// Env are the container's environment variables.
+	Env map[string]string
 }
 
 // Capabilities declare what a host can do. The conformance suite and the
@@ -127,10 +203,26 @@ type Capabilities struct {
 	// with its exit code or signal.
 	ProcessExits bool
 	// MemoryLimits: Resources.MemoryBytes is enforced and OOM kills are
-	// reported.
+	// reported. A host without it is never asked for memory.
 	MemoryLimits bool
 	// Sidecars and Ports can be honoured.
 	Sidecars, Ports bool
+	// Deployments lists the deployment kinds the host supports besides
+	// DeployMirrorLocal, which every host supports.
+	Deployments []DeploymentKind
+	// Runtimes lists the worker runtimes the host supports besides
+	// RuntimeGo, which every host supports.
+	Runtimes []Runtime
+}
+
+// CanDeploy reports whether the host supports deployments of kind k.
+func (c Capabilities) CanDeploy(k DeploymentKind) bool {
+	return k == "" || k == DeployMirrorLocal || slices.Contains(c.Deployments, k)
+}
+
+// CanRun reports whether the host supports workers of runtime rt.
+func (c Capabilities) CanRun(rt Runtime) bool {
+	return rt == "" || rt == RuntimeGo || slices.Contains(c.Runtimes, rt)
 }
 
 // ExitStatus describes how a worker ended.

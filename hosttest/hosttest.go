@@ -97,7 +97,7 @@ func Run(t *testing.T, cfg Config) {
 		{"arguments and results that cannot be encoded fail only their task", testEncoding, nil},
 		{"invalid resources are refused before anything runs", testInvalidResources, nil},
 		{"resources that can never fit fail at once", testNeverFits, nil},
-		{"sidecars and ports the host cannot honour are refused", testUnsupported, nil},
+		{"sidecars, ports, memory limits and deployments the host cannot honour are refused", testUnsupported, nil},
 		{"cancelling the context stops a map and keeps its results", testCancelMap, nil},
 		{"a command reports its exit code, output and result", testCommand, nil},
 		{"a command that does not exist exits 127", testCommandNotFound, nil},
@@ -367,6 +367,27 @@ func testUnsupported(t *testing.T, s *suite) {
 		o.Ports = []string{"8080-8089"}
 		if _, err := meadowrun.RunFunction(context.Background(), square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
 			t.Fatalf("ports: error = %v, want ErrUnsupported", err)
+		}
+	}
+	if !s.caps.MemoryLimits {
+		o, _ := s.opts(t)
+		o.Resources = &meadowrun.Resources{MemoryGB: 0.5}
+		if _, err := meadowrun.RunFunction(context.Background(), square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
+			t.Fatalf("memory limit: error = %v, want ErrUnsupported", err)
+		}
+	}
+	for _, d := range []meadowrun.Deployment{
+		meadowrun.ContainerImage("busybox", "1.36", nil),
+		meadowrun.GitRepo("https://example.invalid/repo.git", "main", "", nil),
+		meadowrun.PreinstalledInterpreter("/usr/bin/python3", nil),
+	} {
+		if s.caps.CanDeploy(driver.DeploymentKind(d.Kind())) && (d.Kind() != "interpreter" || s.caps.CanRun(driver.RuntimePython)) {
+			continue
+		}
+		o, _ := s.opts(t)
+		o.Deployment = d
+		if _, err := meadowrun.RunFunction(context.Background(), square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
+			t.Fatalf("%s deployment: error = %v, want ErrUnsupported", d.Kind(), err)
 		}
 	}
 	o, _ := s.opts(t)

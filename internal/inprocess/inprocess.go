@@ -27,6 +27,8 @@ type Host struct {
 	live   map[*proc]bool
 }
 
+var _ driver.Host = (*Host)(nil)
+
 // New returns a host offering cpus logical CPUs (0: runtime.NumCPU()).
 func New(cpus float64) *Host {
 	if cpus <= 0 {

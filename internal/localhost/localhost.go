@@ -66,6 +66,8 @@ type Host struct {
 	workers map[*proc]bool
 }
 
+var _ driver.Host = (*Host)(nil)
+
 // New detects the machine and prepares memory enforcement.
 func New(ctx context.Context, opts Options) (*Host, error) {
 	exe := opts.Executable
