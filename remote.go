@@ -16,6 +16,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agent"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
@@ -50,9 +51,9 @@ type jobKeeper interface {
 	// machine reached) journal and start the job of req in a working
 	// directory holding files (paths relative to this process's working
 	// directory), and names the machine.
-	Supervise(ctx context.Context, machine string, req agent.Request, files []string) (string, error)
+	Supervise(ctx context.Context, machine string, req agentproto.Supervise, files []string) (string, error)
 	// JobRequest asks machine's agent about a job.
-	JobRequest(ctx context.Context, machine string, req agent.Request) (agent.Response, error)
+	JobRequest(ctx context.Context, machine string, req agentproto.JobRequest) (agentproto.JobResponse, error)
 	// Closed reports whether the driver was closed.
 	Closed() bool
 }
@@ -126,7 +127,7 @@ func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, sp
 		// One machine: the job keeps its id there.
 		there := rec
 		there.Host = "local"
-		if machine, err = sh.drv.Supervise(ctx, machine, agent.Request{Job: &there, Args: raw}, files); err != nil {
+		if machine, err = sh.drv.Supervise(ctx, machine, agentproto.Supervise{Job: agentproto.JobOf(there), Args: raw}, files); err != nil {
 			return fail(err)
 		}
 		parts = []journal.Part{{Machine: machine, ID: rec.ID}}
@@ -214,17 +215,18 @@ func (rj *remoteJob) keeper(ctx context.Context) (*keeperHost, error) {
 
 // call sends a request about part p of the job to its machine's agent,
 // and returns the part's record as seen from here.
-func (rj *remoteJob) call(ctx context.Context, p journal.Part, req agent.Request) (agent.Response, error) {
-	req.ID = p.ID
+func (rj *remoteJob) call(ctx context.Context, p journal.Part, req agentproto.JobRequest) (jobAnswer, error) {
+	req = req.ForJob(p.ID)
 	sh, err := rj.keeper(ctx)
 	if err != nil {
-		return agent.Response{}, err
+		return jobAnswer{}, err
 	}
-	resp, err := sh.drv.JobRequest(ctx, p.Machine, req)
+	r, err := sh.drv.JobRequest(ctx, p.Machine, req)
+	resp := answerOf(r)
 	switch {
-	case resp.Kind == agent.KindNotFound:
+	case resp.Kind == agentproto.KindNotFound:
 		return resp, fmt.Errorf("%w: %q is not in the journal of %s (was the agent's directory there removed?): %s", ErrJobNotFound, p.ID, p.Machine, resp.Error)
-	case resp.Kind == agent.KindFinished:
+	case resp.Kind == agentproto.KindFinished:
 		return resp, fmt.Errorf("%w: %s", ErrJobFinished, resp.Error)
 	case err != nil:
 		return resp, fmt.Errorf("meadowrun: job %s on %s: %w", rj.id, p.Machine, err)
@@ -235,9 +237,29 @@ func (rj *remoteJob) call(ctx context.Context, p journal.Part, req agent.Request
 	return resp, nil
 }
 
+// jobAnswer is an agent's answer about a job (agentproto.JobResponse)
+// in the journal's types.
+type jobAnswer struct {
+	agentproto.Response
+	Job     *journal.Record
+	Lost    bool
+	Results []journal.Result
+	Last    uint64
+	Log     []byte
+}
+
+func answerOf(r agentproto.JobResponse) jobAnswer {
+	a := jobAnswer{Response: r.Response, Lost: r.Lost, Results: agentproto.JournalResults(r.Results), Last: r.Last, Log: r.Log}
+	if r.Job != nil {
+		rec := r.Job.Record()
+		a.Job = &rec
+	}
+	return a
+}
+
 // callRetry is call, retried while the machine is unreachable, for up to
 // a minute, so that a follower rides out a short network problem.
-func (rj *remoteJob) callRetry(ctx context.Context, p journal.Part, req agent.Request) (agent.Response, error) {
+func (rj *remoteJob) callRetry(ctx context.Context, p journal.Part, req agentproto.JobRequest) (jobAnswer, error) {
 	end := time.Now().Add(time.Minute)
 	for {
 		resp, err := rj.call(ctx, p, req)
@@ -335,7 +357,7 @@ func (rj *remoteJob) records(ctx context.Context) (recs []journal.Record, lost, 
 	var wg sync.WaitGroup
 	for k, p := range rj.parts {
 		wg.Go(func() {
-			resp, err := rj.call(ctx, p, agent.Request{Op: agent.OpJob})
+			resp, err := rj.call(ctx, p, agentproto.JobQuery{})
 			if err != nil {
 				errs[k] = err
 				return
@@ -408,7 +430,7 @@ func (rj *remoteJob) cancel(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for k, p := range rj.parts {
 		wg.Go(func() {
-			_, errs[k] = rj.call(ctx, p, agent.Request{Op: agent.OpCancel})
+			_, errs[k] = rj.call(ctx, p, agentproto.CancelJob{})
 		})
 	}
 	wg.Wait()
@@ -508,7 +530,7 @@ func (rj *remoteJob) followPart(ctx context.Context, k int, emit func(journal.Re
 	var after uint64
 	delay := 10 * time.Millisecond
 	for {
-		resp, err := rj.callRetry(ctx, rj.parts[k], agent.Request{Op: agent.OpJob, Results: true, After: after})
+		resp, err := rj.callRetry(ctx, rj.parts[k], agentproto.JobQuery{Results: true, After: after})
 		if err != nil {
 			return journal.Record{}, err
 		}
@@ -583,7 +605,7 @@ func (rj *remoteJob) log(ctx context.Context, lf *logFollower) error {
 func (rj *remoteJob) logPart(ctx context.Context, k int, f *logFollower) error {
 	delay := 10 * time.Millisecond
 	for {
-		resp, err := rj.callRetry(ctx, rj.parts[k], agent.Request{Op: agent.OpLog, Offset: f.off})
+		resp, err := rj.callRetry(ctx, rj.parts[k], agentproto.JobLog{Offset: f.off})
 		if err != nil {
 			f.flush()
 			return err
@@ -591,7 +613,7 @@ func (rj *remoteJob) logPart(ctx context.Context, k int, f *logFollower) error {
 		if err := f.feed(resp.Log); err != nil {
 			return err
 		}
-		if len(resp.Log) == agent.MaxLog {
+		if len(resp.Log) == agentproto.MaxLog {
 			continue // more is there already
 		}
 		// The agent read the record before the log: when the record is

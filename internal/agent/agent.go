@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/localhost"
 )
 
@@ -59,7 +59,7 @@ func Serve(ctx context.Context, opts Options) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	if opts.Machine == "" {
-		opts.Machine = SelfMachineID()
+		opts.Machine = agentproto.SelfMachineID()
 	}
 	self := "agent-" + idOf(opts.Binary) + "-" + opts.Machine
 	lock, err := os.OpenFile(filepath.Join(opts.Dir, self+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
@@ -81,7 +81,7 @@ func Serve(ctx context.Context, opts Options) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer host.Close()
-	sock := SocketName(opts.Dir, opts.Binary, opts.Machine)
+	sock := agentproto.SocketName(opts.Dir, opts.Binary, opts.Machine)
 	os.Remove(sock)
 	ln, err := listenUnix(sock)
 	if err != nil {
@@ -102,8 +102,8 @@ func Serve(ctx context.Context, opts Options) error {
 	name, _ := os.Hostname()
 	a := &agent{
 		dir: opts.Dir, machine: opts.Machine, host: host, sessions: map[string]*session{},
-		info: Info{Machine: name, OS: runtime.GOOS, Arch: runtime.GOARCH, PID: os.Getpid(),
-			Capacity: host.Capacity(), Limiter: host.LimiterKind()},
+		info: agentproto.Machine{Name: name, OS: runtime.GOOS, Arch: runtime.GOARCH, PID: os.Getpid(),
+			Capacity: agentproto.CapacityOf(host.Capacity()), Limiter: host.LimiterKind()},
 		activity: make(chan struct{}, 1),
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -143,7 +143,7 @@ type agent struct {
 	dir     string
 	machine string
 	host    *localhost.Host
-	info    Info
+	info    agentproto.Machine
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -154,7 +154,7 @@ type agent struct {
 // session is one client connection's control channel and its workers.
 type session struct {
 	id  string
-	enc *json.Encoder
+	w   io.Writer
 	wmu sync.Mutex
 
 	mu      sync.Mutex
@@ -162,10 +162,10 @@ type session struct {
 	workers map[string]driver.Worker
 }
 
-func (s *session) send(ev Event) {
+func (s *session) send(ev agentproto.WorkerExit) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.enc.Encode(ev)
+	agentproto.WriteMessage(s.w, ev)
 }
 
 func (a *agent) touch() {
@@ -201,84 +201,77 @@ func (a *agent) idleWatch(ctx context.Context, idle time.Duration, cancel func()
 
 func (a *agent) serve(ctx context.Context, c *unixConn) {
 	br := bufio.NewReaderSize(c, 64<<10)
-	line, err := br.ReadBytes('\n')
+	line, err := agentproto.ReadLine(br)
 	if err != nil {
 		c.Close()
 		return
 	}
-	var req Request
-	if err := json.Unmarshal(line, &req); err != nil {
-		reply(c, Response{Error: "agent: bad request: " + err.Error(), Kind: KindFailed})
+	req, err := agentproto.ParseRequest(line)
+	if err != nil {
+		reply(c, agentproto.Response{Error: "agent: " + strings.TrimPrefix(err.Error(), "agentproto: "), Kind: agentproto.KindFailed})
 		c.Close()
 		return
 	}
-	switch req.Op {
-	case OpHello:
+	switch req := req.(type) {
+	case *agentproto.Hello:
 		a.hello(c, br, req)
-	case OpFit:
+	case *agentproto.Fit:
 		defer c.Close()
-		if req.Resources == nil {
-			reply(c, Response{Error: "agent: fit without resources", Kind: KindFailed})
-			return
-		}
-		n, err := a.host.Fit(ctx, *req.Resources)
+		n, err := a.host.Fit(ctx, req.Resources.Driver())
 		if err != nil {
 			reply(c, errResponse(err))
 			return
 		}
-		reply(c, Response{Fit: n})
-	case OpHave:
+		reply(c, agentproto.FitResponse{Fit: n})
+	case *agentproto.Have:
 		defer c.Close()
-		reply(c, Response{Missing: a.missing(req.SHAs)})
-	case OpPut:
+		reply(c, agentproto.HaveResponse{Missing: a.missing(req.SHAs)})
+	case *agentproto.Put:
 		defer c.Close()
 		if err := a.put(br, req); err != nil {
 			reply(c, errResponse(err))
 			return
 		}
-		reply(c, Response{})
-	case OpStart:
+		reply(c, agentproto.Response{})
+	case *agentproto.Start:
 		a.start(ctx, c, br, req)
-	case OpSupervise, OpJob, OpCancel, OpLog:
+	case agentproto.JobRequest, *agentproto.Supervise:
 		defer c.Close()
 		reply(c, a.job(ctx, req))
 	default:
-		reply(c, Response{Error: fmt.Sprintf("agent: unknown operation %q", req.Op), Kind: KindFailed})
+		reply(c, agentproto.Response{Error: fmt.Sprintf("agent: unknown operation %q", req.Op()), Kind: agentproto.KindFailed})
 		c.Close()
 	}
 }
 
-func reply(w io.Writer, r Response) error {
-	b, _ := json.Marshal(r)
-	_, err := w.Write(append(b, '\n'))
-	return err
-}
+// reply writes a response line.
+func reply(w io.Writer, r any) error { return agentproto.WriteMessage(w, r) }
 
-func errResponse(err error) Response {
-	kind := KindFailed
+func errResponse(err error) agentproto.Response {
+	kind := agentproto.KindFailed
 	switch {
 	case errors.Is(err, driver.ErrNoCapacity):
-		kind = KindNoCapacity
+		kind = agentproto.KindNoCapacity
 	case errors.Is(err, driver.ErrNeverFits):
-		kind = KindNeverFits
+		kind = agentproto.KindNeverFits
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		kind = KindDiskFull
+		kind = agentproto.KindDiskFull
 	case errors.Is(err, os.ErrNotExist):
-		kind = KindMissing
+		kind = agentproto.KindMissing
 	}
-	return Response{Error: strings.TrimPrefix(err.Error(), "local host: "), Kind: kind}
+	return agentproto.Response{Error: strings.TrimPrefix(err.Error(), "local host: "), Kind: kind}
 }
 
 // hello opens a session. The connection stays open as its control
 // channel: when it closes (the client went away or lost the network), the
 // session's workers are killed.
-func (a *agent) hello(c *unixConn, br *bufio.Reader, req Request) {
+func (a *agent) hello(c *unixConn, br *bufio.Reader, req *agentproto.Hello) {
 	defer c.Close()
-	if req.Version != Version || req.Session == "" {
-		reply(c, Response{Error: fmt.Sprintf("agent: protocol version %d, session %q: this agent speaks version %d", req.Version, req.Session, Version), Kind: KindFailed})
+	if req.Version != agentproto.Version || req.Session == "" {
+		reply(c, agentproto.Response{Error: fmt.Sprintf("agent: protocol version %d, session %q: this agent speaks version %d", req.Version, req.Session, agentproto.Version), Kind: agentproto.KindFailed})
 		return
 	}
-	s := &session{id: req.Session, enc: json.NewEncoder(c), workers: map[string]driver.Worker{}}
+	s := &session{id: req.Session, w: c, workers: map[string]driver.Worker{}}
 	a.mu.Lock()
 	old := a.sessions[req.Session]
 	a.sessions[req.Session] = s
@@ -288,18 +281,22 @@ func (a *agent) hello(c *unixConn, br *bufio.Reader, req Request) {
 	}
 	info := a.info
 	s.wmu.Lock()
-	err := reply(c, Response{Info: &info})
+	err := reply(c, agentproto.HelloResponse{Machine: &info})
 	s.wmu.Unlock()
 	if err == nil {
 		for {
-			line, err := br.ReadBytes('\n')
+			line, err := agentproto.ReadLine(br)
 			if err != nil {
 				break
 			}
-			var r Request
-			if json.Unmarshal(line, &r) == nil && r.Op == OpKill {
+			// Lines this version does not know are passed over.
+			if r, err := agentproto.ParseRequest(line); err == nil {
+				k, ok := r.(*agentproto.Kill)
+				if !ok {
+					continue
+				}
 				s.mu.Lock()
-				w := s.workers[r.Worker]
+				w := s.workers[k.Worker]
 				s.mu.Unlock()
 				if w != nil {
 					w.Kill()
@@ -350,10 +347,10 @@ func (a *agent) missing(shas []string) []string {
 			out = append(out, s)
 			continue
 		}
-		if _, err := os.Stat(a.path(FileDir, s)); err == nil {
-			markUsed(a.path(FileDir, s))
-		} else if _, err := os.Stat(a.path(BinDir, s)); err == nil {
-			markUsed(a.path(BinDir, s))
+		if _, err := os.Stat(a.path(agentproto.FileDir, s)); err == nil {
+			markUsed(a.path(agentproto.FileDir, s))
+		} else if _, err := os.Stat(a.path(agentproto.BinDir, s)); err == nil {
+			markUsed(a.path(agentproto.BinDir, s))
 		} else {
 			out = append(out, s)
 		}
@@ -364,13 +361,13 @@ func (a *agent) missing(shas []string) []string {
 // put stores the req.Size bytes that follow the request, checking their
 // digest. Executables (Mode with an execute bit) go to bin/, others to
 // files/.
-func (a *agent) put(r io.Reader, req Request) error {
+func (a *agent) put(r io.Reader, req *agentproto.Put) error {
 	if !validSHA(req.SHA) || req.Size < 0 {
 		return fmt.Errorf("agent: put: bad digest %q or size %d", req.SHA, req.Size)
 	}
-	kind := FileDir
+	kind := agentproto.FileDir
 	if req.Mode&0o111 != 0 {
-		kind = BinDir
+		kind = agentproto.BinDir
 	}
 	dst := a.path(kind, req.SHA)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
@@ -393,7 +390,7 @@ func (a *agent) put(r io.Reader, req Request) error {
 		return fmt.Errorf("agent: put: received %s, expected %s (truncated upload?)", got[:12], req.SHA[:12])
 	}
 	mode := os.FileMode(0o400)
-	if kind == BinDir {
+	if kind == agentproto.BinDir {
 		mode = 0o500
 	}
 	os.Chmod(f.Name(), mode)
@@ -405,7 +402,7 @@ func (a *agent) put(r io.Reader, req Request) error {
 
 // deploy materialises the working tree of files, shared by every worker
 // with the same files, and returns its path ("" for no files).
-func (a *agent) deploy(files []File) (string, error) {
+func (a *agent) deploy(files []agentproto.File) (string, error) {
 	if len(files) == 0 {
 		return "", nil
 	}
@@ -413,7 +410,7 @@ func (a *agent) deploy(files []File) (string, error) {
 	for _, f := range files {
 		fmt.Fprintf(h, "%s\x00%s\x00%o\x00", f.Path, f.SHA, f.Mode)
 	}
-	dst := a.path(DeployDir, hex.EncodeToString(h.Sum(nil)))
+	dst := a.path(agentproto.DeployDir, hex.EncodeToString(h.Sum(nil)))
 	if _, err := os.Stat(dst); err == nil {
 		markUsed(dst)
 		return dst, nil
@@ -431,7 +428,7 @@ func (a *agent) deploy(files []File) (string, error) {
 			os.RemoveAll(tmp)
 			return "", fmt.Errorf("file path %q leaves the working directory", f.Path)
 		}
-		if err := copyFile(a.path(FileDir, f.SHA), filepath.Join(tmp, rel), os.FileMode(f.Mode&0o777)); err != nil {
+		if err := copyFile(a.path(agentproto.FileDir, f.SHA), filepath.Join(tmp, rel), os.FileMode(f.Mode&0o777)); err != nil {
 			os.RemoveAll(tmp)
 			return "", err
 		}
@@ -470,7 +467,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 }
 
 // start starts a worker of a session and relays its stream over c.
-func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req Request) {
+func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req *agentproto.Start) {
 	fail := func(err error) {
 		reply(c, errResponse(err))
 		c.Close()
@@ -478,7 +475,7 @@ func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req Re
 	a.mu.Lock()
 	s := a.sessions[req.Session]
 	a.mu.Unlock()
-	if s == nil || req.Spec == nil {
+	if s == nil {
 		fail(fmt.Errorf("agent: start: no session %q (the client's control channel is closed)", req.Session))
 		return
 	}
@@ -486,7 +483,7 @@ func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req Re
 		fail(fmt.Errorf("agent: start: bad binary digest %q", req.Binary))
 		return
 	}
-	exe := a.path(BinDir, req.Binary)
+	exe := a.path(agentproto.BinDir, req.Binary)
 	if _, err := os.Stat(exe); err != nil {
 		fail(fmt.Errorf("agent: start: binary %s: %w", req.Binary[:12], err))
 		return
@@ -497,7 +494,7 @@ func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req Re
 		fail(fmt.Errorf("agent: start: deployment files: %w", err))
 		return
 	}
-	spec := *req.Spec
+	spec := req.Worker.Driver()
 	name := spec.Name
 	spec.Name = s.id + "-" + name
 	w, err := a.host.StartWith(ctx, spec, localhost.StartOptions{Executable: exe, Dir: dir})
@@ -519,7 +516,7 @@ func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req Re
 	a.mu.Lock()
 	a.running++
 	a.mu.Unlock()
-	if err := reply(c, Response{}); err != nil {
+	if err := reply(c, agentproto.Response{}); err != nil {
 		w.Kill()
 	}
 	// The client's bytes go to the worker; when the client closes the
@@ -540,7 +537,7 @@ func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req Re
 	a.running--
 	a.mu.Unlock()
 	a.touch()
-	s.send(Event{Worker: name, Exit: w.Exit()})
+	s.send(agentproto.WorkerExit{Worker: name, Exit: agentproto.ExitStatusOf(w.Exit())})
 }
 
 // RunProcess serves as the agent in a process started with EnvAgent set
@@ -577,8 +574,8 @@ func Run(dir string) int {
 		f.Close()
 		sha = hex.EncodeToString(h.Sum(nil))
 	}
-	machine := os.Getenv(EnvMachine)
-	os.Unsetenv(EnvMachine)
+	machine := os.Getenv(agentproto.EnvMachine)
+	os.Unsetenv(agentproto.EnvMachine)
 	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal()}); err != nil {
 		fmt.Fprintf(os.Stderr, "%s meadowrun agent: %v\n", time.Now().Format(time.RFC3339), err)
 		return 1
@@ -592,8 +589,8 @@ func Run(dir string) int {
 // worker keeps it, and the starter hears the end of the stream without a
 // "ready" if the agent dies first.
 func readySignal() func() {
-	v := os.Getenv(EnvReadyFD)
-	os.Unsetenv(EnvReadyFD)
+	v := os.Getenv(agentproto.EnvReadyFD)
+	os.Unsetenv(agentproto.EnvReadyFD)
 	fd, err := strconv.Atoi(v)
 	if err != nil || fd < 3 {
 		return nil
@@ -603,7 +600,7 @@ func readySignal() func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			f.Write([]byte(ReadyLine + "\n"))
+			f.Write([]byte(agentproto.ReadyLine + "\n"))
 			f.Close()
 		})
 	}

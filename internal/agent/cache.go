@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
+
 	"context"
 	"fmt"
 	"os"
@@ -36,7 +38,7 @@ func markUsed(p string) {
 // ctx ends, reporting what it removed on standard error (the agent's log).
 func (a *agent) sweepLoop(ctx context.Context, ttl time.Duration, self string) {
 	for {
-		markUsed(a.path(BinDir, self))
+		markUsed(a.path(agentproto.BinDir, self))
 		n, freed, err := sweep(a.dir, a.machine, ttl, time.Now())
 		if n > 0 || err != nil {
 			fmt.Fprintf(os.Stderr, "%s meadowrun agent: cache sweep removed %d entries unused for %s (%d bytes)", time.Now().Format(time.RFC3339), n, ttl, freed)
@@ -63,7 +65,7 @@ func sweep(dir, machine string, ttl time.Duration, now time.Time) (int, int64, e
 	var n int
 	var freed int64
 	var firstErr error
-	for _, kind := range []string{BinDir, FileDir, DeployDir} {
+	for _, kind := range []string{agentproto.BinDir, agentproto.FileDir, agentproto.DeployDir} {
 		es, err := os.ReadDir(filepath.Join(dir, kind))
 		if err != nil {
 			continue
@@ -74,7 +76,7 @@ func sweep(dir, machine string, ttl time.Duration, now time.Time) (int, int64, e
 			if !validSHA(name) {
 				limit = tempTTL
 			}
-			if kind == BinDir && validSHA(name) && running[idOf(name)] {
+			if kind == agentproto.BinDir && validSHA(name) && running[idOf(name)] {
 				continue
 			}
 			info, err := e.Info()

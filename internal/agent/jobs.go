@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
@@ -41,76 +42,93 @@ func StateDir(dir, machine string) string { return filepath.Join(dir, "state-"+m
 // errJobFinished marks the error of cancelling a job that has ended.
 var errJobFinished = errors.New("job already finished")
 
-// job serves the durable-job operations.
-func (a *agent) job(ctx context.Context, req Request) Response {
+// job serves the durable-job operations: Supervise, JobQuery, CancelJob
+// and JobLog.
+func (a *agent) job(ctx context.Context, req agentproto.Request) agentproto.JobResponse {
+	fail := func(r agentproto.Response) agentproto.JobResponse { return agentproto.JobResponse{Response: r} }
 	if Jobs == nil {
-		return Response{Error: "agent: this program cannot run durable jobs (meadowrun.Main did not start the agent)", Kind: KindUnsupported}
+		return fail(agentproto.Response{Error: "agent: this program cannot run durable jobs (meadowrun.Main did not start the agent)", Kind: agentproto.KindUnsupported})
 	}
 	st := journal.New(StateDir(a.dir, a.machine), journal.Options{})
-	fail := func(err error) Response {
+	var id string
+	switch req := req.(type) {
+	case *agentproto.JobQuery:
+		id = req.ID
+	case *agentproto.CancelJob:
+		id = req.ID
+	case *agentproto.JobLog:
+		id = req.ID
+	}
+	failErr := func(err error) agentproto.JobResponse {
 		if errors.Is(err, journal.ErrNotFound) {
-			return Response{Error: fmt.Sprintf("agent: job %s is not in the journal %s", req.ID, st.Path()), Kind: KindNotFound}
+			return fail(agentproto.Response{Error: fmt.Sprintf("agent: job %s is not in the journal %s", id, st.Path()), Kind: agentproto.KindNotFound})
 		}
 		if errors.Is(err, errJobFinished) {
-			return Response{Error: err.Error(), Kind: KindFinished}
+			return fail(agentproto.Response{Error: err.Error(), Kind: agentproto.KindFinished})
 		}
-		return errResponse(err)
+		return fail(errResponse(err))
 	}
-	if req.Op == OpSupervise {
+	if req, ok := req.(*agentproto.Supervise); ok {
 		if err := a.supervise(ctx, st, req); err != nil {
-			return fail(err)
+			return failErr(err)
 		}
-		return Response{}
+		return agentproto.JobResponse{}
 	}
-	rec, err := st.Get(ctx, req.ID)
+	rec, err := st.Get(ctx, id)
 	if err != nil {
-		return fail(err)
+		return failErr(err)
 	}
-	switch req.Op {
-	case OpJob:
-		resp := Response{Job: &rec, Lost: Jobs.Lost(rec)}
-		if req.Results {
-			res, last, r, err := st.Results(ctx, req.ID, req.After)
-			if err != nil {
-				return fail(err)
-			}
-			// The record of the same snapshot as the results, so that a
-			// final record comes with every result.
-			resp.Job, resp.Lost, resp.Results, resp.Last = &r, Jobs.Lost(r), res, last
+	answer := func(r journal.Record) agentproto.JobResponse {
+		j := agentproto.JobOf(r)
+		return agentproto.JobResponse{Job: &j, Lost: Jobs.Lost(r)}
+	}
+	switch req := req.(type) {
+	case *agentproto.JobQuery:
+		if !req.Results {
+			return answer(rec)
 		}
+		res, last, r, err := st.Results(ctx, id, req.After)
+		if err != nil {
+			return failErr(err)
+		}
+		// The record of the same snapshot as the results, so that a
+		// final record comes with every result.
+		resp := answer(r)
+		resp.Results, resp.Last = agentproto.ResultsOf(res), last
 		return resp
-	case OpCancel:
+	case *agentproto.CancelJob:
 		if rec.Final() {
-			return fail(fmt.Errorf("%w: job %s %s at %s; its results are kept", errJobFinished, req.ID, rec.State, rec.Finished.Format(time.DateTime)))
+			return failErr(fmt.Errorf("%w: job %s %s at %s; its results are kept", errJobFinished, id, rec.State, rec.Finished.Format(time.DateTime)))
 		}
-		if err := Jobs.Cancel(ctx, st, req.ID); err != nil {
-			return fail(err)
+		if err := Jobs.Cancel(ctx, st, id); err != nil {
+			return failErr(err)
 		}
-		if rec, err = st.Get(ctx, req.ID); err != nil {
-			return fail(err)
+		if rec, err = st.Get(ctx, id); err != nil {
+			return failErr(err)
 		}
-		return Response{Job: &rec}
-	case OpLog:
-		resp := Response{Job: &rec, Lost: Jobs.Lost(rec)}
+		j := agentproto.JobOf(rec)
+		return agentproto.JobResponse{Job: &j}
+	case *agentproto.JobLog:
+		resp := answer(rec)
 		if rec.LogFile == "" {
 			return resp
 		}
-		b, err := readAt(rec.LogFile, req.Offset, MaxLog)
+		b, err := readAt(rec.LogFile, req.Offset, agentproto.MaxLog)
 		if err != nil {
-			return fail(fmt.Errorf("agent: reading the log of job %s: %w", req.ID, err))
+			return failErr(fmt.Errorf("agent: reading the log of job %s: %w", id, err))
 		}
 		resp.Log = b
 		return resp
 	}
-	return Response{Error: fmt.Sprintf("agent: unknown operation %q", req.Op), Kind: KindFailed}
+	return fail(agentproto.Response{Error: fmt.Sprintf("agent: unknown operation %q", req.Op()), Kind: agentproto.KindFailed})
 }
 
 // supervise journals a job and its arguments and starts its supervisor.
-func (a *agent) supervise(ctx context.Context, st *journal.Store, req Request) error {
-	if req.Job == nil || req.Job.ID == "" {
+func (a *agent) supervise(ctx context.Context, st *journal.Store, req *agentproto.Supervise) error {
+	if req.Job.ID == "" {
 		return errors.New("agent: supervise: no job")
 	}
-	rec := *req.Job
+	rec := req.Job.Record()
 	// The supervisor runs where the deployment's files are, so that the
 	// job's globs find them as they did on the submitting machine.
 	dir, err := a.deploy(req.Files)

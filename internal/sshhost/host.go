@@ -1,35 +1,32 @@
-// Package sshhost is the driver for machines reached over SSH. It logs in
-// with ssh-agent or key files, checks host keys against known_hosts,
-// uploads the program content-addressed, starts meadowrun's agent on each
-// machine (package agent) and reaches it through stream-local forwarding
-// over one SSH connection per machine: every worker is one more channel on
-// that connection, and no inbound port is opened.
+// Package sshhost is the driver for machines reached over SSH: the SSH
+// transport of the agent client (package agentclient). It reads the
+// OpenSSH client configuration, logs in with ssh-agent or key files
+// (through jump hosts or a proxy command), checks host keys against
+// known_hosts, bootstraps meadowrun's agent over an exec session
+// (uploading the program when the machine lacks it) and reaches the
+// agent's socket through stream-local forwarding over one SSH connection
+// per machine: every worker is one more channel on that connection, and
+// no inbound port is opened.
 //
-// Workers are placed on the machine where their resources fit best. A
-// machine that stops answering keepalives is dropped: its workers are
-// reported lost, so the coordinator re-runs their tasks elsewhere, and the
-// machine is reconnected in the background and used again when it returns.
+// Everything above the transport (sessions, uploads, placement across
+// machines, lost machines, reconnects, durable-job requests) is
+// agentclient's, shared with every other host whose machines run the
+// agent.
 package sshhost
 
 import (
 	"cmp"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/user"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/meadowrun-go/meadowrun/driver"
-	"github.com/meadowrun-go/meadowrun/internal/localhost"
+	"github.com/meadowrun-go/meadowrun/internal/agentclient"
 )
 
 // Options configure a Host.
@@ -85,25 +82,22 @@ type Options struct {
 	FromURL bool
 }
 
-// Host is a set of machines reached over SSH.
+// Host is a set of machines reached over SSH: an agentclient.Host whose
+// machines' transport is SSH.
 type Host struct {
+	*agentclient.Host
 	opts Options
 	// setTimeout and setKeepAlive: Options set them, over the ssh
 	// config's.
 	setTimeout, setKeepAlive bool
 
-	auth     *auth
-	trust    *trust
-	bins     *binaries
-	files    *fileCache
-	cfg      *sshConfig
-	auths    map[string]*auth  // by the ssh config's identity files
-	trusts   map[string]*trust // by the ssh config's known_hosts files
+	auth   *auth
+	trust  *trust
+	cfg    *sshConfig
+	auths  map[string]*auth  // by the ssh config's identity files
+	trusts map[string]*trust // by the ssh config's known_hosts files
+	// machines are the transports of the machines, in order.
 	machines []*machine
-
-	mu     sync.Mutex
-	closed bool
-	logged map[string]string // machine → last problem logged
 }
 
 // New checks opts and prepares the machines; it connects on first use.
@@ -118,13 +112,7 @@ func New(opts Options) (*Host, error) {
 	if !setKeepAlive {
 		opts.KeepAlive = time.Second
 	}
-	if opts.GiveUpAfter == 0 {
-		opts.GiveUpAfter = 2 * time.Minute
-	}
-	if opts.Log == nil {
-		opts.Log = os.Stderr
-	}
-	h := &Host{opts: opts, setTimeout: setTimeout, setKeepAlive: setKeepAlive, logged: map[string]string{}, files: newFileCache(),
+	h := &Host{opts: opts, setTimeout: setTimeout, setKeepAlive: setKeepAlive,
 		auths: map[string]*auth{}, trusts: map[string]*trust{}}
 	var err error
 	if h.cfg, err = loadSSHConfig(opts.ConfigFile); err != nil {
@@ -137,6 +125,7 @@ func New(opts Options) (*Host, error) {
 		return nil, err
 	}
 	seen := map[string]bool{}
+	var machines []agentclient.MachineConfig
 	for _, s := range opts.Machines {
 		e, jumps, err := h.resolve(s, 0)
 		if err != nil {
@@ -151,10 +140,14 @@ func New(opts Options) (*Host, error) {
 				return nil, err
 			}
 		}
-		h.machines = append(h.machines, &machine{h: h, endpoint: e, jumps: jumps,
-			workers: map[string]*worker{}, fits: map[string]fitResult{}, have: map[string]bool{}})
+		m := &machine{h: h, endpoint: e, jumps: jumps}
+		h.machines = append(h.machines, m)
+		machines = append(machines, agentclient.MachineConfig{Name: e.name, Transport: m,
+			ConnectTimeout: e.connectTimeout, KeepAlive: e.keepAlive, KeepAliveMisses: e.keepAliveMax})
 	}
-	if h.bins, err = newBinaries(opts.Binary, opts.Binaries); err != nil {
+	h.Host, err = agentclient.New(agentclient.Options{Kind: "ssh host", GiveUpAfter: opts.GiveUpAfter,
+		Binary: opts.Binary, Binaries: opts.Binaries, Log: opts.Log}, machines)
+	if err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -359,272 +352,4 @@ func localUser() string {
 		return u.Username
 	}
 	return os.Getenv("USER")
-}
-
-// Name implements driver.Host.
-func (h *Host) Name() string {
-	names := make([]string, len(h.machines))
-	for i, m := range h.machines {
-		names[i] = m.name
-	}
-	return "ssh host " + strings.Join(names, ",")
-}
-
-// Capabilities implements driver.Host: the agent enforces what the local
-// host does.
-func (h *Host) Capabilities() driver.Capabilities {
-	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true}
-}
-
-// ExpectedDigest is the build ID workers must report: this program's.
-func (h *Host) ExpectedDigest() string { return h.bins.selfDigest() }
-
-// logf reports a machine's problem once (until it changes).
-func (h *Host) logf(m *machine, msg string) {
-	h.mu.Lock()
-	if h.logged[m.name] == msg {
-		h.mu.Unlock()
-		return
-	}
-	h.logged[m.name] = msg
-	h.mu.Unlock()
-	fmt.Fprintf(h.opts.Log, "meadowrun: %s\n", msg)
-}
-
-// connectAll connects, in parallel, the machines never tried yet, and
-// returns the errors of those that cannot be used. A machine that failed
-// or was lost before is reconnected in the background instead, so that a
-// dead machine does not delay every call by the connect timeout, unless no
-// machine is up at all: then they are all tried again now.
-func (h *Host) connectAll(ctx context.Context) map[*machine]error {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	errs := map[*machine]error{}
-	connect := func(m *machine) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := m.ensure(ctx); err != nil {
-				mu.Lock()
-				errs[m] = err
-				mu.Unlock()
-			}
-		}()
-	}
-	var later []*machine
-	for _, m := range h.machines {
-		m.mu.Lock()
-		up, tried := m.up, !m.downAt.IsZero()
-		m.mu.Unlock()
-		if !up && tried {
-			later = append(later, m)
-			continue
-		}
-		connect(m)
-	}
-	wg.Wait()
-	anyUp := false
-	for _, m := range h.machines {
-		if _, up := m.state(); up {
-			anyUp = true
-		}
-	}
-	for _, m := range later {
-		if !anyUp {
-			connect(m)
-			continue
-		}
-		m.reconnectLater()
-		m.mu.Lock()
-		last := m.lastErr
-		m.mu.Unlock()
-		if last == nil {
-			last = fmt.Errorf("%w: %s is not connected", driver.ErrUnreachable, m.name)
-		}
-		errs[m] = last
-	}
-	wg.Wait()
-	return errs
-}
-
-// Fit implements driver.Host: the sum over reachable machines. It fails
-// when no machine is reachable, or when the request fits none of them.
-func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
-	errs := h.connectAll(ctx)
-	total := 0
-	var never []error
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, m := range h.machines {
-		if errs[m] != nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n, err := m.fit(ctx, r)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				total += n
-			case errors.Is(err, driver.ErrNeverFits):
-				never = append(never, err)
-			default:
-				errs[m] = err
-			}
-		}()
-	}
-	wg.Wait()
-	if total > 0 {
-		// The job goes on without the machines that cannot be used;
-		// without any, the error below names them all.
-		for _, m := range h.machines {
-			if err := errs[m]; err != nil {
-				h.logf(m, err.Error()+" (carrying on with the other machines)")
-			}
-		}
-		return total, nil
-	}
-	all := never
-	for _, m := range h.machines {
-		if errs[m] != nil {
-			all = append(all, errs[m])
-		}
-	}
-	if len(never) > 0 {
-		return 0, fmt.Errorf("%w on any machine: %w", driver.ErrNeverFits, errors.Join(all...))
-	}
-	return 0, fmt.Errorf("ssh host: no machine can be used: %w", errors.Join(all...))
-}
-
-// Start implements driver.Host: the worker goes to the connected machine
-// where it fits best (least room left over), trying the next when a
-// machine is full.
-func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
-	h.mu.Lock()
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
-		return nil, errors.New("ssh host: closed")
-	}
-	type cand struct {
-		m    *machine
-		left float64
-	}
-	var cands []cand
-	for _, m := range h.machines {
-		info, up := m.state()
-		if !up {
-			m.reconnectLater()
-			continue
-		}
-		free := m.free(info)
-		r := spec.Resources
-		if r.LogicalCPU > free.LogicalCPU+1e-9 || r.MemoryBytes > free.MemoryBytes {
-			continue
-		}
-		left := (free.LogicalCPU - r.LogicalCPU) / max(info.Capacity.LogicalCPU, 1)
-		if info.Capacity.MemoryBytes > 0 {
-			left += float64(free.MemoryBytes-r.MemoryBytes) / float64(info.Capacity.MemoryBytes)
-		}
-		cands = append(cands, cand{m, left})
-	}
-	slices.SortStableFunc(cands, func(a, b cand) int {
-		switch {
-		case a.left < b.left:
-			return -1
-		case a.left > b.left:
-			return 1
-		}
-		return 0
-	})
-	var errs []error
-	for _, c := range cands {
-		w, err := c.m.start(ctx, spec)
-		if err == nil {
-			return w, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if !errors.Is(err, driver.ErrNoCapacity) && !errors.Is(err, driver.ErrNeverFits) {
-			h.logf(c.m, err.Error())
-		}
-		errs = append(errs, err)
-	}
-	if err := h.allGone(); err != nil {
-		return nil, err
-	}
-	// Nothing fits now: machines that are down, full or broken may come
-	// back, so the coordinator waits and asks again.
-	return nil, fmt.Errorf("ssh host: %w on any connected machine: %w", driver.ErrNoCapacity, errors.Join(errs...))
-}
-
-// allGone returns an error wrapping ErrUnreachable when every machine has
-// been unusable for longer than Options.GiveUpAfter.
-func (h *Host) allGone() error {
-	if h.opts.GiveUpAfter < 0 {
-		return nil
-	}
-	var errs []error
-	for _, m := range h.machines {
-		m.mu.Lock()
-		up, since, last := m.up, m.downAt, m.lastErr
-		m.mu.Unlock()
-		if up || since.IsZero() || time.Since(since) < h.opts.GiveUpAfter {
-			return nil
-		}
-		if last != nil {
-			errs = append(errs, last)
-		}
-	}
-	return fmt.Errorf("ssh host: %w: no machine could be used for %v, giving up: %w", driver.ErrUnreachable, h.opts.GiveUpAfter, errors.Join(errs...))
-}
-
-// Close implements driver.Host: workers are killed with their sessions.
-func (h *Host) Close() error {
-	h.mu.Lock()
-	h.closed = true
-	h.mu.Unlock()
-	for _, m := range h.machines {
-		m.close()
-	}
-	h.bins.close()
-	return nil
-}
-
-func newSessionID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// jsonFit caches, per resources, what a machine's agent answered.
-type fitResult struct {
-	n   int
-	err error
-}
-
-// Describe implements driver.Describer: it connects to every machine that
-// is not up, at once, and describes each, or says why it cannot be used.
-func (h *Host) Describe(ctx context.Context) []driver.Machine {
-	out := make([]driver.Machine, len(h.machines))
-	var wg sync.WaitGroup
-	for i, m := range h.machines {
-		wg.Go(func() {
-			info, err := m.ensure(ctx)
-			if err != nil {
-				out[i] = driver.Machine{Name: m.name, Err: err}
-				return
-			}
-			d := localhost.MachineOf(m.name, info.OS+"/"+info.Arch, info.Capacity, info.Limiter)
-			m.mu.Lock()
-			d.Booked = m.booked
-			m.mu.Unlock()
-			out[i] = d
-		})
-	}
-	wg.Wait()
-	return out
 }

@@ -5,14 +5,14 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/meadowrun-go/meadowrun/internal/agent"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 )
 
 // shellCommand's quoting reaches /bin/sh intact whatever the login shell
 // sshd hands it to.
 func TestShellCommandWorksUnderEveryLoginShell(t *testing.T) {
 	scripts := []string{
-		`printf '%s\n' "${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun" "$(uname -s)" "$(uname -m)" ` + agent.MachineIDWords,
+		`printf '%s\n' "${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun" "$(uname -s)" "$(uname -m)" ` + agentproto.MachineIDWords,
 		`e="/nonexistent/it's here"; if test -x "$e"; then echo have; else echo "need $e"; fi; echo $(( 6 * 7 )) 'single' "double"`,
 		`umask 077; t="x.up$$"; { echo a && echo b; } || { echo c; exit 1; }`,
 	}

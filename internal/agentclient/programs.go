@@ -1,4 +1,4 @@
-package sshhost
+package agentclient
 
 import (
 	"context"
@@ -17,19 +17,27 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meadowrun-go/meadowrun/internal/agent"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/buildid"
 )
 
-// binary is a program to ship, identified by its content.
-type binary struct {
-	path   string
-	sha    string
-	size   int64
-	digest string // Go build ID, checked by the worker handshake
+// Program is a program to ship to machines and run as their agent and
+// workers, identified by its content.
+type Program struct {
+	// Path is the program's file here.
+	Path string
+	// SHA is the sha256 of its content, hex: its name on the machines.
+	SHA string
+	// Size is its length in bytes.
+	Size int64
+	// Digest is its Go build ID, which its workers report.
+	Digest string
+	// Platform is the GOOS/GOARCH it runs on.
+	Platform string
 }
 
-func (b *binary) open() (io.ReadCloser, error) { return os.Open(b.path) }
+// Open opens the program's file for reading.
+func (b *Program) Open() (io.ReadCloser, error) { return os.Open(b.Path) }
 
 func hashFile(path string) (string, int64, error) {
 	f, err := os.Open(path)
@@ -45,8 +53,8 @@ func hashFile(path string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-// goPlatform maps uname -s and -m to GOOS/GOARCH.
-func goPlatform(sys, machine string) (string, error) {
+// GoPlatform maps uname -s and -m to GOOS/GOARCH.
+func GoPlatform(sys, machine string) (string, error) {
 	goos := strings.ToLower(strings.TrimSpace(sys))
 	switch goos {
 	case "linux", "darwin", "freebsd", "openbsd", "netbsd":
@@ -89,43 +97,49 @@ func checkPlatform(path, platform string) error {
 	return nil
 }
 
-// binaries finds the program to ship for each platform.
-type binaries struct {
+// Programs finds the program to ship for each platform: this program for
+// its own platform, a program named for the platform, or this program
+// cross-compiled.
+type Programs struct {
 	self     string
 	explicit map[string]string
 
 	mu    sync.Mutex
-	byPlt map[string]*binary
+	byPlt map[string]*Program
 	errs  map[string]error
 	tmp   string
 }
 
-func newBinaries(self string, explicit map[string]string) (*binaries, error) {
+// NewPrograms ships self ("" for the running program) to machines of its
+// platform and explicit["GOOS/GOARCH"] to those of others; kind ("ssh
+// host") prefixes its errors.
+func NewPrograms(kind, self string, explicit map[string]string) (*Programs, error) {
 	if self == "" {
 		var err error
 		if self, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("ssh host: finding this program's executable: %w", err)
+			return nil, fmt.Errorf("%s: finding this program's executable: %w", kind, err)
 		}
 	}
 	for plt, p := range explicit {
 		goos, goarch, ok := strings.Cut(plt, "/")
-		if _, err := goPlatform(goos, goarch); err != nil || !ok {
-			return nil, fmt.Errorf("ssh host: Binaries key %q: want GOOS/GOARCH", plt)
+		if _, err := GoPlatform(goos, goarch); err != nil || !ok {
+			return nil, fmt.Errorf("%s: Binaries key %q: want GOOS/GOARCH", kind, plt)
 		}
 		if _, err := os.Stat(p); err != nil {
-			return nil, fmt.Errorf("ssh host: binary for %s: %w", plt, err)
+			return nil, fmt.Errorf("%s: binary for %s: %w", kind, plt, err)
 		}
 	}
-	return &binaries{self: self, explicit: explicit, byPlt: map[string]*binary{}, errs: map[string]error{}}, nil
+	return &Programs{self: self, explicit: explicit, byPlt: map[string]*Program{}, errs: map[string]error{}}, nil
 }
 
-func (b *binaries) selfDigest() string {
+func (b *Programs) selfDigest() string {
 	d, _ := buildid.Of(b.self)
 	return d
 }
 
-// get returns the program for platform, cross-compiling it when needed.
-func (b *binaries) get(ctx context.Context, platform string) (*binary, error) {
+// For returns the program for platform (GOOS/GOARCH), cross-compiling it
+// when needed.
+func (b *Programs) For(ctx context.Context, platform string) (*Program, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if bin := b.byPlt[platform]; bin != nil {
@@ -138,9 +152,9 @@ func (b *binaries) get(ctx context.Context, platform string) (*binary, error) {
 	if err == nil {
 		err = checkPlatform(path, platform)
 	}
-	var bin *binary
+	var bin *Program
 	if err == nil {
-		bin, err = describe(path)
+		bin, err = describe(path, platform)
 	}
 	if err != nil {
 		b.errs[platform] = err
@@ -150,7 +164,7 @@ func (b *binaries) get(ctx context.Context, platform string) (*binary, error) {
 	return bin, nil
 }
 
-func describe(path string) (*binary, error) {
+func describe(path, platform string) (*Program, error) {
 	sha, size, err := hashFile(path)
 	if err != nil {
 		return nil, err
@@ -159,10 +173,10 @@ func describe(path string) (*binary, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &binary{path: path, sha: sha, size: size, digest: digest}, nil
+	return &Program{Path: path, SHA: sha, Size: size, Digest: digest, Platform: platform}, nil
 }
 
-func (b *binaries) pathFor(ctx context.Context, platform string) (string, error) {
+func (b *Programs) pathFor(ctx context.Context, platform string) (string, error) {
 	if p, ok := b.explicit[platform]; ok {
 		return p, nil
 	}
@@ -175,7 +189,7 @@ func (b *binaries) pathFor(ctx context.Context, platform string) (string, error)
 // crossCompile builds this program for platform from its source, which
 // works when the program runs from its module (go run, go build in the
 // module directory) and the go command is installed.
-func (b *binaries) crossCompile(ctx context.Context, platform string) (string, error) {
+func (b *Programs) crossCompile(ctx context.Context, platform string) (string, error) {
 	here := runtime.GOOS + "/" + runtime.GOARCH
 	how := fmt.Sprintf("build it with GOOS=%s GOARCH=%s go build and name it in the SSH host's Binaries[%q]",
 		strings.Split(platform, "/")[0], strings.Split(platform, "/")[1], platform)
@@ -204,7 +218,7 @@ func (b *binaries) crossCompile(ctx context.Context, platform string) (string, e
 	return out, nil
 }
 
-func (b *binaries) close() {
+func (b *Programs) close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.tmp != "" {
@@ -214,7 +228,7 @@ func (b *binaries) close() {
 
 // fileRef is one deployment file with its digest.
 type fileRef struct {
-	agent.File
+	agentproto.File
 	local string
 	size  int64
 }
@@ -222,8 +236,8 @@ type fileRef struct {
 func (f fileRef) open() (io.ReadCloser, error) { return os.Open(f.local) }
 
 // agentFiles are the files of refs as the agent's protocol names them.
-func agentFiles(refs []fileRef) []agent.File {
-	out := make([]agent.File, len(refs))
+func agentFiles(refs []fileRef) []agentproto.File {
+	out := make([]agentproto.File, len(refs))
 	for i, f := range refs {
 		out[i] = f.File
 	}
@@ -232,6 +246,8 @@ func agentFiles(refs []fileRef) []agent.File {
 
 // fileCache remembers digests of local files while they are unchanged.
 type fileCache struct {
+	kind string // prefixes errors
+
 	mu   sync.Mutex
 	seen map[string]cachedFile
 }
@@ -242,14 +258,16 @@ type cachedFile struct {
 	sha   string
 }
 
-func newFileCache() *fileCache { return &fileCache{seen: map[string]cachedFile{}} }
+func newFileCache(kind string) *fileCache {
+	return &fileCache{kind: kind, seen: map[string]cachedFile{}}
+}
 
 func (c *fileCache) refs(paths []string) ([]fileRef, error) {
 	refs := make([]fileRef, 0, len(paths))
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
-			return nil, fmt.Errorf("ssh host: deployment file: %w", err)
+			return nil, fmt.Errorf("%s: deployment file: %w", c.kind, err)
 		}
 		if !st.Mode().IsRegular() {
 			continue
@@ -260,7 +278,7 @@ func (c *fileCache) refs(paths []string) ([]fileRef, error) {
 		if !ok || cf.size != st.Size() || !cf.mtime.Equal(st.ModTime()) {
 			sha, _, err := hashFile(p)
 			if err != nil {
-				return nil, fmt.Errorf("ssh host: deployment file: %w", err)
+				return nil, fmt.Errorf("%s: deployment file: %w", c.kind, err)
 			}
 			cf = cachedFile{size: st.Size(), mtime: st.ModTime(), sha: sha}
 			c.mu.Lock()
@@ -269,9 +287,9 @@ func (c *fileCache) refs(paths []string) ([]fileRef, error) {
 		}
 		rel := filepath.ToSlash(filepath.Clean(p))
 		if filepath.IsAbs(p) || !filepath.IsLocal(p) {
-			return nil, errors.New("ssh host: deployment file " + p + " is not under the working directory")
+			return nil, errors.New(c.kind + ": deployment file " + p + " is not under the working directory")
 		}
-		refs = append(refs, fileRef{File: agent.File{Path: rel, SHA: cf.sha, Mode: uint32(st.Mode().Perm())}, local: p, size: cf.size})
+		refs = append(refs, fileRef{File: agentproto.File{Path: rel, SHA: cf.sha, Mode: uint32(st.Mode().Perm())}, local: p, size: cf.size})
 	}
 	return refs, nil
 }

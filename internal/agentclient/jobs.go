@@ -1,21 +1,21 @@
-package sshhost
+package agentclient
 
 import (
 	"context"
 	"errors"
 	"fmt"
 
-	"github.com/meadowrun-go/meadowrun/internal/agent"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 )
 
 // Supervise asks the agent of machine, or where machine is "" of the
 // first machine that can be reached in the order the machines were given,
-// to journal a durable job and start its supervisor (an
-// agent.OpSupervise request) in a working tree of files (paths relative
+// to journal a durable job and start its supervisor (req, whose Files
+// this fills in) in a working tree of files (paths relative
 // to this process's working directory, uploaded unless the machine has
 // them), and returns that machine's name. The supervisor runs the agent's
 // program, which is on the machine once it is connected.
-func (h *Host) Supervise(ctx context.Context, machine string, req agent.Request, files []string) (string, error) {
+func (h *Host) Supervise(ctx context.Context, machine string, req agentproto.Supervise, files []string) (string, error) {
 	if err := h.checkOpen(); err != nil {
 		return "", err
 	}
@@ -23,7 +23,6 @@ func (h *Host) Supervise(ctx context.Context, machine string, req agent.Request,
 	if err != nil {
 		return "", err
 	}
-	req.Op = agent.OpSupervise
 	req.Files = agentFiles(refs)
 	var errs []error
 	for _, m := range h.machines {
@@ -44,7 +43,7 @@ func (h *Host) Supervise(ctx context.Context, machine string, req agent.Request,
 			errs = append(errs, err)
 			continue
 		}
-		resp, err := m.requestCtx(ctx, req)
+		resp, err := requestCtx[agentproto.Response](ctx, m, req)
 		if err == nil {
 			return m.name, nil
 		}
@@ -55,29 +54,29 @@ func (h *Host) Supervise(ctx context.Context, machine string, req agent.Request,
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
-		return "", fmt.Errorf("ssh host: %s is not one of its machines (%s)", machine, h.Name())
+		return "", fmt.Errorf("%s: %s is not one of its machines (%s)", h.opts.Kind, machine, h.Name())
 	}
-	return "", fmt.Errorf("ssh host: no machine can supervise the job: %w", errors.Join(errs...))
+	return "", fmt.Errorf("%s: no machine can supervise the job: %w", h.opts.Kind, errors.Join(errs...))
 }
 
-// JobRequest sends a request about a durable job (agent.OpJob, OpCancel,
-// OpLog) to the agent of the named machine, connecting to it first if
-// need be. An error the agent answers comes with its response, so that
-// its Kind can be told apart.
-func (h *Host) JobRequest(ctx context.Context, machine string, req agent.Request) (agent.Response, error) {
+// JobRequest sends a request about a durable job (agentproto.JobQuery,
+// CancelJob, JobLog) to the agent of the named machine, connecting to it
+// first if need be. An error the agent answers comes with its response,
+// so that its Kind can be told apart.
+func (h *Host) JobRequest(ctx context.Context, machine string, req agentproto.JobRequest) (agentproto.JobResponse, error) {
 	if err := h.checkOpen(); err != nil {
-		return agent.Response{}, err
+		return agentproto.JobResponse{}, err
 	}
 	for _, m := range h.machines {
 		if m.name != machine {
 			continue
 		}
 		if _, err := m.ensure(ctx); err != nil {
-			return agent.Response{}, err
+			return agentproto.JobResponse{}, err
 		}
-		return m.requestCtx(ctx, req)
+		return requestCtx[agentproto.JobResponse](ctx, m, req)
 	}
-	return agent.Response{}, fmt.Errorf("ssh host: %s is not one of its machines (%s)", machine, h.Name())
+	return agentproto.JobResponse{}, fmt.Errorf("%s: %s is not one of its machines (%s)", h.opts.Kind, machine, h.Name())
 }
 
 // Closed reports whether Close was called.
@@ -87,30 +86,35 @@ func (h *Host) checkOpen() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return errors.New("ssh host: closed")
+		return errors.New(h.opts.Kind + ": closed")
 	}
 	return nil
 }
 
-// requestCtx is request for an exchange of one line each way, which
-// gives up when ctx ends.
-func (m *machine) requestCtx(ctx context.Context, req agent.Request) (agent.Response, error) {
+// requestCtx is m.request for an exchange of one line each way, answered
+// by an R, which gives up when ctx ends.
+func requestCtx[R any, P interface {
+	*R
+	response
+}](ctx context.Context, m *machine, req agentproto.Request) (R, error) {
 	type answer struct {
-		resp agent.Response
+		resp R
 		err  error
 	}
 	got := make(chan answer, 1)
 	go func() {
-		resp, conn, _, err := m.request(req, nil)
+		var r R
+		conn, _, err := m.request(req, nil, P(&r))
 		if conn != nil {
 			conn.Close()
 		}
-		got <- answer{resp, err}
+		got <- answer{r, err}
 	}()
 	select {
 	case a := <-got:
 		return a.resp, a.err
 	case <-ctx.Done():
-		return agent.Response{}, fmt.Errorf("%s: %w", m.name, ctx.Err())
+		var zero R
+		return zero, fmt.Errorf("%s: %w", m.name, ctx.Err())
 	}
 }

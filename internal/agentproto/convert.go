@@ -1,0 +1,122 @@
+package agentproto
+
+import (
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/journal"
+	"github.com/meadowrun-go/meadowrun/internal/sysres"
+)
+
+// Conversions between the protocol's messages and the types the two ends
+// work with. They copy field by field, so that a field added to one of
+// those types stays off the wire until it is added here and to the
+// protocol's document.
+
+// ResourcesOf is r on the wire.
+func ResourcesOf(r driver.Resources) Resources {
+	return Resources{LogicalCPU: r.LogicalCPU, MemoryBytes: r.MemoryBytes, GPUs: r.GPUs, GPUMemoryBytes: r.GPUMemoryBytes,
+		Flags: r.Flags, EphemeralBytes: r.EphemeralBytes, MaxEvictionRate: r.MaxEvictionRate}
+}
+
+// Driver is r as the driver package has it.
+func (r Resources) Driver() driver.Resources {
+	return driver.Resources{LogicalCPU: r.LogicalCPU, MemoryBytes: r.MemoryBytes, GPUs: r.GPUs, GPUMemoryBytes: r.GPUMemoryBytes,
+		Flags: r.Flags, EphemeralBytes: r.EphemeralBytes, MaxEvictionRate: r.MaxEvictionRate}
+}
+
+// WorkerSpecOf is s on the wire; its files travel in Start.Files.
+func WorkerSpecOf(s driver.WorkerSpec) WorkerSpec {
+	return WorkerSpec{Name: s.Name, Resources: ResourcesOf(s.Resources), Env: s.Env}
+}
+
+// Driver is s as the driver package has it, without files.
+func (s WorkerSpec) Driver() driver.WorkerSpec {
+	return driver.WorkerSpec{Name: s.Name, Resources: s.Resources.Driver(), Env: s.Env}
+}
+
+// ExitStatusOf is st on the wire.
+func ExitStatusOf(st driver.ExitStatus) ExitStatus {
+	return ExitStatus{Code: st.Code, Signal: st.Signal, OOMKilled: st.OOMKilled, PeakMemoryBytes: st.PeakMemoryBytes,
+		LimitBytes: st.LimitBytes, Output: st.Output, Lost: st.Lost}
+}
+
+// Driver is st as the driver package has it.
+func (st ExitStatus) Driver() driver.ExitStatus {
+	return driver.ExitStatus{Code: st.Code, Signal: st.Signal, OOMKilled: st.OOMKilled, PeakMemoryBytes: st.PeakMemoryBytes,
+		LimitBytes: st.LimitBytes, Output: st.Output, Lost: st.Lost}
+}
+
+// CapacityOf is c on the wire.
+func CapacityOf(c sysres.Capacity) Capacity {
+	out := Capacity{LogicalCPU: c.LogicalCPU, MemoryBytes: c.MemoryBytes, Flags: c.Flags, EphemeralStorageBytes: c.EphemeralStorageBytes}
+	for _, g := range c.GPUs {
+		out.GPUs = append(out.GPUs, GPU{Index: g.Index, UUID: g.UUID, Name: g.Name, MemoryBytes: g.MemoryBytes})
+	}
+	return out
+}
+
+// Sysres is c as the sysres package has it.
+func (c Capacity) Sysres() sysres.Capacity {
+	out := sysres.Capacity{LogicalCPU: c.LogicalCPU, MemoryBytes: c.MemoryBytes, Flags: c.Flags, EphemeralStorageBytes: c.EphemeralStorageBytes}
+	for _, g := range c.GPUs {
+		out.GPUs = append(out.GPUs, sysres.GPU{Index: g.Index, UUID: g.UUID, Name: g.Name, MemoryBytes: g.MemoryBytes})
+	}
+	return out
+}
+
+// JobOf is r on the wire.
+func JobOf(r journal.Record) Job {
+	j := Job{ID: r.ID, Kind: r.Kind, State: r.State, Host: r.Host, Command: r.Command, Detached: r.Detached,
+		PID: r.PID, Proc: r.Proc, Submitted: r.Submitted, Started: r.Started, Finished: r.Finished,
+		Total: r.Total, Done: r.Done, Failed: r.Failed, ExitCode: r.ExitCode, Error: r.Error, LogFile: r.LogFile,
+		CancelRequested: r.CancelRequested, Spec: r.Spec, Machine: r.Machine}
+	if f := r.Function; f != nil {
+		j.Function = &Function{Name: f.Name, Arg: f.Arg, Result: f.Result, Codec: f.Codec}
+	}
+	for _, p := range r.Parts {
+		j.Parts = append(j.Parts, Part{Machine: p.Machine, ID: p.ID, Weight: p.Weight})
+	}
+	return j
+}
+
+// Record is j as the journal keeps it.
+func (j Job) Record() journal.Record {
+	r := journal.Record{ID: j.ID, Kind: j.Kind, State: j.State, Host: j.Host, Command: j.Command, Detached: j.Detached,
+		PID: j.PID, Proc: j.Proc, Submitted: j.Submitted, Started: j.Started, Finished: j.Finished,
+		Total: j.Total, Done: j.Done, Failed: j.Failed, ExitCode: j.ExitCode, Error: j.Error, LogFile: j.LogFile,
+		CancelRequested: j.CancelRequested, Spec: j.Spec, Machine: j.Machine}
+	if f := j.Function; f != nil {
+		r.Function = &journal.Function{Name: f.Name, Arg: f.Arg, Result: f.Result, Codec: f.Codec}
+	}
+	for _, p := range j.Parts {
+		r.Parts = append(r.Parts, journal.Part{Machine: p.Machine, ID: p.ID, Weight: p.Weight})
+	}
+	return r
+}
+
+// ResultsOf are rs on the wire.
+func ResultsOf(rs []journal.Result) []Result {
+	var out []Result
+	for _, r := range rs {
+		x := Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak}
+		if f := r.Err; f != nil {
+			x.Err = &Failure{Kind: f.Kind, Type: f.Type, Message: f.Message, Stack: f.Stack, ExitCode: f.ExitCode,
+				Signal: f.Signal, PeakMemoryBytes: f.PeakMemoryBytes, LimitBytes: f.LimitBytes, Canceled: f.Canceled}
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// JournalResults are rs as the journal keeps them.
+func JournalResults(rs []Result) []journal.Result {
+	var out []journal.Result
+	for _, r := range rs {
+		x := journal.Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak}
+		if f := r.Err; f != nil {
+			x.Err = &journal.Failure{Kind: f.Kind, Type: f.Type, Message: f.Message, Stack: f.Stack, ExitCode: f.ExitCode,
+				Signal: f.Signal, PeakMemoryBytes: f.PeakMemoryBytes, LimitBytes: f.LimitBytes, Canceled: f.Canceled}
+		}
+		out = append(out, x)
+	}
+	return out
+}
