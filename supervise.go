@@ -187,12 +187,21 @@ func (r *runner) stop() {
 	r.stopped = true
 	c, cc := r.cancelJob, r.cancelCtx
 	r.mu.Unlock()
-	if c != nil {
-		c()
-	}
+	// The run's context first: the job's outcome, which the cancel may
+	// bring at once, must find the job cancelled.
 	if cc != nil {
 		cc()
 	}
+	if c != nil {
+		c()
+	}
+}
+
+// isStopped reports whether the job was cancelled.
+func (r *runner) isStopped() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopped
 }
 
 // run runs the job until it ends, or until ctx ends (which cancels it),
@@ -248,7 +257,7 @@ func (r *runner) run(ctx context.Context) error {
 	final := func(state string, jobErr error, exit *int) error {
 		f := func(rec *journal.Record) {
 			rec.State = state
-			if rec.CancelRequested || (ctx.Err() != nil && state != "succeeded") {
+			if rec.CancelRequested || ((ctx.Err() != nil || r.isStopped()) && state != "succeeded") {
 				rec.State = "cancelled"
 			}
 			rec.Finished = time.Now()
