@@ -91,7 +91,7 @@ func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
 		return zero, err
 	}
 	if rec.Error != "" {
-		return zero, &jobError{msg: rec.Error, canceled: rec.State == "cancelled"}
+		return zero, &jobError{msg: rec.Error, canceled: rec.State == JobCancelled}
 	}
 	return zero, fmt.Errorf("meadowrun: job %s ended (%s) without a result", d.id, rec.State)
 }
@@ -248,14 +248,14 @@ func cutCodec(s string) (string, string, bool) {
 // attachRecord reads a job's record; for a job of an SSH host, it also
 // reconnects to the machines that keep it, and checks that the job is
 // still there.
-func attachRecord(ctx context.Context, id, kind string) (*journal.Store, journal.Record, *remoteJob, error) {
+func attachRecord(ctx context.Context, id string, kind JobKind) (*journal.Store, journal.Record, *remoteJob, error) {
 	st := defaultStore()
 	rec, err := st.Get(ctx, id)
 	if err != nil {
 		return nil, rec, nil, notFound(err, id)
 	}
 	if rec.Kind != kind {
-		hint := map[string]string{"function": "Attach", "command": "AttachCommand", "map": "AttachMap"}[rec.Kind]
+		hint := map[JobKind]string{JobFunction: "Attach", JobCommand: "AttachCommand", JobMap: "AttachMap"}[rec.Kind]
 		return nil, rec, nil, fmt.Errorf("meadowrun: job %s is a %s job, not a %s job; use %s", id, rec.Kind, kind, hint)
 	}
 	if rec.Machine == "" {
@@ -275,7 +275,7 @@ func attachRecord(ctx context.Context, id, kind string) (*journal.Store, journal
 // process. R must be the function's result type, or []byte for the result
 // as encoded, or json.RawMessage for a JSON-encoded result undecoded.
 func Attach[R any](ctx context.Context, id string) (*Detached[R], error) {
-	st, rec, rj, err := attachRecord(ctx, id, "function")
+	st, rec, rj, err := attachRecord(ctx, id, JobFunction)
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +289,7 @@ func Attach[R any](ctx context.Context, id string) (*Detached[R], error) {
 // AttachCommand returns the handle of a durable command job from its id,
 // in any process.
 func AttachCommand(ctx context.Context, id string) (*Detached[*JobCompletion], error) {
-	st, _, rj, err := attachRecord(ctx, id, "command")
+	st, _, rj, err := attachRecord(ctx, id, JobCommand)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +300,7 @@ func AttachCommand(ctx context.Context, id string) (*Detached[*JobCompletion], e
 // process. R must be the mapped function's result type, or []byte or
 // json.RawMessage as for Attach.
 func AttachMap[R any](ctx context.Context, id string) (*DetachedMap[R], error) {
-	st, rec, rj, err := attachRecord(ctx, id, "map")
+	st, rec, rj, err := attachRecord(ctx, id, JobMap)
 	if err != nil {
 		return nil, err
 	}

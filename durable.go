@@ -12,49 +12,61 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
 // Errors of durable jobs, for errors.Is.
 var (
 	// ErrJobNotFound: no job with that id is in the journal.
-	ErrJobNotFound = errors.New("meadowrun: no such job")
+	ErrJobNotFound = driver.ErrJobNotFound
 	// ErrJobFinished: the job has already finished (cancel of a finished
 	// job). Its results are kept.
-	ErrJobFinished = errors.New("meadowrun: job already finished")
+	ErrJobFinished = driver.ErrJobFinished
 	// ErrJobLost: the process running the job died before the job ended.
 	// The results it journaled are kept.
 	ErrJobLost = errors.New("meadowrun: job lost")
 )
 
-// JobState is the state of a durable job.
-type JobState string
+// JobState is the state of a durable job: one type for the journal, job
+// keepers and the API.
+type JobState = driver.JobState
 
 // States of a durable job.
 const (
 	// JobSubmitted: journaled, its supervisor is starting.
-	JobSubmitted JobState = "submitted"
+	JobSubmitted = driver.JobSubmitted
 	// JobRunning: its tasks run.
-	JobRunning JobState = "running"
+	JobRunning = driver.JobRunning
 	// JobSucceeded: every task succeeded.
-	JobSucceeded JobState = "succeeded"
+	JobSucceeded = driver.JobSucceeded
 	// JobFailed: a task, or the job as a whole, failed.
-	JobFailed JobState = "failed"
+	JobFailed = driver.JobFailed
 	// JobCancelled: cancelled before it ended.
-	JobCancelled JobState = "cancelled"
+	JobCancelled = driver.JobCancelled
 	// JobLost: the process running it died before it ended.
-	JobLost JobState = "lost"
+	JobLost = driver.JobLost
 )
 
-// Final reports whether the state can no longer change.
-func (s JobState) Final() bool { return s != JobSubmitted && s != JobRunning }
+// JobKind says what a durable job runs.
+type JobKind = driver.JobKind
+
+// Kinds of durable jobs.
+const (
+	// JobFunction: one call of a registered function.
+	JobFunction = driver.JobFunction
+	// JobCommand: one command.
+	JobCommand = driver.JobCommand
+	// JobMap: a function over many arguments.
+	JobMap = driver.JobMap
+)
 
 // JobInfo describes a durable job, as the journal records it.
 type JobInfo struct {
 	// ID identifies the job in every process.
 	ID string `json:"id"`
 	// Kind is "function", "command" or "map".
-	Kind  string   `json:"kind"`
+	Kind  JobKind  `json:"kind"`
 	State JobState `json:"state"`
 	// Host is the URL of the host the job runs on (see OpenHost).
 	Host string `json:"host"`
@@ -131,7 +143,7 @@ func infoOf(r journal.Record) JobInfo {
 	j := JobInfo{ID: r.ID, Kind: r.Kind, State: JobState(r.State), Host: r.Host, Command: r.Command, Detached: r.Detached,
 		PID: r.PID, Submitted: r.Submitted, Started: r.Started, Finished: r.Finished, Tasks: r.Total,
 		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile, Machine: r.Machine}
-	if r.Function != nil && r.Kind != "command" {
+	if r.Function != nil && r.Kind != JobCommand {
 		j.Function = r.Function.Name
 		_, j.ResultCodec, _ = cutCodec(r.Function.Codec)
 	}
@@ -155,7 +167,7 @@ func isLost(r journal.Record) bool {
 	if r.Final() || journal.Alive(r.PID, r.Proc) {
 		return false
 	}
-	return r.State != "submitted" || time.Since(r.Submitted) > lostGraceSubmitted
+	return r.State != JobSubmitted || time.Since(r.Submitted) > lostGraceSubmitted
 }
 
 // StateDir is where meadowrun keeps the journal of jobs and their logs:
@@ -275,7 +287,7 @@ func cancelJob(ctx context.Context, st *journal.Store, id string) error {
 	markCancelled := func(why string) error {
 		_, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
 			if !r.Final() {
-				r.State, r.Finished = "cancelled", time.Now()
+				r.State, r.Finished = JobCancelled, time.Now()
 				if r.Error == "" {
 					r.Error = why
 				}
@@ -368,9 +380,9 @@ func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec
 	rec.PID, rec.Proc = os.Getpid(), journal.Self()
 	rec.Detached = !sub.InProcess
 	if sub.InProcess {
-		rec.State, rec.Started = "running", rec.Submitted
+		rec.State, rec.Started = JobRunning, rec.Submitted
 	} else {
-		rec.State = "submitted"
+		rec.State = JobSubmitted
 	}
 	if err := st.Create(ctx, rec); err != nil {
 		return "", nil, fmt.Errorf("meadowrun: %w", err)
@@ -421,8 +433,8 @@ func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec
 	}
 	if err := startSupervisor(ctx, st, rec.ID, "", logDirOf(spec)); err != nil {
 		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
-			if r.State == "submitted" {
-				r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()
+			if r.State == JobSubmitted {
+				r.State, r.Error, r.Finished = JobFailed, err.Error(), time.Now()
 			}
 			return nil
 		})

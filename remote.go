@@ -103,7 +103,7 @@ func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, sp
 		n = len(raw)
 	}
 	rec.ID, rec.Spec, rec.Submitted, rec.Total = newJobID(), b, time.Now(), n
-	rec.State, rec.Detached = "submitted", true
+	rec.State, rec.Detached = JobSubmitted, true
 	rec.PID, rec.Proc = os.Getpid(), journal.Self()
 	if err := st.Create(ctx, rec); err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
@@ -111,14 +111,14 @@ func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, sp
 	fail := func(err error) (*remoteJob, error) {
 		err = fmt.Errorf("meadowrun: starting job %s on %s: %w", rec.ID, sh.url, err)
 		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
-			r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()
+			r.State, r.Error, r.Finished = JobFailed, err.Error(), time.Now()
 			return nil
 		})
 		return nil, err
 	}
 	var parts []journal.Part
 	machine := "" // the first reached
-	if rec.Kind == "map" && n > 1 {
+	if rec.Kind == JobMap && n > 1 {
 		if parts, machine, err = sh.startParts(ctx, rec, spec, raw, files); err != nil {
 			return fail(err)
 		}
@@ -279,7 +279,7 @@ func (rj *remoteJob) merge(ctx context.Context, recs []journal.Record) journal.R
 	if len(recs) > 1 {
 		m.ID, m.Machine, m.Parts, m.LogFile, m.ExitCode = rj.id, machinesOf(rj.parts), rj.parts, "", nil
 		m.Total, m.Done, m.Failed = 0, 0, 0
-		final, states := true, map[string]bool{}
+		final, states := true, map[JobState]bool{}
 		var errs []string
 		for k, r := range recs {
 			if m.Total >= 0 && r.Total >= 0 {
@@ -304,16 +304,16 @@ func (rj *remoteJob) merge(ctx context.Context, recs []journal.Record) journal.R
 		}
 		m.Error = strings.Join(errs, "; ")
 		switch {
-		case !final && states["running"]:
-			m.State, m.Finished = "running", time.Time{}
+		case !final && states[JobRunning]:
+			m.State, m.Finished = JobRunning, time.Time{}
 		case !final:
-			m.State, m.Finished = "submitted", time.Time{}
-		case states["cancelled"]:
-			m.State = "cancelled"
-		case states["failed"]:
-			m.State = "failed"
+			m.State, m.Finished = JobSubmitted, time.Time{}
+		case states[JobCancelled]:
+			m.State = JobCancelled
+		case states[JobFailed]:
+			m.State = JobFailed
 		default:
-			m.State = "succeeded"
+			m.State = JobSucceeded
 		}
 	}
 	rj.copy(ctx, m)

@@ -254,11 +254,11 @@ func (r *runner) run(ctx context.Context) error {
 		r.stop()
 	}()
 
-	final := func(state string, jobErr error, exit *int) error {
+	final := func(state JobState, jobErr error, exit *int) error {
 		f := func(rec *journal.Record) {
 			rec.State = state
-			if rec.CancelRequested || ((ctx.Err() != nil || r.isStopped()) && state != "succeeded") {
-				rec.State = "cancelled"
+			if rec.CancelRequested || ((ctx.Err() != nil || r.isStopped()) && state != JobSucceeded) {
+				rec.State = JobCancelled
 			}
 			rec.Finished = time.Now()
 			if _, err := os.Stat(rec.LogFile); rec.LogFile != "" && errors.Is(err, fs.ErrNotExist) {
@@ -281,7 +281,7 @@ func (r *runner) run(ctx context.Context) error {
 			r.local.close()
 		}
 		rc.add(journal.Result{Task: -1, Err: failureOfError(err)})
-		return final("failed", err, nil)
+		return final(JobFailed, err, nil)
 	}
 	opts := r.spec.options(sw)
 	emit := func(res journal.Result) {
@@ -297,9 +297,9 @@ func (r *runner) run(ctx context.Context) error {
 			r.local.close()
 		}
 		if failed {
-			return final("failed", nil, exit)
+			return final(JobFailed, nil, exit)
 		}
-		return final("succeeded", nil, exit)
+		return final(JobSucceeded, nil, exit)
 	}
 	switch r.rec.Kind {
 	case "command", "function":
@@ -308,7 +308,7 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		// Retried as a map of one task: one log, attempts noted in it.
 		desc, payload := r.rec.Function, r.spec.Payload
-		if r.rec.Kind == "command" {
+		if r.rec.Kind == JobCommand {
 			desc = journalFunc(Commands.desc)
 			payload, _ = json.Marshal(CommandTask{Args: r.rec.Command, Env: r.spec.Env, Dir: r.spec.Dir})
 		}
@@ -330,7 +330,7 @@ func (r *runner) run(ctx context.Context) error {
 				Worker: tr.Worker, Machine: tr.Machine, Nanos: int64(tr.Duration), Peak: tr.PeakMemoryBytes}
 		}
 		var exit *int
-		if r.rec.Kind == "command" {
+		if r.rec.Kind == JobCommand {
 			jc, err := commandCompletion(r.rec.Command, res, m.LogFile())
 			res.Value, _ = json.Marshal(jc)
 			res.Err = failureOfError(err)
@@ -415,9 +415,9 @@ func (r *runner) run(ctx context.Context) error {
 		if r.local != nil {
 			r.local.close()
 		}
-		state := "succeeded"
+		state := JobSucceeded
 		if failed {
-			state = "failed"
+			state = JobFailed
 		}
 		return final(state, nil, nil)
 	}
@@ -567,10 +567,10 @@ func supervise() int {
 
 	st := journal.New(dir, journal.Options{})
 	rec, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
-		if r.State != "submitted" {
+		if r.State != JobSubmitted {
 			return fmt.Errorf("meadowrun: job %s is %s, not waiting for a supervisor", id, r.State)
 		}
-		r.State, r.PID, r.Proc, r.Started = "running", os.Getpid(), journal.Self(), time.Now()
+		r.State, r.PID, r.Proc, r.Started = JobRunning, os.Getpid(), journal.Self(), time.Now()
 		return nil
 	})
 	if err != nil {
@@ -580,7 +580,7 @@ func supervise() int {
 	if err := json.Unmarshal(rec.Spec, &spec); err != nil {
 		err = fmt.Errorf("meadowrun: job %s: decoding its options: %w", id, err)
 		st.Commit(ctx, id, nil, func(r *journal.Record) error {
-			r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()
+			r.State, r.Error, r.Finished = JobFailed, err.Error(), time.Now()
 			return nil
 		})
 		return nack(err)
@@ -591,14 +591,14 @@ func supervise() int {
 	}
 	host, err := openSupervisedHost(ctx, rec.Host)
 	r := &runner{st: st, rec: rec, spec: spec, host: host, out: io.Discard}
-	if rec.Kind == "map" {
+	if rec.Kind == JobMap {
 		r.args = journalArgs(ctx, st, id)
 	}
 	if err != nil {
 		err = fmt.Errorf("meadowrun: job %s: %w", id, err)
 		r.host = nil
 		st.Commit(ctx, id, []journal.Result{{Task: -1, Err: failureOfError(err)}}, func(r *journal.Record) error {
-			r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()
+			r.State, r.Error, r.Finished = JobFailed, err.Error(), time.Now()
 			return nil
 		})
 		fmt.Fprintln(os.Stderr, err)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
@@ -137,7 +138,7 @@ func (a *agent) supervise(ctx context.Context, st *journal.Store, req *agentprot
 	}
 	// Until its supervisor takes it, the job is this agent's: a job
 	// whose supervisor never starts shows as lost once the agent is gone.
-	rec.State, rec.Detached, rec.PID, rec.Proc = "submitted", true, os.Getpid(), journal.Self()
+	rec.State, rec.Detached, rec.PID, rec.Proc = driver.JobSubmitted, true, os.Getpid(), journal.Self()
 	rec.Machine = ""
 	if err := st.Create(ctx, rec); err != nil {
 		return err
@@ -151,8 +152,8 @@ func (a *agent) supervise(ctx context.Context, st *journal.Store, req *agentprot
 	}
 	if err := Jobs.Start(ctx, st, rec.ID, dir); err != nil {
 		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
-			if r.State == "submitted" {
-				r.State, r.Error, r.Finished = "failed", err.Error(), time.Now()
+			if r.State == driver.JobSubmitted {
+				r.State, r.Error, r.Finished = driver.JobFailed, err.Error(), time.Now()
 			}
 			return nil
 		})

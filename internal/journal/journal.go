@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/meadowrun-go/meadowrun/driver"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -31,112 +32,19 @@ var (
 // FileName is the name of the journal file in its state directory.
 const FileName = "journal.db"
 
-// Function names a registered function: the same fields as the
-// protocol's function descriptor.
-type Function struct {
-	Name   string `json:"name"`
-	Arg    string `json:"arg"`
-	Result string `json:"result"`
-	Codec  string `json:"codec"`
-}
-
-// Record describes one job. The journal stores it as JSON; its fields are
-// what `meadowrun jobs` shows and what a supervisor needs to run the job.
-type Record struct {
-	ID   string `json:"id"`
-	Kind string `json:"kind"` // "command", "function" or "map"
-	// State is "submitted", "running", "succeeded", "failed" or
-	// "cancelled".
-	State    string    `json:"state"`
-	Host     string    `json:"host,omitempty"`
-	Command  []string  `json:"command,omitempty"`
-	Function *Function `json:"function,omitempty"`
-	// Detached: a supervisor process runs the job; otherwise the process
-	// that submitted it does.
-	Detached bool `json:"detached,omitempty"`
-	// PID and Proc identify the process running the job (see Self).
-	PID  int    `json:"pid,omitempty"`
-	Proc string `json:"proc,omitempty"`
-
-	Submitted time.Time `json:"submitted"`
-	Started   time.Time `json:"started,omitzero"`
-	Finished  time.Time `json:"finished,omitzero"`
-
-	// Total is the number of tasks, -1 while unknown. Done and Failed
-	// count the tasks whose final result is recorded.
-	Total  int `json:"total"`
-	Done   int `json:"done"`
-	Failed int `json:"failed"`
-
-	// ExitCode is a command's exit code, once known.
-	ExitCode *int `json:"exit_code,omitempty"`
-	// Error is why the job as a whole failed, if it did.
-	Error string `json:"error,omitempty"`
-	// LogFile keeps the job's output.
-	LogFile string `json:"log_file,omitempty"`
-	// CancelRequested is set by a cancel from any process; the process
-	// running the job stops it and records the state "cancelled".
-	CancelRequested bool `json:"cancel_requested,omitempty"`
-	// Spec is what the process running the job needs (options,
-	// resources), opaque to the journal.
-	Spec json.RawMessage `json:"spec,omitempty"`
-	// Machine, when set, is the machine of the SSH host (Host) whose agent
-	// keeps the job: its supervisor runs there and journals it in that
-	// machine's journal, under the same id. This record is then the
-	// submitting side's copy, refreshed whenever the job is read through
-	// the agent.
-	Machine string `json:"machine,omitempty"`
-	// Parts, when set, are the parts of a map that was split across
-	// machines of the SSH host: each is a job of its own in its
-	// machine's journal (see Part). Machine then lists their machines.
-	Parts []Part `json:"parts,omitempty"`
-}
-
-// Part is one machine's share of a map split across machines: the tasks
-// dealt to it in proportion to Weight (see the meadowrun package's
-// dealer), kept as job ID in the journal of Machine.
-type Part struct {
-	Machine string `json:"machine"`
-	ID      string `json:"id"`
-	Weight  int    `json:"weight"`
-}
-
-// Final reports whether the job's state can no longer change.
-func (r Record) Final() bool {
-	switch r.State {
-	case "succeeded", "failed", "cancelled":
-		return true
-	}
-	return false
-}
-
-// Failure describes a failed task, or (Kind "") a failure of the job as a
-// whole that the task shared.
-type Failure struct {
-	Kind            string `json:"kind,omitempty"`
-	Type            string `json:"type,omitempty"`
-	Message         string `json:"message"`
-	Stack           string `json:"stack,omitempty"`
-	ExitCode        int    `json:"exit_code,omitempty"`
-	Signal          string `json:"signal,omitempty"`
-	PeakMemoryBytes int64  `json:"peak_memory_bytes,omitempty"`
-	LimitBytes      int64  `json:"limit_bytes,omitempty"`
-	// Canceled: the job was cancelled (Kind "").
-	Canceled bool `json:"canceled,omitempty"`
-}
-
-// Result is the final outcome of one task. Task -1 is a result of the job
-// as a whole: why it stopped before every argument became a task.
-type Result struct {
-	Task    int      `json:"task"`
-	Attempt int      `json:"attempt,omitempty"`
-	Value   []byte   `json:"value,omitempty"`
-	Err     *Failure `json:"err,omitempty"`
-	Worker  string   `json:"worker,omitempty"`
-	Machine string   `json:"machine,omitempty"`
-	Nanos   int64    `json:"nanos,omitempty"`
-	Peak    int64    `json:"peak,omitempty"`
-}
+// The journal stores the job keepers' types of package driver.
+type (
+	// Function names a registered function.
+	Function = driver.JobFunc
+	// Record describes one job; the journal stores it as JSON.
+	Record = driver.Job
+	// Part is one machine's share of a map split across machines.
+	Part = driver.JobPart
+	// Failure describes a failed task, or a failure of the whole job.
+	Failure = driver.JobFailure
+	// Result is the final outcome of one task; Task -1 is the job's.
+	Result = driver.JobResult
+)
 
 // Options configure a Store. The zero value waits up to 30 s for the lock.
 type Options struct {
