@@ -377,70 +377,21 @@ func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec
 		return "", nil, fmt.Errorf("meadowrun: encoding the job's options: %w", err)
 	}
 	rec.ID, rec.Spec, rec.Submitted, rec.Total = newJobID(), b, time.Now(), n
-	rec.PID, rec.Proc = os.Getpid(), journal.Self()
-	rec.Detached = !sub.InProcess
-	if sub.InProcess {
-		rec.State, rec.Started = JobRunning, rec.Submitted
-	} else {
-		rec.State = JobSubmitted
+	if !sub.InProcess {
+		// A supervisor runs it: this machine's job keeper.
+		k := &localKeeper{st: st, logDir: logDirOf(spec)}
+		if err := k.submit(ctx, rec, args, n, ""); err != nil {
+			return "", nil, err
+		}
+		return rec.ID, nil, nil
 	}
+	rec.PID, rec.Proc = os.Getpid(), journal.Self()
+	rec.State, rec.Started = JobRunning, rec.Submitted
 	if err := st.Create(ctx, rec); err != nil {
 		return "", nil, fmt.Errorf("meadowrun: %w", err)
 	}
-	if sub.InProcess {
-		r := &runner{st: st, rec: rec, spec: spec, host: host, args: args, local: local}
-		return rec.ID, r, nil
-	}
-	if args != nil {
-		// The arguments are journaled before the supervisor starts: once
-		// Submit returns, the job no longer depends on this process.
-		const chunk = 4096
-		batch := make([][]byte, 0, chunk)
-		count := 0
-		flush := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
-			err := st.PutArgs(ctx, rec.ID, count-len(batch), batch)
-			batch = batch[:0]
-			return err
-		}
-		for a := range args {
-			if a.err != nil {
-				st.Delete(context.WithoutCancel(ctx), rec.ID)
-				return "", nil, fmt.Errorf("meadowrun: %s: encoding argument %d: %w", rec.Function.Name, count, a.err)
-			}
-			batch = append(batch, a.b)
-			count++
-			if len(batch) == chunk {
-				if err := flush(); err != nil {
-					st.Delete(context.WithoutCancel(ctx), rec.ID)
-					return "", nil, fmt.Errorf("meadowrun: %w", err)
-				}
-			}
-		}
-		err := flush()
-		if err == nil && n < 0 {
-			_, err = st.Commit(ctx, rec.ID, nil, func(r *journal.Record) error {
-				r.Total = count
-				return nil
-			})
-		}
-		if err != nil {
-			st.Delete(context.WithoutCancel(ctx), rec.ID)
-			return "", nil, fmt.Errorf("meadowrun: %w", err)
-		}
-	}
-	if err := startSupervisor(ctx, st, rec.ID, "", logDirOf(spec)); err != nil {
-		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
-			if r.State == JobSubmitted {
-				r.State, r.Error, r.Finished = JobFailed, err.Error(), time.Now()
-			}
-			return nil
-		})
-		return "", nil, err
-	}
-	return rec.ID, nil, nil
+	r := &runner{st: st, rec: rec, spec: spec, host: host, args: args, local: local}
+	return rec.ID, r, nil
 }
 
 // startLocal runs an in-process job on a goroutine, with its output going
@@ -490,7 +441,7 @@ func SubmitFunction[R any](ctx context.Context, call Call[R], host *Host, opts *
 		return nil, err
 	}
 	spec.Payload, spec.MaxAttempts = payload, sub.MaxAttempts
-	rec := journal.Record{Kind: "function", Host: hostURL, Function: journalFunc(call.desc)}
+	rec := journal.Record{Kind: JobFunction, Host: hostURL, Function: journalFunc(call.desc)}
 	local := newResultQueue()
 	id, r, rj, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
@@ -544,7 +495,7 @@ func SubmitCommand(ctx context.Context, args []string, host *Host, opts *Command
 		return nil, fmt.Errorf("%w: a command job with MaxAttempts > 1 cannot take context variables yet", ErrUnsupported)
 	}
 	spec.Env, spec.Dir, spec.ContextVariables, spec.MaxAttempts = opts.Env, opts.Dir, opts.ContextVariables, sub.MaxAttempts
-	rec := journal.Record{Kind: "command", Host: hostURL, Command: slices.Clone(args)}
+	rec := journal.Record{Kind: JobCommand, Host: hostURL, Command: slices.Clone(args)}
 	local := newResultQueue()
 	id, r, rj, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
@@ -608,7 +559,7 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 		return nil, err
 	}
 	spec.Concurrency, spec.MaxAttempts, spec.RetryWithMoreMemory = opts.Concurrency, opts.MaxAttempts, opts.RetryWithMoreMemory
-	rec := journal.Record{Kind: "map", Host: hostURL, Function: journalFunc(f.desc), Command: slices.Clone(command)}
+	rec := journal.Record{Kind: JobMap, Host: hostURL, Function: journalFunc(f.desc), Command: slices.Clone(command)}
 	raw := func(yield func(rawArg) bool) {
 		for a := range args {
 			b, err := f.argCodec.enc(a)

@@ -123,7 +123,7 @@ func (h *Host) Close() error {
 
 // keeper returns the host's driver as a job keeper, if it keeps jobs on
 // its machines and has a URL that reopens it.
-func (h *Host) keeper(ctx context.Context) jobKeeper {
+func (h *Host) keeper(ctx context.Context) driver.JobKeeper {
 	if h.URL() == "" {
 		return nil
 	}
@@ -131,7 +131,7 @@ func (h *Host) keeper(ctx context.Context) jobKeeper {
 	if err != nil {
 		return nil
 	}
-	k, _ := drv.(jobKeeper)
+	k, _ := drv.(driver.JobKeeper)
 	return k
 }
 

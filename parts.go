@@ -11,7 +11,6 @@ import (
 	"sync"
 
 	"github.com/meadowrun-go/meadowrun/driver"
-	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
@@ -149,7 +148,7 @@ func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec d
 			there := rec
 			there.ID, there.Host, there.Spec, there.Total = p.ID, "local", b, len(shares[k])
 			wg.Go(func() {
-				_, err := sh.drv.Supervise(ctx, p.Machine, agentproto.Supervise{Job: agentproto.JobOf(there), Args: shares[k]}, files)
+				_, err := sh.drv.SubmitJob(ctx, p.Machine, driver.JobSubmission{Job: there, Args: shares[k], Files: files})
 				started[k], failed[k] = err == nil, err
 			})
 		}
@@ -161,7 +160,7 @@ func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec d
 		// machines that failed.
 		for k, p := range parts {
 			if started[k] {
-				sh.drv.JobRequest(context.WithoutCancel(ctx), p.Machine, agentproto.CancelJob{ID: p.ID})
+				sh.drv.CancelJob(context.WithoutCancel(ctx), p.Machine, p.ID)
 			} else {
 				exclude[p.Machine] = true
 				errs = append(errs, fmt.Errorf("%s: %w", p.Machine, failed[k]))

@@ -8,15 +8,12 @@ import (
 	"fmt"
 	"iter"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
-	"github.com/meadowrun-go/meadowrun/internal/agent"
-	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
@@ -26,41 +23,9 @@ import (
 // the record, with the machine, in its own journal, and reaches the job
 // through the agent: results, log, cancel (see docs/durable-jobs.md).
 
-func init() { agent.Jobs = agentJobs{} }
-
-// agentJobs is how an agent runs durable jobs on its machine.
-type agentJobs struct{}
-
-// Start starts a supervisor in dir with XDG_STATE_HOME inside the
-// agent's directory, so that its journal is st and its logs are next to
-// it.
-func (agentJobs) Start(ctx context.Context, st *journal.Store, id, dir string) error {
-	return startSupervisor(ctx, st, id, dir, filepath.Join(st.Dir(), "logs"), "XDG_STATE_HOME="+filepath.Dir(st.Dir()))
-}
-
-func (agentJobs) Cancel(ctx context.Context, st *journal.Store, id string) error {
-	return cancelJob(ctx, st, id)
-}
-
-func (agentJobs) Lost(r journal.Record) bool { return isLost(r) }
-
-// jobKeeper is a driver whose machines keep durable jobs themselves, with
-// an agent (SSH hosts: internal/sshhost).
-type jobKeeper interface {
-	// Supervise has the agent of machine (or, if "", of the first
-	// machine reached) journal and start the job of req in a working
-	// directory holding files (paths relative to this process's working
-	// directory), and names the machine.
-	Supervise(ctx context.Context, machine string, req agentproto.Supervise, files []string) (string, error)
-	// JobRequest asks machine's agent about a job.
-	JobRequest(ctx context.Context, machine string, req agentproto.JobRequest) (agentproto.JobResponse, error)
-	// Closed reports whether the driver was closed.
-	Closed() bool
-}
-
 // keeperHost is a host whose driver keeps durable jobs on its machines.
 type keeperHost struct {
-	drv jobKeeper
+	drv driver.JobKeeper
 	url string
 }
 
@@ -127,7 +92,7 @@ func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, sp
 		// One machine: the job keeps its id there.
 		there := rec
 		there.Host = "local"
-		if machine, err = sh.drv.Supervise(ctx, machine, agentproto.Supervise{Job: agentproto.JobOf(there), Args: raw}, files); err != nil {
+		if machine, err = sh.drv.SubmitJob(ctx, machine, driver.JobSubmission{Job: there, Args: raw, Files: files}); err != nil {
 			return fail(err)
 		}
 		parts = []journal.Part{{Machine: machine, ID: rec.ID}}
@@ -213,56 +178,53 @@ func (rj *remoteJob) keeper(ctx context.Context) (*keeperHost, error) {
 	return sh, nil
 }
 
-// call sends a request about part p of the job to its machine's agent,
-// and returns the part's record as seen from here.
-func (rj *remoteJob) call(ctx context.Context, p journal.Part, req agentproto.JobRequest) (jobAnswer, error) {
-	req = req.ForJob(p.ID)
+// jobCall is one of a keeper's operations on job id of machine.
+type jobCall func(ctx context.Context, k driver.JobKeeper, machine, id string) (driver.JobStatus, error)
+
+// inspectCall asks for a job's record and, with results, its results
+// after cursor after.
+func inspectCall(results bool, after uint64) jobCall {
+	return func(ctx context.Context, k driver.JobKeeper, machine, id string) (driver.JobStatus, error) {
+		return k.InspectJob(ctx, machine, id, results, after)
+	}
+}
+
+// logCall asks for a job's log from offset.
+func logCall(offset int64) jobCall {
+	return func(ctx context.Context, k driver.JobKeeper, machine, id string) (driver.JobStatus, error) {
+		return k.JobLog(ctx, machine, id, offset)
+	}
+}
+
+// cancelCall cancels a job.
+func cancelCall(ctx context.Context, k driver.JobKeeper, machine, id string) (driver.JobStatus, error) {
+	return k.CancelJob(ctx, machine, id)
+}
+
+// call does op on part p of the job, on its machine, and returns the
+// part's record as seen from here.
+func (rj *remoteJob) call(ctx context.Context, p journal.Part, op jobCall) (driver.JobStatus, error) {
 	sh, err := rj.keeper(ctx)
 	if err != nil {
-		return jobAnswer{}, err
+		return driver.JobStatus{}, err
 	}
-	r, err := sh.drv.JobRequest(ctx, p.Machine, req)
-	resp := answerOf(r)
+	resp, err := op(ctx, sh.drv, p.Machine, p.ID)
 	switch {
-	case resp.Kind == agentproto.KindNotFound:
-		return resp, fmt.Errorf("%w: %q is not in the journal of %s (was the agent's directory there removed?): %s", ErrJobNotFound, p.ID, p.Machine, resp.Error)
-	case resp.Kind == agentproto.KindFinished:
-		return resp, fmt.Errorf("%w: %s", ErrJobFinished, resp.Error)
+	case errors.Is(err, ErrJobNotFound), errors.Is(err, ErrJobFinished):
+		return resp, err
 	case err != nil:
 		return resp, fmt.Errorf("meadowrun: job %s on %s: %w", rj.id, p.Machine, err)
-	case resp.Job == nil:
-		return resp, fmt.Errorf("meadowrun: job %s on %s: the agent answered no record", rj.id, p.Machine)
 	}
 	resp.Job.Host, resp.Job.Machine = rj.url, p.Machine
 	return resp, nil
 }
 
-// jobAnswer is an agent's answer about a job (agentproto.JobResponse)
-// in the journal's types.
-type jobAnswer struct {
-	agentproto.Response
-	Job     *journal.Record
-	Lost    bool
-	Results []journal.Result
-	Last    uint64
-	Log     []byte
-}
-
-func answerOf(r agentproto.JobResponse) jobAnswer {
-	a := jobAnswer{Response: r.Response, Lost: r.Lost, Results: agentproto.JournalResults(r.Results), Last: r.Last, Log: r.Log}
-	if r.Job != nil {
-		rec := r.Job.Record()
-		a.Job = &rec
-	}
-	return a
-}
-
 // callRetry is call, retried while the machine is unreachable, for up to
-// a minute, so that a follower rides out a short network problem.
-func (rj *remoteJob) callRetry(ctx context.Context, p journal.Part, req agentproto.JobRequest) (jobAnswer, error) {
+// a minute.
+func (rj *remoteJob) callRetry(ctx context.Context, p journal.Part, op jobCall) (driver.JobStatus, error) {
 	end := time.Now().Add(time.Minute)
 	for {
-		resp, err := rj.call(ctx, p, req)
+		resp, err := rj.call(ctx, p, op)
 		if err == nil || !errors.Is(err, driver.ErrUnreachable) || time.Now().After(end) {
 			return resp, err
 		}
@@ -357,12 +319,12 @@ func (rj *remoteJob) records(ctx context.Context) (recs []journal.Record, lost, 
 	var wg sync.WaitGroup
 	for k, p := range rj.parts {
 		wg.Go(func() {
-			resp, err := rj.call(ctx, p, agentproto.JobQuery{})
+			resp, err := rj.call(ctx, p, inspectCall(false, 0))
 			if err != nil {
 				errs[k] = err
 				return
 			}
-			recs[k] = *resp.Job
+			recs[k] = resp.Job
 			if resp.Lost {
 				lost[k] = rj.lostError(k, recs[k])
 			}
@@ -430,7 +392,7 @@ func (rj *remoteJob) cancel(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for k, p := range rj.parts {
 		wg.Go(func() {
-			_, errs[k] = rj.call(ctx, p, agentproto.CancelJob{})
+			_, errs[k] = rj.call(ctx, p, cancelCall)
 		})
 	}
 	wg.Wait()
@@ -530,12 +492,12 @@ func (rj *remoteJob) followPart(ctx context.Context, k int, emit func(journal.Re
 	var after uint64
 	delay := 10 * time.Millisecond
 	for {
-		resp, err := rj.callRetry(ctx, rj.parts[k], agentproto.JobQuery{Results: true, After: after})
+		resp, err := rj.callRetry(ctx, rj.parts[k], inspectCall(true, after))
 		if err != nil {
 			return journal.Record{}, err
 		}
-		rec := *resp.Job
-		after = max(after, resp.Last)
+		rec := resp.Job
+		after = max(after, resp.Cursor)
 		if len(resp.Results) > 0 && !emit(rec, resp.Results) {
 			return rec, nil
 		}
@@ -605,7 +567,7 @@ func (rj *remoteJob) log(ctx context.Context, lf *logFollower) error {
 func (rj *remoteJob) logPart(ctx context.Context, k int, f *logFollower) error {
 	delay := 10 * time.Millisecond
 	for {
-		resp, err := rj.callRetry(ctx, rj.parts[k], agentproto.JobLog{Offset: f.off})
+		resp, err := rj.callRetry(ctx, rj.parts[k], logCall(f.off))
 		if err != nil {
 			f.flush()
 			return err
@@ -613,12 +575,12 @@ func (rj *remoteJob) logPart(ctx context.Context, k int, f *logFollower) error {
 		if err := f.feed(resp.Log); err != nil {
 			return err
 		}
-		if len(resp.Log) == agentproto.MaxLog {
+		if len(resp.Log) == driver.MaxJobLog {
 			continue // more is there already
 		}
 		// The agent read the record before the log: when the record is
 		// final, the log is complete.
-		rec := *resp.Job
+		rec := resp.Job
 		if rj.deal == nil {
 			rj.copy(ctx, rec)
 		}

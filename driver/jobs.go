@@ -152,13 +152,16 @@ type JobResult struct {
 }
 
 // JobSubmission is a durable job to journal and start: its record, a
-// map's encoded arguments, and the deployment's files (paths relative to
-// the caller's working directory; the supervisor runs in a directory
-// holding them).
+// map's encoded arguments, and the deployment's files.
 type JobSubmission struct {
-	Job   Job
-	Args  [][]byte
+	Job  Job
+	Args [][]byte
+	// Files are the deployment's files, paths relative to Dir: the
+	// supervisor runs in a directory that holds them at the same paths.
 	Files []string
+	// Dir is where Files are, on the submitting side; "" means the
+	// working directory.
+	Dir string
 }
 
 // JobStatus is what a keeper answers about a job.

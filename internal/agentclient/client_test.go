@@ -236,9 +236,9 @@ func TestFilesAreUploadedOnceAndNeverAgain(t *testing.T) {
 		t.Helper()
 		// This test's agent has no durable jobs (meadowrun sets
 		// agent.Jobs), so it refuses the job once the files are there.
-		_, err := h.Supervise(t.Context(), "", agentproto.Supervise{Job: agentproto.Job{ID: "j1"}}, []string{"data.txt"})
+		_, err := h.SubmitJob(t.Context(), "", driver.JobSubmission{Job: driver.Job{ID: "j1"}, Files: []string{"data.txt"}})
 		if err == nil || !strings.Contains(err.Error(), "cannot run durable jobs") {
-			t.Fatalf("Supervise: %v, want the agent's refusal", err)
+			t.Fatalf("SubmitJob: %v, want the agent's refusal", err)
 		}
 	}
 	h := newHost(t, Options{Log: io.Discard}, tr)

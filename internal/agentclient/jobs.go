@@ -4,22 +4,62 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meadowrun-go/meadowrun/driver"
 
 	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 )
 
-// Supervise asks the agent of machine, or where machine is "" of the
-// first machine that can be reached in the order the machines were given,
-// to journal a durable job and start its supervisor (req, whose Files
-// this fills in) in a working tree of files (paths relative
-// to this process's working directory, uploaded unless the machine has
-// them), and returns that machine's name. The supervisor runs the agent's
-// program, which is on the machine once it is connected.
-func (h *Host) Supervise(ctx context.Context, machine string, req agentproto.Supervise, files []string) (string, error) {
+var _ driver.JobKeeper = (*Host)(nil)
+
+// SubmitJob implements driver.JobKeeper: the agent of machine, or where
+// machine is "" of the first machine that can be reached in the order the
+// machines were given, journals the job and starts its supervisor in a
+// working tree of the job's files (uploaded unless the machine has them).
+// The supervisor runs the agent's program, which is on the machine once it
+// is connected.
+func (h *Host) SubmitJob(ctx context.Context, machine string, sub driver.JobSubmission) (string, error) {
+	return h.supervise(ctx, machine, agentproto.Supervise{Job: agentproto.JobOf(sub.Job), Args: sub.Args}, sub.Dir, sub.Files)
+}
+
+// InspectJob implements driver.JobKeeper.
+func (h *Host) InspectJob(ctx context.Context, machine, id string, results bool, after uint64) (driver.JobStatus, error) {
+	return h.jobStatus(ctx, machine, id, agentproto.JobQuery{ID: id, Results: results, After: after})
+}
+
+// JobLog implements driver.JobKeeper.
+func (h *Host) JobLog(ctx context.Context, machine, id string, offset int64) (driver.JobStatus, error) {
+	return h.jobStatus(ctx, machine, id, agentproto.JobLog{ID: id, Offset: offset})
+}
+
+// CancelJob implements driver.JobKeeper.
+func (h *Host) CancelJob(ctx context.Context, machine, id string) (driver.JobStatus, error) {
+	return h.jobStatus(ctx, machine, id, agentproto.CancelJob{ID: id})
+}
+
+// jobStatus sends a request about job id to machine's agent and returns
+// its answer as job keepers give it.
+func (h *Host) jobStatus(ctx context.Context, machine, id string, req agentproto.JobRequest) (driver.JobStatus, error) {
+	r, err := h.jobRequest(ctx, machine, req)
+	switch {
+	case r.Kind == agentproto.KindNotFound:
+		return driver.JobStatus{}, fmt.Errorf("%w: %q is not in the journal of %s (was the agent's directory there removed?): %s", driver.ErrJobNotFound, id, machine, r.Error)
+	case r.Kind == agentproto.KindFinished:
+		return driver.JobStatus{}, fmt.Errorf("%w: %s", driver.ErrJobFinished, r.Error)
+	case err != nil:
+		return driver.JobStatus{}, err
+	case r.Job == nil:
+		return driver.JobStatus{}, fmt.Errorf("%s: %s: the agent answered no record of job %s", h.opts.Kind, machine, id)
+	}
+	return driver.JobStatus{Job: r.Job.Record(), Lost: r.Lost, Results: agentproto.JournalResults(r.Results), Cursor: r.Last, Log: r.Log}, nil
+}
+
+// supervise asks an agent to journal and start a job (see SubmitJob); it
+// fills in req's Files.
+func (h *Host) supervise(ctx context.Context, machine string, req agentproto.Supervise, dir string, files []string) (string, error) {
 	if err := h.checkOpen(); err != nil {
 		return "", err
 	}
-	refs, err := h.files.refs(files)
+	refs, err := h.files.refs(dir, files)
 	if err != nil {
 		return "", err
 	}
@@ -59,11 +99,11 @@ func (h *Host) Supervise(ctx context.Context, machine string, req agentproto.Sup
 	return "", fmt.Errorf("%s: no machine can supervise the job: %w", h.opts.Kind, errors.Join(errs...))
 }
 
-// JobRequest sends a request about a durable job (agentproto.JobQuery,
+// jobRequest sends a request about a durable job (agentproto.JobQuery,
 // CancelJob, JobLog) to the agent of the named machine, connecting to it
 // first if need be. An error the agent answers comes with its response,
 // so that its Kind can be told apart.
-func (h *Host) JobRequest(ctx context.Context, machine string, req agentproto.JobRequest) (agentproto.JobResponse, error) {
+func (h *Host) jobRequest(ctx context.Context, machine string, req agentproto.JobRequest) (agentproto.JobResponse, error) {
 	if err := h.checkOpen(); err != nil {
 		return agentproto.JobResponse{}, err
 	}

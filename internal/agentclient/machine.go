@@ -337,7 +337,7 @@ func (m *machine) start(ctx context.Context, spec driver.WorkerSpec) (driver.Wor
 	m.mu.Lock()
 	bin, session := m.bin, m.session
 	m.mu.Unlock()
-	files, err := m.h.files.refs(spec.Files)
+	files, err := m.h.files.refs("", spec.Files)
 	if err != nil {
 		return nil, err
 	}

@@ -262,9 +262,16 @@ func newFileCache(kind string) *fileCache {
 	return &fileCache{kind: kind, seen: map[string]cachedFile{}}
 }
 
-func (c *fileCache) refs(paths []string) ([]fileRef, error) {
+// refs describes files by content: paths name them relative to dir (""
+// for the working directory) and where they go on the machine.
+func (c *fileCache) refs(dir string, paths []string) ([]fileRef, error) {
 	refs := make([]fileRef, 0, len(paths))
-	for _, p := range paths {
+	for _, name := range paths {
+		// name is where the file goes; p where it is here.
+		p := name
+		if dir != "" {
+			p = filepath.Join(dir, name)
+		}
 		st, err := os.Stat(p)
 		if err != nil {
 			return nil, fmt.Errorf("%s: deployment file: %w", c.kind, err)
@@ -285,9 +292,9 @@ func (c *fileCache) refs(paths []string) ([]fileRef, error) {
 			c.seen[p] = cf
 			c.mu.Unlock()
 		}
-		rel := filepath.ToSlash(filepath.Clean(p))
-		if filepath.IsAbs(p) || !filepath.IsLocal(p) {
-			return nil, errors.New(c.kind + ": deployment file " + p + " is not under the working directory")
+		rel := filepath.ToSlash(filepath.Clean(name))
+		if filepath.IsAbs(name) || !filepath.IsLocal(name) {
+			return nil, errors.New(c.kind + ": deployment file " + name + " is not under the working directory")
 		}
 		refs = append(refs, fileRef{File: agentproto.File{Path: rel, SHA: cf.sha, Mode: uint32(st.Mode().Perm())}, local: p, size: cf.size})
 	}
