@@ -48,26 +48,26 @@ type ErrorKind int
 // Failure classes of a task.
 const (
 	// KindError: the function returned an error.
-	KindError ErrorKind = iota + 1
+	KindError = ErrorKind(coord.KindError)
 	// KindPanic: the function panicked.
-	KindPanic
+	KindPanic = ErrorKind(coord.KindPanic)
 	// KindExit: the worker process exited while running the task (for
 	// example os.Exit), or a command exited with a non-zero code.
-	KindExit
+	KindExit = ErrorKind(coord.KindExit)
 	// KindCrash: the worker was killed by a signal or a fatal runtime
 	// error while running the task.
-	KindCrash
+	KindCrash = ErrorKind(coord.KindCrash)
 	// KindOOM: the worker exceeded its memory limit and was killed.
-	KindOOM
+	KindOOM = ErrorKind(coord.KindOOM)
 	// KindLost: the worker or its machine disappeared; its fate is unknown.
-	KindLost
+	KindLost = ErrorKind(coord.KindLost)
 	// KindEncoding: the argument or result could not be encoded or decoded.
 	// Retrying cannot help.
-	KindEncoding
+	KindEncoding = ErrorKind(coord.KindEncoding)
 	// KindUnknownFunction: the worker does not know the function.
-	KindUnknownFunction
+	KindUnknownFunction = ErrorKind(coord.KindUnknownFunction)
 	// KindCanceled: the task was cancelled.
-	KindCanceled
+	KindCanceled = ErrorKind(coord.KindCanceled)
 )
 
 // kindNames maps every kind to its name, to read names back.
@@ -81,11 +81,7 @@ var kindNames = func() map[ErrorKind]string {
 
 // String names the kind: error, panic, exit, crash, oom, lost, encoding,
 // unknown-function, canceled.
-func (k ErrorKind) String() string {
-	// The coordinator classifies failures with the same values; a test
-	// checks that they agree.
-	return coord.Kind(k).String()
-}
+func (k ErrorKind) String() string { return coord.Kind(k).String() }
 
 // Retryable reports whether another attempt could succeed.
 func (k ErrorKind) Retryable() bool { return coord.Kind(k).Retryable() }

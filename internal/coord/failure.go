@@ -19,32 +19,21 @@ var (
 	ErrWorkerStart = errors.New("meadowrun: worker did not start")
 )
 
-// Kind classifies a task failure. Its values are those of the root
-// package's ErrorKind, which converts to and from it.
+// Kind classifies a task failure. The root package's ErrorKind has the
+// same values, and documents each.
 type Kind int
 
-// Failure classes of a task.
+// Failure classes of a task, in the order of ErrorKind's.
 const (
-	// KindError: the function returned an error.
-	KindError Kind = iota + 1
-	// KindPanic: the function panicked.
-	KindPanic
-	// KindExit: the worker process exited while running the task, or a
-	// command exited with a non-zero code.
-	KindExit
-	// KindCrash: the worker was killed by a signal or a fatal runtime
-	// error while running the task.
-	KindCrash
-	// KindOOM: the worker exceeded its memory limit and was killed.
-	KindOOM
-	// KindLost: the worker or its machine disappeared; its fate is unknown.
-	KindLost
-	// KindEncoding: the argument or result could not be encoded or decoded.
-	KindEncoding
-	// KindUnknownFunction: the worker does not know the function.
-	KindUnknownFunction
-	// KindCanceled: the task was cancelled.
-	KindCanceled
+	KindError           Kind = iota + 1 // the function returned an error
+	KindPanic                           // the function panicked
+	KindExit                            // the worker or command exited
+	KindCrash                           // a signal or fatal runtime error
+	KindOOM                             // over its memory limit
+	KindLost                            // the worker or its machine disappeared
+	KindEncoding                        // an argument or result failed to encode or decode
+	KindUnknownFunction                 // the worker does not know the function
+	KindCanceled                        // the task was cancelled
 )
 
 var kindNames = map[Kind]string{
