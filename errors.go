@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/coord"
 )
 
 // Sentinel errors, for errors.Is.
@@ -15,13 +16,13 @@ var (
 	ErrNeverFits = driver.ErrNeverFits
 	// ErrUnknownFunction: the worker has no function registered under the
 	// requested name.
-	ErrUnknownFunction = errors.New("meadowrun: function not registered in the worker")
+	ErrUnknownFunction = coord.ErrUnknownFunction
 	// ErrRegistryMismatch: the worker registered the name with other
 	// argument or result types, or runs other code than expected.
-	ErrRegistryMismatch = errors.New("meadowrun: worker registry does not match the caller")
+	ErrRegistryMismatch = coord.ErrRegistryMismatch
 	// ErrWorkerStart: a worker process did not start or did not speak the
 	// protocol (typically: main does not call meadowrun.Main first).
-	ErrWorkerStart = errors.New("meadowrun: worker did not start")
+	ErrWorkerStart = coord.ErrWorkerStart
 	// ErrTaskFailed is matched by every *TaskError.
 	ErrTaskFailed = errors.New("meadowrun: task failed")
 
@@ -47,48 +48,43 @@ type ErrorKind int
 // Failure classes of a task.
 const (
 	// KindError: the function returned an error.
-	KindError ErrorKind = iota + 1
+	KindError = ErrorKind(coord.KindError)
 	// KindPanic: the function panicked.
-	KindPanic
+	KindPanic = ErrorKind(coord.KindPanic)
 	// KindExit: the worker process exited while running the task (for
 	// example os.Exit), or a command exited with a non-zero code.
-	KindExit
+	KindExit = ErrorKind(coord.KindExit)
 	// KindCrash: the worker was killed by a signal or a fatal runtime
 	// error while running the task.
-	KindCrash
+	KindCrash = ErrorKind(coord.KindCrash)
 	// KindOOM: the worker exceeded its memory limit and was killed.
-	KindOOM
+	KindOOM = ErrorKind(coord.KindOOM)
 	// KindLost: the worker or its machine disappeared; its fate is unknown.
-	KindLost
+	KindLost = ErrorKind(coord.KindLost)
 	// KindEncoding: the argument or result could not be encoded or decoded.
 	// Retrying cannot help.
-	KindEncoding
+	KindEncoding = ErrorKind(coord.KindEncoding)
 	// KindUnknownFunction: the worker does not know the function.
-	KindUnknownFunction
+	KindUnknownFunction = ErrorKind(coord.KindUnknownFunction)
 	// KindCanceled: the task was cancelled.
-	KindCanceled
+	KindCanceled = ErrorKind(coord.KindCanceled)
 )
 
-var kindNames = map[ErrorKind]string{
-	KindError: "error", KindPanic: "panic", KindExit: "exit", KindCrash: "crash", KindOOM: "oom",
-	KindLost: "lost", KindEncoding: "encoding", KindUnknownFunction: "unknown-function", KindCanceled: "canceled",
-}
-
-func (k ErrorKind) String() string {
-	if s, ok := kindNames[k]; ok {
-		return s
+// kindNames maps every kind to its name, to read names back.
+var kindNames = func() map[ErrorKind]string {
+	m := map[ErrorKind]string{}
+	for k := KindError; k <= KindCanceled; k++ {
+		m[k] = k.String()
 	}
-	return fmt.Sprintf("kind(%d)", int(k))
-}
+	return m
+}()
+
+// String names the kind: error, panic, exit, crash, oom, lost, encoding,
+// unknown-function, canceled.
+func (k ErrorKind) String() string { return coord.Kind(k).String() }
 
 // Retryable reports whether another attempt could succeed.
-func (k ErrorKind) Retryable() bool {
-	switch k {
-	case KindEncoding, KindUnknownFunction, KindCanceled:
-		return false
-	}
-	return true
-}
+func (k ErrorKind) Retryable() bool { return coord.Kind(k).Retryable() }
 
 // TaskError is a task that failed: the Go form of the reference's
 // TaskException. Remote errors keep their type, message and stack.
@@ -137,6 +133,22 @@ func (e *TaskError) Is(target error) bool {
 		return e.Kind == KindUnknownFunction
 	}
 	return false
+}
+
+// taskError is the public form of a failure the coordinator classified.
+func taskError(f *coord.Failure) *TaskError {
+	return &TaskError{TaskID: f.TaskID, Attempt: f.Attempt, Kind: ErrorKind(f.Kind), Type: f.Type, Message: f.Message,
+		Stack: f.Stack, ExitCode: f.ExitCode, Signal: f.Signal, PeakMemoryBytes: f.PeakMemoryBytes,
+		LimitBytes: f.LimitBytes, Worker: f.Worker, Machine: f.Machine, LogFile: f.LogFile}
+}
+
+// outcomeErr is the error of a coordinator outcome: its failure as a
+// *TaskError, a job-level error, or nil.
+func outcomeErr(o coord.Outcome) error {
+	if o.Failure != nil {
+		return taskError(o.Failure)
+	}
+	return o.Err
 }
 
 // MapError is returned by RunMap when some tasks still failed after all

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/buildid"
+	"github.com/meadowrun-go/meadowrun/internal/coord"
 	"github.com/meadowrun-go/meadowrun/internal/inprocess"
 	"github.com/meadowrun-go/meadowrun/internal/localhost"
 	"github.com/meadowrun-go/meadowrun/internal/sysres"
@@ -29,7 +30,7 @@ type Host struct {
 
 	mu     sync.Mutex
 	drv    driver.Host
-	pool   *pool
+	pool   *coord.Pool
 	closed bool
 }
 
@@ -66,7 +67,7 @@ func (h *Host) Driver(ctx context.Context) (driver.Host, error) {
 
 // use returns the driver and the pool of warm workers, opening them on
 // first use.
-func (h *Host) use(ctx context.Context) (driver.Host, *pool, error) {
+func (h *Host) use(ctx context.Context) (driver.Host, *coord.Pool, error) {
 	if h == nil {
 		h = Local()
 	}
@@ -83,7 +84,7 @@ func (h *Host) use(ctx context.Context) (driver.Host, *pool, error) {
 		h.drv = d
 	}
 	if h.pool == nil {
-		h.pool = newPool(h.drv, h.digest)
+		h.pool = coord.NewPool(h.drv, h.digest)
 	}
 	return h.drv, h.pool, nil
 }
@@ -113,7 +114,7 @@ func (h *Host) Close() error {
 	}
 	h.mu.Unlock()
 	if p != nil {
-		p.close()
+		p.Close()
 	}
 	if drv == nil || h.shared {
 		return nil

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // ErrUnsupported is wrapped when a host cannot honour an option (sidecar
@@ -294,6 +293,3 @@ func (o *Options) resources() Resources {
 	}
 	return *o.Resources
 }
-
-// defaultIdle is how long a warm worker waits for work before it stops.
-const defaultIdle = 2 * time.Minute

@@ -7,18 +7,22 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/coord"
 	"github.com/meadowrun-go/meadowrun/internal/wire"
 )
 
 // prepared is a validated call, bound to its host.
 type prepared struct {
 	drv   driver.Host
-	pool  *pool
+	pool  *coord.Pool
 	fits  int
 	files []string // the deployment's files, from its globs
 }
@@ -75,6 +79,14 @@ func supports(drv driver.Host, o *Options, res Resources) error {
 	return nil
 }
 
+// jobSpec is a job as the coordinator runs it, and its id.
+type jobSpec struct {
+	id string
+	coord.Spec
+}
+
+// spec builds the coordinator's spec of a job of fn (or of a command) with
+// options o: one task, one attempt, until the caller says otherwise.
 func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 	id := newJobID()
 	dir := o.LogDir
@@ -85,32 +97,64 @@ func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 	if o.Output != nil {
 		out = o.Output
 	}
-	return jobSpec{id: id, fn: fn, command: command, res: o.resources(), deploy: o.Deployment, files: p.files,
-		ports: slices.Clone(o.Ports), sidecars: o.sidecars(),
-		concurrency: 1, maxAttempts: 1, pool: p.pool, drv: p.drv, logs: newLogSink(dir, id, out), tasksHint: 1}
+	d := o.Deployment
+	worker := driver.WorkerSpec{Env: d.env, Files: p.files, Deployment: d.driver(), Runtime: d.runtime(),
+		Ports: slices.Clone(o.Ports), Sidecars: o.sidecars()}
+	return jobSpec{id: id, Spec: coord.Spec{Func: fn, Command: command, Resources: o.resources().driverResources,
+		Worker: worker, PoolKey: d.key(), Concurrency: 1, MaxAttempts: 1, Pool: p.pool,
+		Logs: coord.NewLogs(dir, id, out), TasksHint: 1}}
+}
+
+// jobSeq numbers jobs within the process.
+var jobSeq atomic.Uint64
+
+func newJobID() string {
+	return fmt.Sprintf("%s-%d-%d", time.Now().UTC().Format("20060102T150405"), os.Getpid(), jobSeq.Add(1))
+}
+
+// defaultLogDir is $XDG_STATE_HOME/meadowrun/logs, or ~/.local/state/...,
+// or the temporary directory when there is no home.
+func defaultLogDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "meadowrun", "logs")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "meadowrun", "logs")
+	}
+	return filepath.Join(os.TempDir(), "meadowrun", "logs")
+}
+
+// tail is the last n bytes of b, for error messages.
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
 }
 
 // Job is a function or command job started with StartFunction or
 // StartCommand: the handle of fire-and-forget work in this process.
 type Job[T any] struct {
-	run  *jobRun
-	take func(outcome) (T, error)
+	run  *coord.Job
+	id   string
+	logs *coord.Logs
+	take func(coord.Outcome) (T, error)
 	once sync.Once
 	done chan struct{}
 	val  T
 	err  error
 }
 
-func newJob[T any](run *jobRun, take func(outcome) (T, error)) *Job[T] {
-	return &Job[T]{run: run, take: take, done: make(chan struct{})}
+func newJob[T any](run *coord.Job, spec jobSpec, take func(coord.Outcome) (T, error)) *Job[T] {
+	return &Job[T]{run: run, id: spec.id, logs: spec.Logs, take: take, done: make(chan struct{})}
 }
 
 // collect receives the job's one outcome.
 func (j *Job[T]) collect() {
-	if o, ok := <-j.run.out; ok {
+	if o, ok := <-j.run.Outcomes(); ok {
 		j.val, j.err = j.take(o)
 	} else {
-		j.err = j.run.stopError()
+		j.err = j.run.StopError()
 	}
 	close(j.done)
 }
@@ -124,14 +168,14 @@ func (j *Job[T]) wait() (T, error) {
 }
 
 // ID identifies the job.
-func (j *Job[T]) ID() string { return j.run.spec.id }
+func (j *Job[T]) ID() string { return j.id }
 
 // LogFile is where the job's output is kept.
-func (j *Job[T]) LogFile() string { return j.run.spec.logs.path }
+func (j *Job[T]) LogFile() string { return j.logs.Path() }
 
 // Cancel stops the job: its worker is killed.
 func (j *Job[T]) Cancel() {
-	j.run.stop(fmt.Errorf("meadowrun: job %s cancelled: %w", j.ID(), context.Canceled))
+	j.run.Stop(fmt.Errorf("meadowrun: job %s cancelled: %w", j.ID(), context.Canceled))
 }
 
 // Done is closed when the job has finished.
@@ -193,16 +237,16 @@ func startFunction[R any](ctx, runCtx context.Context, call Call[R], host *Host,
 		return nil, fmt.Errorf("meadowrun: %s: encoding the argument: %w", call.fn, encErr)
 	}
 	spec := p.spec(opts, call.desc, false)
-	run := startJob(runCtx, spec, single(payload), nil)
-	return newJob(run, func(o outcome) (R, error) {
+	run := coord.Start(runCtx, spec.Spec, single(payload), nil)
+	return newJob(run, spec, func(o coord.Outcome) (R, error) {
 		var zero R
-		if o.err != nil {
-			return zero, o.err
+		if err := outcomeErr(o); err != nil {
+			return zero, err
 		}
-		v, err := call.dec(o.ok)
+		v, err := call.dec(o.Payload)
 		if err != nil {
-			return zero, &TaskError{Attempt: o.attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
-				Message: fmt.Sprintf("decoding the result of %s: %v", call.fn, err), Worker: o.worker, Machine: o.machine, LogFile: spec.logs.existing()}
+			return zero, &TaskError{Attempt: o.Attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
+				Message: fmt.Sprintf("decoding the result of %s: %v", call.fn, err), Worker: o.Worker, Machine: o.Machine, LogFile: spec.Logs.Existing()}
 		}
 		return v, nil
 	}), nil
@@ -258,26 +302,25 @@ func startCommand(ctx, runCtx context.Context, args []string, host *Host, opts *
 	}
 	payload, _ := json.Marshal(cmd)
 	spec := p.spec(&opts.Options, wire.Function{}, true)
-	run := startJob(runCtx, spec, single(payload), nil)
-	return newJob(run, func(o outcome) (*JobCompletion, error) {
-		jc := &JobCompletion{JobID: spec.id, LogFile: spec.logs.existing(), Machine: o.machine, Worker: o.worker,
-			Duration: durationOf(o.nanos), PeakMemoryBytes: o.peak}
-		if o.err != nil {
-			var te *TaskError
-			if errors.As(o.err, &te) {
-				jc.ReturnCode = te.ExitCode
+	run := coord.Start(runCtx, spec.Spec, single(payload), nil)
+	return newJob(run, spec, func(o coord.Outcome) (*JobCompletion, error) {
+		jc := &JobCompletion{JobID: spec.id, LogFile: spec.Logs.Existing(), Machine: o.Machine, Worker: o.Worker,
+			Duration: o.Duration, PeakMemoryBytes: o.PeakMemoryBytes}
+		if err := outcomeErr(o); err != nil {
+			if o.Failure != nil {
+				jc.ReturnCode = o.Failure.ExitCode
 			}
-			return jc, o.err
+			return jc, err
 		}
 		var cr wire.CommandResult
-		if err := json.Unmarshal(o.ok, &cr); err != nil {
+		if err := json.Unmarshal(o.Payload, &cr); err != nil {
 			return jc, fmt.Errorf("meadowrun: decoding the command's completion: %w", err)
 		}
 		jc.ReturnCode, jc.Result = cr.ExitCode, cr.Result
 		if cr.ExitCode != 0 {
-			te := &TaskError{Attempt: o.attempt, Kind: KindExit, ExitCode: cr.ExitCode, Signal: cr.Signal,
+			te := &TaskError{Attempt: o.Attempt, Kind: KindExit, ExitCode: cr.ExitCode, Signal: cr.Signal,
 				Type: "exit", Message: fmt.Sprintf("%s exited with code %d", args[0], cr.ExitCode),
-				Worker: o.worker, Machine: o.machine, LogFile: spec.logs.existing()}
+				Worker: o.Worker, Machine: o.Machine, LogFile: spec.Logs.Existing()}
 			if cr.NotFound {
 				te.Type, te.Message = "command-not-found", fmt.Sprintf("command not found: %s", args[0])
 			}

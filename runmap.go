@@ -8,27 +8,31 @@ import (
 	"iter"
 	"slices"
 	"sync"
+
+	"github.com/meadowrun-go/meadowrun/internal/coord"
 )
 
 // MapJob is a map started with StartMap: the handle of fire-and-forget
 // work in this process.
 type MapJob[R any] struct {
-	run   *jobRun
-	dec   func(outcome) TaskResult[R]
+	run   *coord.Job
+	id    string
+	logs  *coord.Logs
+	dec   func(coord.Outcome) TaskResult[R]
 	total int // -1: unknown (iterator)
 	mu    sync.Mutex
 	taken bool
 }
 
 // ID identifies the job.
-func (m *MapJob[R]) ID() string { return m.run.spec.id }
+func (m *MapJob[R]) ID() string { return m.id }
 
 // LogFile is where the job's output is kept.
-func (m *MapJob[R]) LogFile() string { return m.run.spec.logs.path }
+func (m *MapJob[R]) LogFile() string { return m.logs.Path() }
 
 // Cancel stops the map: workers running its tasks are killed.
 func (m *MapJob[R]) Cancel() {
-	m.run.stop(fmt.Errorf("meadowrun: job %s cancelled: %w", m.ID(), context.Canceled))
+	m.run.Stop(fmt.Errorf("meadowrun: job %s cancelled: %w", m.ID(), context.Canceled))
 }
 
 // AsCompleted yields each task's final result as it completes. It can be
@@ -46,18 +50,18 @@ func (m *MapJob[R]) AsCompleted() iter.Seq[TaskResult[R]] {
 			yield(TaskResult[R]{TaskID: -1, Err: errors.New("meadowrun: the results of a map can be iterated only once")})
 			return
 		}
-		for o := range m.run.out {
+		for o := range m.run.Outcomes() {
 			if !yield(m.dec(o)) {
 				m.Cancel()
 				go func() {
-					for range m.run.out {
+					for range m.run.Outcomes() {
 					}
 				}()
 				return
 			}
 		}
-		if m.run.stoppedEarly.Load() {
-			yield(TaskResult[R]{TaskID: -1, Err: m.run.stopError()})
+		if m.run.StoppedEarly() {
+			yield(TaskResult[R]{TaskID: -1, Err: m.run.StopError()})
 		}
 	}
 }
@@ -214,23 +218,23 @@ func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq
 		return nil, err
 	}
 	spec := p.spec(&opts.Options, f.desc, false)
-	spec.maxAttempts = max(1, opts.MaxAttempts)
-	spec.retryMem = opts.RetryWithMoreMemory
-	spec.tasksHint = n
+	spec.MaxAttempts = max(1, opts.MaxAttempts)
+	spec.RetryMemory = opts.RetryWithMoreMemory && opts.resources().MemoryGB > 0
+	spec.TasksHint = n
 	if n < 0 {
-		spec.tasksHint = 1024
+		spec.TasksHint = 1024
 	}
 	switch {
 	case opts.Concurrency > 0:
-		spec.concurrency = opts.Concurrency
+		spec.Concurrency = opts.Concurrency
 	case n >= 0:
-		spec.concurrency = n/2 + 1
+		spec.Concurrency = n/2 + 1
 	default:
-		spec.concurrency = p.fits
+		spec.Concurrency = p.fits
 	}
-	spec.concurrency = max(1, min(spec.concurrency, p.fits))
+	spec.Concurrency = max(1, min(spec.Concurrency, p.fits))
 	if n >= 0 {
-		spec.concurrency = min(spec.concurrency, max(n, 1))
+		spec.Concurrency = min(spec.Concurrency, max(n, 1))
 	}
 	next, stop := iter.Pull(args)
 	pull := func() ([]byte, error, bool) {
@@ -241,20 +245,20 @@ func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq
 		b, err := f.argCodec.enc(a)
 		return b, err, true
 	}
-	run := startJob(runCtx, spec, pull, stop)
-	dec := func(o outcome) TaskResult[R] {
-		r := TaskResult[R]{TaskID: o.index, Attempt: o.attempt, Err: o.err, Worker: o.worker, Machine: o.machine,
-			LogFile: spec.logs.existing(), Duration: durationOf(o.nanos), PeakMemoryBytes: o.peak}
-		if o.err == nil {
-			v, err := f.resCodec.dec(o.ok)
+	run := coord.Start(runCtx, spec.Spec, pull, stop)
+	dec := func(o coord.Outcome) TaskResult[R] {
+		r := TaskResult[R]{TaskID: o.Index, Attempt: o.Attempt, Err: outcomeErr(o), Worker: o.Worker, Machine: o.Machine,
+			LogFile: spec.Logs.Existing(), Duration: o.Duration, PeakMemoryBytes: o.PeakMemoryBytes}
+		if r.Err == nil {
+			v, err := f.resCodec.dec(o.Payload)
 			if err != nil {
-				r.Err = &TaskError{TaskID: o.index, Attempt: o.attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
-					Message: fmt.Sprintf("decoding the result of %s: %v", f.name, err), Worker: o.worker, Machine: o.machine, LogFile: spec.logs.existing()}
+				r.Err = &TaskError{TaskID: o.Index, Attempt: o.Attempt, Kind: KindEncoding, Type: fmt.Sprintf("%T", err),
+					Message: fmt.Sprintf("decoding the result of %s: %v", f.name, err), Worker: o.Worker, Machine: o.Machine, LogFile: spec.Logs.Existing()}
 			} else {
 				r.Value = v
 			}
 		}
 		return r
 	}
-	return &MapJob[R]{run: run, dec: dec, total: n}, nil
+	return &MapJob[R]{run: run, id: spec.id, logs: spec.Logs, dec: dec, total: n}, nil
 }

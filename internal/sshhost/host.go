@@ -26,7 +26,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+)
+
+// The agent client is a driver, and so is the SSH host over it (which
+// may override its methods). The client's own assertion belongs in its
+// package; until it has one, this one keeps it honest.
+var (
+	_ driver.Host = (*agentclient.Host)(nil)
+	_ driver.Host = (*Host)(nil)
 )
 
 // Options configure a Host.

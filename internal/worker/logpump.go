@@ -86,15 +86,6 @@ func (p *logPump) drainLocked(fd int) bool {
 	}
 }
 
-// drain forwards pending output under the current tag.
-func (p *logPump) drain() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.eof {
-		p.rc.Control(func(fd uintptr) { p.drainLocked(int(fd)) })
-	}
-}
-
 // switchTo forwards pending output under the current tag, then tags what
 // follows with key (0: the worker itself).
 func (p *logPump) switchTo(key uint64) {

@@ -1,4 +1,4 @@
-package meadowrun
+package coord
 
 import (
 	"bytes"
@@ -10,11 +10,11 @@ import (
 	"sync"
 )
 
-// logSink collects a job's output: it splits it into lines, prefixes each
+// Logs collects a job's output: it splits it into lines, prefixes each
 // with its task ("[task 3] ") or worker ("[worker w2] "), streams the lines
 // live to the caller's writer and appends them to the job's log file, which
 // is created when the first output arrives.
-type logSink struct {
+type Logs struct {
 	path string
 	out  io.Writer
 
@@ -25,13 +25,18 @@ type logSink struct {
 	closed  bool
 }
 
-func newLogSink(dir, jobID string, out io.Writer) *logSink {
-	return &logSink{path: filepath.Join(dir, jobID+".log"), out: out, partial: map[string][]byte{}}
+// NewLogs makes the sink of job jobID's output: lines are streamed to out
+// (nil: nowhere) and kept in dir/jobID.log.
+func NewLogs(dir, jobID string, out io.Writer) *Logs {
+	return &Logs{path: filepath.Join(dir, jobID+".log"), out: out, partial: map[string][]byte{}}
 }
 
-// existing returns the log file's path if anything was written to it so
+// Path is where the job's log file is, or will be once output arrives.
+func (s *Logs) Path() string { return s.path }
+
+// Existing returns the log file's path if anything was written to it so
 // far, and "" otherwise: results never name a log that does not exist.
-func (s *logSink) existing() string {
+func (s *Logs) Existing() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.file == nil {
@@ -40,21 +45,9 @@ func (s *logSink) existing() string {
 	return s.path
 }
 
-// defaultLogDir is $XDG_STATE_HOME/meadowrun/logs, or ~/.local/state/...,
-// or the temporary directory when there is no home.
-func defaultLogDir() string {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "meadowrun", "logs")
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "meadowrun", "logs")
-	}
-	return filepath.Join(os.TempDir(), "meadowrun", "logs")
-}
-
 // write adds output of task id-1 (id > 0) or of the named worker (id 0).
 // final flushes a trailing partial line.
-func (s *logSink) write(id int, worker string, data []byte, final bool) {
+func (s *Logs) write(id int, worker string, data []byte, final bool) {
 	prefix := "[worker " + worker + "] "
 	if id > 0 {
 		prefix = "[task " + strconv.Itoa(id-1) + "] "
@@ -88,7 +81,7 @@ func (s *logSink) write(id int, worker string, data []byte, final bool) {
 }
 
 // note records a line from the coordinator itself.
-func (s *logSink) note(msg string) {
+func (s *Logs) note(msg string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -97,7 +90,7 @@ func (s *logSink) note(msg string) {
 	s.emitLocked([]byte("[meadowrun] " + msg + "\n"))
 }
 
-func (s *logSink) emitLocked(lines []byte) {
+func (s *Logs) emitLocked(lines []byte) {
 	if len(lines) == 0 {
 		return
 	}
@@ -120,7 +113,7 @@ func (s *logSink) emitLocked(lines []byte) {
 }
 
 // close flushes partial lines and closes the log file.
-func (s *logSink) close() {
+func (s *Logs) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

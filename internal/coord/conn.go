@@ -1,4 +1,4 @@
-package meadowrun
+package coord
 
 import (
 	"context"
@@ -24,7 +24,7 @@ const lostGrace = 5 * time.Second
 // inflight is a task sent on a connection and not yet answered.
 type inflight struct {
 	key     uint64
-	run     *jobRun
+	run     *Job
 	task    *task
 	started bool // the worker announced it was about to run it
 }
@@ -37,7 +37,7 @@ type workerConn struct {
 	key   string
 	hello wire.Hello
 	wr    *wire.Writer
-	pool  *pool
+	pool  *Pool
 	// digest is the code identity the worker must report: its own binary's
 	// when the driver ships a different one (a cross-compiled program),
 	// else the pool's.
@@ -48,14 +48,14 @@ type workerConn struct {
 	nextFunc uint64
 	nextKey  uint64
 	inflight []inflight // in the order sent, which is the order the worker answers
-	run      *jobRun    // the job the connection is lent to, nil when idle
+	run      *Job       // the job the connection is lent to, nil when idle
 	dead     bool
 	idleAt   time.Time
 	gone     chan struct{} // closed when the reader has finished
 }
 
 // connect waits for a new worker's Hello and starts reading its stream.
-func connect(ctx context.Context, p *pool, w driver.Worker, key string, rt driver.Runtime, run *jobRun) (*workerConn, error) {
+func connect(ctx context.Context, p *Pool, w driver.Worker, key string, rt driver.Runtime, run *Job) (*workerConn, error) {
 	c := &workerConn{
 		w: w, key: key, pool: p, wr: wire.NewWriter(w.Conn()), digest: p.digest,
 		defined: map[wire.Function]uint64{}, gone: make(chan struct{}),
@@ -196,7 +196,7 @@ func registeredNames(fs []wire.Function) string {
 // when it is new there. Errors wrapping errNotSent mean no task reached the
 // worker; any other error means the stream broke, and the worker's reader
 // reports the tasks in flight.
-func (c *workerConn) send(run *jobRun, fn wire.Function, command bool, digest string, ts []*task) error {
+func (c *workerConn) send(run *Job, fn wire.Function, command bool, digest string, ts []*task) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
@@ -306,9 +306,9 @@ func (c *workerConn) read(rd *wire.Reader) {
 		// What the worker printed last, recovered from its output after
 		// it died, belongs to the task it was running.
 		if running {
-			run.spec.logs.write(lost[0].task.index+1, "", st.Output, true)
+			run.spec.Logs.write(lost[0].task.index+1, "", st.Output, true)
 		} else {
-			run.spec.logs.write(0, c.w.Name(), st.Output, true)
+			run.spec.Logs.write(0, c.w.Name(), st.Output, true)
 		}
 	}
 	if run != nil {
@@ -322,7 +322,7 @@ func (c *workerConn) read(rd *wire.Reader) {
 }
 
 func (c *workerConn) deliver(rs []wire.Result) {
-	var run *jobRun
+	var run *Job
 	done := make([]settled, 0, len(rs))
 	c.mu.Lock()
 	for _, r := range rs {
@@ -363,7 +363,7 @@ func (c *workerConn) started(key uint64) {
 
 func (c *workerConn) log(l wire.Log) {
 	c.mu.Lock()
-	var run *jobRun
+	var run *Job
 	var t *task
 	run = c.run
 	for _, f := range c.inflight {
@@ -377,9 +377,9 @@ func (c *workerConn) log(l wire.Log) {
 		return
 	}
 	if t != nil {
-		run.spec.logs.write(t.index+1, "", l.Data, false)
+		run.spec.Logs.write(t.index+1, "", l.Data, false)
 	} else {
-		run.spec.logs.write(0, c.w.Name(), l.Data, false)
+		run.spec.Logs.write(0, c.w.Name(), l.Data, false)
 	}
 }
 

@@ -1,10 +1,9 @@
-package meadowrun
+package coord
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -40,38 +39,61 @@ func (t *task) charged() int { return t.attempt - t.free }
 // machines or workers down and fails like a crash.
 const maxRequeued = 3
 
-// outcome is a task's final result, before typed decoding.
-type outcome struct {
-	index   int
-	attempt int
-	ok      []byte // payload on success
-	err     error  // *TaskError, or a job-level error
-	worker  string
-	machine string
-	nanos   uint64
-	peak    int64
+// Outcome is a task's final result, before typed decoding.
+type Outcome struct {
+	// Index is the task's position in the job's arguments, Attempt the
+	// 1-based number of the start that produced the outcome.
+	Index, Attempt int
+	// Payload is the encoded result on success.
+	Payload []byte
+	// Failure is the task's last failed attempt; nil on success or when
+	// Err is set.
+	Failure *Failure
+	// Err is a job-level error that ended the task: the job was stopped
+	// (cancelled, or a worker could not start).
+	Err error
+	// Worker and Machine say where the task ran.
+	Worker, Machine string
+	// Duration is how long the task ran on its worker.
+	Duration time.Duration
+	// PeakMemoryBytes is the peak memory seen for the attempt, 0 if unknown.
+	PeakMemoryBytes int64
 }
 
-// jobSpec is everything the coordinator needs to run a job.
-type jobSpec struct {
-	id          string
-	fn          wire.Function // Name "" for commands
-	command     bool
-	res         Resources
-	deploy      Deployment
-	files       []string // the deployment's files
-	ports       []string
-	sidecars    []driver.Container
-	concurrency int
-	maxAttempts int
-	retryMem    bool
-	pool        *pool
-	drv         driver.Host
-	logs        *logSink
-	tasksHint   int // number of tasks when known, for buffer sizes; 0 if not
+// Spec is everything the coordinator needs to run a job. The caller has
+// validated it; the coordinator knows nothing of options or typed values.
+type Spec struct {
+	// Func is the function the tasks call; its Name is "" for commands.
+	Func wire.Function
+	// Command: each task is an encoded wire.Command run by the worker.
+	Command bool
+	// Resources returns a worker's resources with memory multiplied by
+	// mult (1, or the attempt number when retrying with more memory).
+	Resources func(mult int) driver.Resources
+	// Worker is the template of the workers to start: deployment,
+	// runtime, environment, files, ports, sidecars. Its Name and
+	// Resources are set per worker.
+	Worker driver.WorkerSpec
+	// PoolKey identifies the deployment among the pool's warm workers;
+	// the coordinator adds the resources, ports and sidecars.
+	PoolKey string
+	// Concurrency is how many workers the job uses at most (>= 1).
+	Concurrency int
+	// MaxAttempts is how often a task may start (>= 1).
+	MaxAttempts int
+	// RetryMemory: retry a task that ran out of (or close to) its memory
+	// limit with more memory. Set it only when a limit was requested.
+	RetryMemory bool
+	// Pool lends the job its workers.
+	Pool *Pool
+	// Logs receives the job's output.
+	Logs *Logs
+	// TasksHint is the number of tasks when known, for buffer sizes; 0 if
+	// not.
+	TasksHint int
 }
 
-// jobRun is the coordinator of one job: the task table, dispatch to
+// Job is the coordinator of one job: the task table, dispatch to
 // workers, retries, and the stream of final outcomes. The same code runs
 // every host.
 //
@@ -81,12 +103,12 @@ type jobSpec struct {
 // return, and the caller carries those actions out after unlocking. There
 // is no goroutine per worker, so a call on a warm worker costs two pipe
 // writes and one channel receive.
-type jobRun struct {
-	spec       jobSpec
+type Job struct {
+	spec       Spec
 	ctx        context.Context
 	cancel     context.CancelFunc
 	stopWatch  func() bool
-	out        chan outcome
+	out        chan Outcome
 	feederWait *sync.Cond
 
 	mu           sync.Mutex
@@ -128,20 +150,20 @@ const maxBatchBytes = 16 << 20
 // feedBatch is how many arguments are encoded between two dispatches.
 const feedBatch = 256
 
-// startJob starts the coordinator of a job whose arguments come from next
+// Start starts the coordinator of a job whose arguments come from next
 // (payload, encoding error, ok); release, if not nil, is called once no
 // more arguments will be read. The first arguments are queued and sent
-// before startJob returns; the rest are read by a goroutine.
-func startJob(ctx context.Context, spec jobSpec, next func() ([]byte, error, bool), release func()) *jobRun {
+// before Start returns; the rest are read by a goroutine.
+func Start(ctx context.Context, spec Spec, next func() ([]byte, error, bool), release func()) *Job {
 	ctx, cancel := context.WithCancel(ctx)
-	r := &jobRun{
+	r := &Job{
 		spec: spec, ctx: ctx, cancel: cancel,
-		out:   make(chan outcome, min(1024, max(1, spec.tasksHint))),
+		out:   make(chan Outcome, min(1024, max(1, spec.TasksHint))),
 		lanes: map[int]*lane{},
 		held:  map[*workerConn]int{},
 	}
 	r.feederWait = sync.NewCond(&r.mu)
-	r.stopWatch = context.AfterFunc(ctx, func() { r.stop(ctx.Err()) })
+	r.stopWatch = context.AfterFunc(ctx, func() { r.Stop(ctx.Err()) })
 	f := &feeder{r: r, next: next, release: release}
 	if f.step() {
 		go func() {
@@ -154,7 +176,7 @@ func startJob(ctx context.Context, spec jobSpec, next func() ([]byte, error, boo
 
 // feeder reads arguments into tasks.
 type feeder struct {
-	r       *jobRun
+	r       *Job
 	next    func() ([]byte, error, bool)
 	release func()
 	index   int
@@ -163,7 +185,7 @@ type feeder struct {
 // step queues up to feedBatch arguments and reports whether more may come.
 func (f *feeder) step() bool {
 	r := f.r
-	window := max(maxWindow, r.spec.concurrency*256)
+	window := max(maxWindow, r.spec.Concurrency*256)
 	r.mu.Lock()
 	for r.outstanding >= window && r.stopErr == nil {
 		r.feederWait.Wait()
@@ -208,20 +230,20 @@ func (f *feeder) step() bool {
 	}
 	for _, t := range bad {
 		msg := string(t.payload)
-		r.finish(t, outcome{err: &TaskError{TaskID: t.index, Attempt: 1, Kind: KindEncoding, Type: "encoding",
-			Message: "encoding the argument: " + msg, LogFile: r.spec.logs.existing()}})
+		r.finish(t, Outcome{Failure: &Failure{TaskID: t.index, Attempt: 1, Kind: KindEncoding, Type: "encoding",
+			Message: "encoding the argument: " + msg, LogFile: r.spec.Logs.Existing()}})
 	}
 	r.do(acts)
 	return more
 }
 
 // laneLocked returns the lane of memory multiplier mult, creating it.
-func (r *jobRun) laneLocked(mult int) *lane {
+func (r *Job) laneLocked(mult int) *lane {
 	l := r.lanes[mult]
 	if l == nil {
-		spec := driver.WorkerSpec{Resources: r.spec.res.driverResources(mult), Env: r.spec.deploy.env, Files: r.spec.files,
-			Deployment: r.spec.deploy.driver(), Runtime: r.spec.deploy.runtime(), Ports: r.spec.ports, Sidecars: r.spec.sidecars}
-		key := r.spec.deploy.key() + "|" + spec.Resources.String()
+		spec := r.spec.Worker
+		spec.Resources = r.spec.Resources(mult)
+		key := r.spec.PoolKey + "|" + spec.Resources.String()
 		if len(spec.Ports)+len(spec.Sidecars) > 0 {
 			// Workers with ports or sidecars are not interchangeable.
 			key += fmt.Sprintf("|%v|%v", spec.Ports, spec.Sidecars)
@@ -234,9 +256,9 @@ func (r *jobRun) laneLocked(mult int) *lane {
 
 // want is how many workers a lane may use: the job's concurrency in the
 // first lane, one in each memory-retry lane.
-func (r *jobRun) want(l *lane) int {
+func (r *Job) want(l *lane) int {
 	if l.mult == 1 {
-		return r.spec.concurrency
+		return r.spec.Concurrency
 	}
 	return 1
 }
@@ -244,8 +266,8 @@ func (r *jobRun) want(l *lane) int {
 // batchLimitLocked is how many tasks a worker may hold at once: enough to
 // hide the round trip for short tasks, few enough that long tasks spread
 // over all workers.
-func (r *jobRun) batchLimitLocked() int {
-	if r.avgNanos > float64(time.Millisecond) || r.spec.command {
+func (r *Job) batchLimitLocked() int {
+	if r.avgNanos > float64(time.Millisecond) || r.spec.Command {
 		return 2
 	}
 	return 1024
@@ -253,7 +275,7 @@ func (r *jobRun) batchLimitLocked() int {
 
 // pumpLocked decides what to send where, which workers to borrow and which
 // to give back. The returned actions must be done after unlocking.
-func (r *jobRun) pumpLocked() []action {
+func (r *Job) pumpLocked() []action {
 	if r.stopErr != nil || r.closed {
 		return nil
 	}
@@ -262,7 +284,7 @@ func (r *jobRun) pumpLocked() []action {
 		acts = r.dispatchLocked(l, acts)
 		// Borrow more workers while tasks wait.
 		for len(l.queue) > 0 && len(l.conns)+l.starting < r.want(l) {
-			if c := r.spec.pool.tryIdle(r, l.key); c != nil {
+			if c := r.spec.Pool.tryIdle(r, l.key); c != nil {
 				l.conns = append(l.conns, c)
 				r.held[c] = 0
 				acts = r.dispatchLocked(l, acts)
@@ -289,7 +311,7 @@ func (r *jobRun) pumpLocked() []action {
 }
 
 // dispatchLocked gives queued tasks of l to its workers.
-func (r *jobRun) dispatchLocked(l *lane, acts []action) []action {
+func (r *Job) dispatchLocked(l *lane, acts []action) []action {
 	limit := r.batchLimitLocked()
 	slots := max(len(l.conns)+l.starting, r.want(l))
 	for _, c := range l.conns {
@@ -340,8 +362,8 @@ func (r *jobRun) dispatchLocked(l *lane, acts []action) []action {
 
 // acquire borrows a worker for l, starting one if needed, in its own
 // goroutine since that may wait for capacity.
-func (r *jobRun) acquire(l *lane) {
-	c, err := r.spec.pool.acquire(r.ctx, r, l.key, l.spec)
+func (r *Job) acquire(l *lane) {
+	c, err := r.spec.Pool.acquire(r.ctx, r, l.key, l.spec)
 	r.mu.Lock()
 	l.starting--
 	if err != nil {
@@ -355,7 +377,7 @@ func (r *jobRun) acquire(l *lane) {
 	if r.stopErr != nil || r.closed {
 		r.maybeCloseLocked()
 		r.mu.Unlock()
-		r.spec.pool.release(c)
+		r.spec.Pool.release(c)
 		return
 	}
 	l.conns = append(l.conns, c)
@@ -367,13 +389,13 @@ func (r *jobRun) acquire(l *lane) {
 }
 
 // do carries out pumped actions.
-func (r *jobRun) do(acts []action) {
+func (r *Job) do(acts []action) {
 	for _, a := range acts {
 		if a.release {
-			r.spec.pool.release(a.c)
+			r.spec.Pool.release(a.c)
 			continue
 		}
-		err := a.c.send(r, r.spec.fn, r.spec.command, a.c.digest, a.batch)
+		err := a.c.send(r, r.spec.Func, r.spec.Command, a.c.digest, a.batch)
 		if err == nil || !errors.Is(err, errNotSent) {
 			// Sent, or the stream broke while writing: the worker's reader
 			// then reports every task in flight.
@@ -388,9 +410,9 @@ func (r *jobRun) do(acts []action) {
 				l.conns = slices.DeleteFunc(l.conns, func(x *workerConn) bool { return x == a.c })
 			}
 			r.mu.Unlock()
-			r.spec.pool.release(a.c)
+			r.spec.Pool.release(a.c)
 			for _, t := range a.batch {
-				r.finish(t, outcome{err: stopErr})
+				r.finish(t, Outcome{Err: stopErr})
 			}
 			continue
 		}
@@ -405,7 +427,7 @@ func (r *jobRun) do(acts []action) {
 		r.mu.Unlock()
 		if !errors.Is(err, errWorkerGone) {
 			// The worker cannot run this function (unknown, other types).
-			r.spec.pool.release(a.c)
+			r.spec.Pool.release(a.c)
 			r.fail(err)
 			continue
 		}
@@ -417,24 +439,24 @@ func (r *jobRun) do(acts []action) {
 type settled struct {
 	t   *task
 	res wire.Result
-	te  *TaskError
-	o   outcome
+	te  *Failure
+	o   Outcome
 }
 
 // completed handles results received from c, all for this job.
-func (r *jobRun) completed(c *workerConn, done []settled) {
+func (r *Job) completed(c *workerConn, done []settled) {
 	for i := range done {
 		d := &done[i]
 		t, res := d.t, d.res
-		d.o = outcome{worker: c.w.Name(), machine: c.w.Machine(), nanos: res.Nanos, peak: int64(res.PeakMemory)}
+		d.o = Outcome{Worker: c.w.Name(), Machine: c.w.Machine(), Duration: time.Duration(res.Nanos), PeakMemoryBytes: int64(res.PeakMemory)}
 		if res.Status == wire.StatusOK {
-			d.o.ok = res.Payload
+			d.o.Payload = res.Payload
 			continue
 		}
 		f := failureOfResult(res)
-		te := &TaskError{TaskID: t.index, Attempt: t.attempt, Type: f.Type, Message: f.Message, Stack: f.Stack,
-			PeakMemoryBytes: d.o.peak, LimitBytes: r.spec.res.driverResources(t.lane).MemoryBytes,
-			Worker: d.o.worker, Machine: d.o.machine, LogFile: r.spec.logs.existing()}
+		te := &Failure{TaskID: t.index, Attempt: t.attempt, Type: f.Type, Message: f.Message, Stack: f.Stack,
+			PeakMemoryBytes: d.o.PeakMemoryBytes, LimitBytes: r.spec.Resources(t.lane).MemoryBytes,
+			Worker: d.o.Worker, Machine: d.o.Machine, LogFile: r.spec.Logs.Existing()}
 		switch res.Status {
 		case wire.StatusError:
 			te.Kind = KindError
@@ -460,7 +482,7 @@ func (r *jobRun) completed(c *workerConn, done []settled) {
 // were. When the machine was lost (cut off, or its agent killed), even
 // the running task is not to blame: it runs again elsewhere without
 // losing an attempt, up to maxRequeued times.
-func (r *jobRun) workerDied(c *workerConn, lost []*task, running bool, st driver.ExitStatus) {
+func (r *Job) workerDied(c *workerConn, lost []*task, running bool, st driver.ExitStatus) {
 	r.mu.Lock()
 	delete(r.held, c)
 	for _, l := range r.lanes {
@@ -473,7 +495,7 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, running bool, st driver
 		r.maybeCloseLocked()
 		r.mu.Unlock()
 		for _, t := range lost {
-			r.finish(t, outcome{err: err})
+			r.finish(t, Outcome{Err: err})
 		}
 		return
 	}
@@ -489,7 +511,7 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, running bool, st driver
 		}
 		r.requeueFrontAndUnlock(lost, func(t *task) { t.requeued++ })
 		if len(lost) > 0 {
-			r.spec.logs.note(fmt.Sprintf("%d tasks were on worker %s on %s when the machine was lost; they run again", len(lost), c.w.Name(), c.w.Machine()))
+			r.spec.Logs.note(fmt.Sprintf("%d tasks were on worker %s on %s when the machine was lost; they run again", len(lost), c.w.Name(), c.w.Machine()))
 		}
 		return
 	}
@@ -506,9 +528,9 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, running bool, st driver
 	}
 	r.requeueFrontAndUnlock(waiting, func(*task) {})
 	t := culprit
-	te := &TaskError{TaskID: t.index, Attempt: t.attempt, ExitCode: st.Code, Signal: st.Signal,
+	te := &Failure{TaskID: t.index, Attempt: t.attempt, ExitCode: st.Code, Signal: st.Signal,
 		PeakMemoryBytes: st.PeakMemoryBytes, LimitBytes: st.LimitBytes,
-		Worker: c.w.Name(), Machine: c.w.Machine(), LogFile: r.spec.logs.existing()}
+		Worker: c.w.Name(), Machine: c.w.Machine(), LogFile: r.spec.Logs.Existing()}
 	switch {
 	case st.OOMKilled:
 		te.Kind = KindOOM
@@ -528,12 +550,12 @@ func (r *jobRun) workerDied(c *workerConn, lost []*task, running bool, st driver
 	if len(st.Output) > 0 {
 		te.Stack = tail(st.Output, 8<<10)
 	}
-	r.settle(nil, []settled{{t: t, te: te, o: outcome{worker: c.w.Name(), machine: c.w.Machine(), peak: st.PeakMemoryBytes}}})
+	r.settle(nil, []settled{{t: t, te: te, o: Outcome{Worker: c.w.Name(), Machine: c.w.Machine(), PeakMemoryBytes: st.PeakMemoryBytes}}})
 }
 
 // requeueFrontAndUnlock puts ts, each marked, back at the front of their
 // lanes in their order, unlocks r.mu (held by the caller) and dispatches.
-func (r *jobRun) requeueFrontAndUnlock(ts []*task, mark func(*task)) {
+func (r *Job) requeueFrontAndUnlock(ts []*task, mark func(*task)) {
 	for i := len(ts) - 1; i >= 0; i-- {
 		t := ts[i]
 		mark(t)
@@ -550,7 +572,7 @@ func (r *jobRun) requeueFrontAndUnlock(ts []*task, mark func(*task)) {
 // retried when attempts remain and retrying can help, otherwise its outcome
 // is final. Workers the job no longer needs go back to the pool before the
 // outcomes are delivered, so that the caller's next call finds them idle.
-func (r *jobRun) settle(c *workerConn, done []settled) {
+func (r *Job) settle(c *workerConn, done []settled) {
 	var retried []settled
 	final := done[:0:0]
 	r.mu.Lock()
@@ -562,29 +584,29 @@ func (r *jobRun) settle(c *workerConn, done []settled) {
 			}
 			const alpha = 0.1
 			if r.avgNanos == 0 {
-				r.avgNanos = float64(d.o.nanos)
+				r.avgNanos = float64(d.o.Duration)
 			} else {
-				r.avgNanos = (1-alpha)*r.avgNanos + alpha*float64(d.o.nanos)
+				r.avgNanos = (1-alpha)*r.avgNanos + alpha*float64(d.o.Duration)
 			}
 		}
-		if te == nil || r.stopErr != nil || !te.Kind.Retryable() || t.charged() >= r.spec.maxAttempts {
+		if te == nil || r.stopErr != nil || !te.Kind.Retryable() || t.charged() >= r.spec.MaxAttempts {
 			switch {
 			case te != nil && r.stopErr != nil:
 				// Stopping the job cancelled the attempt (its failure
 				// raced the kill): the job's reason is the task's.
-				d.o.err = r.stopErr
+				d.o.Err = r.stopErr
 			case te != nil:
-				d.o.err = te
+				d.o.Failure = te
 			}
 			final = append(final, d)
 			continue
 		}
 		t.attempt++
-		if r.spec.retryMem && r.spec.res.MemoryGB > 0 && te.LimitBytes > 0 &&
+		if r.spec.RetryMemory && te.LimitBytes > 0 &&
 			(te.Kind == KindOOM || float64(te.PeakMemoryBytes) >= 0.95*float64(te.LimitBytes)) {
 			// Attempt n gets n times the requested memory, as far as the
 			// host can ever offer it.
-			if n, err := r.spec.drv.Fit(r.ctx, r.spec.res.driverResources(t.charged())); err == nil && n > 0 {
+			if n, err := r.spec.Pool.drv.Fit(r.ctx, r.spec.Resources(t.charged())); err == nil && n > 0 {
 				t.lane = t.charged()
 			}
 		}
@@ -596,7 +618,7 @@ func (r *jobRun) settle(c *workerConn, done []settled) {
 	r.mu.Unlock()
 	r.do(acts)
 	for _, d := range retried {
-		r.spec.logs.note(fmt.Sprintf("task %d attempt %d failed (%s), retrying", d.t.index, d.t.attempt-1, d.te.Kind))
+		r.spec.Logs.note(fmt.Sprintf("task %d attempt %d failed (%s), retrying", d.t.index, d.t.attempt-1, d.te.Kind))
 	}
 	if len(final) > 0 {
 		r.finishAll(final)
@@ -604,13 +626,13 @@ func (r *jobRun) settle(c *workerConn, done []settled) {
 }
 
 // finish records t's final outcome.
-func (r *jobRun) finish(t *task, o outcome) { r.finishAll([]settled{{t: t, o: o}}) }
+func (r *Job) finish(t *task, o Outcome) { r.finishAll([]settled{{t: t, o: o}}) }
 
 // finishAll records final outcomes.
-func (r *jobRun) finishAll(ds []settled) {
+func (r *Job) finishAll(ds []settled) {
 	for _, d := range ds {
 		o := d.o
-		o.index, o.attempt = d.t.index, d.t.attempt
+		o.Index, o.Attempt = d.t.index, d.t.attempt
 		d.t.payload = nil
 		r.out <- o
 	}
@@ -625,7 +647,7 @@ func (r *jobRun) finishAll(ds []settled) {
 
 // maybeCloseLocked ends the stream of outcomes once every task is final
 // and every worker of the job has been returned to the pool.
-func (r *jobRun) maybeCloseLocked() {
+func (r *Job) maybeCloseLocked() {
 	if r.closed || !r.feederDone || r.outstanding > 0 {
 		return
 	}
@@ -638,17 +660,18 @@ func (r *jobRun) maybeCloseLocked() {
 	close(r.out)
 	r.stopWatch()
 	r.cancel()
-	r.spec.logs.close()
+	r.spec.Logs.close()
 }
 
 // fail stops the job because of an error that affects every task (a
 // worker that cannot start, a registry mismatch).
-func (r *jobRun) fail(err error) { r.stop(err) }
+func (r *Job) fail(err error) { r.Stop(err) }
 
-// stop ends the job: queued tasks are finalised with err, workers holding
+// Stop ends the job: queued tasks are finalised with err, workers holding
 // its tasks are killed (those tasks are finalised as their streams end),
-// idle ones go back to the pool, and no more arguments are read.
-func (r *jobRun) stop(err error) {
+// idle ones go back to the pool, and no more arguments are read. Stopping
+// a job that already stopped or finished does nothing.
+func (r *Job) Stop(err error) {
 	r.mu.Lock()
 	if r.stopErr != nil || r.closed {
 		r.mu.Unlock()
@@ -677,28 +700,29 @@ func (r *jobRun) stop(err error) {
 	r.maybeCloseLocked()
 	r.mu.Unlock()
 	for _, c := range release {
-		r.spec.pool.release(c)
+		r.spec.Pool.release(c)
 	}
 	for _, c := range kill {
 		c.w.Kill()
 	}
 	for _, t := range queued {
-		r.finish(t, outcome{err: err})
+		r.finish(t, Outcome{Err: err})
 	}
 	r.cancel()
 }
 
-// jobSeq numbers jobs within the process.
-var jobSeq atomic.Uint64
+// Outcomes is the stream of final outcomes, one per task that was read,
+// in the order they became final. It is closed once every task is final
+// and every worker of the job is back in the pool.
+func (r *Job) Outcomes() <-chan Outcome { return r.out }
 
-func newJobID() string {
-	return fmt.Sprintf("%s-%d-%d", time.Now().UTC().Format("20060102T150405"), os.Getpid(), jobSeq.Add(1))
-}
-
-func durationOf(nanos uint64) time.Duration { return time.Duration(nanos) }
-
-func (r *jobRun) stopError() error {
+// StopError is the error the job was stopped with, nil if it was not.
+func (r *Job) StopError() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stopErr
 }
+
+// StoppedEarly reports whether the job stopped before every argument
+// became a task.
+func (r *Job) StoppedEarly() bool { return r.stoppedEarly.Load() }

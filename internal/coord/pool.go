@@ -1,4 +1,4 @@
-package meadowrun
+package coord
 
 import (
 	"context"
@@ -10,11 +10,11 @@ import (
 	"github.com/meadowrun-go/meadowrun/driver"
 )
 
-// pool keeps warm workers of one host, keyed by deployment and resources,
+// Pool keeps warm workers of one host, keyed by deployment and resources,
 // and admits new ones against the host's capacity. Workers are lent to one
 // job at a time and return warm, so that a second call in the same process
 // does not start a process.
-type pool struct {
+type Pool struct {
 	drv     driver.Host
 	idleFor time.Duration
 	digest  string // code identity workers must have ("" = do not check)
@@ -28,19 +28,21 @@ type pool struct {
 	reaping bool
 }
 
-func newPool(drv driver.Host, digest string) *pool {
-	return &pool{drv: drv, idleFor: defaultIdle, digest: digest, idle: map[string][]*workerConn{},
+// NewPool makes the pool of warm workers of drv. digest is the code
+// identity every worker must announce ("" checks none).
+func NewPool(drv driver.Host, digest string) *Pool {
+	return &Pool{drv: drv, idleFor: defaultIdle, digest: digest, idle: map[string][]*workerConn{},
 		all: map[*workerConn]bool{}, changed: make(chan struct{})}
 }
 
 // broadcastLocked wakes everyone waiting for capacity.
-func (p *pool) broadcastLocked() {
+func (p *Pool) broadcastLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
 }
 
 // tryIdle lends an idle worker of key to run, or returns nil at once.
-func (p *pool) tryIdle(run *jobRun, key string) *workerConn {
+func (p *Pool) tryIdle(run *Job, key string) *workerConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.idle[key]
@@ -57,7 +59,7 @@ func (p *pool) tryIdle(run *jobRun, key string) *workerConn {
 
 // acquire lends a worker for spec to run, starting one when no idle worker
 // with the same key exists, and waiting while the host is full.
-func (p *pool) acquire(ctx context.Context, run *jobRun, key string, spec driver.WorkerSpec) (*workerConn, error) {
+func (p *Pool) acquire(ctx context.Context, run *Job, key string, spec driver.WorkerSpec) (*workerConn, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -118,11 +120,14 @@ func (p *pool) acquire(ctx context.Context, run *jobRun, key string, spec driver
 	}
 }
 
+// defaultIdle is how long a warm worker waits for work before it stops.
+const defaultIdle = 2 * time.Minute
+
 // capacityPoll is how often a full host is asked again for a worker.
 const capacityPoll = time.Second
 
 // evictIdle removes the longest-idle worker whose key differs from key.
-func (p *pool) evictIdle(key string) *workerConn {
+func (p *Pool) evictIdle(key string) *workerConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var victim *workerConn
@@ -144,7 +149,7 @@ func (p *pool) evictIdle(key string) *workerConn {
 
 // release returns a lent worker. A worker with tasks still in flight (its
 // job ended early) or a dead one is stopped instead of kept.
-func (p *pool) release(c *workerConn) {
+func (p *Pool) release(c *workerConn) {
 	c.mu.Lock()
 	c.run = nil
 	keep := !c.dead && len(c.inflight) == 0
@@ -169,7 +174,7 @@ func (p *pool) release(c *workerConn) {
 }
 
 // dropped forgets a worker whose stream has ended.
-func (p *pool) dropped(c *workerConn) {
+func (p *Pool) dropped(c *workerConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.all, c)
@@ -184,7 +189,7 @@ func (p *pool) dropped(c *workerConn) {
 }
 
 // reap stops workers idle for longer than idleFor, freeing their capacity.
-func (p *pool) reap() {
+func (p *Pool) reap() {
 	t := time.NewTicker(p.idleFor / 4)
 	defer t.Stop()
 	for range t.C {
@@ -220,8 +225,9 @@ func (p *pool) reap() {
 	}
 }
 
-// close stops every worker of the pool and waits for them.
-func (p *pool) close() {
+// Close stops every worker of the pool and waits for them. Jobs still
+// running on them see their workers die.
+func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
 	cs := make([]*workerConn, 0, len(p.all))
