@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
-	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/sshhost"
 )
 
@@ -106,8 +105,6 @@ func newHost(machines []string, opts Options, fromURL bool) (*meadowrun.Host, er
 	}
 	return meadowrun.NewHost(d, meadowrun.HostOptions{URL: sshURL(machines, opts), Digest: d.ExpectedDigest()}), nil
 }
-
-var _ driver.Host = (*sshhost.Host)(nil)
 
 func sshURL(machines []string, o Options) string {
 	q := url.Values{}

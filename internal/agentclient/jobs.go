@@ -9,7 +9,11 @@ import (
 	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 )
 
-var _ driver.JobKeeper = (*Host)(nil)
+// The agent client is a driver whose machines keep durable jobs.
+var (
+	_ driver.Host      = (*Host)(nil)
+	_ driver.JobKeeper = (*Host)(nil)
+)
 
 // SubmitJob implements driver.JobKeeper: the agent of machine, or where
 // machine is "" of the first machine that can be reached in the order the

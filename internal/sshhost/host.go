@@ -30,12 +30,11 @@ import (
 	"github.com/meadowrun-go/meadowrun/internal/agentclient"
 )
 
-// The agent client is a driver, and so is the SSH host over it (which
-// may override its methods). The client's own assertion belongs in its
-// package; until it has one, this one keeps it honest.
+// The SSH host is a driver and keeps durable jobs, through the agent
+// client it embeds.
 var (
-	_ driver.Host = (*agentclient.Host)(nil)
-	_ driver.Host = (*Host)(nil)
+	_ driver.Host      = (*Host)(nil)
+	_ driver.JobKeeper = (*Host)(nil)
 )
 
 // Options configure a Host.
