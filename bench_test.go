@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/inprocess"
 )
 
 var inc = meadowrun.Register("bench.Inc", func(ctx context.Context, x int) (int, error) { return x + 1, nil })
@@ -60,7 +61,7 @@ func BenchmarkMapTrivial(b *testing.B) {
 // coordinator's own cost.
 func BenchmarkWarmCallInProcess(b *testing.B) {
 	ctx := context.Background()
-	h := meadowrun.NewInProcessHost(2)
+	h := inprocess.NewHost(2)
 	defer h.Close()
 	o := &meadowrun.Options{Output: io.Discard}
 	if _, err := meadowrun.RunFunction(ctx, inc.With(0), h, o); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/inprocess"
 )
 
 // answerOnCancel blocks until the test releases it, then returns its
@@ -31,7 +32,7 @@ var (
 // kill sent over a network does: the worker can still deliver results
 // between the coordinator's kill and the end of its stream.
 func slowKillHost(t *testing.T) *meadowrun.Host {
-	d, err := meadowrun.NewInProcessHost(2).Driver(context.Background())
+	d, err := inprocess.NewHost(2).Driver(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

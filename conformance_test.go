@@ -9,6 +9,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/hosttest"
+	"github.com/meadowrun-go/meadowrun/inprocess"
 )
 
 func TestMain(m *testing.M) {
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 func TestConformanceInProcess(t *testing.T) {
 	hosttest.Run(t, hosttest.Config{
 		NewHost: func(t *testing.T) *meadowrun.Host {
-			h := meadowrun.NewInProcessHost(2)
+			h := inprocess.NewHost(2)
 			t.Cleanup(func() { h.Close() })
 			return h
 		},

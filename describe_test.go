@@ -11,12 +11,13 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/sshtest"
+	"github.com/meadowrun-go/meadowrun/local"
 	mrssh "github.com/meadowrun-go/meadowrun/ssh"
 )
 
 func TestDescribeLocalHostShowsItsBudgetAndWhatIsBooked(t *testing.T) {
 	ctx := context.Background()
-	h, err := meadowrun.NewLocalHost(ctx, meadowrun.LocalOptions{LogicalCPU: 1.5, MemoryGB: 2})
+	h, err := local.NewHost(ctx, local.Options{LogicalCPU: 1.5, MemoryGB: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

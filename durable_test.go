@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/inprocess"
 )
 
 // submitterEnv makes the test binary a program that submits a detached
@@ -304,7 +305,7 @@ func TestDurableJobs(t *testing.T) {
 			}
 		}},
 		{"a detached job needs a host with a URL", func(t *testing.T) {
-			h := meadowrun.NewInProcessHost(1)
+			h := inprocess.NewHost(1)
 			t.Cleanup(func() { h.Close() })
 			_, err := meadowrun.SubmitFunction(ctx, durableSquare.With(squareArg{}), h, nil, nil)
 			if !errors.Is(err, meadowrun.ErrUnsupported) {

@@ -9,9 +9,7 @@ import (
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/buildid"
 	"github.com/meadowrun-go/meadowrun/internal/coord"
-	"github.com/meadowrun-go/meadowrun/internal/inprocess"
 	"github.com/meadowrun-go/meadowrun/internal/localhost"
-	"github.com/meadowrun-go/meadowrun/internal/sysres"
 )
 
 // Host is where work runs: this machine (Local), machines reached over
@@ -145,60 +143,20 @@ var local = sync.OnceValue(func() *Host {
 
 // Local is this machine, shared by every call in the process: workers
 // re-execute this program and stay warm between calls. Its capacity is
-// detected on first use. NewLocalHost gives a separately configured
-// instance.
+// detected on first use. Package local gives separately configured
+// instances.
 func Local() *Host { return local() }
 
-// LocalOptions configure NewLocalHost. The zero value re-executes this
-// program and uses the whole machine.
-type LocalOptions struct {
-	// Executable is the worker binary: a program whose main calls
-	// meadowrun.Main first. "" means this program.
-	Executable string
-	// Args and Env (KEY=VALUE) are given to the worker binary.
-	Args, Env []string
-	// MemoryEnforcement forces "cgroup2", "cgroup1" or "watchdog"; ""
-	// picks the best the machine allows.
-	MemoryEnforcement string
-	// LogicalCPU and MemoryGB, when positive, replace the detected
-	// capacity: a smaller budget than the machine has.
-	LogicalCPU, MemoryGB float64
-}
-
-// NewLocalHost detects the machine and prepares a host of it with its own
-// pool of warm workers. Close it when done.
-func NewLocalHost(ctx context.Context, opts LocalOptions) (*Host, error) {
-	lo := localhost.Options{Executable: opts.Executable, Args: opts.Args, Env: opts.Env, Limiter: opts.MemoryEnforcement}
-	if opts.LogicalCPU > 0 || opts.MemoryGB > 0 {
-		c, err := sysres.Detect(ctx, sysres.DetectOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("meadowrun: local host: %w", err)
-		}
-		if opts.LogicalCPU > 0 {
-			c.LogicalCPU = opts.LogicalCPU
-		}
-		if opts.MemoryGB > 0 {
-			c.MemoryBytes = int64(opts.MemoryGB * (1 << 30))
-		}
-		lo.Capacity = &c
-	}
-	d, err := localhost.New(ctx, lo)
+// newLocalHost is this machine with a budget of its own (cpu and memoryGB,
+// when positive), for local:// URLs; package local offers every option.
+func newLocalHost(ctx context.Context, exe string, cpu, memoryGB float64) (*Host, error) {
+	d, err := localhost.New(ctx, localhost.Options{Executable: exe, LogicalCPU: cpu, MemoryBytes: int64(memoryGB * (1 << 30))})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("meadowrun: %w", err)
 	}
 	o := HostOptions{}
-	if opts.Executable == "" {
-		// Workers re-execute this very program: they must have its build ID.
+	if exe == "" {
 		o.Digest, _ = buildid.Self()
 	}
 	return NewHost(d, o), nil
-}
-
-// NewInProcessHost returns a host whose workers are goroutines of this
-// process, speaking the real protocol over in-memory pipes, offering
-// logicalCPU CPUs (0: the number of CPUs of the machine). It is meant for
-// tests: fast, but it cannot enforce memory, capture what functions print,
-// or survive a crashing task.
-func NewInProcessHost(logicalCPU float64) *Host {
-	return NewHost(inprocess.New(logicalCPU), HostOptions{})
 }

@@ -49,11 +49,11 @@ func HostSchemes() []string {
 // OpenHost opens the host that rawURL names:
 //
 //	local                 this machine (Local), the default
-//	local://?cpu=2&memory=4   this machine, with a smaller budget (LocalOptions)
-//	inprocess://?cpu=2    goroutine workers in this process (tests)
+//	local://?cpu=2&memory=4   this machine, with a smaller budget (see package local)
 //
-// and the schemes that host drivers register (ssh://, k8s://, ec2://,
-// azure://). A bare scheme ("local") is accepted for "local://". The
+// and the schemes that host packages register when they are imported:
+// inprocess:// (package inprocess), ssh:// (package ssh), and later k8s://,
+// ec2:// and azure://. A bare scheme ("local") is accepted for "local://". The
 // host is opened once per URL in a process; the returned Host remembers
 // its URL (see HostURL), so that work submitted to it can be resumed by
 // another process.
@@ -101,7 +101,6 @@ func HostURL(h *Host) (url string, ok bool) {
 
 func init() {
 	RegisterHostScheme("local", openLocal)
-	RegisterHostScheme("inprocess", openInProcess)
 }
 
 // floatParams reads the numeric query parameters of a host URL, refusing
@@ -132,13 +131,5 @@ func openLocal(ctx context.Context, u *url.URL) (*Host, error) {
 	if len(p) == 0 {
 		return Local(), nil
 	}
-	return NewLocalHost(ctx, LocalOptions{LogicalCPU: p["cpu"], MemoryGB: p["memory"]})
-}
-
-func openInProcess(ctx context.Context, u *url.URL) (*Host, error) {
-	p, err := floatParams(u, "cpu")
-	if err != nil {
-		return nil, err
-	}
-	return NewInProcessHost(p["cpu"]), nil
+	return newLocalHost(ctx, "", p["cpu"], p["memory"])
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/hosttest"
+	"github.com/meadowrun-go/meadowrun/local"
 )
 
 // altRegistry makes a worker register local.Typed with other types, to
@@ -52,9 +53,9 @@ var (
 	})
 )
 
-func newLocal(t *testing.T, opts meadowrun.LocalOptions) *meadowrun.Host {
+func newLocal(t *testing.T, opts local.Options) *meadowrun.Host {
 	t.Helper()
-	h, err := meadowrun.NewLocalHost(context.Background(), opts)
+	h, err := local.NewHost(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,14 +70,14 @@ func quiet(t *testing.T) meadowrun.Options {
 func TestConformanceLocalWatchdog(t *testing.T) {
 	hosttest.Run(t, hosttest.Config{
 		NewHost: func(t *testing.T) *meadowrun.Host {
-			return newLocal(t, meadowrun.LocalOptions{MemoryEnforcement: "watchdog"})
+			return newLocal(t, local.Options{MemoryEnforcement: "watchdog"})
 		},
 		MillionTasks: millionTasks / 10,
 	})
 }
 
 func TestAWorkerBinaryThatDoesNotCallMainIsAClearError(t *testing.T) {
-	h := newLocal(t, meadowrun.LocalOptions{Executable: "/bin/true"})
+	h := newLocal(t, local.Options{Executable: "/bin/true"})
 	o := quiet(t)
 	_, err := meadowrun.RunFunction(context.Background(), typed.With(1), h, &o)
 	if !errors.Is(err, meadowrun.ErrWorkerStart) || !strings.Contains(err.Error(), "meadowrun.Main()") {
@@ -85,7 +86,7 @@ func TestAWorkerBinaryThatDoesNotCallMainIsAClearError(t *testing.T) {
 }
 
 func TestAWorkerWithOtherTypesIsRefused(t *testing.T) {
-	h := newLocal(t, meadowrun.LocalOptions{Env: []string{altRegistry + "=1"}})
+	h := newLocal(t, local.Options{Env: []string{altRegistry + "=1"}})
 	o := quiet(t)
 	_, err := meadowrun.RunFunction(context.Background(), typed.With(1), h, &o)
 	if !errors.Is(err, meadowrun.ErrRegistryMismatch) || !strings.Contains(err.Error(), "func(string) string") {
@@ -111,7 +112,7 @@ func TestNeverFitsSaysWhatTheMachineHas(t *testing.T) {
 }
 
 func TestConcurrencyIsCappedByWhatFits(t *testing.T) {
-	h := newLocal(t, meadowrun.LocalOptions{LogicalCPU: 1})
+	h := newLocal(t, local.Options{LogicalCPU: 1})
 	o := quiet(t)
 	names := map[string]bool{}
 	for r := range meadowrun.RunMapAsCompleted(context.Background(), workerName, []string{"MEADOWRUN_WORKER_NAME", "MEADOWRUN_WORKER_NAME", "MEADOWRUN_WORKER_NAME", "MEADOWRUN_WORKER_NAME"}, h,
@@ -157,7 +158,7 @@ func waitPIDs(t *testing.T, dir string, n int) []int {
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 func TestCancellingAMapKillsEveryWorkerWithinASecond(t *testing.T) {
-	h := newLocal(t, meadowrun.LocalOptions{LogicalCPU: 2})
+	h := newLocal(t, local.Options{LogicalCPU: 2})
 	o := quiet(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -216,7 +217,7 @@ func TestAWorkerKilledFromOutsideIsACrashAndIsRetried(t *testing.T) {
 
 func TestAWorkerThatPrintsWhileStartingStillConnects(t *testing.T) {
 	// GODEBUG=inittrace=1 makes the Go runtime print to stderr before main.
-	h := newLocal(t, meadowrun.LocalOptions{Env: []string{"GODEBUG=inittrace=1"}})
+	h := newLocal(t, local.Options{Env: []string{"GODEBUG=inittrace=1"}})
 	o := quiet(t)
 	out := &strings.Builder{}
 	o.Output = out

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/inprocess"
 )
 
 func TestRegistering(t *testing.T) {
@@ -45,7 +46,7 @@ func TestRegistering(t *testing.T) {
 	})
 	t.Run("a call of a function that cannot be encoded fails before running", func(t *testing.T) {
 		f := meadowrun.Named[chan int, int]("register.Chan")
-		_, err := meadowrun.RunFunction(context.Background(), f.With(nil), meadowrun.NewInProcessHost(1), nil)
+		_, err := meadowrun.RunFunction(context.Background(), f.With(nil), inprocess.NewHost(1), nil)
 		if err == nil || !strings.Contains(err.Error(), "chan") {
 			t.Fatalf("error = %v", err)
 		}
@@ -86,7 +87,7 @@ func TestResourcesValidate(t *testing.T) {
 }
 
 func TestMapOptionsAreValidated(t *testing.T) {
-	h := meadowrun.NewInProcessHost(1)
+	h := inprocess.NewHost(1)
 	defer h.Close()
 	for _, o := range []meadowrun.MapOptions{{Concurrency: -1}, {MaxAttempts: -2}} {
 		if _, err := meadowrun.RunMap(context.Background(), typed, []int{1}, h, &o); err == nil {

@@ -639,7 +639,7 @@ func openSupervisedHost(ctx context.Context, rawURL string) (*Host, error) {
 		return nil, fmt.Errorf("opening host %q: %w", rawURL, err)
 	}
 	p, _ := floatParams(u, "cpu", "memory")
-	return NewLocalHost(ctx, LocalOptions{Executable: "/proc/self/exe", LogicalCPU: p["cpu"], MemoryGB: p["memory"]})
+	return newLocalHost(ctx, "/proc/self/exe", p["cpu"], p["memory"])
 }
 
 // journalArgs reads a map's arguments from the journal, a chunk at a time.

@@ -9,7 +9,8 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/cli"
-	// Registers the ssh:// host scheme.
+	// Register the inprocess:// and ssh:// host schemes.
+	_ "github.com/meadowrun-go/meadowrun/inprocess"
 	_ "github.com/meadowrun-go/meadowrun/ssh"
 )
 

@@ -41,6 +41,10 @@ type Options struct {
 	// Capacity, when set, replaces the detected capacity (tests use it to
 	// model a smaller machine).
 	Capacity *sysres.Capacity
+	// LogicalCPU and MemoryBytes, when positive, replace those of the
+	// detected capacity: a smaller budget than the machine has.
+	LogicalCPU  float64
+	MemoryBytes int64
 	// NvidiaSMI is the path of nvidia-smi; "" looks it up in PATH.
 	NvidiaSMI string
 	// GPULockDir holds a lock file per GPU, which the process that gave
@@ -86,6 +90,12 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 			return nil, fmt.Errorf("local host: %w", err)
 		}
 		h.cap = c
+	}
+	if opts.LogicalCPU > 0 {
+		h.cap.LogicalCPU = opts.LogicalCPU
+	}
+	if opts.MemoryBytes > 0 {
+		h.cap.MemoryBytes = opts.MemoryBytes
 	}
 	lim, err := sysres.NewLimiter(sysres.LimiterOptions{Force: opts.Limiter})
 	if err != nil {
