@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/durable"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
@@ -21,7 +22,7 @@ func TestTheLocalJobKeeper(t *testing.T) {
 	defer cancel()
 	state := filepath.Join(t.TempDir(), "meadowrun")
 	st := journal.New(state, journal.Options{})
-	var k driver.JobKeeper = &localKeeper{st: st, logDir: filepath.Join(state, "logs"), env: []string{"XDG_STATE_HOME=" + filepath.Dir(state)}}
+	var k driver.JobKeeper = durable.NewKeeper(st, filepath.Join(state, "logs"), "XDG_STATE_HOME="+filepath.Dir(state))
 	submit := func(t *testing.T, id string, argv ...string) {
 		t.Helper()
 		spec, _ := json.Marshal(durableSpec{LogDir: filepath.Join(state, "logs")})

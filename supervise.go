@@ -1,7 +1,6 @@
 package meadowrun
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"iter"
 	"net/url"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -20,20 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/agent"
+	"github.com/meadowrun-go/meadowrun/internal/durable"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 	"github.com/meadowrun-go/meadowrun/internal/wire"
-	"github.com/meadowrun-go/meadowrun/internal/worker"
-)
-
-// A supervisor is this program re-executed with envSupervise set to a job
-// id: Main recognises it, and the process runs that job, journaling every
-// outcome, in a session of its own so that it outlives the submitter.
-const (
-	envSupervise      = "MEADOWRUN_SUPERVISE"
-	envSuperviseState = "MEADOWRUN_SUPERVISE_STATE"
-	// superviseAckFD is the pipe on which the supervisor tells the
-	// submitter it has taken the job.
-	superviseAckFD = 3
 )
 
 // durableSpec is what a process needs to run a journaled job, besides the
@@ -71,10 +60,7 @@ func (s durableSpec) options(out io.Writer) Options {
 }
 
 // rawArg is an encoded argument, or the error encoding it.
-type rawArg struct {
-	b   []byte
-	err error
-}
+type rawArg = durable.Arg
 
 // rawFunc runs the function that desc names on encoded arguments and
 // returns encoded results: how a journaled job runs a function whose Go
@@ -83,7 +69,7 @@ func rawFunc(desc wire.Function) Func[rawArg, []byte] {
 	return Func[rawArg, []byte]{
 		name:     desc.Name,
 		desc:     desc,
-		argCodec: codec[rawArg]{name: "raw", enc: func(a rawArg) ([]byte, error) { return a.b, a.err }},
+		argCodec: codec[rawArg]{name: "raw", enc: func(a rawArg) ([]byte, error) { return a.B, a.Err }},
 		resCodec: codec[[]byte]{name: "raw", enc: func(b []byte) ([]byte, error) { return b, nil }, dec: func(b []byte) ([]byte, error) { return b, nil }},
 	}
 }
@@ -241,14 +227,14 @@ func (r *runner) run(ctx context.Context) error {
 	if r.local == nil {
 		persist = time.Hour
 	}
-	rc := newRecorder(r.st, id, r.stop, warn, persist)
+	rc := durable.NewRecorder(r.st, id, r.stop, warn, persist)
 	setLog := func(path string) {
 		r.mu.Lock()
 		r.logFile = path
 		r.mu.Unlock()
-		rc.mutate(func(rec *journal.Record) { rec.LogFile = path })
+		rc.Mutate(func(rec *journal.Record) { rec.LogFile = path })
 	}
-	defer rc.stop()
+	defer rc.Stop()
 	go func() {
 		<-ctx.Done()
 		r.stop()
@@ -273,14 +259,17 @@ func (r *runner) run(ctx context.Context) error {
 				rec.ExitCode = exit
 			}
 		}
-		return rc.close(f)
+		if err := rc.Close(f); err != nil {
+			return &JournalError{Err: err}
+		}
+		return nil
 	}
 	fail := func(err error) error {
 		if r.local != nil {
 			r.local.push(journal.Result{Task: -1, Err: failureOfError(err)})
 			r.local.close()
 		}
-		rc.add(journal.Result{Task: -1, Err: failureOfError(err)})
+		rc.Add(journal.Result{Task: -1, Err: failureOfError(err)})
 		return final(JobFailed, err, nil)
 	}
 	opts := r.spec.options(sw)
@@ -288,7 +277,7 @@ func (r *runner) run(ctx context.Context) error {
 		if r.local != nil {
 			r.local.push(res)
 		}
-		rc.add(res)
+		rc.Add(res)
 	}
 	// finishOne records a single-result job's outcome and its final state.
 	finishOne := func(res journal.Result, failed bool, exit *int) error {
@@ -313,7 +302,7 @@ func (r *runner) run(ctx context.Context) error {
 			payload, _ = json.Marshal(CommandTask{Args: r.rec.Command, Env: r.spec.Env, Dir: r.spec.Dir})
 		}
 		mo := &MapOptions{Options: opts, Concurrency: 1, MaxAttempts: r.spec.MaxAttempts}
-		m, err := startMap(ctx, context.WithoutCancel(ctx), rawFunc(wireFunc(desc)), slices.Values([]rawArg{{b: payload}}), 1, r.host, mo)
+		m, err := startMap(ctx, context.WithoutCancel(ctx), rawFunc(wireFunc(desc)), slices.Values([]rawArg{{B: payload}}), 1, r.host, mo)
 		if err != nil {
 			return fail(err)
 		}
@@ -394,7 +383,7 @@ func (r *runner) run(ctx context.Context) error {
 			}
 			if total < 0 {
 				n := counted
-				rc.mutate(func(rec *journal.Record) { rec.Total = n })
+				rc.Mutate(func(rec *journal.Record) { rec.Total = n })
 			}
 		}
 		m, err := startMap(ctx, context.WithoutCancel(ctx), rawFunc(wireFunc(r.rec.Function)), args, total, r.host, mo)
@@ -452,103 +441,18 @@ func commandCompletion(args []string, res journal.Result, logFile string) (*JobC
 	return jc, te
 }
 
-// superviseStartTimeout bounds how long a new supervisor may take to
-// take its job.
-const superviseStartTimeout = 60 * time.Second
-
-// startSupervisor starts this program again as the supervisor of job id,
-// in a new session so that it survives the caller, and waits until it has
-// taken the job. env is added to this process's environment.
-func startSupervisor(ctx context.Context, st *journal.Store, id, dir, logDir string, env ...string) error {
-	ackR, ackW, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("meadowrun: starting the supervisor of job %s: %w", id, err)
-	}
-	defer ackR.Close()
-	// The supervisor's own errors (not the job's output) go to a file
-	// next to the job's log.
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		ackW.Close()
-		return fmt.Errorf("meadowrun: starting the supervisor of job %s: the log directory: %w", id, err)
-	}
-	errPath := filepath.Join(logDir, id+".supervisor.log")
-	errFile, err := os.OpenFile(errPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		ackW.Close()
-		return fmt.Errorf("meadowrun: starting the supervisor of job %s: %w", id, err)
-	}
-	defer errFile.Close()
-	// /proc/self/exe is this very program even if its file was replaced
-	// or removed since it started (go run removes it at exit).
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{os.Args[0]}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, worker.EnvWorkerPrefix) && !strings.HasPrefix(kv, envSupervise) {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Env = append(cmd.Env, envSupervise+"="+id, envSuperviseState+"="+st.Dir())
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = errFile, errFile
-	cmd.ExtraFiles = []*os.File{ackW} // fd 3
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		ackW.Close()
-		return fmt.Errorf("meadowrun: starting the supervisor of job %s: %w", id, err)
-	}
-	ackW.Close()
-	go cmd.Wait() // reap it if it ends while this process lives
-	type ack struct {
-		line string
-		err  error
-	}
-	got := make(chan ack, 1)
-	go func() {
-		line, err := bufio.NewReader(ackR).ReadString('\n')
-		got <- ack{line, err}
-	}()
-	timer := time.NewTimer(superviseStartTimeout)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		return fmt.Errorf("meadowrun: the supervisor of job %s did not take the job within %s; does main call meadowrun.Main() before anything else?", id, superviseStartTimeout)
-	case a := <-got:
-		if strings.TrimSpace(a.line) == "ok" {
-			return nil
-		}
-		out, _ := os.ReadFile(errPath)
-		msg := strings.TrimSpace(a.line)
-		if msg == "" {
-			msg = "it exited before taking the job"
-		}
-		err := fmt.Errorf("meadowrun: the supervisor of job %s failed: %s", id, msg)
-		if len(out) > 0 {
-			err = fmt.Errorf("%w; its output ended with:\n%s", err, tail(out, 2000))
-		}
-		if !strings.Contains(msg, "meadowrun") {
-			err = fmt.Errorf("%w\nThe supervisor is this program re-executed: does main call meadowrun.Main() before anything else?", err)
-		}
-		return err
-	case <-ctx.Done():
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		return fmt.Errorf("meadowrun: waiting for the supervisor of job %s: %w", id, ctx.Err())
-	}
-}
-
 // isSupervisorProcess reports whether this process was started to
 // supervise a job.
-func isSupervisorProcess() bool { return os.Getenv(envSupervise) != "" }
+func isSupervisorProcess() bool { return os.Getenv(durable.EnvSupervise) != "" }
 
 // supervise is the main of a supervisor process; it returns the exit code.
 func supervise() int {
-	id, dir := os.Getenv(envSupervise), os.Getenv(envSuperviseState)
+	id, dir := os.Getenv(durable.EnvSupervise), os.Getenv(durable.EnvSuperviseState)
 	// Nothing this process starts is a supervisor.
-	os.Unsetenv(envSupervise)
-	os.Unsetenv(envSuperviseState)
-	ack := os.NewFile(superviseAckFD, "meadowrun-ack")
-	syscall.CloseOnExec(superviseAckFD)
+	os.Unsetenv(durable.EnvSupervise)
+	os.Unsetenv(durable.EnvSuperviseState)
+	ack := os.NewFile(durable.AckFD, "meadowrun-ack")
+	syscall.CloseOnExec(durable.AckFD)
 	nack := func(err error) int {
 		fmt.Fprintf(os.Stderr, "%v\n", err)
 		if ack != nil {
@@ -653,11 +557,11 @@ func journalArgs(ctx context.Context, st *journal.Store, id string) iter.Seq[raw
 		for i := 0; ; {
 			args, err := st.Args(ctx, id, i, chunk)
 			if err != nil {
-				yield(rawArg{err: fmt.Errorf("reading the argument from the journal: %w", err)})
+				yield(rawArg{Err: fmt.Errorf("reading the argument from the journal: %w", err)})
 				return
 			}
 			for _, a := range args {
-				if !yield(rawArg{b: a}) {
+				if !yield(rawArg{B: a}) {
 					return
 				}
 			}
@@ -666,5 +570,14 @@ func journalArgs(ctx context.Context, st *journal.Store, id string) iter.Seq[raw
 			}
 			i += len(args)
 		}
+	}
+}
+
+// The agent keeps the jobs of its machine in a journal of its own (see
+// agent.StateDir): its supervisors run with XDG_STATE_HOME pointing there,
+// so that the journal they open is that one and their logs are next to it.
+func init() {
+	agent.Jobs = func(st *journal.Store) driver.JobKeeper {
+		return durable.NewKeeper(st, filepath.Join(st.Dir(), "logs"), "XDG_STATE_HOME="+filepath.Dir(st.Dir()))
 	}
 }
