@@ -48,7 +48,7 @@ func (d *Detached[T]) Cancel(ctx context.Context) error {
 // cancelJob cancels job h, which this process runs when local is set.
 func cancelJob(ctx context.Context, h *durable.Job, local *localJob) error {
 	if local != nil {
-		local.runner.stop()
+		local.runner.Stop()
 	}
 	return h.Cancel(ctx)
 }
@@ -59,9 +59,9 @@ func cancelJob(ctx context.Context, h *durable.Job, local *localJob) error {
 // job's result can be read any number of times, from any process.
 func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
 	var zero T
-	if d.local != nil && d.local.runner.local.take() {
+	if d.local != nil && d.local.runner.Local().Take() {
 		var got *journal.Result
-		if err := d.local.runner.local.all(ctx, func(r journal.Result) bool {
+		if err := d.local.runner.Local().All(ctx, func(r journal.Result) bool {
 			got = &r
 			return false
 		}); err != nil {
@@ -75,7 +75,7 @@ func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
 		if got == nil {
 			return zero, errors.Join(errors.New("meadowrun: the job ended without a result"), d.local.err)
 		}
-		v, err := d.take(d.local.runner.record(), *got)
+		v, err := d.take(d.local.runner.Record(), *got)
 		if d.local.err != nil {
 			err = errors.Join(err, d.local.err)
 		}
@@ -148,10 +148,10 @@ func (m *DetachedMap[R]) result(rec journal.Record, r journal.Result) TaskResult
 // with a last TaskResult of TaskID -1 carrying ctx's error.
 func (m *DetachedMap[R]) AsCompleted(ctx context.Context) iter.Seq[TaskResult[R]] {
 	return func(yield func(TaskResult[R]) bool) {
-		if m.local != nil && m.local.runner.local.take() {
+		if m.local != nil && m.local.runner.Local().Take() {
 			stopped := false
-			err := m.local.runner.local.all(ctx, func(r journal.Result) bool {
-				if !yield(m.result(m.local.runner.record(), r)) {
+			err := m.local.runner.Local().All(ctx, func(r journal.Result) bool {
+				if !yield(m.result(m.local.runner.Record(), r)) {
 					stopped = true
 					return false
 				}

@@ -321,7 +321,7 @@ var errNoMainSupervisor = errors.New("meadowrun: this process was started as a m
 // host. It returns the job's handle, and the runner of a job that runs
 // here.
 func submit(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host *Host, sub *SubmitOptions,
-	args iter.Seq[rawArg], n int, local *resultQueue) (*durable.Job, *runner, error) {
+	args iter.Seq[rawArg], n int, local *durable.Queue) (*durable.Job, *durable.Runner, error) {
 	js := &durable.Jobs{Store: st, OpenKeeper: openKeeper}
 	rec.ID = newJobID()
 	if k := host.keeper(ctx); k != nil && !sub.InProcess {
@@ -361,7 +361,7 @@ func submitRemote(ctx context.Context, js *durable.Jobs, k driver.JobKeeper, url
 
 // submitHere journals a new job and starts it, in a supervisor or here.
 func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host *Host, sub *SubmitOptions,
-	args iter.Seq[rawArg], n int, local *resultQueue) (*runner, error) {
+	args iter.Seq[rawArg], n int, local *durable.Queue) (*durable.Runner, error) {
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: encoding the job's options: %w", err)
@@ -376,26 +376,7 @@ func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec
 	if err := st.Create(ctx, rec); err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
 	}
-	return &runner{st: st, rec: rec, spec: spec, host: host, args: args, local: local}, nil
-}
-
-// startLocal runs an in-process job on a goroutine, with its output going
-// to the caller's writer.
-func startLocal(ctx context.Context, r *runner, o *Options) *localJob {
-	r.out = o.Output
-	lj := &localJob{runner: r, done: make(chan struct{})}
-	go func() {
-		lj.err = r.run(context.WithoutCancel(ctx))
-		close(lj.done)
-	}()
-	return lj
-}
-
-// localJob is a job this process runs.
-type localJob struct {
-	runner *runner
-	done   chan struct{}
-	err    error // the journal's error, once done
+	return durable.NewRunner(st, rec, args, execJob(spec, host), local), nil
 }
 
 // SubmitFunction submits call to run on host as a durable job and returns
@@ -427,7 +408,7 @@ func SubmitFunction[R any](ctx context.Context, call Call[R], host *Host, opts *
 	}
 	spec.Payload, spec.MaxAttempts = payload, sub.MaxAttempts
 	rec := journal.Record{Kind: JobFunction, Host: hostURL, Function: journalFunc(call.desc)}
-	local := newResultQueue()
+	local := durable.NewQueue()
 	h, r, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
 		return nil, err
@@ -481,7 +462,7 @@ func SubmitCommand(ctx context.Context, args []string, host *Host, opts *Command
 	}
 	spec.Env, spec.Dir, spec.ContextVariables, spec.MaxAttempts = opts.Env, opts.Dir, opts.ContextVariables, sub.MaxAttempts
 	rec := journal.Record{Kind: JobCommand, Host: hostURL, Command: slices.Clone(args)}
-	local := newResultQueue()
+	local := durable.NewQueue()
 	h, r, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
 		return nil, err
@@ -553,7 +534,7 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 			}
 		}
 	}
-	local := newResultQueue()
+	local := durable.NewQueue()
 	h, r, err := submit(ctx, st, rec, spec, host, sub, raw, n, local)
 	if err != nil {
 		return nil, err

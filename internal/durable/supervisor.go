@@ -3,14 +3,19 @@ package durable
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"iter"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 	"github.com/meadowrun-go/meadowrun/internal/worker"
 )
@@ -117,4 +122,96 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// IsSupervisor reports whether this process was started to supervise a
+// job.
+func IsSupervisor() bool { return os.Getenv(EnvSupervise) != "" }
+
+// Prepared is a job that a supervisor took, as the API layer readied it.
+type Prepared struct {
+	// LogDir is the directory of the supervisor's own log.
+	LogDir string
+	// Open opens the job's host and returns how to run the job there.
+	Open func(ctx context.Context) (Exec, error)
+}
+
+// Supervise is the main of a supervisor process; it returns the exit
+// code. It takes the job its environment names from the journal (the job
+// is then running, in this process), has prepare decode the job's
+// options (an error is the submitter's, which waits for the answer),
+// tells the submitter it has taken the job, and runs it until it ends or
+// the process is signalled (a cancel sends SIGTERM), journaling every
+// outcome.
+func Supervise(prepare func(rec journal.Record) (Prepared, error)) int {
+	id, dir := os.Getenv(EnvSupervise), os.Getenv(EnvSuperviseState)
+	// Nothing this process starts is a supervisor.
+	os.Unsetenv(EnvSupervise)
+	os.Unsetenv(EnvSuperviseState)
+	ack := os.NewFile(AckFD, "meadowrun-ack")
+	syscall.CloseOnExec(AckFD)
+	nack := func(err error) int {
+		fmt.Fprintf(os.Stderr, "%v\n", err)
+		if ack != nil {
+			fmt.Fprintf(ack, "%s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+			ack.Close()
+		}
+		return 1
+	}
+	if id == "" || dir == "" {
+		return nack(errors.New("meadowrun: supervisor started without its job id or state directory"))
+	}
+	// Cancel (from any process) sends SIGTERM; so does a shutdown.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+
+	st := journal.New(dir, journal.Options{})
+	rec, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
+		if r.State != driver.JobSubmitted {
+			return fmt.Errorf("meadowrun: job %s is %s, not waiting for a supervisor", id, r.State)
+		}
+		r.State, r.PID, r.Proc, r.Started = driver.JobRunning, os.Getpid(), journal.Self(), time.Now()
+		return nil
+	})
+	if err != nil {
+		return nack(err)
+	}
+	p, err := prepare(rec)
+	if err != nil {
+		err = fmt.Errorf("meadowrun: job %s: %w", id, err)
+		st.Commit(ctx, id, nil, func(r *journal.Record) error {
+			r.State, r.Error, r.Finished = driver.JobFailed, err.Error(), time.Now()
+			return nil
+		})
+		return nack(err)
+	}
+	if ack != nil {
+		fmt.Fprintln(ack, "ok")
+		ack.Close()
+	}
+	exec, err := p.Open(ctx)
+	if err != nil {
+		err = fmt.Errorf("meadowrun: job %s: %w", id, err)
+		f := &journal.Failure{Message: err.Error(), Canceled: errors.Is(err, context.Canceled)}
+		st.Commit(ctx, id, []journal.Result{{Task: -1, Err: f}}, func(r *journal.Record) error {
+			r.State, r.Error, r.Finished = driver.JobFailed, err.Error(), time.Now()
+			return nil
+		})
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var args iter.Seq[Arg]
+	if rec.Kind == driver.JobMap {
+		args = ArgsOf(ctx, st, id)
+	}
+	if err := NewRunner(st, rec, args, exec, nil).Run(ctx, io.Discard); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// The supervisor's own log is kept only when it says something.
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+		os.Remove(filepath.Join(p.LogDir, id+".supervisor.log"))
+	}
+	return 0
 }
