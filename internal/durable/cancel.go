@@ -134,8 +134,12 @@ func (p *poller) wait(ctx context.Context) error {
 	return sleepCtx(ctx, p.delay)
 }
 
-// notFound says that job id is not in st, or wraps st's error.
+// notFound says that job id is not in st, or wraps st's error (nil for
+// none).
 func notFound(st *journal.Store, err error, id string) error {
+	if err == nil {
+		return nil
+	}
 	if errors.Is(err, journal.ErrNotFound) {
 		return fmt.Errorf("%w: job %s is not in the journal %s", driver.ErrJobNotFound, id, st.Path())
 	}

@@ -576,12 +576,7 @@ func (rj *Job) Log(ctx context.Context, w io.Writer, opts LogOptions) error {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var mu sync.Mutex
-	sw := writerFunc(func(b []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return lf.w.Write(b)
-	})
+	sw := &syncWriter{w: lf.w}
 	errs := make([]error, len(rj.parts))
 	var wg sync.WaitGroup
 	for k, p := range rj.parts {
@@ -651,11 +646,6 @@ func (rj *Job) logPart(ctx context.Context, k int, f *logFollower) error {
 		}
 	}
 }
-
-// writerFunc is an io.Writer of a function.
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // pacer paces a follower of one part: this machine's journal is read only
 // when it changed (see poller); a host's keeper is asked every 10 ms

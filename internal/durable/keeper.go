@@ -90,7 +90,7 @@ func (k *Keeper) InspectJob(ctx context.Context, machine, id string, results boo
 	}
 	res, last, rec, err := k.st.Results(ctx, id, after)
 	if err != nil {
-		return driver.JobStatus{}, k.notFound(err, id)
+		return driver.JobStatus{}, notFound(k.st, err, id)
 	}
 	// The record of the same snapshot as the results, so that a final
 	// record comes with every result.
@@ -135,14 +135,7 @@ func (k *Keeper) Closed() bool { return false }
 
 func (k *Keeper) get(ctx context.Context, id string) (journal.Record, error) {
 	rec, err := k.st.Get(ctx, id)
-	return rec, k.notFound(err, id)
-}
-
-func (k *Keeper) notFound(err error, id string) error {
-	if errors.Is(err, journal.ErrNotFound) {
-		return fmt.Errorf("%w: job %s is not in the journal %s", driver.ErrJobNotFound, id, k.st.Path())
-	}
-	return err
+	return rec, notFound(k.st, err, id)
 }
 
 // journalArguments journals a map's arguments, a chunk at a time, before
