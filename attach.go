@@ -252,10 +252,8 @@ func attachRecord(ctx context.Context, id string, kind JobKind) (journal.Record,
 	if err != nil {
 		return rec, nil, err
 	}
-	if rec.Machine != "" {
-		if err := h.Check(ctx); err != nil {
-			return rec, nil, err
-		}
+	if err := h.Check(ctx); err != nil {
+		return rec, nil, err
 	}
 	return rec, h, nil
 }

@@ -286,9 +286,9 @@ func CancelJob(ctx context.Context, id string) error {
 	return h.Cancel(ctx)
 }
 
-// prepareSubmit validates a submission and returns the store, the host's
-// URL and the job's options.
-func prepareSubmit(ctx context.Context, host *Host, o *Options, sub *SubmitOptions) (*journal.Store, string, durableSpec, error) {
+// prepareSubmit validates a submission and returns the durable layer,
+// the host's URL and the job's options.
+func prepareSubmit(ctx context.Context, host *Host, o *Options, sub *SubmitOptions) (*durable.Jobs, string, durableSpec, error) {
 	if isSupervisorProcess() && !mainCalled.Load() {
 		return nil, "", durableSpec{}, errNoMainSupervisor
 	}
@@ -311,7 +311,7 @@ func prepareSubmit(ctx context.Context, host *Host, o *Options, sub *SubmitOptio
 	if _, err := prepare(ctx, host, o); err != nil {
 		return nil, "", spec, err
 	}
-	return defaultStore(), hostURL, spec, nil
+	return defaultJobs(), hostURL, spec, nil
 }
 
 var errNoMainSupervisor = errors.New("meadowrun: this process was started as a meadowrun supervisor, but main did not call meadowrun.Main() first; call it first thing in main")
@@ -320,15 +320,14 @@ var errNoMainSupervisor = errors.New("meadowrun: this process was started as a m
 // host whose machines keep jobs) in a supervisor on a machine of the
 // host. It returns the job's handle, and the runner of a job that runs
 // here.
-func submit(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host *Host, sub *SubmitOptions,
+func submit(ctx context.Context, js *durable.Jobs, rec journal.Record, spec durableSpec, host *Host, sub *SubmitOptions,
 	args iter.Seq[rawArg], n int, local *durable.Queue) (*durable.Job, *durable.Runner, error) {
-	js := &durable.Jobs{Store: st, OpenKeeper: openKeeper}
 	rec.ID = newJobID()
 	if k := host.keeper(ctx); k != nil && !sub.InProcess {
 		h, err := submitRemote(ctx, js, k, host.URL(), rec, spec, args, n)
 		return h, nil, err
 	}
-	r, err := submitHere(ctx, st, rec, spec, host, sub, args, n, local)
+	r, err := submitHere(ctx, js.Store, rec, spec, host, sub, args, n, local)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -402,14 +401,14 @@ func SubmitFunction[R any](ctx context.Context, call Call[R], host *Host, opts *
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: %s: encoding the argument: %w", call.fn, err)
 	}
-	st, hostURL, spec, err := prepareSubmit(ctx, host, opts, sub)
+	js, hostURL, spec, err := prepareSubmit(ctx, host, opts, sub)
 	if err != nil {
 		return nil, err
 	}
 	spec.Payload, spec.MaxAttempts = payload, sub.MaxAttempts
 	rec := journal.Record{Kind: JobFunction, Host: hostURL, Function: journalFunc(call.desc)}
 	local := durable.NewQueue()
-	h, r, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
+	h, r, err := submit(ctx, js, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
 		return nil, err
 	}
@@ -453,7 +452,7 @@ func SubmitCommand(ctx context.Context, args []string, host *Host, opts *Command
 			return nil, fmt.Errorf("meadowrun: SubmitCommand: context variables cannot be encoded as JSON: %w", err)
 		}
 	}
-	st, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
+	js, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
 	if err != nil {
 		return nil, err
 	}
@@ -463,7 +462,7 @@ func SubmitCommand(ctx context.Context, args []string, host *Host, opts *Command
 	spec.Env, spec.Dir, spec.ContextVariables, spec.MaxAttempts = opts.Env, opts.Dir, opts.ContextVariables, sub.MaxAttempts
 	rec := journal.Record{Kind: JobCommand, Host: hostURL, Command: slices.Clone(args)}
 	local := durable.NewQueue()
-	h, r, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
+	h, r, err := submit(ctx, js, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
 		return nil, err
 	}
@@ -520,7 +519,7 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	st, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
+	js, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
 	if err != nil {
 		return nil, err
 	}
@@ -535,7 +534,7 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 		}
 	}
 	local := durable.NewQueue()
-	h, r, err := submit(ctx, st, rec, spec, host, sub, raw, n, local)
+	h, r, err := submit(ctx, js, rec, spec, host, sub, raw, n, local)
 	if err != nil {
 		return nil, err
 	}
