@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/meadowrun-go/meadowrun/internal/durable"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
@@ -16,37 +17,40 @@ import (
 // process gets the same handle from Attach or AttachCommand and the job's
 // id.
 type Detached[T any] struct {
-	id     string
-	st     *journal.Store
-	local  *localJob
-	remote *remoteJob // a job of an SSH host
-	take   func(journal.Record, journal.Result) (T, error)
+	job *durable.Job
+	// local, for a job this process runs, receives its outcomes directly.
+	local *localJob
+	take  func(journal.Record, journal.Result) (T, error)
 }
 
 // ID identifies the job in every process.
-func (d *Detached[T]) ID() string { return d.id }
+func (d *Detached[T]) ID() string { return d.job.ID() }
 
 // Info returns the job's description from the journal.
 func (d *Detached[T]) Info(ctx context.Context) (JobInfo, error) {
-	if d.remote != nil {
-		return d.remote.info(ctx)
-	}
-	r, err := d.st.Get(ctx, d.id)
+	return jobInfo(ctx, d.job)
+}
+
+// jobInfo describes job h.
+func jobInfo(ctx context.Context, h *durable.Job) (JobInfo, error) {
+	in, err := h.Info(ctx)
 	if err != nil {
-		return JobInfo{}, notFound(err, d.id)
+		return JobInfo{}, err
 	}
-	return infoOf(r), nil
+	return infoFrom(in), nil
 }
 
 // Cancel stops the job (see CancelJob).
 func (d *Detached[T]) Cancel(ctx context.Context) error {
-	if d.local != nil {
-		d.local.runner.stop()
+	return cancelJob(ctx, d.job, d.local)
+}
+
+// cancelJob cancels job h, which this process runs when local is set.
+func cancelJob(ctx context.Context, h *durable.Job, local *localJob) error {
+	if local != nil {
+		local.runner.Stop()
 	}
-	if d.remote != nil {
-		return d.remote.cancel(ctx)
-	}
-	return CancelJob(ctx, d.id)
+	return h.Cancel(ctx)
 }
 
 // Wait waits until the job has finished and returns its result, read
@@ -55,9 +59,9 @@ func (d *Detached[T]) Cancel(ctx context.Context) error {
 // job's result can be read any number of times, from any process.
 func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
 	var zero T
-	if d.local != nil && d.local.runner.local.take() {
+	if d.local != nil && d.local.runner.Local().Take() {
 		var got *journal.Result
-		if err := d.local.runner.local.all(ctx, func(r journal.Result) bool {
+		if err := d.local.runner.Local().All(ctx, func(r journal.Result) bool {
 			got = &r
 			return false
 		}); err != nil {
@@ -71,7 +75,7 @@ func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
 		if got == nil {
 			return zero, errors.Join(errors.New("meadowrun: the job ended without a result"), d.local.err)
 		}
-		v, err := d.take(d.local.runner.record(), *got)
+		v, err := d.take(d.local.runner.Record(), *got)
 		if d.local.err != nil {
 			err = errors.Join(err, d.local.err)
 		}
@@ -79,7 +83,7 @@ func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
 	}
 	var got *journal.Result
 	var rec journal.Record
-	rec, err := follow(ctx, d.st, d.remote, d.id, func(r journal.Record, res journal.Result) bool {
+	rec, err := d.job.Follow(ctx, func(r journal.Record, res journal.Result) bool {
 		rec = r
 		got = &res
 		return false
@@ -93,44 +97,30 @@ func (d *Detached[T]) Wait(ctx context.Context) (T, error) {
 	if rec.Error != "" {
 		return zero, &jobError{msg: rec.Error, canceled: rec.State == JobCancelled}
 	}
-	return zero, fmt.Errorf("meadowrun: job %s ended (%s) without a result", d.id, rec.State)
+	return zero, fmt.Errorf("meadowrun: job %s ended (%s) without a result", d.ID(), rec.State)
 }
 
 // DetachedMap is the handle of a durable map: another process gets the
 // same handle from AttachMap and the job's id.
 type DetachedMap[R any] struct {
-	id     string
-	st     *journal.Store
-	local  *localJob
-	remote *remoteJob // a job of an SSH host
-	dec    func([]byte) (R, error)
-	fn     string
+	job *durable.Job
+	// local, for a map this process runs, receives its outcomes directly.
+	local *localJob
+	dec   func([]byte) (R, error)
+	fn    string
 }
 
 // ID identifies the job in every process.
-func (m *DetachedMap[R]) ID() string { return m.id }
+func (m *DetachedMap[R]) ID() string { return m.job.ID() }
 
 // Info returns the job's description from the journal.
 func (m *DetachedMap[R]) Info(ctx context.Context) (JobInfo, error) {
-	if m.remote != nil {
-		return m.remote.info(ctx)
-	}
-	r, err := m.st.Get(ctx, m.id)
-	if err != nil {
-		return JobInfo{}, notFound(err, m.id)
-	}
-	return infoOf(r), nil
+	return jobInfo(ctx, m.job)
 }
 
 // Cancel stops the map (see CancelJob).
 func (m *DetachedMap[R]) Cancel(ctx context.Context) error {
-	if m.local != nil {
-		m.local.runner.stop()
-	}
-	if m.remote != nil {
-		return m.remote.cancel(ctx)
-	}
-	return CancelJob(ctx, m.id)
+	return cancelJob(ctx, m.job, m.local)
 }
 
 func (m *DetachedMap[R]) result(rec journal.Record, r journal.Result) TaskResult[R] {
@@ -158,10 +148,10 @@ func (m *DetachedMap[R]) result(rec journal.Record, r journal.Result) TaskResult
 // with a last TaskResult of TaskID -1 carrying ctx's error.
 func (m *DetachedMap[R]) AsCompleted(ctx context.Context) iter.Seq[TaskResult[R]] {
 	return func(yield func(TaskResult[R]) bool) {
-		if m.local != nil && m.local.runner.local.take() {
+		if m.local != nil && m.local.runner.Local().Take() {
 			stopped := false
-			err := m.local.runner.local.all(ctx, func(r journal.Result) bool {
-				if !yield(m.result(m.local.runner.record(), r)) {
+			err := m.local.runner.Local().All(ctx, func(r journal.Result) bool {
+				if !yield(m.result(m.local.runner.Record(), r)) {
 					stopped = true
 					return false
 				}
@@ -184,7 +174,7 @@ func (m *DetachedMap[R]) AsCompleted(ctx context.Context) iter.Seq[TaskResult[R]
 			return
 		}
 		stopped := false
-		_, err := follow(ctx, m.st, m.remote, m.id, func(rec journal.Record, r journal.Result) bool {
+		_, err := m.job.Follow(ctx, func(rec journal.Record, r journal.Result) bool {
 			if !yield(m.result(rec, r)) {
 				stopped = true
 				return false
@@ -245,37 +235,34 @@ func cutCodec(s string) (string, string, bool) {
 	return s, s, false
 }
 
-// attachRecord reads a job's record; for a job of an SSH host, it also
-// reconnects to the machines that keep it, and checks that the job is
-// still there.
-func attachRecord(ctx context.Context, id string, kind JobKind) (*journal.Store, journal.Record, *remoteJob, error) {
-	st := defaultStore()
-	rec, err := st.Get(ctx, id)
+// attachRecord reads a job's record and returns its handle; for a job of
+// a host whose machines keep it, it also reconnects to them, and checks
+// that the job is still there.
+func attachRecord(ctx context.Context, id string, kind JobKind) (journal.Record, *durable.Job, error) {
+	js := defaultJobs()
+	rec, err := js.Store.Get(ctx, id)
 	if err != nil {
-		return nil, rec, nil, notFound(err, id)
+		return rec, nil, notFound(err, id)
 	}
 	if rec.Kind != kind {
 		hint := map[JobKind]string{JobFunction: "Attach", JobCommand: "AttachCommand", JobMap: "AttachMap"}[rec.Kind]
-		return nil, rec, nil, fmt.Errorf("meadowrun: job %s is a %s job, not a %s job; use %s", id, rec.Kind, kind, hint)
+		return rec, nil, fmt.Errorf("meadowrun: job %s is a %s job, not a %s job; use %s", id, rec.Kind, kind, hint)
 	}
-	if rec.Machine == "" {
-		return st, rec, nil, nil
-	}
-	rj, err := openRemote(ctx, st, rec)
+	h, err := js.Open(ctx, rec)
 	if err != nil {
-		return nil, rec, nil, err
+		return rec, nil, err
 	}
-	if err := rj.check(ctx); err != nil {
-		return nil, rec, nil, err
+	if err := h.Check(ctx); err != nil {
+		return rec, nil, err
 	}
-	return st, rec, rj, nil
+	return rec, h, nil
 }
 
 // Attach returns the handle of a durable function job from its id, in any
 // process. R must be the function's result type, or []byte for the result
 // as encoded, or json.RawMessage for a JSON-encoded result undecoded.
 func Attach[R any](ctx context.Context, id string) (*Detached[R], error) {
-	st, rec, rj, err := attachRecord(ctx, id, JobFunction)
+	rec, h, err := attachRecord(ctx, id, JobFunction)
 	if err != nil {
 		return nil, err
 	}
@@ -283,24 +270,24 @@ func Attach[R any](ctx context.Context, id string) (*Detached[R], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Detached[R]{id: id, st: st, remote: rj, take: functionTaker(rec.Function.Name, dec)}, nil
+	return &Detached[R]{job: h, take: functionTaker(rec.Function.Name, dec)}, nil
 }
 
 // AttachCommand returns the handle of a durable command job from its id,
 // in any process.
 func AttachCommand(ctx context.Context, id string) (*Detached[*JobCompletion], error) {
-	st, _, rj, err := attachRecord(ctx, id, JobCommand)
+	_, h, err := attachRecord(ctx, id, JobCommand)
 	if err != nil {
 		return nil, err
 	}
-	return &Detached[*JobCompletion]{id: id, st: st, remote: rj, take: takeCompletion}, nil
+	return &Detached[*JobCompletion]{job: h, take: takeCompletion}, nil
 }
 
 // AttachMap returns the handle of a durable map from its id, in any
 // process. R must be the mapped function's result type, or []byte or
 // json.RawMessage as for Attach.
 func AttachMap[R any](ctx context.Context, id string) (*DetachedMap[R], error) {
-	st, rec, rj, err := attachRecord(ctx, id, JobMap)
+	rec, h, err := attachRecord(ctx, id, JobMap)
 	if err != nil {
 		return nil, err
 	}
@@ -308,81 +295,5 @@ func AttachMap[R any](ctx context.Context, id string) (*DetachedMap[R], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DetachedMap[R]{id: id, st: st, remote: rj, dec: dec, fn: rec.Function.Name}, nil
-}
-
-// followRecord polls a job's record until done reports true.
-func followRecord(ctx context.Context, st *journal.Store, id string, done func(journal.Record) bool) (journal.Record, error) {
-	p := newPoller(st)
-	for {
-		if p.changed() {
-			r, err := st.Get(ctx, id)
-			if err != nil {
-				return r, err
-			}
-			if done(r) {
-				return r, nil
-			}
-		}
-		if err := p.wait(ctx); err != nil {
-			return journal.Record{}, err
-		}
-	}
-}
-
-// poller paces a follower of the journal: it reads only when the journal
-// changed (or every second, to notice a process that died), waiting a
-// little longer each time nothing changes, up to 100 ms.
-type poller struct {
-	st      *journal.Store
-	version string
-	read    time.Time
-	delay   time.Duration
-}
-
-func newPoller(st *journal.Store) *poller { return &poller{st: st, version: "-"} }
-
-func (p *poller) changed() bool {
-	v := p.st.Version()
-	if v != p.version || time.Since(p.read) > time.Second {
-		p.version, p.read, p.delay = v, time.Now(), 0
-		return true
-	}
-	return false
-}
-
-func (p *poller) wait(ctx context.Context) error {
-	p.delay = min(max(2*p.delay, 2*time.Millisecond), 100*time.Millisecond)
-	return sleepCtx(ctx, p.delay)
-}
-
-// followResults yields a job's results from the journal, those already
-// recorded first, until the job ends or ctx does, and returns the final
-// record. A job whose process died ends with an error wrapping ErrJobLost.
-func followResults(ctx context.Context, st *journal.Store, id string, yield func(journal.Record, journal.Result) bool) (journal.Record, error) {
-	p := newPoller(st)
-	var after uint64
-	for {
-		if p.changed() {
-			res, last, rec, err := st.Results(ctx, id, after)
-			if err != nil {
-				return rec, notFound(err, id)
-			}
-			after = last
-			for _, r := range res {
-				if !yield(rec, r) {
-					return rec, nil
-				}
-			}
-			if rec.Final() {
-				return rec, nil
-			}
-			if isLost(rec) {
-				return rec, fmt.Errorf("%w: %s: %s", ErrJobLost, id, infoOf(rec).Error)
-			}
-		}
-		if err := p.wait(ctx); err != nil {
-			return journal.Record{}, err
-		}
-	}
+	return &DetachedMap[R]{job: h, dec: dec, fn: rec.Function.Name}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/meadowrun-go/meadowrun/internal/durable"
 	"github.com/meadowrun-go/meadowrun/internal/worker"
 )
 
@@ -95,7 +96,7 @@ var Commands = Register("meadowrun.Command", runCommandTask)
 var commandEnv = sync.OnceValue(func() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, worker.EnvWorkerPrefix) && !strings.HasPrefix(kv, envSupervise) {
+		if !strings.HasPrefix(kv, worker.EnvWorkerPrefix) && !strings.HasPrefix(kv, durable.EnvSupervise) {
 			env = append(env, kv)
 		}
 	}

@@ -1,6 +1,7 @@
 package meadowrun
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,10 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/durable"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
@@ -25,7 +26,7 @@ var (
 	ErrJobFinished = driver.ErrJobFinished
 	// ErrJobLost: the process running the job died before the job ended.
 	// The results it journaled are kept.
-	ErrJobLost = errors.New("meadowrun: job lost")
+	ErrJobLost = durable.ErrJobLost
 )
 
 // JobState is the state of a durable job: one type for the journal, job
@@ -135,10 +136,6 @@ func (j JobInfo) Duration() time.Duration {
 	return j.Finished.Sub(j.Started)
 }
 
-// lostGraceSubmitted is how long a submitted job may wait for its
-// supervisor before it counts as lost.
-const lostGraceSubmitted = 10 * time.Second
-
 func infoOf(r journal.Record) JobInfo {
 	j := JobInfo{ID: r.ID, Kind: r.Kind, State: JobState(r.State), Host: r.Host, Command: r.Command, Detached: r.Detached,
 		PID: r.PID, Submitted: r.Submitted, Started: r.Started, Finished: r.Finished, Tasks: r.Total,
@@ -150,7 +147,7 @@ func infoOf(r journal.Record) JobInfo {
 	if r.ExitCode != nil {
 		j.ExitCode = *r.ExitCode
 	}
-	if isLost(r) {
+	if durable.IsLost(r) {
 		j.State = JobLost
 		if j.Error == "" {
 			j.Error = fmt.Sprintf("the process running the job (pid %d) ended before the job did", r.PID)
@@ -159,22 +156,53 @@ func infoOf(r journal.Record) JobInfo {
 	return j
 }
 
-func isLost(r journal.Record) bool {
-	if r.Machine != "" {
-		// Only the machine can tell (see remoteJob).
-		return false
-	}
-	if r.Final() || journal.Alive(r.PID, r.Proc) {
-		return false
-	}
-	return r.State != JobSubmitted || time.Since(r.Submitted) > lostGraceSubmitted
-}
-
 // StateDir is where meadowrun keeps the journal of jobs and their logs:
 // $XDG_STATE_HOME/meadowrun, or ~/.local/state/meadowrun.
 func StateDir() string { return filepath.Dir(defaultLogDir()) }
 
 func defaultStore() *journal.Store { return journal.New(StateDir(), journal.Options{}) }
+
+// defaultJobs is the durable-job layer over this process's journal.
+func defaultJobs() *durable.Jobs { return &durable.Jobs{Store: defaultStore(), OpenKeeper: openKeeper} }
+
+// openKeeper opens the host of a job from its URL as a job keeper: nil if
+// its driver keeps no jobs on its machines.
+func openKeeper(ctx context.Context, url string) (driver.JobKeeper, error) {
+	h, err := OpenHost(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return h.keeper(ctx), nil
+}
+
+// infoFrom describes a job as its keepers report it.
+func infoFrom(in durable.Info) JobInfo {
+	j := infoOf(in.Job)
+	if in.Lost != "" {
+		j.State = JobLost
+		j.Error = cmp.Or(j.Error, in.Lost)
+	}
+	for _, p := range in.Parts {
+		pi := PartInfo{Machine: p.Machine, ID: p.ID, State: p.Job.State, Tasks: p.Job.Total, Done: p.Job.Done,
+			Failed: p.Job.Failed, Error: p.Job.Error}
+		if p.Lost != "" {
+			pi.State, pi.Error = JobLost, cmp.Or(pi.Error, p.Lost)
+		}
+		j.Parts = append(j.Parts, pi)
+	}
+	return j
+}
+
+// openJob returns the handle of job id of this process's journal.
+func openJob(ctx context.Context, id string) (*durable.Job, journal.Record, error) {
+	js := defaultJobs()
+	rec, err := js.Store.Get(ctx, id)
+	if err != nil {
+		return nil, rec, notFound(err, id)
+	}
+	h, err := js.Open(ctx, rec)
+	return h, rec, err
+}
 
 func notFound(err error, id string) error {
 	if errors.Is(err, journal.ErrNotFound) {
@@ -214,19 +242,15 @@ func ListJobs(ctx context.Context) ([]JobInfo, error) {
 
 // GetJob returns a job's description.
 func GetJob(ctx context.Context, id string) (JobInfo, error) {
-	st := defaultStore()
-	r, err := st.Get(ctx, id)
+	h, _, err := openJob(ctx, id)
 	if err != nil {
-		return JobInfo{}, notFound(err, id)
+		return JobInfo{}, err
 	}
-	if r.Machine != "" {
-		rj, err := openRemote(ctx, st, r)
-		if err != nil {
-			return JobInfo{}, err
-		}
-		return rj.info(ctx)
+	in, err := h.Info(ctx)
+	if err != nil {
+		return JobInfo{}, err
 	}
-	return infoOf(r), nil
+	return infoFrom(in), nil
 }
 
 // ForgetJob removes a finished job from the journal, with its results and
@@ -237,7 +261,7 @@ func ForgetJob(ctx context.Context, id string) error {
 	if err != nil {
 		return notFound(err, id)
 	}
-	if !r.Final() && !isLost(r) {
+	if !r.Final() && !durable.IsLost(r) {
 		return fmt.Errorf("meadowrun: job %s is %s: cancel it before forgetting it", id, r.State)
 	}
 	if err := st.Delete(ctx, id); err != nil {
@@ -255,78 +279,16 @@ func ForgetJob(ctx context.Context, id string) error {
 // results are kept. A job of an SSH host is cancelled by the agent of its
 // machine.
 func CancelJob(ctx context.Context, id string) error {
-	st := defaultStore()
-	if r, err := st.Get(ctx, id); err == nil && r.Machine != "" {
-		rj, err := openRemote(ctx, st, r)
-		if err != nil {
-			return err
-		}
-		return rj.cancel(ctx)
-	}
-	return cancelJob(ctx, st, id)
-}
-
-// cancelJob cancels a job of st, on this machine.
-func cancelJob(ctx context.Context, st *journal.Store, id string) error {
-	type finished struct{ r journal.Record }
-	var fin *finished
-	rec, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
-		if r.Final() {
-			fin = &finished{*r}
-			return ErrJobFinished
-		}
-		r.CancelRequested = true
-		return nil
-	})
-	if fin != nil {
-		return fmt.Errorf("%w: job %s %s at %s; its results are kept", ErrJobFinished, id, fin.r.State, fin.r.Finished.Format(time.DateTime))
-	}
+	h, _, err := openJob(ctx, id)
 	if err != nil {
-		return notFound(err, id)
-	}
-	markCancelled := func(why string) error {
-		_, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
-			if !r.Final() {
-				r.State, r.Finished = JobCancelled, time.Now()
-				if r.Error == "" {
-					r.Error = why
-				}
-			}
-			return nil
-		})
 		return err
 	}
-	if isLost(rec) {
-		return markCancelled("cancelled after the process running it had ended")
-	}
-	if rec.Detached && journal.Alive(rec.PID, rec.Proc) {
-		syscall.Kill(rec.PID, syscall.SIGTERM)
-	}
-	// The job's process sees the request (at once for a signalled
-	// supervisor, within cancelPoll otherwise) and records the end.
-	wait, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	r, err := followRecord(wait, st, id, func(r journal.Record) bool { return r.Final() || isLost(r) })
-	switch {
-	case err == nil && r.Final():
-		return nil
-	case err == nil:
-		return markCancelled("cancelled after the process running it had ended")
-	case ctx.Err() != nil:
-		return ctx.Err()
-	}
-	if rec.Detached && journal.Alive(rec.PID, rec.Proc) {
-		// It did not stop in time: end the supervisor and everything in
-		// its session; its workers stop when their coordinator is gone.
-		syscall.Kill(-rec.PID, syscall.SIGKILL)
-		return markCancelled("cancelled: its supervisor was killed after it did not stop in time")
-	}
-	return fmt.Errorf("meadowrun: job %s: cancel requested, but the process running it (pid %d) has not stopped it yet", id, rec.PID)
+	return h.Cancel(ctx)
 }
 
-// prepareSubmit validates a submission and returns the store, the host's
-// URL and the job's options.
-func prepareSubmit(ctx context.Context, host *Host, o *Options, sub *SubmitOptions) (*journal.Store, string, durableSpec, error) {
+// prepareSubmit validates a submission and returns the durable layer,
+// the host's URL and the job's options.
+func prepareSubmit(ctx context.Context, host *Host, o *Options, sub *SubmitOptions) (*durable.Jobs, string, durableSpec, error) {
 	if isSupervisorProcess() && !mainCalled.Load() {
 		return nil, "", durableSpec{}, errNoMainSupervisor
 	}
@@ -349,68 +311,71 @@ func prepareSubmit(ctx context.Context, host *Host, o *Options, sub *SubmitOptio
 	if _, err := prepare(ctx, host, o); err != nil {
 		return nil, "", spec, err
 	}
-	return defaultStore(), hostURL, spec, nil
+	return defaultJobs(), hostURL, spec, nil
 }
 
 var errNoMainSupervisor = errors.New("meadowrun: this process was started as a meadowrun supervisor, but main did not call meadowrun.Main() first; call it first thing in main")
 
-// submit journals a new job and starts it: in a supervisor, here, or
-// (SSH hosts) in a supervisor on a machine of the host.
-func submit(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host *Host, sub *SubmitOptions,
-	args iter.Seq[rawArg], n int, local *resultQueue) (string, *runner, *remoteJob, error) {
-	if sh := keeperOf(ctx, host); sh != nil && !sub.InProcess {
-		rj, err := submitRemote(ctx, st, rec, spec, sh, args, n)
-		if err != nil {
-			return "", nil, nil, err
-		}
-		return rj.id, nil, rj, nil
+// submit journals a new job and starts it: in a supervisor, here, or (a
+// host whose machines keep jobs) in a supervisor on a machine of the
+// host. It returns the job's handle, and the runner of a job that runs
+// here.
+func submit(ctx context.Context, js *durable.Jobs, rec journal.Record, spec durableSpec, host *Host, sub *SubmitOptions,
+	args iter.Seq[rawArg], n int, local *durable.Queue) (*durable.Job, *durable.Runner, error) {
+	rec.ID = newJobID()
+	if k := host.keeper(ctx); k != nil && !sub.InProcess {
+		h, err := submitRemote(ctx, js, k, host.URL(), rec, spec, args, n)
+		return h, nil, err
 	}
-	id, r, err := submitHere(ctx, st, rec, spec, host, sub, args, n, local)
-	return id, r, nil, err
+	r, err := submitHere(ctx, js.Store, rec, spec, host, sub, args, n, local)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := js.Open(ctx, rec)
+	return h, r, err
+}
+
+// submitRemote has the keeper k of the host of URL url keep the job.
+func submitRemote(ctx context.Context, js *durable.Jobs, k driver.JobKeeper, url string, rec journal.Record, spec durableSpec,
+	args iter.Seq[rawArg], n int) (*durable.Job, error) {
+	// The files go with the job; the supervisor there expands the same
+	// globs in a directory holding just them.
+	files, err := MirrorLocal(spec.Globs, nil).files()
+	if err != nil {
+		return nil, err
+	}
+	// The log directory is the machine's (see agent.StateDir).
+	spec.LogDir = ""
+	var r Resources
+	if spec.Resources != nil {
+		r = *spec.Resources
+	}
+	return js.SubmitRemote(ctx, k, url, durable.Submission{Job: rec, Args: args, N: n, Files: files,
+		Resources: r.driverResources(1), Concurrency: spec.Concurrency, Spec: func(c int) ([]byte, error) {
+			ps := spec
+			ps.Concurrency = c
+			return json.Marshal(ps)
+		}})
 }
 
 // submitHere journals a new job and starts it, in a supervisor or here.
 func submitHere(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, host *Host, sub *SubmitOptions,
-	args iter.Seq[rawArg], n int, local *resultQueue) (string, *runner, error) {
+	args iter.Seq[rawArg], n int, local *durable.Queue) (*durable.Runner, error) {
 	b, err := json.Marshal(spec)
 	if err != nil {
-		return "", nil, fmt.Errorf("meadowrun: encoding the job's options: %w", err)
+		return nil, fmt.Errorf("meadowrun: encoding the job's options: %w", err)
 	}
-	rec.ID, rec.Spec, rec.Submitted, rec.Total = newJobID(), b, time.Now(), n
+	rec.Spec, rec.Submitted, rec.Total = b, time.Now(), n
 	if !sub.InProcess {
 		// A supervisor runs it: this machine's job keeper.
-		k := &localKeeper{st: st, logDir: logDirOf(spec)}
-		if err := k.submit(ctx, rec, args, n, ""); err != nil {
-			return "", nil, err
-		}
-		return rec.ID, nil, nil
+		return nil, durable.NewKeeper(st, logDirOf(spec)).Submit(ctx, rec, args, n, "")
 	}
 	rec.PID, rec.Proc = os.Getpid(), journal.Self()
 	rec.State, rec.Started = JobRunning, rec.Submitted
 	if err := st.Create(ctx, rec); err != nil {
-		return "", nil, fmt.Errorf("meadowrun: %w", err)
+		return nil, fmt.Errorf("meadowrun: %w", err)
 	}
-	r := &runner{st: st, rec: rec, spec: spec, host: host, args: args, local: local}
-	return rec.ID, r, nil
-}
-
-// startLocal runs an in-process job on a goroutine, with its output going
-// to the caller's writer.
-func startLocal(ctx context.Context, r *runner, o *Options) *localJob {
-	r.out = o.Output
-	lj := &localJob{runner: r, done: make(chan struct{})}
-	go func() {
-		lj.err = r.run(context.WithoutCancel(ctx))
-		close(lj.done)
-	}()
-	return lj
-}
-
-// localJob is a job this process runs.
-type localJob struct {
-	runner *runner
-	done   chan struct{}
-	err    error // the journal's error, once done
+	return durable.NewRunner(st, rec, args, execJob(spec, host), local), nil
 }
 
 // SubmitFunction submits call to run on host as a durable job and returns
@@ -436,18 +401,18 @@ func SubmitFunction[R any](ctx context.Context, call Call[R], host *Host, opts *
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: %s: encoding the argument: %w", call.fn, err)
 	}
-	st, hostURL, spec, err := prepareSubmit(ctx, host, opts, sub)
+	js, hostURL, spec, err := prepareSubmit(ctx, host, opts, sub)
 	if err != nil {
 		return nil, err
 	}
 	spec.Payload, spec.MaxAttempts = payload, sub.MaxAttempts
 	rec := journal.Record{Kind: JobFunction, Host: hostURL, Function: journalFunc(call.desc)}
-	local := newResultQueue()
-	id, r, rj, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
+	local := durable.NewQueue()
+	h, r, err := submit(ctx, js, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
 		return nil, err
 	}
-	d := &Detached[R]{id: id, st: st, remote: rj, take: functionTaker(call.fn, call.dec)}
+	d := &Detached[R]{job: h, take: functionTaker(call.fn, call.dec)}
 	if r != nil {
 		d.local = startLocal(ctx, r, opts)
 	}
@@ -487,7 +452,7 @@ func SubmitCommand(ctx context.Context, args []string, host *Host, opts *Command
 			return nil, fmt.Errorf("meadowrun: SubmitCommand: context variables cannot be encoded as JSON: %w", err)
 		}
 	}
-	st, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
+	js, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
 	if err != nil {
 		return nil, err
 	}
@@ -496,12 +461,12 @@ func SubmitCommand(ctx context.Context, args []string, host *Host, opts *Command
 	}
 	spec.Env, spec.Dir, spec.ContextVariables, spec.MaxAttempts = opts.Env, opts.Dir, opts.ContextVariables, sub.MaxAttempts
 	rec := journal.Record{Kind: JobCommand, Host: hostURL, Command: slices.Clone(args)}
-	local := newResultQueue()
-	id, r, rj, err := submit(ctx, st, rec, spec, host, sub, nil, 1, local)
+	local := durable.NewQueue()
+	h, r, err := submit(ctx, js, rec, spec, host, sub, nil, 1, local)
 	if err != nil {
 		return nil, err
 	}
-	d := &Detached[*JobCompletion]{id: id, st: st, remote: rj, take: takeCompletion}
+	d := &Detached[*JobCompletion]{job: h, take: takeCompletion}
 	if r != nil {
 		d.local = startLocal(ctx, r, &opts.Options)
 	}
@@ -554,7 +519,7 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	st, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
+	js, hostURL, spec, err := prepareSubmit(ctx, host, &opts.Options, sub)
 	if err != nil {
 		return nil, err
 	}
@@ -563,17 +528,17 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 	raw := func(yield func(rawArg) bool) {
 		for a := range args {
 			b, err := f.argCodec.enc(a)
-			if !yield(rawArg{b, err}) {
+			if !yield(rawArg{B: b, Err: err}) {
 				return
 			}
 		}
 	}
-	local := newResultQueue()
-	id, r, rj, err := submit(ctx, st, rec, spec, host, sub, raw, n, local)
+	local := durable.NewQueue()
+	h, r, err := submit(ctx, js, rec, spec, host, sub, raw, n, local)
 	if err != nil {
 		return nil, err
 	}
-	m := &DetachedMap[R]{id: id, st: st, remote: rj, dec: f.resCodec.dec, fn: f.name}
+	m := &DetachedMap[R]{job: h, dec: f.resCodec.dec, fn: f.name}
 	if r != nil {
 		m.local = startLocal(ctx, r, &opts.Options)
 	}

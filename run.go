@@ -124,14 +124,6 @@ func defaultLogDir() string {
 	return filepath.Join(os.TempDir(), "meadowrun", "logs")
 }
 
-// tail is the last n bytes of b, for error messages.
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
-
 // Job is a function or command job started with StartFunction or
 // StartCommand: the handle of fire-and-forget work in this process.
 type Job[T any] struct {

@@ -189,8 +189,9 @@ const MaxJobLog = 1 << 20
 // that reopens the host (from its URL) can inspect the job, follow its
 // results and log, and cancel it: that is how a handle recovers after its
 // process restarts. Machines are named as the host names them (Machine.Name).
-// Hosts that are this machine need not implement it: package meadowrun
-// keeps their jobs in its own journal.
+// Hosts that are this machine need not implement it: the jobs of this
+// machine are kept in its own journal by a JobKeeper of the durable layer,
+// through which they are followed like any other.
 type JobKeeper interface {
 	// SubmitJob journals sub.Job on machine, or when machine is "" on the
 	// first machine of the host that can be reached, starts its

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agent"
 	"github.com/meadowrun-go/meadowrun/internal/agentproto"
+	"github.com/meadowrun-go/meadowrun/internal/layering"
 )
 
 // agentTransport is a Transport to the real agent (package agent) serving
@@ -324,15 +324,7 @@ func TestStartGivesUpWhenNoMachineCanBeUsed(t *testing.T) {
 // The client must stay transport-neutral: a transport is a package of
 // its own that imports this one, never the other way round.
 func TestTheClientImportsNoTransport(t *testing.T) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command")
-	}
-	out, err := exec.Command(goTool, "list", "-deps", "-f", "{{.ImportPath}}", ".").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dep := range strings.Fields(string(out)) {
+	for _, dep := range layering.Deps(t) {
 		if strings.HasPrefix(dep, "golang.org/x/crypto/ssh") || strings.HasSuffix(dep, "/internal/sshhost") || strings.HasPrefix(dep, "k8s.io/") {
 			t.Errorf("agentclient depends on %s", dep)
 		}

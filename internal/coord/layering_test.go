@@ -1,9 +1,9 @@
 package coord
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/meadowrun-go/meadowrun/internal/layering"
 )
 
 // The coordinator sits below the user's API and the durable-job layer and
@@ -11,21 +11,13 @@ import (
 // standard library, never the root package, a host's transport, the agent
 // or the journal.
 func TestTheCoordinatorImportsNothingAboveIt(t *testing.T) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command")
-	}
-	out, err := exec.Command(goTool, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const module = "github.com/meadowrun-go/meadowrun"
 	allowed := map[string]bool{
 		module + "/driver":         true,
 		module + "/internal/wire":  true,
 		module + "/internal/coord": true,
 	}
-	for _, dep := range strings.Fields(string(out)) {
+	for _, dep := range layering.Deps(t) {
 		if !allowed[dep] {
 			t.Errorf("internal/coord depends on %s; it may use only driver, internal/wire and the standard library", dep)
 		}

@@ -1,11 +1,10 @@
-package meadowrun
+package durable
 
 import (
-	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"os"
 	"slices"
@@ -17,74 +16,75 @@ import (
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
-// Durable jobs of SSH hosts. The supervisor runs on a machine of the
-// host, started by its agent, and journals the job in that machine's
-// journal (in the agent's directory); the submitting side keeps a copy of
-// the record, with the machine, in its own journal, and reaches the job
-// through the agent: results, log, cancel (see docs/durable-jobs.md).
+// A job is followed through a driver.JobKeeper wherever it runs: the
+// Keeper of this machine's journal for a job of this machine, the host's
+// keeper (its machines' agents) for a job of a host whose machines keep
+// their jobs. A job of such a host is supervised on a machine of the
+// host, journaled in that machine's journal (in the agent's directory);
+// this side keeps a copy of its record, with the machine, in its own
+// journal, refreshed by every answer (see docs/durable-jobs.md).
 
-// keeperHost is a host whose driver keeps durable jobs on its machines.
-type keeperHost struct {
-	drv driver.JobKeeper
-	url string
+// Submission is a job for the machines of a host that keeps jobs: its
+// record (kind, host, function, command and a fresh id set), its
+// arguments, and what splitting a map across machines needs.
+type Submission struct {
+	Job journal.Record
+	// Args are a map's encoded arguments (nil for other jobs), N their
+	// number (-1 while unknown).
+	Args iter.Seq[Arg]
+	N    int
+	// Files are the deployment's files, relative to the working
+	// directory: they go with the job.
+	Files []string
+	// Resources are what one task needs, and Concurrency the map's
+	// concurrency (0: the default): a map is split across machines by
+	// how many of its tasks each runs at once.
+	Resources   driver.Resources
+	Concurrency int
+	// Spec encodes the job's options (driver.Job.Spec) with concurrency
+	// c: the map's own, or a part's share of it.
+	Spec func(c int) ([]byte, error)
 }
 
-// keeperOf returns h as a keeperHost, if its driver keeps jobs on its
-// machines and it has a URL that reopens it.
-func keeperOf(ctx context.Context, h *Host) *keeperHost {
-	k := h.keeper(ctx)
-	if k == nil {
-		return nil
-	}
-	return &keeperHost{drv: k, url: h.URL()}
-}
-
-// submitRemote journals a job here, with the machines that keep it, and
-// has their agents journal it there and start its supervisor: a map is
-// split across the machines that can run its tasks (see planParts), any
-// other job goes to the first machine reached.
-func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, spec durableSpec, sh *keeperHost,
-	args iter.Seq[rawArg], n int) (*remoteJob, error) {
-	// The files go with the job; the supervisor there expands the same
-	// globs in a directory holding just them.
-	files, err := MirrorLocal(spec.Globs, nil).files()
-	if err != nil {
-		return nil, err
-	}
-	// The log directory is the machine's (see agent.StateDir).
-	spec.LogDir = ""
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return nil, fmt.Errorf("meadowrun: encoding the job's options: %w", err)
-	}
+// SubmitRemote journals a job here, with the machines that keep it, and
+// has the keeper k of host url journal it there and start its
+// supervisor: a map is split across the machines that can run its tasks
+// (see planParts), any other job goes to the first machine reached.
+func (js *Jobs) SubmitRemote(ctx context.Context, k driver.JobKeeper, url string, sub Submission) (*Job, error) {
+	rec, n := sub.Job, sub.N
 	var raw [][]byte
-	if args != nil {
-		for a := range args {
-			if a.err != nil {
-				return nil, fmt.Errorf("meadowrun: %s: encoding argument %d: %w", rec.Function.Name, len(raw), a.err)
+	if sub.Args != nil {
+		for a := range sub.Args {
+			if a.Err != nil {
+				return nil, fmt.Errorf("meadowrun: %s: encoding argument %d: %w", rec.Function.Name, len(raw), a.Err)
 			}
-			raw = append(raw, a.b)
+			raw = append(raw, a.B)
 		}
 		n = len(raw)
 	}
-	rec.ID, rec.Spec, rec.Submitted, rec.Total = newJobID(), b, time.Now(), n
-	rec.State, rec.Detached = JobSubmitted, true
+	b, err := sub.Spec(sub.Concurrency)
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: encoding the job's options: %w", err)
+	}
+	rec.Spec, rec.Submitted, rec.Total = b, time.Now(), n
+	rec.State, rec.Detached = driver.JobSubmitted, true
 	rec.PID, rec.Proc = os.Getpid(), journal.Self()
+	st := js.Store
 	if err := st.Create(ctx, rec); err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
 	}
-	fail := func(err error) (*remoteJob, error) {
-		err = fmt.Errorf("meadowrun: starting job %s on %s: %w", rec.ID, sh.url, err)
+	fail := func(err error) (*Job, error) {
+		err = fmt.Errorf("meadowrun: starting job %s on %s: %w", rec.ID, url, err)
 		st.Commit(context.WithoutCancel(ctx), rec.ID, nil, func(r *journal.Record) error {
-			r.State, r.Error, r.Finished = JobFailed, err.Error(), time.Now()
+			r.State, r.Error, r.Finished = driver.JobFailed, err.Error(), time.Now()
 			return nil
 		})
 		return nil, err
 	}
 	var parts []journal.Part
 	machine := "" // the first reached
-	if rec.Kind == JobMap && n > 1 {
-		if parts, machine, err = sh.startParts(ctx, rec, spec, raw, files); err != nil {
+	if rec.Kind == driver.JobMap && n > 1 {
+		if parts, machine, err = startParts(ctx, k, rec, sub, raw); err != nil {
 			return fail(err)
 		}
 	}
@@ -92,7 +92,7 @@ func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, sp
 		// One machine: the job keeps its id there.
 		there := rec
 		there.Host = "local"
-		if machine, err = sh.drv.SubmitJob(ctx, machine, driver.JobSubmission{Job: there, Args: raw, Files: files}); err != nil {
+		if machine, err = k.SubmitJob(ctx, machine, driver.JobSubmission{Job: there, Args: raw, Files: sub.Files}); err != nil {
 			return fail(err)
 		}
 		parts = []journal.Part{{Machine: machine, ID: rec.ID}}
@@ -107,75 +107,95 @@ func submitRemote(ctx context.Context, st *journal.Store, rec journal.Record, sp
 		return nil, fmt.Errorf("meadowrun: job %s runs on %s, but recording that here failed: %w", rec.ID, machinesOf(parts), err)
 	}
 	rec.Machine, rec.Parts = machinesOf(parts), parts
-	return newRemoteJob(st, rec, sh), nil
+	return js.handle(rec, k), nil
 }
 
-// remoteJob is a durable job that agents of machines of an SSH host keep:
-// one, or one per part of a map split across machines.
-type remoteJob struct {
-	st    *journal.Store // this side's journal, which keeps a copy
+// Job is the handle of a durable job, the same for every keeper: one
+// part, or one per part of a map split across machines, each followed
+// through its keeper.
+type Job struct {
+	js    *Jobs
 	id    string
 	url   string // the host's
 	parts []journal.Part
 	deal  *dealer // nil unless split
+	// here: the keeper is this machine's Keeper of js.Store, which is
+	// the job's own record, not a copy.
+	here bool
 
-	mu   sync.Mutex
-	host *keeperHost
-	seen journal.Record // as last copied to st
+	mu     sync.Mutex
+	keeper driver.JobKeeper
+	seen   journal.Record // as last copied to js.Store
 }
 
-// newRemoteJob is the handle of rec, a job that agents of sh keep.
-func newRemoteJob(st *journal.Store, rec journal.Record, sh *keeperHost) *remoteJob {
-	rj := &remoteJob{st: st, id: rec.ID, url: rec.Host, parts: rec.Parts, host: sh}
-	if len(rj.parts) == 0 {
-		rj.parts = []journal.Part{{Machine: rec.Machine, ID: rec.ID}}
+// ID identifies the job in every process.
+func (j *Job) ID() string { return j.id }
+
+// Open returns the handle of the job rec of js.Store: a job of this
+// machine is followed through this machine's keeper; a job of a host
+// whose machines keep it (rec.Machine set) through that host's keeper,
+// reopened from its URL.
+func (js *Jobs) Open(ctx context.Context, rec journal.Record) (*Job, error) {
+	if rec.Machine == "" {
+		return js.handle(rec, nil), nil
 	}
-	if len(rj.parts) > 1 {
-		weights := make([]int, len(rj.parts))
-		for k, p := range rj.parts {
+	k, err := js.openKeeper(ctx, rec.ID, rec.Host)
+	if err != nil {
+		return nil, err
+	}
+	return js.handle(rec, k), nil
+}
+
+// handle is the handle of rec, a job that k keeps (nil: this machine's
+// keeper).
+func (js *Jobs) handle(rec journal.Record, k driver.JobKeeper) *Job {
+	j := &Job{js: js, id: rec.ID, url: rec.Host, parts: rec.Parts, keeper: k}
+	if k == nil {
+		j.keeper, j.here = NewKeeper(js.Store, ""), true
+	}
+	if len(j.parts) == 0 {
+		j.parts = []journal.Part{{Machine: rec.Machine, ID: rec.ID}}
+	}
+	if len(j.parts) > 1 {
+		weights := make([]int, len(j.parts))
+		for k, p := range j.parts {
 			weights[k] = max(1, p.Weight)
 		}
-		rj.deal = newDealer(weights)
+		j.deal = newDealer(weights)
 	}
-	return rj
+	return j
 }
 
 // openKeeper opens the host of job id from its URL.
-func openKeeper(ctx context.Context, id, url string) (*keeperHost, error) {
-	h, err := OpenHost(ctx, url)
+func (js *Jobs) openKeeper(ctx context.Context, id, url string) (driver.JobKeeper, error) {
+	if js.OpenKeeper == nil {
+		return nil, fmt.Errorf("meadowrun: job %s: no way to open its host %q", id, url)
+	}
+	k, err := js.OpenKeeper(ctx, url)
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: job %s: %w", id, err)
 	}
-	sh := keeperOf(ctx, h)
-	if sh == nil {
+	if k == nil {
 		return nil, fmt.Errorf("meadowrun: job %s: its host %q is not an SSH host", id, url)
 	}
-	return sh, nil
+	return k, nil
 }
 
-// openRemote reopens the host of a job of an SSH host from its URL.
-func openRemote(ctx context.Context, st *journal.Store, rec journal.Record) (*remoteJob, error) {
-	sh, err := openKeeper(ctx, rec.ID, rec.Host)
+// keeperNow returns the job's keeper; a host's keeper is reopened from
+// its URL, as another process would, when the one it was submitted with
+// was closed.
+func (j *Job) keeperNow(ctx context.Context) (driver.JobKeeper, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.keeper.Closed() {
+		return j.keeper, nil
+	}
+	k, err := j.js.openKeeper(ctx, j.id, j.url)
 	if err != nil {
 		return nil, err
 	}
-	return newRemoteJob(st, rec, sh), nil
-}
-
-// keeper returns the job's host, reopened from its URL, as another
-// process would, when the one it was submitted with was closed.
-func (rj *remoteJob) keeper(ctx context.Context) (*keeperHost, error) {
-	rj.mu.Lock()
-	defer rj.mu.Unlock()
-	if !rj.host.drv.Closed() {
-		return rj.host, nil
-	}
-	sh, err := openKeeper(ctx, rj.id, rj.url)
-	if err != nil {
-		return nil, err
-	}
-	rj.host = sh
-	return sh, nil
+	j.keeper = k
+	return k, nil
 }
 
 // jobCall is one of a keeper's operations on job id of machine.
@@ -203,14 +223,14 @@ func cancelCall(ctx context.Context, k driver.JobKeeper, machine, id string) (dr
 
 // call does op on part p of the job, on its machine, and returns the
 // part's record as seen from here.
-func (rj *remoteJob) call(ctx context.Context, p journal.Part, op jobCall) (driver.JobStatus, error) {
-	sh, err := rj.keeper(ctx)
+func (rj *Job) call(ctx context.Context, p journal.Part, op jobCall) (driver.JobStatus, error) {
+	k, err := rj.keeperNow(ctx)
 	if err != nil {
 		return driver.JobStatus{}, err
 	}
-	resp, err := op(ctx, sh.drv, p.Machine, p.ID)
+	resp, err := op(ctx, k, p.Machine, p.ID)
 	switch {
-	case errors.Is(err, ErrJobNotFound), errors.Is(err, ErrJobFinished):
+	case errors.Is(err, driver.ErrJobNotFound), errors.Is(err, driver.ErrJobFinished), err != nil && rj.here:
 		return resp, err
 	case err != nil:
 		return resp, fmt.Errorf("meadowrun: job %s on %s: %w", rj.id, p.Machine, err)
@@ -221,7 +241,7 @@ func (rj *remoteJob) call(ctx context.Context, p journal.Part, op jobCall) (driv
 
 // callRetry is call, retried while the machine is unreachable, for up to
 // a minute.
-func (rj *remoteJob) callRetry(ctx context.Context, p journal.Part, op jobCall) (driver.JobStatus, error) {
+func (rj *Job) callRetry(ctx context.Context, p journal.Part, op jobCall) (driver.JobStatus, error) {
 	end := time.Now().Add(time.Minute)
 	for {
 		resp, err := rj.call(ctx, p, op)
@@ -236,12 +256,12 @@ func (rj *remoteJob) callRetry(ctx context.Context, p journal.Part, op jobCall) 
 
 // merge makes the job's record of its parts' records (in the order of
 // rj.parts) and copies it to this side's journal.
-func (rj *remoteJob) merge(ctx context.Context, recs []journal.Record) journal.Record {
+func (rj *Job) merge(ctx context.Context, recs []journal.Record) journal.Record {
 	m := recs[0]
 	if len(recs) > 1 {
 		m.ID, m.Machine, m.Parts, m.LogFile, m.ExitCode = rj.id, machinesOf(rj.parts), rj.parts, "", nil
 		m.Total, m.Done, m.Failed = 0, 0, 0
-		final, states := true, map[JobState]bool{}
+		final, states := true, map[driver.JobState]bool{}
 		var errs []string
 		for k, r := range recs {
 			if m.Total >= 0 && r.Total >= 0 {
@@ -266,16 +286,16 @@ func (rj *remoteJob) merge(ctx context.Context, recs []journal.Record) journal.R
 		}
 		m.Error = strings.Join(errs, "; ")
 		switch {
-		case !final && states[JobRunning]:
-			m.State, m.Finished = JobRunning, time.Time{}
+		case !final && states[driver.JobRunning]:
+			m.State, m.Finished = driver.JobRunning, time.Time{}
 		case !final:
-			m.State, m.Finished = JobSubmitted, time.Time{}
-		case states[JobCancelled]:
-			m.State = JobCancelled
-		case states[JobFailed]:
-			m.State = JobFailed
+			m.State, m.Finished = driver.JobSubmitted, time.Time{}
+		case states[driver.JobCancelled]:
+			m.State = driver.JobCancelled
+		case states[driver.JobFailed]:
+			m.State = driver.JobFailed
 		default:
-			m.State = JobSucceeded
+			m.State = driver.JobSucceeded
 		}
 	}
 	rj.copy(ctx, m)
@@ -283,8 +303,12 @@ func (rj *remoteJob) merge(ctx context.Context, recs []journal.Record) journal.R
 }
 
 // copy records the job's record in this side's journal when it changed,
-// keeping what only this side knows.
-func (rj *remoteJob) copy(ctx context.Context, r journal.Record) {
+// keeping what only this side knows. A job of this machine's journal has
+// no copy: its record is the one.
+func (rj *Job) copy(ctx context.Context, r journal.Record) {
+	if rj.here {
+		return
+	}
 	rj.mu.Lock()
 	defer rj.mu.Unlock()
 	s := rj.seen
@@ -292,7 +316,7 @@ func (rj *remoteJob) copy(ctx context.Context, r journal.Record) {
 		s.PID == r.PID && s.Error == r.Error && s.CancelRequested == r.CancelRequested && s.Finished.Equal(r.Finished) {
 		return
 	}
-	_, err := rj.st.Commit(context.WithoutCancel(ctx), rj.id, nil, func(l *journal.Record) error {
+	_, err := rj.js.Store.Commit(context.WithoutCancel(ctx), rj.id, nil, func(l *journal.Record) error {
 		spec, submitted, parts := l.Spec, l.Submitted, l.Parts
 		*l = r
 		l.ID, l.Spec, l.Submitted, l.Detached, l.Parts = rj.id, spec, submitted, true, parts
@@ -305,14 +329,17 @@ func (rj *remoteJob) copy(ctx context.Context, r journal.Record) {
 
 // lostError says that the process running part k of the job ended before
 // it did.
-func (rj *remoteJob) lostError(k int, r journal.Record) error {
+func (rj *Job) lostError(k int, r journal.Record) error {
+	if rj.parts[k].Machine == "" {
+		return fmt.Errorf("the process running the job (pid %d) ended before the job did", r.PID)
+	}
 	return fmt.Errorf("the process running the job (pid %d on %s) ended before the job did", r.PID, rj.parts[k].Machine)
 }
 
 // records asks every part's agent for its record, at once: recs[k] is
 // part k's record, or errs[k] why it could not be had; lost[k] is set if
 // the process running part k ended before it did.
-func (rj *remoteJob) records(ctx context.Context) (recs []journal.Record, lost, errs []error) {
+func (rj *Job) records(ctx context.Context) (recs []journal.Record, lost, errs []error) {
 	recs = make([]journal.Record, len(rj.parts))
 	errs = make([]error, len(rj.parts))
 	lost = make([]error, len(rj.parts))
@@ -334,37 +361,55 @@ func (rj *remoteJob) records(ctx context.Context) (recs []journal.Record, lost, 
 	return recs, lost, errs
 }
 
-// info returns the job's description from its machines.
-func (rj *remoteJob) info(ctx context.Context) (JobInfo, error) {
+// Info is a job's state as its keepers report it.
+type Info struct {
+	// Job is the job's record: for a map split across machines, its
+	// parts' records merged.
+	Job journal.Record
+	// Lost, when the job has not ended, says why it never will: the
+	// process running it (or a part of it) died.
+	Lost string
+	// Parts are the parts of a map split across machines, in order.
+	Parts []PartInfo
+}
+
+// PartInfo is one part of a map split across machines.
+type PartInfo struct {
+	journal.Part
+	Job  journal.Record
+	Lost string // as Info.Lost
+}
+
+// Info returns the job's state from its keepers.
+func (rj *Job) Info(ctx context.Context) (Info, error) {
 	recs, lost, errs := rj.records(ctx)
 	if err := errors.Join(errs...); err != nil {
-		return JobInfo{}, err
+		return Info{}, err
 	}
-	m := rj.merge(ctx, recs)
-	j := infoOf(m)
-	if err := errors.Join(lost...); err != nil && !m.Final() {
-		j.State = JobLost
-		if j.Error == "" {
-			j.Error = err.Error()
-		}
+	in := Info{Job: rj.merge(ctx, recs)}
+	if err := errors.Join(lost...); err != nil && !in.Job.Final() {
+		in.Lost = err.Error()
 	}
 	if rj.deal != nil {
 		for k, r := range recs {
-			p := PartInfo{Machine: rj.parts[k].Machine, ID: rj.parts[k].ID, State: JobState(r.State),
-				Tasks: r.Total, Done: r.Done, Failed: r.Failed, Error: r.Error}
+			p := PartInfo{Part: rj.parts[k], Job: r}
 			if lost[k] != nil && !r.Final() {
-				p.State, p.Error = JobLost, cmp.Or(p.Error, lost[k].Error())
+				p.Lost = lost[k].Error()
 			}
-			j.Parts = append(j.Parts, p)
+			in.Parts = append(in.Parts, p)
 		}
 	}
-	return j, nil
+	return in, nil
 }
 
-// check checks that the job's machines still have it. A part whose
+// Check checks that the job's machines still have it. A part whose
 // machine cannot be reached now is no error while another part answers:
-// following the map waits for that machine.
-func (rj *remoteJob) check(ctx context.Context) error {
+// following the map waits for that machine. A job of this machine's
+// journal needs no check: its record is the one just read.
+func (rj *Job) Check(ctx context.Context) error {
+	if rj.here {
+		return nil
+	}
 	recs, _, errs := rj.records(ctx)
 	var unreachable []error
 	for _, err := range errs {
@@ -385,9 +430,9 @@ func (rj *remoteJob) check(ctx context.Context) error {
 	return nil
 }
 
-// cancel has the agents of the job's machines cancel it. It is
-// ErrJobFinished only when every part had finished.
-func (rj *remoteJob) cancel(ctx context.Context) error {
+// Cancel has the job's keepers cancel it (see Cancel). It is
+// driver.ErrJobFinished only when every part had finished.
+func (rj *Job) Cancel(ctx context.Context) error {
 	errs := make([]error, len(rj.parts))
 	var wg sync.WaitGroup
 	for k, p := range rj.parts {
@@ -398,11 +443,13 @@ func (rj *remoteJob) cancel(ctx context.Context) error {
 	wg.Wait()
 	var other []error
 	for _, err := range errs {
-		if err != nil && !errors.Is(err, ErrJobFinished) {
+		if err != nil && !errors.Is(err, driver.ErrJobFinished) {
 			other = append(other, err)
 		}
 	}
-	rj.info(ctx) // refresh this side's copy
+	if !rj.here {
+		rj.Info(ctx) // refresh this side's copy
+	}
 	if len(other) > 0 {
 		return errors.Join(other...)
 	}
@@ -412,15 +459,16 @@ func (rj *remoteJob) cancel(ctx context.Context) error {
 	return nil
 }
 
-// remotePoll bounds the interval at which followers ask the agent.
+// remotePoll bounds the interval at which followers ask a host's keeper.
 const remotePoll = 200 * time.Millisecond
 
-// follow is followResults through the agents: each part's results, with
-// the map's task indices. The record yielded with a result is its part's.
+// Follow yields the job's results through its keepers, those already
+// recorded first, until the job ends or ctx does, and returns the final
+// record: each part's results, with the map's task indices. The record yielded with a result is its part's.
 // Parts are followed at once, so that a machine that cannot be reached
 // for a while holds back only its own part's results. A lost part ends
 // the follow with ErrJobLost once every other part has ended.
-func (rj *remoteJob) follow(ctx context.Context, yield func(journal.Record, journal.Result) bool) (journal.Record, error) {
+func (rj *Job) Follow(ctx context.Context, yield func(journal.Record, journal.Result) bool) (journal.Record, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type batch struct {
@@ -488,10 +536,16 @@ func (rj *remoteJob) follow(ctx context.Context, yield func(journal.Record, jour
 // followPart polls part k's agent for its results, and passes each batch
 // to emit, until the part has ended (its final record) or emit returns
 // false.
-func (rj *remoteJob) followPart(ctx context.Context, k int, emit func(journal.Record, []journal.Result) bool) (journal.Record, error) {
+func (rj *Job) followPart(ctx context.Context, k int, emit func(journal.Record, []journal.Result) bool) (journal.Record, error) {
 	var after uint64
-	delay := 10 * time.Millisecond
+	pace := rj.pacer()
 	for {
+		if !pace.ready() {
+			if err := pace.wait(ctx, false); err != nil {
+				return journal.Record{}, err
+			}
+			continue
+		}
 		resp, err := rj.callRetry(ctx, rj.parts[k], inspectCall(true, after))
 		if err != nil {
 			return journal.Record{}, err
@@ -507,38 +561,30 @@ func (rj *remoteJob) followPart(ctx context.Context, k int, emit func(journal.Re
 		case resp.Lost:
 			return rec, fmt.Errorf("%w: %s: %s", ErrJobLost, rj.id, rj.lostError(k, rec))
 		}
-		if len(resp.Results) > 0 {
-			delay = 10 * time.Millisecond
-		} else {
-			delay = min(2*delay, remotePoll)
-		}
-		if err := sleepCtx(ctx, delay); err != nil {
+		if err := pace.wait(ctx, len(resp.Results) > 0); err != nil {
 			return journal.Record{}, err
 		}
 	}
 }
 
-// log is JobLog through the agents. The parts of a split map are read at
-// once, and their lines written as they come, with the map's task
+// Log writes the job's log to w through its keepers: what is there, or
+// with opts.Follow until the job has ended. The parts of a split map are
+// read at once, and their lines written as they come, with the map's task
 // indices; a part's own lines ("[meadowrun] ...", "[worker w1] ...") are
 // prefixed with its machine.
-func (rj *remoteJob) log(ctx context.Context, lf *logFollower) error {
+func (rj *Job) Log(ctx context.Context, w io.Writer, opts LogOptions) error {
+	lf := &logFollower{w: w, opts: opts}
 	if rj.deal == nil {
 		return rj.logPart(ctx, 0, lf)
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var mu sync.Mutex
-	w := writerFunc(func(b []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return lf.w.Write(b)
-	})
+	sw := &syncWriter{w: lf.w}
 	errs := make([]error, len(rj.parts))
 	var wg sync.WaitGroup
 	for k, p := range rj.parts {
-		f := &logFollower{w: w, opts: lf.opts, prefix: "[" + p.Machine + "] ", task: func(j int) int { return rj.deal.task(k, j) }}
+		f := &logFollower{w: sw, opts: lf.opts, prefix: "[" + p.Machine + "] ", task: func(j int) int { return rj.deal.task(k, j) }}
 		wg.Go(func() {
 			if errs[k] = rj.logPart(ctx, k, f); errs[k] != nil && !errors.Is(errs[k], ErrJobLost) {
 				cancel() // the first failure ends the others
@@ -564,9 +610,16 @@ func (rj *remoteJob) log(ctx context.Context, lf *logFollower) error {
 
 // logPart writes part k's log through f: what is there, or with Follow
 // until the part has ended.
-func (rj *remoteJob) logPart(ctx context.Context, k int, f *logFollower) error {
-	delay := 10 * time.Millisecond
+func (rj *Job) logPart(ctx context.Context, k int, f *logFollower) error {
+	pace := rj.pacer()
 	for {
+		if !pace.ready() {
+			if err := pace.wait(ctx, false); err != nil {
+				f.flush()
+				return err
+			}
+			continue
+		}
 		resp, err := rj.callRetry(ctx, rj.parts[k], logCall(f.off))
 		if err != nil {
 			f.flush()
@@ -591,30 +644,46 @@ func (rj *remoteJob) logPart(ctx context.Context, k int, f *logFollower) error {
 			}
 			return nil
 		}
-		if len(resp.Log) > 0 {
-			delay = 10 * time.Millisecond
-		} else {
-			delay = min(2*delay, remotePoll)
-		}
-		if err := sleepCtx(ctx, delay); err != nil {
+		if err := pace.wait(ctx, len(resp.Log) > 0); err != nil {
 			f.flush()
 			return err
 		}
 	}
 }
 
-// writerFunc is an io.Writer of a function.
-type writerFunc func([]byte) (int, error)
+// pacer paces a follower of one part: this machine's journal is read only
+// when it changed (see poller); a host's keeper is asked every 10 ms
+// while answers bring something new, backing off to remotePoll.
+type pacer interface {
+	// ready reports whether to ask the keeper now.
+	ready() bool
+	// wait waits before the next question; got says whether the last
+	// answer brought something new.
+	wait(ctx context.Context, got bool) error
+}
 
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
-
-// follow yields a job's results: from the journal, or through the agent
-// of its machine.
-func follow(ctx context.Context, st *journal.Store, rj *remoteJob, id string, yield func(journal.Record, journal.Result) bool) (journal.Record, error) {
-	if rj != nil {
-		return rj.follow(ctx, yield)
+func (rj *Job) pacer() pacer {
+	if rj.here {
+		return journalPacer{newPoller(rj.js.Store)}
 	}
-	return followResults(ctx, st, id, yield)
+	return &backoff{delay: 10 * time.Millisecond}
+}
+
+type journalPacer struct{ p *poller }
+
+func (j journalPacer) ready() bool                            { return j.p.changed() }
+func (j journalPacer) wait(ctx context.Context, _ bool) error { return j.p.wait(ctx) }
+
+type backoff struct{ delay time.Duration }
+
+func (b *backoff) ready() bool { return true }
+func (b *backoff) wait(ctx context.Context, got bool) error {
+	if got {
+		b.delay = 10 * time.Millisecond
+	} else {
+		b.delay = min(2*b.delay, remotePoll)
+	}
+	return sleepCtx(ctx, b.delay)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

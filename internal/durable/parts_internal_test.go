@@ -1,4 +1,4 @@
-package meadowrun
+package durable
 
 import (
 	"errors"

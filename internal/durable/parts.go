@@ -1,8 +1,7 @@
-package meadowrun
+package durable
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -83,20 +82,16 @@ func slotsOf(c, r driver.Resources) float64 {
 	return math.Floor(min(n, 1e9))
 }
 
-// startParts splits a map of the arguments raw across the machines that
-// can run its tasks, and starts a supervisor for each part, with the part's
-// tasks as a job of its own in that machine's journal. A machine that
-// fails to take its part is left out and the map split again among the
-// others. It returns no parts when the map is not to be split: a host of
-// one machine, or one machine that can run the tasks (then named).
-func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec durableSpec, raw [][]byte, files []string) ([]journal.Part, string, error) {
-	d, ok := sh.drv.(driver.Describer)
+// startParts splits a map of the arguments raw across the machines of k
+// that can run its tasks, and starts a supervisor for each part, with the
+// part's tasks as a job of its own in that machine's journal. A machine
+// that fails to take its part is left out and the map split again among
+// the others. It returns no parts when the map is not to be split: a host
+// of one machine, or one machine that can run the tasks (then named).
+func startParts(ctx context.Context, k driver.JobKeeper, rec journal.Record, sub Submission, raw [][]byte) ([]journal.Part, string, error) {
+	d, ok := k.(driver.Describer)
 	if !ok {
 		return nil, "", nil
-	}
-	var r Resources
-	if spec.Resources != nil {
-		r = *spec.Resources
 	}
 	ms := d.Describe(ctx)
 	if len(ms) < 2 {
@@ -115,8 +110,8 @@ func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec d
 	var errs []error
 	seq := 0
 	for {
-		parts := planParts(ms, r.driverResources(1), exclude)
-		parts, deal := dealTo(parts, len(raw), spec.Concurrency)
+		parts := planParts(ms, sub.Resources, exclude)
+		parts, deal := dealTo(parts, len(raw), sub.Concurrency)
 		switch {
 		case len(parts) == 0 && len(errs) > 0:
 			return nil, "", errors.Join(errs...)
@@ -137,19 +132,17 @@ func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec d
 		started := make([]bool, len(parts))
 		failed := make([]error, len(parts))
 		var wg sync.WaitGroup
-		conc := splitConcurrency(spec.Concurrency, deal.weights)
-		for k, p := range parts {
-			ps := spec
-			ps.Concurrency = conc[k]
-			b, err := json.Marshal(ps)
+		conc := splitConcurrency(sub.Concurrency, deal.weights)
+		for i, p := range parts {
+			b, err := sub.Spec(conc[i])
 			if err != nil {
 				return nil, "", fmt.Errorf("meadowrun: encoding the job's options: %w", err)
 			}
 			there := rec
-			there.ID, there.Host, there.Spec, there.Total = p.ID, "local", b, len(shares[k])
+			there.ID, there.Host, there.Spec, there.Total = p.ID, "local", b, len(shares[i])
 			wg.Go(func() {
-				_, err := sh.drv.SubmitJob(ctx, p.Machine, driver.JobSubmission{Job: there, Args: shares[k], Files: files})
-				started[k], failed[k] = err == nil, err
+				_, err := k.SubmitJob(ctx, p.Machine, driver.JobSubmission{Job: there, Args: shares[i], Files: sub.Files})
+				started[i], failed[i] = err == nil, err
 			})
 		}
 		wg.Wait()
@@ -158,12 +151,12 @@ func (sh *keeperHost) startParts(ctx context.Context, rec journal.Record, spec d
 		}
 		// Undo the parts that started, and split again without the
 		// machines that failed.
-		for k, p := range parts {
-			if started[k] {
-				sh.drv.CancelJob(context.WithoutCancel(ctx), p.Machine, p.ID)
+		for i, p := range parts {
+			if started[i] {
+				k.CancelJob(context.WithoutCancel(ctx), p.Machine, p.ID)
 			} else {
 				exclude[p.Machine] = true
-				errs = append(errs, fmt.Errorf("%s: %w", p.Machine, failed[k]))
+				errs = append(errs, fmt.Errorf("%s: %w", p.Machine, failed[i]))
 			}
 		}
 		if ctx.Err() != nil {

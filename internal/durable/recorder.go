@@ -1,21 +1,19 @@
-package meadowrun
+package durable
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"sync"
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
-// recorder journals a job's outcomes in the background, committing
+// Recorder journals a job's outcomes in the background, committing
 // whatever has accumulated in one transaction (group commit), so that
 // journaling never slows the job down, and watches the journal for a
 // cancel request from another process.
-type recorder struct {
+type Recorder struct {
 	st       *journal.Store
 	id       string
 	onCancel func()
@@ -47,37 +45,43 @@ const commitGap = 100 * time.Millisecond
 // cancelPoll is how often an idle recorder looks for a cancel request.
 const cancelPoll = 200 * time.Millisecond
 
-func newRecorder(st *journal.Store, id string, onCancel func(), warn func(error), persist time.Duration) *recorder {
-	r := &recorder{st: st, id: id, onCancel: onCancel, warn: warn, persist: persist, wake: make(chan struct{}, 1),
+// NewRecorder starts the recorder of job id of st. onCancel is called when
+// a cancel request is seen; warn (if not nil) is told of the first
+// failure of a series of failed commits; a closing recorder keeps trying
+// to journal what it holds for persist.
+func NewRecorder(st *journal.Store, id string, onCancel func(), warn func(error), persist time.Duration) *Recorder {
+	r := &Recorder{st: st, id: id, onCancel: onCancel, warn: warn, persist: persist, wake: make(chan struct{}, 1),
 		closeCh: make(chan struct{}), done: make(chan struct{})}
 	go r.loop()
 	return r
 }
 
-func (r *recorder) signal() {
+func (r *Recorder) signal() {
 	select {
 	case r.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (r *recorder) add(res journal.Result) {
+// Add queues a task's final outcome.
+func (r *Recorder) Add(res journal.Result) {
 	r.mu.Lock()
 	r.pending = append(r.pending, res)
 	r.mu.Unlock()
 	r.signal()
 }
 
-func (r *recorder) mutate(f func(*journal.Record)) {
+// Mutate queues a change of the job's record.
+func (r *Recorder) Mutate(f func(*journal.Record)) {
 	r.mu.Lock()
 	r.muts = append(r.muts, f)
 	r.mu.Unlock()
 	r.signal()
 }
 
-// close queues the final mutation, waits until everything is journaled or
+// Close queues the final mutation, waits until everything is journaled or
 // journaling has failed for good, and returns the journal's error.
-func (r *recorder) close(f func(*journal.Record)) error {
+func (r *Recorder) Close(f func(*journal.Record)) error {
 	r.mu.Lock()
 	r.muts = append(r.muts, f)
 	if !r.closing {
@@ -89,22 +93,19 @@ func (r *recorder) close(f func(*journal.Record)) error {
 	<-r.done
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.err != nil {
-		return &JournalError{Err: r.err}
-	}
-	return nil
+	return r.err
 }
 
-// stop ends the recorder without waiting for pending work (after close,
+// Stop ends the recorder without waiting for pending work (after close,
 // it has none).
-func (r *recorder) stop() {
+func (r *Recorder) Stop() {
 	r.mu.Lock()
 	r.stopped = true
 	r.mu.Unlock()
 	r.signal()
 }
 
-func (r *recorder) loop() {
+func (r *Recorder) loop() {
 	defer close(r.done)
 	ctx := context.Background()
 	poll := time.NewTicker(cancelPoll)
@@ -208,100 +209,5 @@ func (r *recorder) loop() {
 		case <-r.closeCh:
 		}
 		t.Stop()
-	}
-}
-
-// JournalError is returned with the results of a job that ran, when its
-// outcomes could not all be journaled (for example the disk is full): the
-// caller has the results, but other processes may not see them. The
-// journal itself is left intact.
-type JournalError struct{ Err error }
-
-// Error describes the failure; the journal error is wrapped.
-func (e *JournalError) Error() string {
-	return fmt.Sprintf("meadowrun: the job ran, but its outcome could not be journaled: %v", e.Err)
-}
-
-// Unwrap returns the journal's error.
-func (e *JournalError) Unwrap() error { return e.Err }
-
-// syncWriter serialises writes to w.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-// resultQueue hands a job's outcomes to the in-process handle, unbounded,
-// so that a slow reader never holds the job up.
-type resultQueue struct {
-	mu     sync.Mutex
-	items  []journal.Result
-	closed bool
-	wake   chan struct{}
-	taken  bool
-}
-
-func newResultQueue() *resultQueue { return &resultQueue{wake: make(chan struct{}, 1)} }
-
-func (q *resultQueue) push(r journal.Result) {
-	q.mu.Lock()
-	q.items = append(q.items, r)
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (q *resultQueue) close() {
-	q.mu.Lock()
-	q.closed = true
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-// take claims the queue for one reader; later readers use the journal.
-func (q *resultQueue) take() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.taken {
-		return false
-	}
-	q.taken = true
-	return true
-}
-
-// all yields every outcome until the queue is closed or ctx ends.
-func (q *resultQueue) all(ctx context.Context, yield func(journal.Result) bool) error {
-	for {
-		q.mu.Lock()
-		items, closed := q.items, q.closed
-		q.items = nil
-		q.mu.Unlock()
-		for _, it := range items {
-			if !yield(it) {
-				return nil
-			}
-		}
-		if closed && len(items) == 0 {
-			return nil
-		}
-		if len(items) > 0 {
-			continue
-		}
-		select {
-		case <-q.wake:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 	}
 }

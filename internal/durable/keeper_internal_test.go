@@ -1,8 +1,7 @@
-package meadowrun
+package durable
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -15,17 +14,17 @@ import (
 
 // The local job keeper through driver.JobKeeper, as an agent uses it: jobs
 // journaled in a state directory of their own and run by real supervisor
-// processes (this test binary re-executed).
+// processes (this test binary re-executed, running commands with
+// execCommand rather than the API's coordinator).
 func TestTheLocalJobKeeper(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	state := filepath.Join(t.TempDir(), "meadowrun")
 	st := journal.New(state, journal.Options{})
-	var k driver.JobKeeper = &localKeeper{st: st, logDir: filepath.Join(state, "logs"), env: []string{"XDG_STATE_HOME=" + filepath.Dir(state)}}
+	var k driver.JobKeeper = NewKeeper(st, filepath.Join(state, "logs"), "XDG_STATE_HOME="+filepath.Dir(state))
 	submit := func(t *testing.T, id string, argv ...string) {
 		t.Helper()
-		spec, _ := json.Marshal(durableSpec{LogDir: filepath.Join(state, "logs")})
-		job := driver.Job{ID: id, Kind: driver.JobCommand, Host: "local", Command: argv, Spec: spec, Total: 1}
+		job := driver.Job{ID: id, Kind: driver.JobCommand, Host: "local", Command: argv, Spec: []byte("{}"), Total: 1}
 		if _, err := k.SubmitJob(ctx, "", driver.JobSubmission{Job: job}); err != nil {
 			t.Fatal(err)
 		}

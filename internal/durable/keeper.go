@@ -1,4 +1,4 @@
-package meadowrun
+package durable
 
 import (
 	"context"
@@ -11,62 +11,63 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
-	"github.com/meadowrun-go/meadowrun/internal/agent"
 	"github.com/meadowrun-go/meadowrun/internal/journal"
 )
 
-// localKeeper keeps durable jobs in a journal on this machine, each run by
-// a supervisor: this program re-executed in its own session, so that the
+// Keeper keeps durable jobs in a journal on this machine, each run by a
+// supervisor: this program re-executed in its own session, so that the
 // job outlives whoever submitted it. It is the job keeper of this machine
-// and the one an agent keeps its machine's jobs with; the agent-backed
-// keeper (internal/agentclient) reaches it over the agent protocol.
-type localKeeper struct {
+// (the handles of local jobs follow them through it) and the one an agent
+// keeps its machine's jobs with; the agent-backed keeper
+// (internal/agentclient) reaches it over the agent protocol.
+type Keeper struct {
 	st *journal.Store
-	// logDir is where the supervisors' own logs go; "" means the job's
-	// log directory.
+	// logDir is where the supervisors' own logs go.
 	logDir string
 	// env is added to the supervisors' environment.
 	env []string
 }
 
-var _ driver.JobKeeper = (*localKeeper)(nil)
+var _ driver.JobKeeper = (*Keeper)(nil)
 
-// The agent keeps the jobs of its machine in a journal of its own (see
-// agent.StateDir): its supervisors run with XDG_STATE_HOME pointing there,
-// so that the journal they open is that one and their logs are next to it.
-func init() {
-	agent.Jobs = func(st *journal.Store) driver.JobKeeper {
-		return &localKeeper{st: st, logDir: filepath.Join(st.Dir(), "logs"), env: []string{"XDG_STATE_HOME=" + filepath.Dir(st.Dir())}}
+// NewKeeper returns the keeper of the jobs of journal st, whose
+// supervisors write their own logs to logDir ("" means st's directory's
+// logs) and run with env added to this process's environment.
+func NewKeeper(st *journal.Store, logDir string, env ...string) *Keeper {
+	if logDir == "" {
+		logDir = filepath.Join(st.Dir(), "logs")
 	}
+	return &Keeper{st: st, logDir: logDir, env: env}
 }
 
 // SubmitJob implements driver.JobKeeper: the job is journaled with its
 // arguments and its supervisor started, in sub.Dir ("" for this process's
 // working directory), before it returns. This machine has no name to
 // give: it returns "".
-func (k *localKeeper) SubmitJob(ctx context.Context, machine string, sub driver.JobSubmission) (string, error) {
-	var args iter.Seq[rawArg]
-	if sub.Job.Kind == JobMap {
-		args = func(yield func(rawArg) bool) {
+func (k *Keeper) SubmitJob(ctx context.Context, machine string, sub driver.JobSubmission) (string, error) {
+	var args iter.Seq[Arg]
+	if sub.Job.Kind == driver.JobMap {
+		args = func(yield func(Arg) bool) {
 			for _, a := range sub.Args {
-				if !yield(rawArg{b: a}) {
+				if !yield(Arg{B: a}) {
 					return
 				}
 			}
 		}
 	}
-	return "", k.submit(ctx, sub.Job, args, len(sub.Args), sub.Dir)
+	return "", k.Submit(ctx, sub.Job, args, len(sub.Args), sub.Dir)
 }
 
-// submit journals rec with its arguments (nil for a job that is no map;
-// n < 0 when their number is unknown) and starts its supervisor in dir.
-func (k *localKeeper) submit(ctx context.Context, rec journal.Record, args iter.Seq[rawArg], n int, dir string) error {
+// Submit journals rec with its arguments (nil for a job that is no map;
+// n < 0 when their number is unknown) and starts its supervisor in dir
+// ("" for this process's working directory).
+func (k *Keeper) Submit(ctx context.Context, rec journal.Record, args iter.Seq[Arg], n int, dir string) error {
 	if rec.ID == "" {
 		return errors.New("meadowrun: submitting a job without an id")
 	}
 	// Until its supervisor takes it, the job is this process's: a job
 	// whose supervisor never starts shows as lost once this one is gone.
-	rec.State, rec.Detached, rec.PID, rec.Proc, rec.Machine = JobSubmitted, true, os.Getpid(), journal.Self(), ""
+	rec.State, rec.Detached, rec.PID, rec.Proc, rec.Machine = driver.JobSubmitted, true, os.Getpid(), journal.Self(), ""
 	if rec.Submitted.IsZero() {
 		rec.Submitted = time.Now()
 	}
@@ -78,36 +79,32 @@ func (k *localKeeper) submit(ctx context.Context, rec journal.Record, args iter.
 			return err
 		}
 	}
-	logDir := k.logDir
-	if logDir == "" {
-		logDir = defaultLogDir()
-	}
-	return startJournaled(ctx, k.st, rec.ID, dir, logDir, k.env...)
+	return startJournaled(ctx, k.st, rec.ID, dir, k.logDir, k.env...)
 }
 
 // InspectJob implements driver.JobKeeper.
-func (k *localKeeper) InspectJob(ctx context.Context, machine, id string, results bool, after uint64) (driver.JobStatus, error) {
+func (k *Keeper) InspectJob(ctx context.Context, machine, id string, results bool, after uint64) (driver.JobStatus, error) {
 	if !results {
 		rec, err := k.get(ctx, id)
-		return driver.JobStatus{Job: rec, Lost: isLost(rec)}, err
+		return driver.JobStatus{Job: rec, Lost: IsLost(rec)}, err
 	}
 	res, last, rec, err := k.st.Results(ctx, id, after)
 	if err != nil {
-		return driver.JobStatus{}, k.notFound(err, id)
+		return driver.JobStatus{}, notFound(k.st, err, id)
 	}
 	// The record of the same snapshot as the results, so that a final
 	// record comes with every result.
-	return driver.JobStatus{Job: rec, Lost: isLost(rec), Results: res, Cursor: last}, nil
+	return driver.JobStatus{Job: rec, Lost: IsLost(rec), Results: res, Cursor: last}, nil
 }
 
 // JobLog implements driver.JobKeeper. The record is read before the log:
 // when it is final, the log is complete.
-func (k *localKeeper) JobLog(ctx context.Context, machine, id string, offset int64) (driver.JobStatus, error) {
+func (k *Keeper) JobLog(ctx context.Context, machine, id string, offset int64) (driver.JobStatus, error) {
 	rec, err := k.get(ctx, id)
 	if err != nil {
 		return driver.JobStatus{}, err
 	}
-	s := driver.JobStatus{Job: rec, Lost: isLost(rec)}
+	s := driver.JobStatus{Job: rec, Lost: IsLost(rec)}
 	if rec.LogFile == "" {
 		return s, nil
 	}
@@ -118,15 +115,15 @@ func (k *localKeeper) JobLog(ctx context.Context, machine, id string, offset int
 }
 
 // CancelJob implements driver.JobKeeper.
-func (k *localKeeper) CancelJob(ctx context.Context, machine, id string) (driver.JobStatus, error) {
+func (k *Keeper) CancelJob(ctx context.Context, machine, id string) (driver.JobStatus, error) {
 	rec, err := k.get(ctx, id)
 	if err != nil {
 		return driver.JobStatus{}, err
 	}
 	if rec.Final() {
-		return driver.JobStatus{Job: rec}, fmt.Errorf("%w: job %s %s at %s; its results are kept", ErrJobFinished, id, rec.State, rec.Finished.Format(time.DateTime))
+		return driver.JobStatus{Job: rec}, fmt.Errorf("%w: job %s %s at %s; its results are kept", driver.ErrJobFinished, id, rec.State, rec.Finished.Format(time.DateTime))
 	}
-	if err := cancelJob(ctx, k.st, id); err != nil {
+	if err := Cancel(ctx, k.st, id); err != nil {
 		return driver.JobStatus{}, err
 	}
 	rec, err = k.get(ctx, id)
@@ -134,18 +131,11 @@ func (k *localKeeper) CancelJob(ctx context.Context, machine, id string) (driver
 }
 
 // Closed implements driver.JobKeeper: a journal is never closed.
-func (k *localKeeper) Closed() bool { return false }
+func (k *Keeper) Closed() bool { return false }
 
-func (k *localKeeper) get(ctx context.Context, id string) (journal.Record, error) {
+func (k *Keeper) get(ctx context.Context, id string) (journal.Record, error) {
 	rec, err := k.st.Get(ctx, id)
-	return rec, k.notFound(err, id)
-}
-
-func (k *localKeeper) notFound(err error, id string) error {
-	if errors.Is(err, journal.ErrNotFound) {
-		return fmt.Errorf("%w: job %s is not in the journal %s", ErrJobNotFound, id, k.st.Path())
-	}
-	return err
+	return rec, notFound(k.st, err, id)
 }
 
 // journalArguments journals a map's arguments, a chunk at a time, before
@@ -153,7 +143,7 @@ func (k *localKeeper) notFound(err error, id string) error {
 // on the submitting process. n < 0 means the count is not known yet: it is
 // recorded once the arguments are in. The job is deleted if they cannot
 // all be journaled.
-func journalArguments(ctx context.Context, st *journal.Store, rec *journal.Record, args iter.Seq[rawArg], n int) error {
+func journalArguments(ctx context.Context, st *journal.Store, rec *journal.Record, args iter.Seq[Arg], n int) error {
 	const chunk = 4096
 	batch := make([][]byte, 0, chunk)
 	count := 0
@@ -170,14 +160,14 @@ func journalArguments(ctx context.Context, st *journal.Store, rec *journal.Recor
 		return err
 	}
 	for a := range args {
-		if a.err != nil {
+		if a.Err != nil {
 			name := ""
 			if rec.Function != nil {
 				name = rec.Function.Name + ": "
 			}
-			return fail(fmt.Errorf("meadowrun: %sencoding argument %d: %w", name, count, a.err))
+			return fail(fmt.Errorf("meadowrun: %sencoding argument %d: %w", name, count, a.Err))
 		}
-		batch = append(batch, a.b)
+		batch = append(batch, a.B)
 		count++
 		if len(batch) == chunk {
 			if err := flush(); err != nil {
@@ -205,8 +195,8 @@ func startJournaled(ctx context.Context, st *journal.Store, id, dir, logDir stri
 	err := startSupervisor(ctx, st, id, dir, logDir, env...)
 	if err != nil {
 		st.Commit(context.WithoutCancel(ctx), id, nil, func(r *journal.Record) error {
-			if r.State == JobSubmitted {
-				r.State, r.Error, r.Finished = JobFailed, err.Error(), time.Now()
+			if r.State == driver.JobSubmitted {
+				r.State, r.Error, r.Finished = driver.JobFailed, err.Error(), time.Now()
 			}
 			return nil
 		})
