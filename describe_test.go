@@ -2,17 +2,13 @@ package meadowrun_test
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
-	"github.com/meadowrun-go/meadowrun/internal/sshtest"
 	"github.com/meadowrun-go/meadowrun/local"
-	mrssh "github.com/meadowrun-go/meadowrun/ssh"
 )
 
 func TestDescribeLocalHostShowsItsBudgetAndWhatIsBooked(t *testing.T) {
@@ -49,29 +45,5 @@ func TestDescribeLocalHostShowsItsBudgetAndWhatIsBooked(t *testing.T) {
 	ms, _ = meadowrun.DescribeHost(ctx, h)
 	if ms[0].BookedCPU != 1 || ms[0].BookedMemoryGB != 0.5 {
 		t.Fatalf("while a task runs: booked %g CPUs, %g GB; want 1, 0.5", ms[0].BookedCPU, ms[0].BookedMemoryGB)
-	}
-}
-
-func TestDescribeSSHHostConnectsAndSaysWhyAMachineCannotBeUsed(t *testing.T) {
-	n := sshtest.Open(t)
-	h := newSSHMachines(t, n, mrssh.Options{ConnectTimeout: 2 * time.Second},
-		n.User+"@"+n.Addr("h1"), n.User+"@"+n.Addr("h6"), n.User+"@"+n.Unreachable+":22")
-	ms, err := meadowrun.DescribeHost(context.Background(), h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ms) != 3 {
-		t.Fatalf("%d machines described, want 3", len(ms))
-	}
-	for i, m := range ms[:2] {
-		if m.Err != nil || m.LogicalCPU <= 0 || m.MemoryGB <= 0 || m.Platform != "linux/amd64" {
-			t.Fatalf("machine %d: %+v", i, m)
-		}
-	}
-	if !strings.HasPrefix(ms[0].MemoryEnforcement, "cgroup") || ms[1].MemoryEnforcement != "watchdog" {
-		t.Fatalf("memory enforcement: h1 %q, h6 %q; want cgroup*, watchdog", ms[0].MemoryEnforcement, ms[1].MemoryEnforcement)
-	}
-	if !errors.Is(ms[2].Err, meadowrun.ErrUnreachable) || !strings.Contains(ms[2].Err.Error(), n.Unreachable) {
-		t.Fatalf("unreachable machine: %v", ms[2].Err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/inprocess"
+	"github.com/meadowrun-go/meadowrun/internal/testkit"
 )
 
 // submitterEnv makes the test binary a program that submits a detached
@@ -28,7 +29,7 @@ var (
 	// durableSquare squares x after waiting ms milliseconds, or until
 	// cancelled when ms is negative.
 	durableSquare = meadowrun.Register("durable.Square", func(ctx context.Context, a squareArg) (int, error) {
-		if err := waitMs(ctx, a.Ms); err != nil {
+		if err := testkit.WaitMs(ctx, a.Ms); err != nil {
 			return 0, err
 		}
 		if a.Fail {
@@ -67,14 +68,6 @@ func init() {
 	os.Exit(0)
 }
 
-// stateDir points the journal of this test (and of the processes it
-// starts) to a temporary directory.
-func stateDir(t *testing.T) string {
-	d := t.TempDir()
-	t.Setenv("XDG_STATE_HOME", d)
-	return d
-}
-
 func inProcessHost(t *testing.T) *meadowrun.Host {
 	h, err := meadowrun.OpenHost(context.Background(), "inprocess://?cpu=2")
 	if err != nil {
@@ -84,7 +77,7 @@ func inProcessHost(t *testing.T) *meadowrun.Host {
 }
 
 func TestADetachedMapSurvivesTheSIGKILLOfItsSubmitter(t *testing.T) {
-	stateDir(t)
+	testkit.StateDir(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +189,7 @@ func TestDurableJobs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if log := attachExit3(t, ctx, d.ID()); log != "hello\n" {
+			if log := testkit.AttachExit3(t, ctx, d.ID()); log != "hello\n" {
 				t.Fatalf("log = %q", log)
 			}
 			info, _ := meadowrun.GetJob(ctx, d.ID())
@@ -315,7 +308,7 @@ func TestDurableJobs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			stateDir(t)
+			testkit.StateDir(t)
 			tc.run(t)
 		})
 	}
@@ -354,39 +347,5 @@ func TestHostURLs(t *testing.T) {
 				t.Fatalf("HostURL = %q, %v", u, ok)
 			}
 		})
-	}
-}
-
-// attachExit3 attaches to command job id from another handle, checks that
-// it ended with exit code 3, and returns the command's output.
-func attachExit3(t *testing.T, ctx context.Context, id string) string {
-	t.Helper()
-	a, err := meadowrun.AttachCommand(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jc, err := a.Wait(ctx)
-	var te *meadowrun.TaskError
-	if jc == nil || jc.ReturnCode != 3 || !errors.As(err, &te) || te.Kind != meadowrun.KindExit {
-		t.Fatalf("Wait = %+v, %v", jc, err)
-	}
-	var log bytes.Buffer
-	if err := meadowrun.JobLog(ctx, id, &log, &meadowrun.LogOptions{Tasks: []int{0}, Bare: true}); err != nil {
-		t.Fatal(err)
-	}
-	return log.String()
-}
-
-// waitMs waits ms milliseconds, or until ctx ends when ms is negative.
-func waitMs(ctx context.Context, ms int) error {
-	if ms < 0 {
-		<-ctx.Done()
-		return ctx.Err()
-	}
-	select {
-	case <-time.After(time.Duration(ms) * time.Millisecond):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }

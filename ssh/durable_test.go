@@ -1,4 +1,4 @@
-package meadowrun_test
+package ssh_test
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/hosttest"
 	"github.com/meadowrun-go/meadowrun/internal/sshtest"
+	"github.com/meadowrun-go/meadowrun/internal/testkit"
 	mrssh "github.com/meadowrun-go/meadowrun/ssh"
 )
 
@@ -25,7 +26,7 @@ var sshEcho = meadowrun.Register("sshdurable.Echo", func(ctx context.Context, a 
 		where = f[2]
 	}
 	fmt.Printf("echo %d on %s\n", a.X, where)
-	if err := waitMs(ctx, a.Ms); err != nil {
+	if err := testkit.WaitMs(ctx, a.Ms); err != nil {
 		return 0, err
 	}
 	return a.X * a.X, nil
@@ -95,7 +96,7 @@ func collectOnce(t *testing.T, id string, tasks int) {
 func openDetached(t *testing.T) (*sshtest.Net, context.Context) {
 	t.Helper()
 	n := sshtest.Open(t)
-	stateDir(t)
+	testkit.StateDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return n, ctx
@@ -117,7 +118,7 @@ func attachWait[R any](t *testing.T, ctx context.Context, id string) R {
 
 func TestSSHDetachedMapOutlivesItsSubmitter(t *testing.T) {
 	n := sshtest.Open(t)
-	stateDir(t)
+	testkit.StateDir(t)
 	ctx := context.Background()
 	id := submitSSH(t, n, 20, 100)
 
@@ -162,7 +163,7 @@ func TestSSHDetachedMapOutlivesItsSubmitter(t *testing.T) {
 
 func TestSSHDetachedMapRunsWhileNobodyIsConnected(t *testing.T) {
 	n := sshtest.Open(t)
-	stateDir(t)
+	testkit.StateDir(t)
 	ctx := context.Background()
 	const tasks = 30
 	m := submitSSHHandle(t, n, tasks, 100) // about 1.5 s with 2 at a time
@@ -210,7 +211,7 @@ func TestSSHDetachedFunctionAndCommand(t *testing.T) {
 	if v := attachWait[int](t, ctx, f.ID()); v != 81 {
 		t.Fatalf("Wait = %v", v)
 	}
-	if log := attachExit3(t, ctx, c.ID()); !strings.HasPrefix(log, "hello from ") {
+	if log := testkit.AttachExit3(t, ctx, c.ID()); !strings.HasPrefix(log, "hello from ") {
 		t.Fatalf("log = %q", log)
 	}
 	if _, err := meadowrun.Attach[string](ctx, f.ID()); !errors.Is(err, meadowrun.ErrRegistryMismatch) {
@@ -257,7 +258,7 @@ func TestSSHCancelDetachedJob(t *testing.T) {
 
 func TestSSHAttachUnknownJob(t *testing.T) {
 	n := sshtest.Open(t)
-	stateDir(t)
+	testkit.StateDir(t)
 	ctx := context.Background()
 	if _, err := meadowrun.AttachMap[int](ctx, "no-such-job"); !errors.Is(err, meadowrun.ErrJobNotFound) {
 		t.Fatalf("AttachMap(no-such-job) = %v", err)

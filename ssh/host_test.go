@@ -1,4 +1,4 @@
-package meadowrun_test
+package ssh_test
 
 import (
 	"bytes"
@@ -405,7 +405,7 @@ func TestSSHCrossCompilesForAnotherArchitecture(t *testing.T) {
 		t.Skip("builds the standard library for linux/arm64")
 	}
 	bin := filepath.Join(t.TempDir(), "crossprog")
-	if out, err := exec.Command("go", "build", "-o", bin, "./internal/sshtest/crossprog").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/meadowrun-go/meadowrun/internal/sshtest/crossprog").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	tmp := t.TempDir()
@@ -637,5 +637,29 @@ func TestSSHUserCertificates(t *testing.T) {
 	sign("-2h:-1h", key+"-cert.pub")
 	if err := call(mrssh.Options{}); !errors.Is(err, meadowrun.ErrAuth) || !strings.Contains(err.Error(), key+"-cert.pub") {
 		t.Fatalf("an expired certificate: %v, want ErrAuth naming it among the keys tried", err)
+	}
+}
+
+func TestDescribeSSHHostConnectsAndSaysWhyAMachineCannotBeUsed(t *testing.T) {
+	n := sshtest.Open(t)
+	h := newSSHMachines(t, n, mrssh.Options{ConnectTimeout: 2 * time.Second},
+		n.User+"@"+n.Addr("h1"), n.User+"@"+n.Addr("h6"), n.User+"@"+n.Unreachable+":22")
+	ms, err := meadowrun.DescribeHost(context.Background(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 3 {
+		t.Fatalf("%d machines described, want 3", len(ms))
+	}
+	for i, m := range ms[:2] {
+		if m.Err != nil || m.LogicalCPU <= 0 || m.MemoryGB <= 0 || m.Platform != "linux/amd64" {
+			t.Fatalf("machine %d: %+v", i, m)
+		}
+	}
+	if !strings.HasPrefix(ms[0].MemoryEnforcement, "cgroup") || ms[1].MemoryEnforcement != "watchdog" {
+		t.Fatalf("memory enforcement: h1 %q, h6 %q; want cgroup*, watchdog", ms[0].MemoryEnforcement, ms[1].MemoryEnforcement)
+	}
+	if !errors.Is(ms[2].Err, meadowrun.ErrUnreachable) || !strings.Contains(ms[2].Err.Error(), n.Unreachable) {
+		t.Fatalf("unreachable machine: %v", ms[2].Err)
 	}
 }
