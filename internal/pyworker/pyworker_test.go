@@ -195,3 +195,27 @@ func TestTheWorkerStopsWhenItsCoordinatorGoes(t *testing.T) {
 		t.Fatalf("worker ended with %+v, want killed by itself with its process group", st)
 	}
 }
+
+func TestAPickledCallableRunsWhenCloudpickleIsThere(t *testing.T) {
+	requirePython(t)
+	out, err := exec.Command("python3", "-c",
+		"import base64, cloudpickle; print(base64.b64encode(cloudpickle.dumps(lambda x: x + 100)).decode())").Output()
+	if err != nil {
+		t.Skipf("cloudpickle is not importable here: %v", err)
+	}
+	s := start(t)
+	s.next() // Hello
+	s.send(wire.TypeDefine, wire.AppendDefine(nil, wire.Define{ID: 1, Name: "cloudpickle:" + strings.TrimSpace(string(out))}))
+	s.send(wire.TypeTasks, wire.AppendTasks(nil, []wire.Task{{Key: 1, Func: 1, Payload: []byte("5")}}))
+	for {
+		typ, body := s.next()
+		if typ != wire.TypeResults {
+			continue
+		}
+		rs, err := wire.DecodeResults(body)
+		if err != nil || len(rs) != 1 || rs[0].Status != wire.StatusOK || string(rs[0].Payload) != "105" {
+			t.Fatalf("results %+v, %v; want 105", rs, err)
+		}
+		return
+	}
+}
