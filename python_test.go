@@ -347,3 +347,20 @@ func (p *pidWatcher) wait() []int {
 	}
 	return pids
 }
+
+func TestADetachedPythonFunctionIsAttachedTo(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	o := pyOptions(t, nil)
+	ctx := context.Background()
+	d, err := meadowrun.SubmitFunction(ctx, pySquare.With(6), meadowrun.Local(), &o, &meadowrun.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := meadowrun.Attach[int](ctx, d.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := a.Wait(ctx); v != 36 || err != nil {
+		t.Fatalf("attached Python function: %d, %v; want 36", v, err)
+	}
+}
