@@ -6,37 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/hosttest"
+	"github.com/meadowrun-go/meadowrun/internal/pyworker/pytest"
 	"github.com/meadowrun-go/meadowrun/local"
 )
-
-// requirePython skips the test when python3 is missing, or fails it when
-// MEADOWRUN_REQUIRE_PYTHON=1 (scripts/test.sh sets it).
-func requirePython(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("python3"); err != nil {
-		if os.Getenv("MEADOWRUN_REQUIRE_PYTHON") == "1" {
-			t.Fatalf("python3 is required (MEADOWRUN_REQUIRE_PYTHON=1) but not found: %v", err)
-		}
-		t.Skipf("python3 not found: %v", err)
-	}
-}
 
 // pyOptions run on python3 with the test package testdata/py/mrtest on
 // its path, quiet unless out is given.
 func pyOptions(t *testing.T, out io.Writer) meadowrun.Options {
 	t.Helper()
-	requirePython(t)
+	pytest.Require(t)
 	dir, err := filepath.Abs(filepath.Join("testdata", "py"))
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +142,7 @@ func TestPythonExceptionIsATaskError(t *testing.T) {
 
 func TestPythonOutputIsLabelledWithItsTask(t *testing.T) {
 	h := newLocal(t, local.Options{})
-	out := &syncBuilder{}
+	out := &hosttest.SyncBuffer{}
 	o := pyOptions(t, out)
 	if _, err := meadowrun.RunMap(context.Background(), pyPrints, []int{10, 11, 12}, h, &meadowrun.MapOptions{Options: o, Concurrency: 1}); err != nil {
 		t.Fatal(err)
@@ -171,7 +158,7 @@ func TestPythonOutputIsLabelledWithItsTask(t *testing.T) {
 
 func TestPythonTaskThatExitsIsChargedAlone(t *testing.T) {
 	h := newLocal(t, local.Options{})
-	out := &syncBuilder{}
+	out := &hosttest.SyncBuffer{}
 	o := pyOptions(t, out)
 	const n, culprit = 6, 4
 	dir := t.TempDir()
@@ -291,24 +278,6 @@ func TestAnUnknownPythonFunctionIsAClearError(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuilder is a strings.Builder safe for concurrent writes.
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // pidWatcher is a job's output that collects the pids mrtest.fns.sleeps

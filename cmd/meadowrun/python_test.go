@@ -51,5 +51,4 @@ def boom(x):
 		r := u.run("", "map", "--python", "clipkg.nosuch.f", ":::", "7")
 		u.want(r, 1, nil, []string{"clipkg.nosuch"})
 	})
-	u.noFilesLeft()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"os"
 	"os/exec"
 	"runtime"
 	"slices"
@@ -64,16 +65,7 @@ task order (null for a failed task); the tasks' output goes to stderr.`,
 			if err != nil {
 				return err
 			}
-			if err := checkAttempts(cmd, maxAttempts); err != nil {
-				return err
-			}
-			if err := w.check(cmd); err != nil {
-				return err
-			}
-			if jobs < 0 {
-				return usagef(cmd, "-j is %d; it must be 1 or more (0: as many as fit)", jobs)
-			}
-			env, err := w.environment(cmd)
+			env, err := w.checkWork(cmd, maxAttempts, &jobs)
 			if err != nil {
 				return err
 			}
@@ -150,22 +142,13 @@ task order (null for a failed task); the tasks' output goes to stderr.`,
 			stop := cancelOnSignal(ctx, s, m.ID(), m.Cancel)
 			var journalErr error
 			for r := range m.AsCompleted(ctx) {
-				var je *meadowrun.JournalError
-				if r.TaskID < 0 && errors.As(r.Err, &je) {
+				if isJournalError(r.TaskID, r.Err) {
 					journalErr = r.Err
 					continue
 				}
 				rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, nil)
 			}
-			sig := stop()
-			err = rep.finish(m.ID())
-			switch {
-			case sig != nil:
-				return &exitError{code: signalExit(sig)}
-			case journalErr != nil:
-				return &exitError{exitInternal, journalErr}
-			}
-			return err
+			return endMap(rep, m.ID(), stop(), journalErr)
 		},
 	}
 	w.add(cmd.Flags())
@@ -174,6 +157,27 @@ task order (null for a failed task); the tasks' output goes to stderr.`,
 	cmd.Flags().BoolVar(&moreMemory, "retry-with-more-memory", false, "give attempt n of a task n times --memory when the previous one ran out of memory")
 	py.add(cmd)
 	return cmd
+}
+
+// isJournalError reports whether a map's result is the job's failure to
+// keep its journal rather than a task's outcome.
+func isJournalError(taskID int, err error) bool {
+	var je *meadowrun.JournalError
+	return taskID < 0 && errors.As(err, &je)
+}
+
+// endMap prints a map's summary and failed tasks and returns the error
+// that gives the command's exit code: the signal that ended it, a
+// journal failure, or the tasks' failure.
+func endMap(rep *mapReport, id string, sig os.Signal, journalErr error) error {
+	err := rep.finish(id)
+	switch {
+	case sig != nil:
+		return &exitError{code: signalExit(sig)}
+	case journalErr != nil:
+		return &exitError{exitInternal, journalErr}
+	}
+	return err
 }
 
 // splitInputs separates the command from the inputs after :::.

@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -66,16 +65,7 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 	if w.detach {
 		return usagef(cmd, "--detach is not supported with --python yet")
 	}
-	if err := checkAttempts(cmd, maxAttempts); err != nil {
-		return err
-	}
-	if err := w.check(cmd); err != nil {
-		return err
-	}
-	if jobs < 0 {
-		return usagef(cmd, "-j is %d; it must be 1 or more (0: as many as fit)", jobs)
-	}
-	env, err := w.environment(cmd)
+	env, err := w.checkWork(cmd, maxAttempts, &jobs)
 	if err != nil {
 		return err
 	}
@@ -117,8 +107,7 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 	ok := make([]bool, len(inputs))
 	var journalErr error
 	for r := range m.AsCompleted(ctx) {
-		var je *meadowrun.JournalError
-		if r.TaskID < 0 && errors.As(r.Err, &je) {
+		if isJournalError(r.TaskID, r.Err) {
 			journalErr = r.Err
 			continue
 		}
@@ -137,12 +126,5 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 		}
 		fmt.Fprintf(s.out, "%s\n", b.Bytes())
 	}
-	err = rep.finish(m.ID())
-	switch {
-	case sig != nil:
-		return &exitError{code: signalExit(sig)}
-	case journalErr != nil:
-		return &exitError{exitInternal, journalErr}
-	}
-	return err
+	return endMap(rep, m.ID(), sig, journalErr)
 }
