@@ -136,8 +136,12 @@ func GitRepo(repoURL, branch, commit string, env map[string]string) Deployment {
 	return Deployment{kind: "git", repoURL: repoURL, branch: branch, commit: commit, env: maps.Clone(env)}
 }
 
-// PreinstalledInterpreter runs with an interpreter already installed on
-// the machine (for Python deployments).
+// PreinstalledInterpreter runs with a Python interpreter already
+// installed on the machine, at path ("" means python3 from PATH), with
+// env added to the workers' environment (PYTHONPATH, for one). Functions
+// named "package.module.function" (see Named) then run on meadowrun's
+// Python worker, imported from the caller's working directory, and
+// commands run from that worker.
 func PreinstalledInterpreter(path string, env map[string]string) Deployment {
 	return Deployment{kind: "interpreter", interpreter: path, env: maps.Clone(env)}
 }

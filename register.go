@@ -85,6 +85,13 @@ func TryRegister[A, R any](name string, fn func(context.Context, A) (R, error)) 
 // registering an implementation here: the caller only needs to know its
 // name and types. The worker's registry is checked against them when it
 // connects.
+//
+// With a PreinstalledInterpreter deployment, name is a Python function,
+// "package.module.function", which the Python worker imports: its JSON
+// argument is the function's single positional argument and its result is
+// decoded from JSON, so A and R must use the JSON codec (not string or
+// []byte). A Python exception is a *TaskError whose Type, Message and
+// Stack are the exception's qualified type, str(e) and traceback.
 func Named[A, R any](name string) Func[A, R] {
 	f, err := newFunc[A, R](name)
 	if err != nil && f.err == nil {

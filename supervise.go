@@ -27,7 +27,11 @@ type durableSpec struct {
 	Sidecars  []Container       `json:"sidecars,omitempty"`
 	DeployEnv map[string]string `json:"deploy_env,omitempty"`
 	Globs     []string          `json:"globs,omitempty"`
-	LogDir    string            `json:"log_dir,omitempty"`
+	// Interpreted is set for a PreinstalledInterpreter deployment, whose
+	// path is Interpreter ("" for python3).
+	Interpreted bool   `json:"interpreted,omitempty"`
+	Interpreter string `json:"interpreter,omitempty"`
+	LogDir      string `json:"log_dir,omitempty"`
 	// Commands.
 	Env              map[string]string `json:"env,omitempty"`
 	Dir              string            `json:"dir,omitempty"`
@@ -41,16 +45,21 @@ type durableSpec struct {
 }
 
 func specOf(o *Options) (durableSpec, error) {
-	if o.Deployment.Kind() != "mirror_local" {
-		return durableSpec{}, fmt.Errorf("%w: detached jobs run mirror_local deployments only for now, not %s", ErrUnsupported, o.Deployment.Kind())
+	d := o.Deployment
+	if k := d.Kind(); k != "mirror_local" && k != "interpreter" {
+		return durableSpec{}, fmt.Errorf("%w: detached jobs run mirror_local and interpreter deployments only for now, not %s", ErrUnsupported, k)
 	}
 	return durableSpec{Resources: o.Resources, Ports: o.Ports, Sidecars: o.Sidecars,
-		DeployEnv: o.Deployment.env, Globs: o.Deployment.globs, LogDir: o.LogDir}, nil
+		DeployEnv: d.env, Globs: d.globs, Interpreted: d.kind == "interpreter", Interpreter: d.interpreter, LogDir: o.LogDir}, nil
 }
 
 func (s durableSpec) options(out io.Writer) Options {
+	d := MirrorLocal(s.Globs, s.DeployEnv)
+	if s.Interpreted {
+		d = PreinstalledInterpreter(s.Interpreter, s.DeployEnv)
+	}
 	return Options{Resources: s.Resources, Ports: s.Ports, Sidecars: s.Sidecars,
-		Deployment: MirrorLocal(s.Globs, s.DeployEnv), LogDir: s.LogDir, Output: out}
+		Deployment: d, LogDir: s.LogDir, Output: out}
 }
 
 // rawArg is an encoded argument, or the error encoding it.

@@ -183,6 +183,22 @@ func (w *workFlags) isLocal() bool {
 	return err == nil && (u.Scheme == "local" || u.Scheme == "inprocess")
 }
 
+// checkWork validates the flags every command that runs work shares
+// (--max-attempts, the host and resource flags, --env, and -j when jobs is
+// not nil) and returns the --env variables.
+func (w *workFlags) checkWork(cmd *cobra.Command, maxAttempts int, jobs *int) (map[string]string, error) {
+	if err := checkAttempts(cmd, maxAttempts); err != nil {
+		return nil, err
+	}
+	if err := w.check(cmd); err != nil {
+		return nil, err
+	}
+	if jobs != nil && *jobs < 0 {
+		return nil, usagef(cmd, "-j is %d; it must be 1 or more (0: as many as fit)", *jobs)
+	}
+	return w.environment(cmd)
+}
+
 // checkAttempts validates --max-attempts.
 func checkAttempts(cmd *cobra.Command, n int) error {
 	if n < 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"os"
 	"os/exec"
 	"runtime"
 	"slices"
@@ -22,9 +23,10 @@ func newMapCmd(s *streams) *cobra.Command {
 		jobs        int
 		maxAttempts int
 		moreMemory  bool
+		py          pythonFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "map [flags] -- COMMAND [ARGS...] [::: INPUT...]",
+		Use:   "map [flags] -- COMMAND [ARGS...] [::: INPUT...]\n  meadowrun map --python [flags] PACKAGE.MODULE.FUNCTION [::: INPUT...]",
 		Short: "Run a command once per input, in parallel, on workers",
 		Long: `Run a command (no shell) once per input, on workers of the host, N at a time.
 Inputs come after ::: or, without :::, one per line on stdin. GNU parallel's
@@ -38,12 +40,23 @@ A command without placeholders gets the input as its last argument. Each
 task's output is printed with a "[task N] " prefix (N from 0). A progress bar
 (done, failed, running, rate, ETA) is drawn when stderr is a terminal. The
 exit code is 1 when any task failed (the failed tasks are listed) and 130
-when the job was cancelled; Ctrl-C, SIGTERM and SIGHUP cancel it.`,
+when the job was cancelled; Ctrl-C, SIGTERM and SIGHUP cancel it.
+
+With --python, a Python function named package.module.function runs once
+per input on Python workers (--interpreter, python3 by default), imported
+from the working directory (or PYTHONPATH). Each input is parsed as JSON,
+or taken as a JSON string when it is not JSON, and passed as the function's
+single argument. Results are printed on stdout as one JSON line per task, in
+task order (null for a failed task); the tasks' output goes to stderr.`,
 		Example: `  meadowrun map -j 4 -- gzip -k {} ::: *.log
   find . -name '*.png' | meadowrun map --memory 2 -- convert {} {.}.jpg
-  meadowrun map --max-attempts 3 --json -- ./score.sh {} ::: a b c`,
+  meadowrun map --max-attempts 3 --json -- ./score.sh {} ::: a b c
+  meadowrun map --python mypkg.stats.mean ::: '[1, 2]' '[3, 4, 5]'`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if py.on {
+				return runPythonMap(cmd, s, &w, &py, args, jobs, maxAttempts, moreMemory)
+			}
 			all, err := afterDash(cmd, args, "meadowrun map -- echo {} ::: a b c")
 			if err != nil {
 				return err
@@ -52,16 +65,7 @@ when the job was cancelled; Ctrl-C, SIGTERM and SIGHUP cancel it.`,
 			if err != nil {
 				return err
 			}
-			if err := checkAttempts(cmd, maxAttempts); err != nil {
-				return err
-			}
-			if err := w.check(cmd); err != nil {
-				return err
-			}
-			if jobs < 0 {
-				return usagef(cmd, "-j is %d; it must be 1 or more (0: as many as fit)", jobs)
-			}
-			env, err := w.environment(cmd)
+			env, err := w.checkWork(cmd, maxAttempts, &jobs)
 			if err != nil {
 				return err
 			}
@@ -138,29 +142,42 @@ when the job was cancelled; Ctrl-C, SIGTERM and SIGHUP cancel it.`,
 			stop := cancelOnSignal(ctx, s, m.ID(), m.Cancel)
 			var journalErr error
 			for r := range m.AsCompleted(ctx) {
-				var je *meadowrun.JournalError
-				if r.TaskID < 0 && errors.As(r.Err, &je) {
+				if isJournalError(r.TaskID, r.Err) {
 					journalErr = r.Err
 					continue
 				}
 				rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, nil)
 			}
-			sig := stop()
-			err = rep.finish(m.ID())
-			switch {
-			case sig != nil:
-				return &exitError{code: signalExit(sig)}
-			case journalErr != nil:
-				return &exitError{exitInternal, journalErr}
-			}
-			return err
+			return endMap(rep, m.ID(), stop(), journalErr)
 		},
 	}
 	w.add(cmd.Flags())
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "tasks run at once, each in its own worker (default: as many as fit)")
 	cmd.Flags().IntVar(&maxAttempts, "max-attempts", 1, "times a failing task is tried in all")
 	cmd.Flags().BoolVar(&moreMemory, "retry-with-more-memory", false, "give attempt n of a task n times --memory when the previous one ran out of memory")
+	py.add(cmd)
 	return cmd
+}
+
+// isJournalError reports whether a map's result is the job's failure to
+// keep its journal rather than a task's outcome.
+func isJournalError(taskID int, err error) bool {
+	var je *meadowrun.JournalError
+	return taskID < 0 && errors.As(err, &je)
+}
+
+// endMap prints a map's summary and failed tasks and returns the error
+// that gives the command's exit code: the signal that ended it, a
+// journal failure, or the tasks' failure.
+func endMap(rep *mapReport, id string, sig os.Signal, journalErr error) error {
+	err := rep.finish(id)
+	switch {
+	case sig != nil:
+		return &exitError{code: signalExit(sig)}
+	case journalErr != nil:
+		return &exitError{exitInternal, journalErr}
+	}
+	return err
 }
 
 // splitInputs separates the command from the inputs after :::.

@@ -42,13 +42,7 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 			if err != nil {
 				return err
 			}
-			if err := checkAttempts(cmd, maxAttempts); err != nil {
-				return err
-			}
-			if err := w.check(cmd); err != nil {
-				return err
-			}
-			env, err := w.environment(cmd)
+			env, err := w.checkWork(cmd, maxAttempts, nil)
 			if err != nil {
 				return err
 			}

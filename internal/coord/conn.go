@@ -152,6 +152,15 @@ func (c *workerConn) defineLocked(fn wire.Function, expectDigest string) (uint64
 			have = &c.hello.Functions[i]
 		}
 	}
+	if have == nil && c.hello.Dynamic {
+		// The worker resolves names itself and fails the tasks of one it
+		// cannot with StatusUnknown; it speaks JSON only.
+		if fn.Codec != "json/json" {
+			return 0, fmt.Errorf("%w: worker %s (%s) takes and returns JSON, the caller's %q has codec %s: use types encoded as JSON",
+				ErrRegistryMismatch, c.w.Name(), c.hello.Language, fn.Name, fn.Codec)
+		}
+		have = &fn
+	}
 	if have == nil {
 		hint := "register it with meadowrun.Register in a package the program imports"
 		if !goWorker {

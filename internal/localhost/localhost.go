@@ -1,5 +1,6 @@
 // Package localhost is the driver that runs workers as processes on this
-// machine: the user's own binary re-executed in worker mode, admitted
+// machine: the user's own binary re-executed in worker mode (or, for
+// RuntimePython, an interpreter running meadowrun's Python worker), admitted
 // against the machine's capacity, each in its own process group and memory
 // group, with GPUs assigned per worker.
 package localhost
@@ -22,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/pyworker"
 	"github.com/meadowrun-go/meadowrun/internal/sysres"
 	"github.com/meadowrun-go/meadowrun/internal/worker"
 )
@@ -53,6 +55,9 @@ type Options struct {
 	// program, any user) gives a GPU to one worker at a time. "" means
 	// meadowrun-gpus in the system's temporary directory.
 	GPULockDir string
+	// CacheDir holds what workers need written to disk (the Python
+	// worker's script); "" means pyworker.DefaultCacheDir.
+	CacheDir string
 }
 
 // Host is the local driver.
@@ -116,7 +121,8 @@ func (h *Host) LimiterKind() string { return h.limiter.Kind() }
 
 // Capabilities implements driver.Host.
 func (h *Host) Capabilities() driver.Capabilities {
-	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true}
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true,
+		Runtimes: []driver.Runtime{driver.RuntimePython}, Deployments: []driver.DeploymentKind{driver.DeployInterpreter}}
 }
 
 func (h *Host) describe() string {
@@ -273,10 +279,31 @@ func (h *Host) StartWith(ctx context.Context, spec driver.WorkerSpec, so StartOp
 	return p, nil
 }
 
-func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc, error) {
-	exe := h.exe
+// command returns the program and arguments of spec's worker: for
+// RuntimePython the deployment's interpreter (python3 when unset) running
+// the Python worker's script, otherwise the Go worker binary.
+func (h *Host) command(spec driver.WorkerSpec, so StartOptions) (string, []string, error) {
+	if spec.Runtime == driver.RuntimePython {
+		script, err := pyworker.Path(h.opts.CacheDir)
+		if err != nil {
+			return "", nil, fmt.Errorf("local host: the Python worker of %s: %w", spec.Name, err)
+		}
+		interp := spec.Deployment.Interpreter
+		if interp == "" {
+			interp = "python3"
+		}
+		return interp, []string{script}, nil
+	}
 	if so.Executable != "" {
-		exe = so.Executable
+		return so.Executable, h.opts.Args, nil
+	}
+	return h.exe, h.opts.Args, nil
+}
+
+func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc, error) {
+	exe, args, err := h.command(spec, so)
+	if err != nil {
+		return nil, err
 	}
 	var files []*os.File
 	closeAll := func() {
@@ -320,7 +347,7 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc
 		closeAll()
 		return nil, fmt.Errorf("local host: temporary directory for worker %s: %w", spec.Name, err)
 	}
-	cmd := exec.Command(exe, h.opts.Args...)
+	cmd := exec.Command(exe, args...)
 	cmd.Dir = so.Dir
 	cmd.Env = append(workerEnv(os.Environ(), h.opts.Env, spec, gpus), worker.EnvWorkerTmpDir+"="+tmp)
 	cmd.Stdout, cmd.Stderr = logW, logW

@@ -11,12 +11,19 @@ import (
 // worker with a clear error before any task is sent.
 type Hello struct {
 	Protocol     int        `json:"protocol"`
-	Language     string     `json:"language"` // "go", later "python"
+	Language     string     `json:"language"` // "go" or "python"
 	Runtime      string     `json:"runtime"`  // e.g. "go1.26.8"
 	PID          int        `json:"pid"`
 	Worker       string     `json:"worker"`        // name given by the host, echoed back
 	BinaryDigest string     `json:"binary_digest"` // identity of the worker's code
 	Functions    []Function `json:"functions"`
+	// Dynamic says that the worker resolves function names when they are
+	// first used (the Python worker imports "package.module.function")
+	// rather than listing them in Functions: the coordinator defines any
+	// name on it, and a name the worker cannot resolve fails its tasks
+	// with StatusUnknown. A dynamic worker's functions take and return
+	// JSON.
+	Dynamic bool `json:"dynamic,omitempty"`
 }
 
 // Function describes one registered function: its stable name and the

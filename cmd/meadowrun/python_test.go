@@ -1,0 +1,54 @@
+package main_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+func TestMapOfAPythonFunction(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		if os.Getenv("MEADOWRUN_REQUIRE_PYTHON") == "1" {
+			t.Fatalf("python3 is required (MEADOWRUN_REQUIRE_PYTHON=1) but not found: %v", err)
+		}
+		t.Skipf("python3 not found: %v", err)
+	}
+	u := newUser(t)
+	u.env = append(u.env, "XDG_CACHE_HOME="+t.TempDir())
+	// The module is in the working directory, where the worker imports
+	// it from.
+	os.MkdirAll(filepath.Join(u.dir, "clipkg"), 0o755)
+	os.WriteFile(filepath.Join(u.dir, "clipkg", "__init__.py"), nil, 0o644)
+	os.WriteFile(filepath.Join(u.dir, "clipkg", "fns.py"), []byte(`
+def double(x):
+    print("doubling", x)
+    return x * 2
+
+def boom(x):
+    raise KeyError(x)
+`), 0o644)
+
+	t.Run("results are printed one JSON line per task in task order", func(t *testing.T) {
+		r := u.run("", "map", "--python", "clipkg.fns.double", ":::", "1", "[1, 2]", "word")
+		u.want(r, 0, nil, []string{"[task 0] doubling 1\n", "3 tasks, 3 succeeded"})
+		if want := "2\n[1,2,1,2]\n\"wordword\"\n"; r.stdout != want {
+			t.Fatalf("stdout %q, want %q", r.stdout, want)
+		}
+	})
+	t.Run("inputs are read from stdin", func(t *testing.T) {
+		r := u.run("5\n6\n", "map", "--python", "--interpreter", "python3", "clipkg.fns.double")
+		u.want(r, 0, nil, nil)
+		if r.stdout != "10\n12\n" {
+			t.Fatalf("stdout %q", r.stdout)
+		}
+	})
+	t.Run("a failed task is listed and exits 1", func(t *testing.T) {
+		r := u.run("", "map", "--python", "clipkg.fns.boom", ":::", "7")
+		u.want(r, 1, []string{"null\n"}, []string{"1 task failed", `task 0 (input "7")`})
+	})
+	t.Run("an unknown function is named", func(t *testing.T) {
+		r := u.run("", "map", "--python", "clipkg.nosuch.f", ":::", "7")
+		u.want(r, 1, nil, []string{"clipkg.nosuch"})
+	})
+}

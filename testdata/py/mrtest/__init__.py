@@ -1,0 +1,1 @@
+"""Python functions for meadowrun's Python worker tests."""
