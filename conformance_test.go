@@ -1,7 +1,6 @@
 package meadowrun_test
 
 import (
-	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -10,22 +9,10 @@ import (
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/hosttest"
 	"github.com/meadowrun-go/meadowrun/inprocess"
+	"github.com/meadowrun-go/meadowrun/internal/testkit"
 )
 
-func TestMain(m *testing.M) {
-	meadowrun.Main()
-	// The tests' journal and logs go to a state directory of their own,
-	// never the user's.
-	state, err := os.MkdirTemp("", "meadowrun-test-state-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Setenv("XDG_STATE_HOME", state)
-	code := m.Run()
-	os.RemoveAll(state)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 func TestConformanceInProcess(t *testing.T) {
 	hosttest.Run(t, hosttest.Config{

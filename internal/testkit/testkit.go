@@ -6,11 +6,30 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
 )
+
+// Main is the TestMain of test binaries that run jobs: Main serves the
+// workers, agents and supervisors that are the test binary re-executed,
+// and the tests' journal and logs go to a state directory of their own,
+// never the user's.
+func Main(m *testing.M) {
+	meadowrun.Main()
+	state, err := os.MkdirTemp("", "meadowrun-test-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_STATE_HOME", state)
+	code := m.Run()
+	os.RemoveAll(state)
+	os.Exit(code)
+}
 
 // StateDir points the journal of the test (and of the processes it
 // starts) to a temporary directory, and returns it.
