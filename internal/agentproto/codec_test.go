@@ -22,6 +22,8 @@ func TestEveryRequestSurvivesTheWire(t *testing.T) {
 		&Put{SHA: "aa", Size: 12, Mode: 0o700},
 		&Start{Session: "s1", Worker: WorkerSpec{Name: "w1", Resources: Resources{LogicalCPU: 1}, Env: map[string]string{"K": "V"}},
 			Binary: "aa", Files: []File{{Path: "a/b.txt", SHA: "bb", Mode: 0o644}}},
+		&Start{Session: "s1", Worker: WorkerSpec{Name: "w2", Resources: Resources{LogicalCPU: 1}, Runtime: "python",
+			Deployment: Deployment{Kind: "interpreter", Interpreter: "/usr/bin/python3"}}, Binary: "aa"},
 		&Kill{Worker: "w1"},
 		&Supervise{Job: Job{ID: "j1", Kind: "map", State: "submitted", ExitCode: &code, Spec: json.RawMessage(`{"x":1}`)}, Args: [][]byte{[]byte("1")}},
 		&JobQuery{ID: "j1", Results: true, After: 7},
@@ -69,6 +71,23 @@ func TestFieldNamesAreTheDocumentedOnes(t *testing.T) {
 	if string(b) != want {
 		t.Errorf("start line\n got %s\nwant %s", b, want)
 	}
+	// A Go worker's spec, as the root builds it (runtime and deployment
+	// kind spelt out), has the line it had before those fields existed.
+	b, _ = AppendRequest(nil, Start{Session: "s", Worker: WorkerSpecOf(driver.WorkerSpec{Name: "w", Resources: driver.Resources{LogicalCPU: 1, MemoryBytes: 2},
+		Runtime: driver.RuntimeGo, Deployment: driver.Deployment{Kind: driver.DeployMirrorLocal}}), Binary: "b"})
+	if string(b) != want {
+		t.Errorf("start line of a Go worker\n got %s\nwant %s", b, want)
+	}
+	b, _ = AppendRequest(nil, Start{Session: "s", Worker: WorkerSpec{Name: "w", Resources: Resources{LogicalCPU: 1}, Runtime: "python",
+		Deployment: Deployment{Kind: "interpreter", Interpreter: "/usr/bin/python3"}}, Binary: "b"})
+	want = `{"op":"start","session":"s","worker":{"name":"w","resources":{"logical_cpu":1},"runtime":"python","deployment":{"kind":"interpreter","interpreter":"/usr/bin/python3"}},"binary":"b"}` + "\n"
+	if string(b) != want {
+		t.Errorf("start line of a Python worker\n got %s\nwant %s", b, want)
+	}
+	hello, _ := json.Marshal(HelloResponse{Machine: &Machine{Name: "h", OS: "linux", Arch: "amd64", Python: "3.11.2"}})
+	if !bytes.Contains(hello, []byte(`"python":"3.11.2"`)) {
+		t.Errorf("hello response %s lacks the python field", hello)
+	}
 	ev, _ := json.Marshal(WorkerExit{Worker: "w", Exit: ExitStatus{Code: -1, Signal: "killed", OOMKilled: true}})
 	if want := `{"worker":"w","exit":{"code":-1,"signal":"killed","oom_killed":true}}`; string(ev) != want {
 		t.Errorf("event\n got %s\nwant %s", ev, want)
@@ -94,6 +113,11 @@ func TestConversionsLoseNothing(t *testing.T) {
 	r := driver.Resources{LogicalCPU: 1, MemoryBytes: 2, GPUs: 3, GPUMemoryBytes: 4, Flags: []string{"f"}, EphemeralBytes: 5, MaxEvictionRate: 6}
 	if got := ResourcesOf(r).Driver(); !reflect.DeepEqual(got, r) {
 		t.Errorf("resources: got %+v, want %+v", got, r)
+	}
+	spec := driver.WorkerSpec{Name: "w", Resources: r, Env: map[string]string{"K": "V"}, Runtime: driver.RuntimePython,
+		Deployment: driver.Deployment{Kind: driver.DeployInterpreter, Image: "i", Repo: "r", Branch: "b", Commit: "c", Interpreter: "/p"}}
+	if got := WorkerSpecOf(spec).Driver(); !reflect.DeepEqual(got, spec) {
+		t.Errorf("worker spec: got %+v, want %+v", got, spec)
 	}
 	st := driver.ExitStatus{Code: 1, Signal: "s", OOMKilled: true, PeakMemoryBytes: 2, LimitBytes: 3, Output: []byte("o"), Lost: true}
 	if got := ExitStatusOf(st).Driver(); !reflect.DeepEqual(got, st) {

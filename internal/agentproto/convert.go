@@ -23,14 +23,38 @@ func (r Resources) Driver() driver.Resources {
 		Flags: r.Flags, EphemeralBytes: r.EphemeralBytes, MaxEvictionRate: r.MaxEvictionRate}
 }
 
-// WorkerSpecOf is s on the wire; its files travel in Start.Files.
+// WorkerSpecOf is s on the wire; its files travel in Start.Files. Ports
+// and sidecars are not part of the protocol (agents declare neither). The
+// defaults, RuntimeGo and DeployMirrorLocal, are left out, so that a Go
+// worker's start line is what it was before the fields existed.
 func WorkerSpecOf(s driver.WorkerSpec) WorkerSpec {
-	return WorkerSpec{Name: s.Name, Resources: ResourcesOf(s.Resources), Env: s.Env}
+	rt := s.Runtime
+	if rt == driver.RuntimeGo {
+		rt = ""
+	}
+	return WorkerSpec{Name: s.Name, Resources: ResourcesOf(s.Resources), Env: s.Env,
+		Runtime: string(rt), Deployment: DeploymentOf(s.Deployment)}
 }
 
 // Driver is s as the driver package has it, without files.
 func (s WorkerSpec) Driver() driver.WorkerSpec {
-	return driver.WorkerSpec{Name: s.Name, Resources: s.Resources.Driver(), Env: s.Env}
+	return driver.WorkerSpec{Name: s.Name, Resources: s.Resources.Driver(), Env: s.Env,
+		Runtime: driver.Runtime(s.Runtime), Deployment: s.Deployment.Driver()}
+}
+
+// DeploymentOf is d on the wire; the kind DeployMirrorLocal, the default,
+// is left out.
+func DeploymentOf(d driver.Deployment) Deployment {
+	kind := d.Kind
+	if kind == driver.DeployMirrorLocal {
+		kind = ""
+	}
+	return Deployment{Kind: string(kind), Image: d.Image, Repo: d.Repo, Branch: d.Branch, Commit: d.Commit, Interpreter: d.Interpreter}
+}
+
+// Driver is d as the driver package has it.
+func (d Deployment) Driver() driver.Deployment {
+	return driver.Deployment{Kind: driver.DeploymentKind(d.Kind), Image: d.Image, Repo: d.Repo, Branch: d.Branch, Commit: d.Commit, Interpreter: d.Interpreter}
 }
 
 // ExitStatusOf is st on the wire.

@@ -228,6 +228,9 @@ type Machine struct {
 	// Limiter is how memory is enforced: "cgroup2", "cgroup1" or
 	// "watchdog".
 	Limiter string `json:"limiter"`
+	// Python is the version of the python3 in the agent's PATH
+	// ("3.11.2"), "" when there is none.
+	Python string `json:"python,omitempty"`
 }
 
 // Capacity is what the machine has for workers: CPUs and memory after
@@ -260,11 +263,35 @@ type Resources struct {
 }
 
 // WorkerSpec is the worker to start: its name (unique in the session),
-// resources and environment.
+// resources and environment, and, for workers other than the Go program's,
+// the runtime that serves the worker protocol and the deployment it runs
+// with.
 type WorkerSpec struct {
 	Name      string            `json:"name"`
 	Resources Resources         `json:"resources"`
 	Env       map[string]string `json:"env,omitempty"`
+	// Runtime is the worker's runtime, "go" or "python"; "" means "go".
+	Runtime string `json:"runtime,omitempty"`
+	// Deployment says where the worker's code and environment come from;
+	// the zero value is the client's own program (mirror_local).
+	Deployment Deployment `json:"deployment,omitzero"`
+}
+
+// Deployment is a worker's deployment: its kind and the fields of that
+// kind. Only Interpreter is honoured by agents today.
+type Deployment struct {
+	// Kind is "mirror_local", "container", "git" or "interpreter"; ""
+	// means "mirror_local".
+	Kind string `json:"kind,omitempty"`
+	// Image is a container image (kind "container").
+	Image string `json:"image,omitempty"`
+	// Repo, Branch and Commit name a git repository's code (kind "git").
+	Repo   string `json:"repo,omitempty"`
+	Branch string `json:"branch,omitempty"`
+	Commit string `json:"commit,omitempty"`
+	// Interpreter is the interpreter's path on the machine, "" for
+	// python3 from the agent's PATH (kind "interpreter").
+	Interpreter string `json:"interpreter,omitempty"`
 }
 
 // ExitStatus is how a worker ended.
