@@ -76,6 +76,9 @@ func Serve(ctx context.Context, opts Options) error {
 		}
 		return fmt.Errorf("agent: locking %s: %w", lock.Name(), err)
 	}
+	if opts.Local.CacheDir == "" {
+		opts.Local.CacheDir = opts.Dir // the Python worker's script
+	}
 	host, err := localhost.New(ctx, opts.Local)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -104,10 +107,14 @@ func Serve(ctx context.Context, opts Options) error {
 		dir: opts.Dir, machine: opts.Machine, host: host, sessions: map[string]*session{},
 		info: agentproto.Machine{Name: name, OS: runtime.GOOS, Arch: runtime.GOARCH, PID: os.Getpid(),
 			Capacity: agentproto.CapacityOf(host.Capacity()), Limiter: host.LimiterKind()},
-		activity: make(chan struct{}, 1),
+		activity: make(chan struct{}, 1), pythonDone: make(chan struct{}),
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go func() {
+		a.pythonVersion = probePython(ctx)
+		close(a.pythonDone)
+	}()
 	go func() {
 		<-ctx.Done()
 		ln.close()
@@ -144,6 +151,11 @@ type agent struct {
 	machine string
 	host    *localhost.Host
 	info    agentproto.Machine
+
+	// pythonVersion is the python3 of the agent's PATH, valid once
+	// pythonDone is closed (see python).
+	pythonVersion string
+	pythonDone    chan struct{}
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -254,6 +266,8 @@ func errResponse(err error) agentproto.Response {
 		kind = agentproto.KindNoCapacity
 	case errors.Is(err, driver.ErrNeverFits):
 		kind = agentproto.KindNeverFits
+	case errors.Is(err, driver.ErrUnsupported):
+		kind = agentproto.KindUnsupported
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		kind = agentproto.KindDiskFull
 	case errors.Is(err, os.ErrNotExist):
@@ -280,6 +294,7 @@ func (a *agent) hello(c *unixConn, br *bufio.Reader, req *agentproto.Hello) {
 		old.close()
 	}
 	info := a.info
+	info.Python = a.python()
 	s.wmu.Lock()
 	err := reply(c, agentproto.HelloResponse{Machine: &info})
 	s.wmu.Unlock()
@@ -479,22 +494,37 @@ func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req *a
 		fail(fmt.Errorf("agent: start: no session %q (the client's control channel is closed)", req.Session))
 		return
 	}
-	if !validSHA(req.Binary) {
-		fail(fmt.Errorf("agent: start: bad binary digest %q", req.Binary))
+	spec := req.Worker.Driver()
+	exe := ""
+	switch spec.Runtime {
+	case "", driver.RuntimeGo:
+		// The program Binary is the worker.
+		if !validSHA(req.Binary) {
+			fail(fmt.Errorf("agent: start: bad binary digest %q", req.Binary))
+			return
+		}
+		exe = a.path(agentproto.BinDir, req.Binary)
+		if _, err := os.Stat(exe); err != nil {
+			fail(fmt.Errorf("agent: start: binary %s: %w", req.Binary[:12], err))
+			return
+		}
+		markUsed(exe)
+	case driver.RuntimePython:
+		// The deployment's interpreter runs the Python worker that this
+		// program carries.
+	default:
+		fail(fmt.Errorf("agent: start: workers of runtime %q are %w", spec.Runtime, driver.ErrUnsupported))
 		return
 	}
-	exe := a.path(agentproto.BinDir, req.Binary)
-	if _, err := os.Stat(exe); err != nil {
-		fail(fmt.Errorf("agent: start: binary %s: %w", req.Binary[:12], err))
-		return
-	}
-	markUsed(exe)
 	dir, err := a.deploy(req.Files)
 	if err != nil {
 		fail(fmt.Errorf("agent: start: deployment files: %w", err))
 		return
 	}
-	spec := req.Worker.Driver()
+	if err := a.checkInterpreter(spec, dir); err != nil {
+		fail(err)
+		return
+	}
 	name := spec.Name
 	spec.Name = s.id + "-" + name
 	w, err := a.host.StartWith(ctx, spec, localhost.StartOptions{Executable: exe, Dir: dir})
