@@ -299,6 +299,9 @@ type Machine struct {
 	Limiter string
 	// Booked is what this process's workers hold there now.
 	Booked Resources
+	// Python is the version of the machine's python3 ("3.11.2"), "" when
+	// it has none or the driver does not say.
+	Python string
 }
 
 // Describer is a Host that can describe its machines. Describe may

@@ -18,6 +18,9 @@ import (
 	"github.com/meadowrun-go/meadowrun/internal/agent"
 	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/layering"
+	"github.com/meadowrun-go/meadowrun/internal/pyworker"
+	"github.com/meadowrun-go/meadowrun/internal/pyworker/pytest"
+	"github.com/meadowrun-go/meadowrun/internal/wire"
 )
 
 // agentTransport is a Transport to the real agent (package agent) serving
@@ -319,6 +322,60 @@ func TestStartGivesUpWhenNoMachineCanBeUsed(t *testing.T) {
 	if _, err := h.Start(t.Context(), driver.WorkerSpec{Name: "w", Resources: driver.Resources{LogicalCPU: 0.1}}); !errors.Is(err, driver.ErrUnreachable) || !strings.Contains(err.Error(), "giving up") {
 		t.Fatalf("Start: %v, want ErrUnreachable giving up", err)
 	}
+}
+
+func TestAPythonWorkerWithoutItsInterpreterIsUnsupported(t *testing.T) {
+	tr1, tr2 := newAgentTransport(t), newAgentTransport(t)
+	tr2.machine = "m2"
+	h := newHost(t, Options{Log: io.Discard}, tr1, tr2)
+	if !h.Capabilities().CanRun(driver.RuntimePython) || !h.Capabilities().CanDeploy(driver.DeployInterpreter) {
+		t.Fatalf("capabilities %+v lack Python workers", h.Capabilities())
+	}
+	if _, err := h.Fit(t.Context(), driver.Resources{LogicalCPU: 0.1}); err != nil {
+		t.Fatal(err)
+	}
+	const missing = "/nonexistent/meadowrun/python3"
+	_, err := h.Start(t.Context(), driver.WorkerSpec{Name: "w1", Resources: driver.Resources{LogicalCPU: 0.1},
+		Runtime: driver.RuntimePython, Deployment: driver.Deployment{Kind: driver.DeployInterpreter, Interpreter: missing}})
+	// ErrNoCapacity would have the coordinator wait for capacity forever.
+	if !errors.Is(err, driver.ErrUnsupported) || errors.Is(err, driver.ErrNoCapacity) {
+		t.Fatalf("Start: %v, want ErrUnsupported", err)
+	}
+	for _, want := range []string{missing, "machine1", "machine2", "install it"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q: %v", want, err)
+		}
+	}
+}
+
+func TestAPythonWorkerRunsWithTheMachinesPython(t *testing.T) {
+	pytest.Require(t)
+	tr := newAgentTransport(t)
+	h := newHost(t, Options{Log: io.Discard}, tr)
+	ms := h.Describe(t.Context())
+	if len(ms) != 1 || !strings.HasPrefix(ms[0].Python, "3.") {
+		t.Fatalf("Describe: %+v, want the machine's python3 version", ms)
+	}
+	w, err := h.Start(t.Context(), driver.WorkerSpec{Name: "w1", Resources: driver.Resources{LogicalCPU: 0.1},
+		Runtime: driver.RuntimePython, Deployment: driver.Deployment{Kind: driver.DeployInterpreter}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Kill()
+	typ, body, err := wire.NewReader(w.Conn()).Next()
+	if err != nil || typ != wire.TypeHello {
+		t.Fatalf("first frame: type %#x, %v; want a Hello", typ, err)
+	}
+	hello, err := wire.DecodeHello(body)
+	if err != nil || hello.Language != "python" || !hello.Dynamic {
+		t.Fatalf("Hello %+v, %v; want the Python worker's", hello, err)
+	}
+	// The agent wrote the worker's script to its own directory.
+	if _, err := os.Stat(filepath.Join(tr.dir, "python-worker", pyworker.Digest(), pyworker.FileName)); err != nil {
+		t.Errorf("the Python worker's script is not in the agent's directory: %v", err)
+	}
+	w.Conn().Close()
+	<-w.Done()
 }
 
 // The client must stay transport-neutral: a transport is a package of

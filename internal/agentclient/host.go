@@ -121,9 +121,10 @@ func (h *Host) Name() string {
 }
 
 // Capabilities implements driver.Host: the agent enforces what the local
-// host does.
+// host does, and runs Python workers with an interpreter the machine has.
 func (h *Host) Capabilities() driver.Capabilities {
-	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true}
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true,
+		Runtimes: []driver.Runtime{driver.RuntimePython}, Deployments: []driver.DeploymentKind{driver.DeployInterpreter}}
 }
 
 // ExpectedDigest is the build ID workers must report: this program's.
@@ -250,7 +251,11 @@ func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
 
 // Start implements driver.Host: the worker goes to the connected machine
 // where it fits best (least room left over), trying the next when a
-// machine is full.
+// machine is full or cannot run it (a Python worker whose interpreter it
+// lacks). When every connected machine refused the worker as unsupported,
+// and none was passed over for being full, the error wraps
+// ErrUnsupported: waiting cannot help. Machines that are down do not
+// count, so a job is not held up by a machine that may never return.
 func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
 	h.mu.Lock()
 	closed := h.closed
@@ -263,6 +268,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		left float64
 	}
 	var cands []cand
+	full := 0 // machines up but passed over for now
 	for _, m := range h.machines {
 		info, up := m.state()
 		if !up {
@@ -272,6 +278,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		free := m.free(info)
 		r := spec.Resources
 		if r.LogicalCPU > free.LogicalCPU+1e-9 || r.MemoryBytes > free.MemoryBytes {
+			full++
 			continue
 		}
 		left := (free.LogicalCPU - r.LogicalCPU) / max(info.Capacity.LogicalCPU, 1)
@@ -289,20 +296,38 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		}
 		return 0
 	})
-	var errs []error
+	var errs, refusals []error
+	refused := map[*machine]error{}
+	logRefusals := func() {
+		for m, err := range refused {
+			h.logf(m, err.Error()+" (carrying on with the other machines)")
+		}
+	}
 	for _, c := range cands {
 		w, err := c.m.start(ctx, spec)
 		if err == nil {
+			logRefusals()
 			return w, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !errors.Is(err, driver.ErrNoCapacity) && !errors.Is(err, driver.ErrNeverFits) {
+		switch {
+		case errors.Is(err, driver.ErrUnsupported):
+			refused[c.m] = err
+			refusals = append(refusals, err)
+			continue
+		case !errors.Is(err, driver.ErrNoCapacity) && !errors.Is(err, driver.ErrNeverFits):
 			h.logf(c.m, err.Error())
 		}
 		errs = append(errs, err)
 	}
+	if len(refusals) > 0 && len(errs) == 0 && full == 0 {
+		// Every connected machine says it cannot run this worker.
+		return nil, fmt.Errorf("%s: no connected machine can run the worker: %w", h.opts.Kind, errors.Join(refusals...))
+	}
+	logRefusals()
+	errs = append(errs, refusals...)
 	if err := h.allGone(); err != nil {
 		return nil, err
 	}
@@ -369,6 +394,7 @@ func (h *Host) Describe(ctx context.Context) []driver.Machine {
 				return
 			}
 			d := localhost.MachineOf(m.name, info.OS+"/"+info.Arch, info.Capacity.Sysres(), info.Limiter)
+			d.Python = info.Python
 			m.mu.Lock()
 			d.Booked = m.booked
 			m.mu.Unlock()

@@ -191,6 +191,8 @@ func (m *machine) respErr(resp agentproto.Response) error {
 		kind = driver.ErrNeverFits
 	case agentproto.KindDiskFull:
 		kind = driver.ErrDiskFull
+	case agentproto.KindUnsupported:
+		kind = driver.ErrUnsupported
 	}
 	return fmt.Errorf("%s: %w", m.name, &agentError{msg: resp.Error, kind: kind})
 }
