@@ -26,6 +26,10 @@ type MachineInfo struct {
 	FreeDiskGB float64  `json:"free_disk_gb"`
 	// MemoryEnforcement is "cgroup2", "cgroup1" or "watchdog".
 	MemoryEnforcement string `json:"memory_enforcement,omitempty"`
+	// Python is the version of the machine's python3 ("3.11.2"), which
+	// PreinstalledInterpreter("") runs; "" when it has none or the host
+	// does not say (SSH machines say).
+	Python string `json:"python,omitempty"`
 	// BookedCPU and BookedMemoryGB are what this process's workers hold.
 	BookedCPU      float64 `json:"booked_cpu"`
 	BookedMemoryGB float64 `json:"booked_memory_gb"`
@@ -51,7 +55,7 @@ func DescribeHost(ctx context.Context, host *Host) ([]MachineInfo, error) {
 		out = append(out, MachineInfo{Name: m.Name, Err: m.Err, Platform: m.Platform,
 			LogicalCPU: m.Capacity.LogicalCPU, MemoryGB: float64(m.Capacity.MemoryBytes) / gib,
 			GPUs: m.GPUNames, Flags: m.Capacity.Flags, FreeDiskGB: float64(m.Capacity.EphemeralBytes) / gib,
-			MemoryEnforcement: m.Limiter, BookedCPU: m.Booked.LogicalCPU, BookedMemoryGB: float64(m.Booked.MemoryBytes) / gib})
+			MemoryEnforcement: m.Limiter, Python: m.Python, BookedCPU: m.Booked.LogicalCPU, BookedMemoryGB: float64(m.Booked.MemoryBytes) / gib})
 	}
 	return out, nil
 }

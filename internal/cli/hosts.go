@@ -22,8 +22,8 @@ func newHostsCmd(s *streams) *cobra.Command {
 		Short: "Check that a host's machines can be used, and show what they offer",
 		Long: `hosts connects to every machine of the host (starting meadowrun's agent on SSH
 machines, as a first job would) and prints, for each, its platform, CPUs,
-memory, GPUs, free disk and how memory limits are enforced there, or why it
-cannot be used. It exits with 1 when some machine cannot be used.`,
+memory, GPUs, free disk, how memory limits are enforced there and the
+version of its python3 (SSH machines), or why it cannot be used. It exits with 1 when some machine cannot be used.`,
 		Example: `  meadowrun hosts
   meadowrun hosts --host ssh://me@gpu-box --host ssh://me@10.0.0.7:2222
   meadowrun hosts --host 'ssh://?hosts=machines.txt' --json`,
@@ -85,11 +85,11 @@ cannot be used. It exits with 1 when some machine cannot be used.`,
 
 func printMachines(s *streams, ms []meadowrun.MachineInfo) {
 	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MACHINE\tPLATFORM\tCPUS\tMEMORY\tGPUS\tFREE DISK\tMEMORY LIMITS\tIN USE HERE")
+	fmt.Fprintln(tw, "MACHINE\tPLATFORM\tCPUS\tMEMORY\tGPUS\tFREE DISK\tMEMORY LIMITS\tPYTHON\tIN USE HERE")
 	var problems []string
 	for _, m := range ms {
 		if m.Err != nil {
-			fmt.Fprintf(tw, "%s\tcannot be used (below)\t\t\t\t\t\t\n", m.Name)
+			fmt.Fprintf(tw, "%s\tcannot be used (below)\t\t\t\t\t\t\t\n", m.Name)
 			problems = append(problems, m.Err.Error()) // errors name their machine
 			continue
 		}
@@ -101,8 +101,12 @@ func printMachines(s *streams, ms []meadowrun.MachineInfo) {
 		if m.BookedCPU > 0 || m.BookedMemoryGB > 0 {
 			inUse = fmt.Sprintf("%g CPUs, %s", m.BookedCPU, gb(m.BookedMemoryGB))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Platform, m.LogicalCPU, gb(m.MemoryGB), gpus,
-			gb(m.FreeDiskGB), m.MemoryEnforcement, inUse)
+		python := m.Python
+		if python == "" {
+			python = "-" // none, or not known (this machine)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Platform, m.LogicalCPU, gb(m.MemoryGB), gpus,
+			gb(m.FreeDiskGB), m.MemoryEnforcement, python, inUse)
 	}
 	tw.Flush()
 	for _, p := range problems {
