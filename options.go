@@ -146,6 +146,20 @@ func PreinstalledInterpreter(path string, env map[string]string) Deployment {
 	return Deployment{kind: "interpreter", interpreter: path, env: maps.Clone(env)}
 }
 
+// WithGlobs returns d bringing, besides what it has, the files matching
+// globs (relative to the working directory, a directory bringing
+// everything under it, as MirrorLocal's): on this machine they are already
+// there; remote hosts copy them, content-addressed, into the worker's
+// working directory, keeping their paths. With PreinstalledInterpreter it
+// is the reference's mirror_local(interpreter=PreinstalledInterpreter(...),
+// globs=...): the Python worker imports "package.module" from that
+// directory, so the Python code travels to SSH machines with it.
+func (d Deployment) WithGlobs(globs ...string) Deployment {
+	d.globs = append(slices.Clone(d.globs), globs...)
+	d.env = maps.Clone(d.env)
+	return d
+}
+
 // Kind names the deployment: "mirror_local", "container", "git" or
 // "interpreter".
 func (d Deployment) Kind() string {
@@ -155,9 +169,9 @@ func (d Deployment) Kind() string {
 	return d.kind
 }
 
-// files expands the globs of a MirrorLocal deployment, relative to the
-// working directory; a directory brings everything under it. A glob that
-// matches nothing is an error: it is most likely a typo.
+// files expands the globs of a deployment (MirrorLocal, WithGlobs),
+// relative to the working directory; a directory brings everything under
+// it. A glob that matches nothing is an error: it is most likely a typo.
 func (d Deployment) files() ([]string, error) {
 	seen := map[string]bool{}
 	var out []string

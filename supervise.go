@@ -56,7 +56,7 @@ func specOf(o *Options) (durableSpec, error) {
 func (s durableSpec) options(out io.Writer) Options {
 	d := MirrorLocal(s.Globs, s.DeployEnv)
 	if s.Interpreted {
-		d = PreinstalledInterpreter(s.Interpreter, s.DeployEnv)
+		d = PreinstalledInterpreter(s.Interpreter, s.DeployEnv).WithGlobs(s.Globs...)
 	}
 	return Options{Resources: s.Resources, Ports: s.Ports, Sidecars: s.Sidecars,
 		Deployment: d, LogDir: s.LogDir, Output: out}
