@@ -56,3 +56,22 @@ func ExampleOptions_configFile() {
 	defer h.Close()
 	fmt.Println(h.URL())
 }
+
+// A Python function on SSH machines: the Python code (here the package
+// stats, whose summary.py defines mean) travels with the deployment into the worker's working
+// directory there, from which meadowrun's Python worker imports it, and
+// the machines' own python3 runs it.
+func ExampleNewHost_python() {
+	h, err := ssh.NewHost([]string{"me@build-box", "me@10.0.0.7:2222"}, ssh.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer h.Close()
+	mean := meadowrun.Named[[]float64, float64]("stats.summary.mean")
+	o := meadowrun.Options{Deployment: meadowrun.PreinstalledInterpreter("python3", nil).WithGlobs("stats/*.py")}
+	means, err := meadowrun.RunMap(context.Background(), mean, [][]float64{{1, 2}, {3, 4, 5}}, h, &meadowrun.MapOptions{Options: o})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(means)
+}

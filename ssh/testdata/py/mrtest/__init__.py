@@ -1,0 +1,1 @@
+"""Python functions for the SSH host's Python worker tests."""
