@@ -296,11 +296,13 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		}
 		return 0
 	})
+	// Machines that cannot run the worker at all are reported once the
+	// others have had their say: they are the error when no other can.
 	var errs, refusals []error
-	refused := map[*machine]error{}
+	var refusers []*machine
 	logRefusals := func() {
-		for m, err := range refused {
-			h.logf(m, err.Error()+" (carrying on with the other machines)")
+		for i, m := range refusers {
+			h.logf(m, refusals[i].Error()+" (carrying on with the other machines)")
 		}
 	}
 	for _, c := range cands {
@@ -314,8 +316,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		}
 		switch {
 		case errors.Is(err, driver.ErrUnsupported):
-			refused[c.m] = err
-			refusals = append(refusals, err)
+			refusers, refusals = append(refusers, c.m), append(refusals, err)
 			continue
 		case !errors.Is(err, driver.ErrNoCapacity) && !errors.Is(err, driver.ErrNeverFits):
 			h.logf(c.m, err.Error())
