@@ -1,9 +1,10 @@
 package meadowrun
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/meadowrun-go/meadowrun/driver"
 	"io"
 	"io/fs"
 	"maps"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/meadowrun-go/meadowrun/driver"
 )
 
 // ErrUnsupported is wrapped when a host cannot honour an option (sidecar
@@ -32,8 +35,9 @@ type Options struct {
 	// Deployment says what code and environment the job runs with. The
 	// zero value mirrors the local program (the reference's mirror_local).
 	Deployment Deployment
-	// Sidecars are containers started next to the job, reachable as
-	// sidecar-container-0, sidecar-container-1, ...
+	// Sidecars are containers started next to each of the job's workers,
+	// sharing its network (see Container). They need a container
+	// deployment on the local and SSH hosts.
 	Sidecars []Container
 	// Ports to open on the machine for the duration of the job, e.g.
 	// "8000" or "8080-8089".
@@ -106,6 +110,7 @@ type Deployment struct {
 	branch      string
 	commit      string
 	interpreter string
+	creds       Secret
 	globs       []string
 	env         map[string]string
 }
@@ -118,17 +123,36 @@ func MirrorLocal(globs []string, env map[string]string) Deployment {
 	return Deployment{globs: slices.Clone(globs), env: maps.Clone(env)}
 }
 
-// ContainerImage runs in a container image "repository:tag".
-func ContainerImage(repository, tag string, env map[string]string) Deployment {
+// ContainerImage runs in the container image "repository:tag" ("latest"
+// when tag is empty), pulled with the credentials of creds when it is not
+// the zero Secret, with env added to the image's environment. A Go
+// function or a command runs in the image with this program mounted in
+// read-only (so the image needs no meadowrun, but a program built with
+// cgo needs the image to have its C library: build with CGO_ENABLED=0 to
+// run in any image). Resources become the container's limits. Images are
+// pulled once per machine and kept.
+func ContainerImage(repository, tag string, creds Secret, env map[string]string) Deployment {
 	if tag == "" {
 		tag = "latest"
 	}
-	return Deployment{kind: "container", image: repository + ":" + tag, env: maps.Clone(env)}
+	return Deployment{kind: "container", image: repository + ":" + tag, creds: creds, env: maps.Clone(env)}
 }
 
-// ContainerImageAtDigest runs in a container image "repository@digest".
-func ContainerImageAtDigest(repository, digest string, env map[string]string) Deployment {
-	return Deployment{kind: "container", image: repository, digest: digest, env: maps.Clone(env)}
+// ContainerImageAtDigest is ContainerImage at a digest ("sha256:..."):
+// the exact image, whatever its tags name now.
+func ContainerImageAtDigest(repository, digest string, creds Secret, env map[string]string) Deployment {
+	return Deployment{kind: "container", image: repository, digest: digest, creds: creds, env: maps.Clone(env)}
+}
+
+// ContainerInterpreter runs Python functions (see Named) and commands on
+// meadowrun's Python worker, run by the python3 of the container image
+// "repository:tag" (the reference's ContainerInterpreter). Add the
+// caller's code with WithGlobs: it is then importable from the worker's
+// directory, as with PreinstalledInterpreter.
+func ContainerInterpreter(repository, tag string, creds Secret) Deployment {
+	d := ContainerImage(repository, tag, creds, nil)
+	d.interpreter = "python3"
+	return d
 }
 
 // GitRepo runs code from a git repository at a branch or commit.
@@ -225,7 +249,7 @@ func (d Deployment) driver() driver.Deployment {
 // runtime is the worker runtime the deployment needs: interpreters are
 // Python's, everything else runs this program's Go worker.
 func (d Deployment) runtime() driver.Runtime {
-	if d.kind == "interpreter" {
+	if d.kind == "interpreter" || d.kind == "container" && d.interpreter != "" {
 		return driver.RuntimePython
 	}
 	return driver.RuntimeGo
@@ -238,16 +262,41 @@ func (d Deployment) key() string {
 	for _, k := range slices.Sorted(maps.Keys(d.env)) {
 		fmt.Fprintf(&b, "|%s=%s", k, d.env[k])
 	}
-	fmt.Fprintf(&b, "|%s|%s|%s|%s|%s|%s|%v", d.image, d.digest, d.repoURL, d.branch, d.commit, d.interpreter, d.globs)
+	fmt.Fprintf(&b, "|%s|%s|%s|%s|%s|%s|%v|%s", d.image, d.digest, d.repoURL, d.branch, d.commit, d.interpreter, d.globs, d.creds)
 	return b.String()
 }
 
+// poolKey identifies the workers o's jobs can share: same deployment,
+// same sidecars, same ports.
+func (o *Options) poolKey() string {
+	k := o.Deployment.key()
+	if len(o.Sidecars) == 0 && len(o.Ports) == 0 {
+		return k
+	}
+	b, _ := json.Marshal(struct {
+		S []Container
+		P []string
+	}{o.Sidecars, o.Ports})
+	return k + "|" + string(b)
+}
+
 // Container is a container image used as a sidecar: Repository with a
-// Tag ("latest" when both are empty) or a Digest.
+// Tag ("latest" when both are empty) or a Digest. A sidecar starts before
+// the job's worker and stops after it, and shares its network: the worker
+// reaches it on localhost, as "meadowrun-sidecar-N" (N its index in
+// Options.Sidecars), and as Name when one is given.
 type Container struct {
 	Repository string
 	Tag        string
 	Digest     string
+	// Name is a host name the worker reaches the sidecar by.
+	Name string `json:",omitempty"`
+	// Env are the sidecar's environment variables, Args replace its
+	// image's command.
+	Env  map[string]string `json:",omitempty"`
+	Args []string          `json:",omitempty"`
+	// Credentials log in to its registry.
+	Credentials Secret `json:",omitzero"`
 }
 
 // image returns the container's image as drivers name it.
@@ -261,11 +310,33 @@ func (c Container) image() string {
 	return c.Repository + ":latest"
 }
 
-// sidecars returns o's sidecars as drivers see them.
-func (o *Options) sidecars() []driver.Container {
+// credentials reads the secrets of the deployment and of the sidecars.
+func (o *Options) credentials(ctx context.Context) (*driver.Credentials, []*driver.Credentials, error) {
+	dc, err := o.Deployment.creds.resolve(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var sc []*driver.Credentials
+	for i, c := range o.Sidecars {
+		cr, err := c.Credentials.resolve(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sidecar %d: %w", i, err)
+		}
+		sc = append(sc, cr)
+	}
+	return dc, sc, nil
+}
+
+// sidecars returns o's sidecars as drivers see them, with their
+// credentials.
+func (o *Options) sidecars(creds []*driver.Credentials) []driver.Container {
 	var out []driver.Container
-	for _, c := range o.Sidecars {
-		out = append(out, driver.Container{Image: c.image()})
+	for i, c := range o.Sidecars {
+		dc := driver.Container{Name: c.Name, Image: c.image(), Env: maps.Clone(c.Env), Args: slices.Clone(c.Args)}
+		if i < len(creds) {
+			dc.Credentials = creds[i]
+		}
+		out = append(out, dc)
 	}
 	return out
 }

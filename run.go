@@ -25,6 +25,10 @@ type prepared struct {
 	pool  *coord.Pool
 	fits  int
 	files []string // the deployment's files, from its globs
+	// creds are the deployment's and the sidecars' registry credentials,
+	// read from their secrets.
+	creds        *driver.Credentials
+	sidecarCreds []*driver.Credentials
 }
 
 // prepare validates everything that can be checked before any work starts:
@@ -56,7 +60,11 @@ func prepare(ctx context.Context, host *Host, o *Options) (*prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &prepared{drv: drv, pool: pool, fits: fits, files: files}, nil
+	creds, sidecarCreds, err := o.credentials(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &prepared{drv: drv, pool: pool, fits: fits, files: files, creds: creds, sidecarCreds: sidecarCreds}, nil
 }
 
 // supports checks that the host can honour every option: what it cannot
@@ -99,9 +107,10 @@ func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 	}
 	d := o.Deployment
 	worker := driver.WorkerSpec{Env: d.env, Files: p.files, Deployment: d.driver(), Runtime: d.runtime(),
-		Ports: slices.Clone(o.Ports), Sidecars: o.sidecars()}
+		Ports: slices.Clone(o.Ports), Sidecars: o.sidecars(p.sidecarCreds)}
+	worker.Deployment.Credentials = p.creds
 	return jobSpec{id: id, Spec: coord.Spec{Func: fn, Command: command, Resources: o.resources().driverResources,
-		Worker: worker, PoolKey: d.key(), Concurrency: 1, MaxAttempts: 1, Pool: p.pool,
+		Worker: worker, PoolKey: o.poolKey(), Concurrency: 1, MaxAttempts: 1, Pool: p.pool,
 		Logs: coord.NewLogs(dir, id, out), TasksHint: 1}}
 }
 

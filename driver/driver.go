@@ -158,8 +158,28 @@ type Deployment struct {
 	// Repo, Branch and Commit name the code (DeployGit).
 	Repo, Branch, Commit string
 	// Interpreter is the interpreter's path on the machine
-	// (DeployInterpreter).
+	// (DeployInterpreter), or in the image (DeployContainer with
+	// RuntimePython; "" means python3).
 	Interpreter string
+	// Credentials log in to Image's registry (DeployContainer); nil
+	// means none.
+	Credentials *Credentials
+}
+
+// Credentials are a username and password (for a container registry),
+// resolved where the job was submitted. They are never logged or
+// journaled: String hides the password, and encoding/json skips them.
+type Credentials struct {
+	Username string `json:"-"`
+	Password string `json:"-"`
+}
+
+// String names the user, never the password.
+func (c *Credentials) String() string {
+	if c == nil {
+		return "no credentials"
+	}
+	return fmt.Sprintf("credentials of %q", c.Username)
 }
 
 // KindOrDefault returns d.Kind, or DeployMirrorLocal when it is unset.
@@ -185,11 +205,19 @@ const (
 )
 
 // Container is a container image started next to a worker (a sidecar).
+// It shares the worker's network: the worker reaches it on localhost,
+// and by Name when one is given.
 type Container struct {
+	// Name is a host name the worker can reach it by; "" means none.
+	Name string
 	// Image is "repository:tag" or "repository@digest".
 	Image string
 	// Env are the container's environment variables.
 	Env map[string]string
+	// Args replace the image's command when not empty.
+	Args []string
+	// Credentials log in to Image's registry; nil means none.
+	Credentials *Credentials
 }
 
 // Capabilities declare what a host can do. The conformance suite and the

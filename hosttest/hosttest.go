@@ -377,7 +377,7 @@ func testUnsupported(t *testing.T, s *suite) {
 		}
 	}
 	for _, d := range []meadowrun.Deployment{
-		meadowrun.ContainerImage("busybox", "1.36", nil),
+		meadowrun.ContainerImage("busybox", "1.36", meadowrun.Secret{}, nil),
 		meadowrun.GitRepo("https://example.invalid/repo.git", "main", "", nil),
 		meadowrun.PreinstalledInterpreter("/usr/bin/python3", nil),
 	} {

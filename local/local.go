@@ -33,13 +33,21 @@ type Options struct {
 	// LogicalCPU and MemoryGB, when positive, replace the detected
 	// capacity: a smaller budget than the machine has.
 	LogicalCPU, MemoryGB float64
+	// DockerHost is the Docker engine that runs container deployments
+	// ("unix:///var/run/docker.sock", "tcp://HOST:PORT"); "" means
+	// DOCKER_HOST, or the engine's default socket.
+	DockerHost string
+	// ContainerNetwork is the network worker containers join: "host",
+	// "none", or a network's name; "" means the engine's default.
+	ContainerNetwork string
 }
 
 // NewHost detects the machine and prepares a host of it with its own pool
 // of warm workers. Close it when done.
 func NewHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 	d, err := localhost.New(ctx, localhost.Options{Executable: opts.Executable, Args: opts.Args, Env: opts.Env,
-		Limiter: opts.MemoryEnforcement, LogicalCPU: opts.LogicalCPU, MemoryBytes: int64(opts.MemoryGB * (1 << 30))})
+		Limiter: opts.MemoryEnforcement, LogicalCPU: opts.LogicalCPU, MemoryBytes: int64(opts.MemoryGB * (1 << 30)),
+		DockerHost: opts.DockerHost, ContainerNetwork: opts.ContainerNetwork})
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
 	}

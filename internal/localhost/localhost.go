@@ -23,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/container"
 	"github.com/meadowrun-go/meadowrun/internal/pyworker"
 	"github.com/meadowrun-go/meadowrun/internal/sysres"
 	"github.com/meadowrun-go/meadowrun/internal/worker"
@@ -58,6 +59,13 @@ type Options struct {
 	// CacheDir holds what workers need written to disk (the Python
 	// worker's script); "" means pyworker.DefaultCacheDir.
 	CacheDir string
+	// DockerHost is the address of the container engine that runs
+	// container deployments; "" means DOCKER_HOST, or the engine's
+	// default socket.
+	DockerHost string
+	// ContainerNetwork is the network worker containers join ("host",
+	// "none", a network's name); "" means the engine's default.
+	ContainerNetwork string
 }
 
 // Host is the local driver.
@@ -73,6 +81,10 @@ type Host struct {
 	mem     int64
 	gpuUsed map[int]*os.File // GPU index → its held lock file (nil: none could be had)
 	workers map[*proc]bool
+	ports   map[int]bool // the ports workers hold
+
+	engineMu sync.Mutex
+	eng      *container.Engine // nil until a container deployment needs it
 }
 
 var _ driver.Host = (*Host)(nil)
@@ -86,7 +98,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 			return nil, fmt.Errorf("local host: finding this program's executable: %w", err)
 		}
 	}
-	h := &Host{opts: opts, exe: exe, gpuUsed: map[int]*os.File{}, workers: map[*proc]bool{}}
+	h := &Host{opts: opts, exe: exe, gpuUsed: map[int]*os.File{}, workers: map[*proc]bool{}, ports: map[int]bool{}}
 	if opts.Capacity != nil {
 		h.cap = *opts.Capacity
 	} else {
@@ -121,8 +133,9 @@ func (h *Host) LimiterKind() string { return h.limiter.Kind() }
 
 // Capabilities implements driver.Host.
 func (h *Host) Capabilities() driver.Capabilities {
-	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true,
-		Runtimes: []driver.Runtime{driver.RuntimePython}, Deployments: []driver.DeploymentKind{driver.DeployInterpreter}}
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
+		Runtimes:    []driver.Runtime{driver.RuntimePython},
+		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer}}
 }
 
 func (h *Host) describe() string {
@@ -267,16 +280,73 @@ type StartOptions struct {
 // StartWith is Start with a per-worker executable and directory: the agent
 // of a remote machine starts the binaries of several programs.
 func (h *Host) StartWith(ctx context.Context, spec driver.WorkerSpec, so StartOptions) (driver.Worker, error) {
-	gpus, err := h.reserve(spec.Resources)
+	ctr := spec.Deployment.Kind == driver.DeployContainer
+	if len(spec.Sidecars) > 0 && !ctr {
+		return nil, fmt.Errorf("local host: sidecar containers share the network of a worker container: "+
+			"run the job with a container deployment (ContainerImage) to use them: %w", driver.ErrUnsupported)
+	}
+	if !ctr {
+		// A worker process listens on the machine's ports itself: they
+		// need only be free.
+		if err := container.CheckPortsFree(spec.Ports, "this machine"); err != nil {
+			return nil, fmt.Errorf("local host: %w", err)
+		}
+	}
+	ports, err := h.bookPorts(spec.Ports)
 	if err != nil {
 		return nil, err
 	}
-	p, err := h.start(spec, gpus, so)
+	gpus, err := h.reserve(spec.Resources)
+	if err != nil {
+		h.unbookPorts(ports)
+		return nil, err
+	}
+	var p *proc
+	if ctr {
+		p, err = h.startContainer(ctx, spec, gpus, ports, so)
+	} else {
+		p, err = h.start(spec, gpus, ports, so)
+	}
 	if err != nil {
 		h.release(spec.Resources, gpus, nil)
+		h.unbookPorts(ports)
 		return nil, err
 	}
 	return p, nil
+}
+
+// bookPorts books the ports of a worker: a port is the machine's, so that
+// while one worker holds it another that needs it waits (ErrNoCapacity).
+func (h *Host) bookPorts(specs []string) ([]int, error) {
+	var ports []int
+	for _, ps := range specs {
+		lo, hi, err := container.PortRange(ps)
+		if err != nil {
+			return nil, err
+		}
+		for n := lo; n <= hi; n++ {
+			ports = append(ports, n)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range ports {
+		if h.ports[n] {
+			return nil, fmt.Errorf("local host: %w: port %d is held by another worker", driver.ErrNoCapacity, n)
+		}
+	}
+	for _, n := range ports {
+		h.ports[n] = true
+	}
+	return ports, nil
+}
+
+func (h *Host) unbookPorts(ports []int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range ports {
+		delete(h.ports, n)
+	}
 }
 
 // command returns the program and arguments of spec's worker: for
@@ -300,46 +370,16 @@ func (h *Host) command(spec driver.WorkerSpec, so StartOptions) (string, []strin
 	return h.exe, h.opts.Args, nil
 }
 
-func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc, error) {
+func (h *Host) start(spec driver.WorkerSpec, gpus, ports []int, so StartOptions) (*proc, error) {
 	exe, args, err := h.command(spec, so)
 	if err != nil {
 		return nil, err
 	}
-	var files []*os.File
-	closeAll := func() {
-		for _, f := range files {
-			f.Close()
-		}
+	ps, err := newPipes(spec.Name)
+	if err != nil {
+		return nil, err
 	}
-	pipe := func() (*os.File, *os.File, error) {
-		r, w, err := os.Pipe()
-		if err == nil {
-			files = append(files, r, w)
-		}
-		return r, w, err
-	}
-	taskR, taskW, err1 := pipe()
-	resR, resW, err2 := pipe()
-	// Output goes through a stream socket rather than a pipe: the worker
-	// peeks at it, forwards it, and only then consumes it, so that what a
-	// worker printed just before dying (os.Exit, a crash) is still there
-	// for drain below.
-	logR, logW, err3 := socketPair()
-	if err3 == nil {
-		files = append(files, logR, logW)
-	}
-	if err := errors.Join(err1, err2, err3); err != nil {
-		closeAll()
-		return nil, fmt.Errorf("local host: pipes for worker %s: %w", spec.Name, err)
-	}
-	// 1 MiB pipes instead of 64 KiB carry large payloads about four times
-	// faster (fewer wake-ups per megabyte). Best effort: the kernel may cap
-	// the size (fs.pipe-max-size).
-	for _, f := range []*os.File{taskW, resW} {
-		if rc, err := f.SyscallConn(); err == nil {
-			rc.Control(func(fd uintptr) { setPipeSize(fd, 1<<20) })
-		}
-	}
+	closeAll := ps.close
 	// The worker's own temporary files (a command's result file) live in
 	// a directory removed when it exits, also when it was killed.
 	tmp, err := os.MkdirTemp("", "meadowrun-worker-")
@@ -350,8 +390,8 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = so.Dir
 	cmd.Env = append(workerEnv(os.Environ(), h.opts.Env, spec, gpus), worker.EnvWorkerTmpDir+"="+tmp)
-	cmd.Stdout, cmd.Stderr = logW, logW
-	cmd.ExtraFiles = []*os.File{taskR, resW, logR} // fds 3, 4, 5
+	cmd.Stdout, cmd.Stderr = ps.logW, ps.logW
+	cmd.ExtraFiles = []*os.File{ps.taskR, ps.resW, ps.logR} // fds 3, 4, 5
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 
 	group, err := h.limiter.NewGroup(spec.Name, spec.Resources.MemoryBytes)
@@ -374,15 +414,11 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("local host: limiting the memory of worker %s: %w", spec.Name, err)
 	}
-	// The parent keeps the task writer, the result reader and its own copy
-	// of the log reader, to recover output a dying worker did not forward.
-	taskR.Close()
-	resW.Close()
-	logW.Close()
-	syscall.SetNonblock(int(logR.Fd()), true)
+	ps.handedOver()
 	p := &proc{
-		h: h, spec: spec, gpus: gpus, cmd: cmd, group: group, tmp: tmp,
-		conn: &pipeConn{r: resR, w: taskW}, logR: logR,
+		h: h, spec: spec, gpus: gpus, ports: ports, tmp: tmp,
+		run:  &processRunner{name: spec.Name, cmd: cmd, group: group, limit: spec.Resources.MemoryBytes},
+		conn: &pipeConn{r: ps.resR, w: ps.taskW}, logR: ps.logR,
 		done: make(chan struct{}),
 	}
 	h.mu.Lock()
@@ -390,6 +426,71 @@ func (h *Host) start(spec driver.WorkerSpec, gpus []int, so StartOptions) (*proc
 	h.mu.Unlock()
 	go p.wait()
 	return p, nil
+}
+
+// pipes are a worker's protocol streams: tasks, results, and its output
+// socket. The worker gets taskR, resW, logR and logW; its host keeps
+// taskW, resR and a copy of logR, to recover output a dying worker did not
+// forward.
+type pipes struct {
+	taskR, taskW, resR, resW, logR, logW *os.File
+}
+
+func newPipes(name string) (*pipes, error) {
+	var files []*os.File
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	pipe := func() (*os.File, *os.File, error) {
+		r, w, err := os.Pipe()
+		if err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
+	}
+	p := &pipes{}
+	var err1, err2, err3 error
+	p.taskR, p.taskW, err1 = pipe()
+	p.resR, p.resW, err2 = pipe()
+	// Output goes through a stream socket rather than a pipe: the worker
+	// peeks at it, forwards it, and only then consumes it, so that what a
+	// worker printed just before dying (os.Exit, a crash) is still there
+	// for drain.
+	p.logR, p.logW, err3 = socketPair()
+	if err3 == nil {
+		files = append(files, p.logR, p.logW)
+	}
+	if err := errors.Join(err1, err2, err3); err != nil {
+		closeAll()
+		return nil, fmt.Errorf("local host: pipes for worker %s: %w", name, err)
+	}
+	// 1 MiB pipes instead of 64 KiB carry large payloads about four times
+	// faster (fewer wake-ups per megabyte). Best effort: the kernel may cap
+	// the size (fs.pipe-max-size).
+	for _, f := range []*os.File{p.taskW, p.resW} {
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { setPipeSize(fd, 1<<20) })
+		}
+	}
+	return p, nil
+}
+
+// close closes every end.
+func (p *pipes) close() {
+	for _, f := range []*os.File{p.taskR, p.taskW, p.resR, p.resW, p.logR, p.logW} {
+		f.Close()
+	}
+}
+
+// handedOver closes the ends the worker has, keeping the host's, and
+// makes the host's copy of the output reader non-blocking for drain.
+func (p *pipes) handedOver() {
+	p.taskR.Close()
+	p.resW.Close()
+	p.logW.Close()
+	syscall.SetNonblock(int(p.logR.Fd()), true)
 }
 
 func workerEnv(base, extra []string, spec driver.WorkerSpec, gpus []int) []string {
@@ -426,6 +527,9 @@ func (h *Host) Close() error {
 		p.Kill()
 		<-p.done
 	}
+	if h.eng != nil {
+		h.eng.Close()
+	}
 	return h.limiter.Close()
 }
 
@@ -434,13 +538,63 @@ type proc struct {
 	h     *Host
 	spec  driver.WorkerSpec
 	gpus  []int
-	cmd   *exec.Cmd
-	group sysres.Group
+	ports []int
+	run   runner
 	tmp   string // the worker's temporary directory
 	conn  *pipeConn
 	logR  *os.File
 	done  chan struct{}
 	exit  driver.ExitStatus
+}
+
+// runner is how a worker runs: a process of this machine, or a container.
+type runner interface {
+	// kill stops the worker and everything it started, without waiting.
+	kill() error
+	// wait blocks until the worker has exited, cleans up what it leaves
+	// behind, and reports how it ended (all but Output).
+	wait() driver.ExitStatus
+}
+
+// processRunner is a worker process, in its own process group and memory
+// group.
+type processRunner struct {
+	name  string
+	cmd   *exec.Cmd
+	group sysres.Group
+	limit int64
+}
+
+func (r *processRunner) kill() error {
+	if err := syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+		return fmt.Errorf("local host: killing worker %s: %w", r.name, err)
+	}
+	return nil
+}
+
+func (r *processRunner) wait() driver.ExitStatus {
+	err := r.cmd.Wait()
+	st := driver.ExitStatus{Code: -1, LimitBytes: r.limit}
+	var ee *exec.ExitError
+	if err == nil {
+		st.Code = 0
+	} else if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			st.Signal = ws.Signal().String()
+		} else {
+			st.Code = ee.ExitCode()
+		}
+	}
+	// Commands the worker started die with it.
+	syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	if peak, err := r.group.PeakBytes(); err == nil {
+		st.PeakMemoryBytes = peak
+	}
+	if oom, err := r.group.OOMKilled(); err == nil {
+		st.OOMKilled = oom
+	}
+	r.group.Close()
+	return st
 }
 
 func (p *proc) Name() string             { return p.spec.Name }
@@ -449,8 +603,8 @@ func (p *proc) Conn() io.ReadWriteCloser { return p.conn }
 func (p *proc) Done() <-chan struct{}    { return p.done }
 func (p *proc) Exit() driver.ExitStatus  { return p.exit }
 func (p *proc) Kill() error {
-	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-		return fmt.Errorf("local host: killing worker %s: %w", p.spec.Name, err)
+	if err := p.run.kill(); err != nil {
+		return err
 	}
 	// Killed, the worker cannot remove its temporary files; they go now
 	// rather than when wait sees it gone, which a process that exits
@@ -463,34 +617,15 @@ func (p *proc) Kill() error {
 const maxTail = 64 << 10
 
 func (p *proc) wait() {
-	err := p.cmd.Wait()
-	st := driver.ExitStatus{Code: -1, LimitBytes: p.spec.Resources.MemoryBytes}
-	var ee *exec.ExitError
-	if err == nil {
-		st.Code = 0
-	} else if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			st.Signal = ws.Signal().String()
-		} else {
-			st.Code = ee.ExitCode()
-		}
-	}
-	// Commands the worker started die with it.
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	st := p.run.wait()
 	os.RemoveAll(p.tmp)
-	if peak, err := p.group.PeakBytes(); err == nil {
-		st.PeakMemoryBytes = peak
-	}
-	if oom, err := p.group.OOMKilled(); err == nil {
-		st.OOMKilled = oom
-	}
 	st.Output = drain(p.logR)
 	p.logR.Close()
-	p.group.Close()
 	// The connection stays open: the coordinator still reads the results
 	// the worker wrote before it died, then closes it.
 	p.exit = st
 	p.h.release(p.spec.Resources, p.gpus, p)
+	p.h.unbookPorts(p.ports)
 	close(p.done)
 }
 

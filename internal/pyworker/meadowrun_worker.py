@@ -532,7 +532,32 @@ def kill_group():
     os._exit(0)
 
 
+def receive_fds(path):
+    """Receives the protocol file descriptors from the host's socket at
+    path (MEADOWRUN_WORKER_FDS, for workers in containers): the task
+    reader, the result writer, and the read and write ends of the output
+    socket; the write end becomes stdout and stderr."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(120)
+        s.connect(path)
+        _, fds, _, _ = socket.recv_fds(s, 1, 4)
+    if len(fds) != 4:
+        raise OSError("want 4 file descriptors from %s, got %d" % (path, len(fds)))
+    for out in (1, 2):
+        os.dup2(fds[3], out)
+    os.close(fds[3])
+    return fds[0], fds[1], fds[2]
+
+
 def main():
+    global FD_TASKS, FD_RESULTS, FD_LOG
+    path = os.environ.get("MEADOWRUN_WORKER_FDS")
+    if path:
+        try:
+            FD_TASKS, FD_RESULTS, FD_LOG = receive_fds(path)
+        except OSError as e:
+            sys.stderr.write("meadowrun: python worker: receiving its file descriptors: %s\n" % e)
+            return 2
     for fd in (FD_TASKS, FD_RESULTS, FD_LOG):
         try:
             os.set_inheritable(fd, False)

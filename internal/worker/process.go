@@ -13,7 +13,8 @@ import (
 // Environment and file descriptors of a worker process. A host starts the
 // worker binary with EnvWorker set to the protocol version, tasks readable
 // on fd 3, results written to fd 4, and the read end of its own stdout and
-// stderr pipe on fd 5.
+// stderr pipe on fd 5; or, where they cannot be inherited, with
+// EnvWorkerFDs naming where to receive them.
 const (
 	EnvWorker     = "MEADOWRUN_WORKER"
 	EnvWorkerName = "MEADOWRUN_WORKER_NAME"
@@ -38,18 +39,26 @@ func RunProcess(reg *registry.Registry) int {
 		// The coordinator is gone: stop now, with everything started.
 		OnDisconnect: func() { signalGroup(); os.Exit(0) },
 	}
+	fdTasks, fdResults, fdLog := FDTasks, FDResults, FDLog
+	if path := os.Getenv(EnvWorkerFDs); path != "" {
+		var err error
+		if fdTasks, fdResults, fdLog, err = receiveFDs(path); err != nil {
+			fmt.Fprintf(os.Stderr, "meadowrun: worker %s: %v\n", opts.Name, err)
+			return 2
+		}
+	}
 	// Commands the worker runs must not inherit the protocol pipes.
-	for _, fd := range []int{FDTasks, FDResults, FDLog} {
+	for _, fd := range []int{fdTasks, fdResults, fdLog} {
 		syscall.CloseOnExec(fd)
 	}
-	in := os.NewFile(FDTasks, "meadowrun-tasks")
-	out := os.NewFile(FDResults, "meadowrun-results")
+	in := os.NewFile(uintptr(fdTasks), "meadowrun-tasks")
+	out := os.NewFile(uintptr(fdResults), "meadowrun-results")
 	if in == nil || out == nil {
 		fmt.Fprintln(os.Stderr, "meadowrun: worker started without its protocol file descriptors")
 		return 2
 	}
-	if err := syscall.SetNonblock(FDLog, true); err == nil {
-		opts.LogPipe = os.NewFile(FDLog, "meadowrun-log")
+	if err := syscall.SetNonblock(fdLog, true); err == nil {
+		opts.LogPipe = os.NewFile(uintptr(fdLog), "meadowrun-log")
 	}
 	err := Serve(context.Background(), in, out, opts)
 	// Whatever the worker started dies with it.
