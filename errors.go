@@ -40,6 +40,22 @@ var (
 	ErrPlatform = driver.ErrPlatform
 	// ErrDiskFull: a machine has no space left for the deployment.
 	ErrDiskFull = driver.ErrDiskFull
+
+	// Errors about containers.
+
+	// ErrNoEngine: a machine has no container engine that answers; the
+	// message says how to start one.
+	ErrNoEngine = driver.ErrNoEngine
+	// ErrImageNotFound: the registry has no such image, tag or digest.
+	ErrImageNotFound = driver.ErrImageNotFound
+	// ErrRegistryAuth: the registry refused the Secret's credentials, or
+	// needs some.
+	ErrRegistryAuth = driver.ErrRegistryAuth
+	// ErrPortInUse: a port of Options.Ports is taken on the machine.
+	ErrPortInUse = driver.ErrPortInUse
+	// ErrSidecarExited: a sidecar stopped right after it started; the
+	// message has its output.
+	ErrSidecarExited = driver.ErrSidecarExited
 )
 
 // ErrorKind classifies a task failure.

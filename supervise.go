@@ -31,7 +31,13 @@ type durableSpec struct {
 	// path is Interpreter ("" for python3).
 	Interpreted bool   `json:"interpreted,omitempty"`
 	Interpreter string `json:"interpreter,omitempty"`
-	LogDir      string `json:"log_dir,omitempty"`
+	// Image, Digest and Creds are a container deployment's: the secret's
+	// reference, never its values. Interpreter is set for a
+	// ContainerInterpreter.
+	Image  string `json:"image,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	Creds  Secret `json:"creds,omitzero"`
+	LogDir string `json:"log_dir,omitempty"`
 	// Commands.
 	Env              map[string]string `json:"env,omitempty"`
 	Dir              string            `json:"dir,omitempty"`
@@ -46,17 +52,25 @@ type durableSpec struct {
 
 func specOf(o *Options) (durableSpec, error) {
 	d := o.Deployment
-	if k := d.Kind(); k != "mirror_local" && k != "interpreter" {
-		return durableSpec{}, fmt.Errorf("%w: detached jobs run mirror_local and interpreter deployments only for now, not %s", ErrUnsupported, k)
+	if k := d.Kind(); k != "mirror_local" && k != "interpreter" && k != "container" {
+		return durableSpec{}, fmt.Errorf("%w: detached jobs run mirror_local, interpreter and container deployments only for now, not %s", ErrUnsupported, k)
 	}
-	return durableSpec{Resources: o.Resources, Ports: o.Ports, Sidecars: o.Sidecars,
-		DeployEnv: d.env, Globs: d.globs, Interpreted: d.kind == "interpreter", Interpreter: d.interpreter, LogDir: o.LogDir}, nil
+	s := durableSpec{Resources: o.Resources, Ports: o.Ports, Sidecars: o.Sidecars,
+		DeployEnv: d.env, Globs: d.globs, Interpreted: d.kind == "interpreter", Interpreter: d.interpreter, LogDir: o.LogDir}
+	if d.kind == "container" {
+		s.Image, s.Digest, s.Creds = d.image, d.digest, d.creds
+	}
+	return s, nil
 }
 
 func (s durableSpec) options(out io.Writer) Options {
 	d := MirrorLocal(s.Globs, s.DeployEnv)
-	if s.Interpreted {
+	switch {
+	case s.Interpreted:
 		d = PreinstalledInterpreter(s.Interpreter, s.DeployEnv).WithGlobs(s.Globs...)
+	case s.Image != "":
+		d = Deployment{kind: "container", image: s.Image, digest: s.Digest, creds: s.Creds, interpreter: s.Interpreter,
+			env: s.DeployEnv, globs: s.Globs}
 	}
 	return Options{Resources: s.Resources, Ports: s.Ports, Sidecars: s.Sidecars,
 		Deployment: d, LogDir: s.LogDir, Output: out}

@@ -41,6 +41,20 @@ var (
 	ErrPlatform = errors.New("no binary for the machine's platform")
 	// ErrDiskFull means a machine has no space left for the deployment.
 	ErrDiskFull = errors.New("no space left on the machine")
+	// ErrNoEngine means a machine has no container engine that answers.
+	ErrNoEngine = errors.New("no container engine")
+	// ErrImageNotFound means a registry has no such container image
+	// (repository, tag or digest).
+	ErrImageNotFound = errors.New("container image not found")
+	// ErrRegistryAuth means a container registry refused the credentials,
+	// or needs some and none were given.
+	ErrRegistryAuth = errors.New("container registry refused the credentials")
+	// ErrPortInUse means a port a job asked for is taken on the machine
+	// by something other than the job's own workers.
+	ErrPortInUse = errors.New("port in use")
+	// ErrSidecarExited means a sidecar container stopped right after it
+	// started.
+	ErrSidecarExited = errors.New("sidecar container exited")
 )
 
 // Resources are what one worker needs, in the units hosts work with.

@@ -33,6 +33,10 @@ type Config struct {
 	// MillionTasks is how many tasks the huge-map test runs; 0 means one
 	// million. Race-enabled runs lower it.
 	MillionTasks int
+	// Deployment, when not the zero value, is the deployment every test
+	// runs with (a container image, say): the suite then checks the host
+	// with that deployment.
+	Deployment meadowrun.Deployment
 }
 
 // SyncBuffer is an io.Writer safe for concurrent use, for the output of
@@ -67,7 +71,7 @@ type suite struct {
 // temporary directory.
 func (s *suite) opts(t *testing.T) (meadowrun.Options, *SyncBuffer) {
 	buf := &SyncBuffer{}
-	return meadowrun.Options{Output: buf, LogDir: t.TempDir()}, buf
+	return meadowrun.Options{Output: buf, LogDir: t.TempDir(), Deployment: s.cfg.Deployment}, buf
 }
 
 // Run runs the conformance suite against the host.

@@ -40,6 +40,10 @@ type Options struct {
 	// ContainerNetwork is the network worker containers join: "host",
 	// "none", or a network's name; "" means the engine's default.
 	ContainerNetwork string
+	// ContainerMounts are bind mounts of every worker container (data a
+	// job reads, a directory it writes its output to):
+	// "HOST_PATH:CONTAINER_PATH", with ":ro" for read-only.
+	ContainerMounts []string
 }
 
 // NewHost detects the machine and prepares a host of it with its own pool
@@ -47,7 +51,7 @@ type Options struct {
 func NewHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 	d, err := localhost.New(ctx, localhost.Options{Executable: opts.Executable, Args: opts.Args, Env: opts.Env,
 		Limiter: opts.MemoryEnforcement, LogicalCPU: opts.LogicalCPU, MemoryBytes: int64(opts.MemoryGB * (1 << 30)),
-		DockerHost: opts.DockerHost, ContainerNetwork: opts.ContainerNetwork})
+		DockerHost: opts.DockerHost, ContainerNetwork: opts.ContainerNetwork, ContainerMounts: opts.ContainerMounts})
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
 	}

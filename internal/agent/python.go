@@ -58,8 +58,8 @@ func (a *agent) python() string {
 // worker whose interpreter is not on the machine. A relative path with a
 // slash is the worker's, from its working directory dir.
 func (a *agent) checkInterpreter(spec driver.WorkerSpec, dir string) error {
-	if spec.Runtime != driver.RuntimePython {
-		return nil
+	if spec.Runtime != driver.RuntimePython || spec.Deployment.Kind == driver.DeployContainer {
+		return nil // a container's interpreter is in its image
 	}
 	interp := spec.Deployment.Interpreter
 	if interp == "" {

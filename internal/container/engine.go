@@ -27,24 +27,20 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/go-connections/nat"
+
+	"github.com/meadowrun-go/meadowrun/driver"
 )
 
 // Errors of the engine, classified so that callers can tell the user what
 // to change.
 var (
-	// ErrNoEngine means no Docker engine answered.
-	ErrNoEngine = errors.New("no container engine")
-	// ErrImageNotFound means the registry has no such image (repository,
-	// tag or digest).
-	ErrImageNotFound = errors.New("container image not found")
-	// ErrRegistryAuth means the registry refused the credentials, or
-	// needs some and none were given.
-	ErrRegistryAuth = errors.New("container registry refused the credentials")
-	// ErrPortInUse means a port a job asked for is taken on the machine.
-	ErrPortInUse = errors.New("port in use")
-	// ErrSidecarExited means a sidecar container stopped right after it
-	// started.
-	ErrSidecarExited = errors.New("sidecar container exited")
+	// ErrNoEngine and the others are the driver's classes, so that
+	// every host's container errors match alike.
+	ErrNoEngine      = driver.ErrNoEngine
+	ErrImageNotFound = driver.ErrImageNotFound
+	ErrRegistryAuth  = driver.ErrRegistryAuth
+	ErrPortInUse     = driver.ErrPortInUse
+	ErrSidecarExited = driver.ErrSidecarExited
 	// ErrCannotExec means the container's program cannot run in its image.
 	ErrCannotExec = errors.New("program cannot run in the image")
 )
@@ -276,6 +272,25 @@ func registryOf(ref string) string {
 type Mount struct {
 	Source, Target string
 	ReadOnly       bool
+}
+
+// ParseMount parses "HOST_PATH:CONTAINER_PATH" or
+// "HOST_PATH:CONTAINER_PATH:ro"; both paths must be absolute.
+func ParseMount(s string) (Mount, error) {
+	parts := strings.Split(s, ":")
+	m := Mount{}
+	switch {
+	case len(parts) == 3 && parts[2] == "ro":
+		m.ReadOnly = true
+	case len(parts) == 3 && parts[2] == "rw", len(parts) == 2:
+	default:
+		return m, fmt.Errorf("container: mount %q: want HOST_PATH:CONTAINER_PATH, optionally with :ro", s)
+	}
+	m.Source, m.Target = parts[0], parts[1]
+	if !strings.HasPrefix(m.Source, "/") || !strings.HasPrefix(m.Target, "/") {
+		return m, fmt.Errorf("container: mount %q: both paths must be absolute", s)
+	}
+	return m, nil
 }
 
 // Spec says what container to run.

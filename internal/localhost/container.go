@@ -156,6 +156,14 @@ func (h *Host) startContainer(ctx context.Context, spec driver.WorkerSpec, gpus,
 		os.RemoveAll(tmp)
 	}
 	cs.Mounts = append(mounts, container.Mount{Source: tmp, Target: ctrTmp})
+	for _, m := range h.opts.ContainerMounts {
+		cm, err := container.ParseMount(m)
+		if err != nil {
+			cleanup()
+			return fail(err)
+		}
+		cs.Mounts = append(cs.Mounts, cm)
+	}
 	cs.Env = append(cs.Env, h.opts.Env...)
 	for k, v := range spec.Env {
 		cs.Env = append(cs.Env, k+"="+v)
@@ -272,9 +280,58 @@ func (h *Host) containerCommand(spec driver.WorkerSpec, so StartOptions) (contai
 	if so.Executable != "" {
 		exe = so.Executable
 	}
+	exe, err := h.mountableExe(exe)
+	if err != nil {
+		return container.Spec{}, nil, err
+	}
 	target := ctrBin + "/" + filepath.Base(exe)
 	return container.Spec{Entrypoint: append([]string{target}, h.opts.Args...), Cmd: []string{}},
 		[]container.Mount{{Source: exe, Target: target, ReadOnly: true}}, nil
+}
+
+// mountableExe returns a path of exe that the engine can bind-mount: the
+// program that /proc/self/exe names (the engine would resolve that link in
+// its own process), or, when that file was removed or replaced, a copy of
+// this process's program made once per host.
+func (h *Host) mountableExe(exe string) (string, error) {
+	if !strings.HasPrefix(exe, "/proc/") {
+		return exe, nil
+	}
+	h.engineMu.Lock()
+	defer h.engineMu.Unlock()
+	if h.exeCopy != "" {
+		return h.exeCopy, nil
+	}
+	if p, err := os.Readlink(exe); err == nil && exe == "/proc/self/exe" {
+		if st, err := os.Stat(p); err == nil && sameFile(st, exe) {
+			return p, nil
+		}
+	}
+	dir, err := os.MkdirTemp("", "meadowrun-program-")
+	if err != nil {
+		return "", fmt.Errorf("a copy of the program to mount: %w", err)
+	}
+	dst := filepath.Join(dir, "program")
+	if err := copyFile(exe, dst); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("a copy of the program to mount: %w", err)
+	}
+	h.exeCopy = dst
+	return dst, nil
+}
+
+// sameFile reports whether st is the file that path names.
+func sameFile(st os.FileInfo, path string) bool {
+	st2, err := os.Stat(path)
+	return err == nil && os.SameFile(st, st2)
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
 }
 
 // execHint explains why this program may not run in an image: a

@@ -66,6 +66,9 @@ type Options struct {
 	// ContainerNetwork is the network worker containers join ("host",
 	// "none", a network's name); "" means the engine's default.
 	ContainerNetwork string
+	// ContainerMounts are bind mounts of every worker container,
+	// "HOST_PATH:CONTAINER_PATH" or "HOST_PATH:CONTAINER_PATH:ro".
+	ContainerMounts []string
 }
 
 // Host is the local driver.
@@ -85,6 +88,7 @@ type Host struct {
 
 	engineMu sync.Mutex
 	eng      *container.Engine // nil until a container deployment needs it
+	exeCopy  string            // a copy of this program to mount, when it needs one
 }
 
 var _ driver.Host = (*Host)(nil)
@@ -529,6 +533,9 @@ func (h *Host) Close() error {
 	}
 	if h.eng != nil {
 		h.eng.Close()
+	}
+	if h.exeCopy != "" {
+		os.RemoveAll(filepath.Dir(h.exeCopy))
 	}
 	return h.limiter.Close()
 }
