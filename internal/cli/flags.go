@@ -29,6 +29,9 @@ type workFlags struct {
 	env       []string
 	detach    bool
 	json      bool
+	image     string
+	regUser   string
+	regPass   string
 }
 
 func (w *workFlags) add(fs *pflag.FlagSet) {
@@ -47,6 +50,41 @@ func (w *workFlags) add(fs *pflag.FlagSet) {
 	fs.StringArrayVarP(&w.env, "env", "e", nil, "environment variable K=V for the command (repeatable)")
 	fs.BoolVarP(&w.detach, "detach", "d", false, "submit the job, print its id and return: it goes on after this process exits")
 	fs.BoolVar(&w.json, "json", false, "print machine-readable JSON on stdout")
+	fs.StringVar(&w.image, "image", "", "run in this container image, REPOSITORY[:TAG] or REPOSITORY@sha256:DIGEST, pulled once per machine")
+	fs.StringVar(&w.regUser, "registry-user-env", "", "with --image: the environment variable that holds the registry's username")
+	fs.StringVar(&w.regPass, "registry-password-env", "", "with --image: the environment variable that holds the registry's password")
+}
+
+// deployment is the deployment the flags ask for: the --image container
+// image, or this machine's programs (MirrorLocal).
+func (w *workFlags) deployment(cmd *cobra.Command) (meadowrun.Deployment, error) {
+	if (w.regUser == "") != (w.regPass == "") || w.regUser != "" && w.image == "" {
+		return meadowrun.Deployment{}, usagef(cmd, "--registry-user-env and --registry-password-env go together, with --image")
+	}
+	if w.image == "" {
+		return meadowrun.Deployment{}, nil
+	}
+	var secret meadowrun.Secret
+	if w.regUser != "" {
+		secret = meadowrun.SecretFromEnv(w.regUser, w.regPass)
+	}
+	repo, tag, digest := splitImage(w.image)
+	if digest != "" {
+		return meadowrun.ContainerImageAtDigest(repo, digest, secret, nil), nil
+	}
+	return meadowrun.ContainerImage(repo, tag, secret, nil), nil
+}
+
+// splitImage splits REPOSITORY[:TAG] or REPOSITORY@DIGEST; a registry's
+// port is not a tag.
+func splitImage(image string) (repo, tag, digest string) {
+	if r, d, ok := strings.Cut(image, "@"); ok {
+		return r, "", d
+	}
+	if i := strings.LastIndex(image, ":"); i > 0 && !strings.Contains(image[i:], "/") {
+		return image[:i], image[i+1:], ""
+	}
+	return image, "", ""
 }
 
 // resources returns the resource flags as Resources, nil when none is set.

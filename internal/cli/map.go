@@ -114,8 +114,12 @@ task order (null for a failed task); the tasks' output goes to stderr.`,
 				outW = s.err
 			}
 			taskOut := &lockedWriter{w: &commandOutput{out: outW, errs: s.err, keep: true}}
+			dep, err := w.deployment(cmd)
+			if err != nil {
+				return err
+			}
 			opts := &meadowrun.MapOptions{
-				Options:     meadowrun.Options{Resources: w.resources(cmd), Output: taskOut},
+				Options:     meadowrun.Options{Resources: w.resources(cmd), Output: taskOut, Deployment: dep},
 				Concurrency: jobs, MaxAttempts: maxAttempts, RetryWithMoreMemory: moreMemory,
 			}
 			m, err := meadowrun.SubmitCommands(ctx, argv, tasks, n, host, opts, &meadowrun.SubmitOptions{InProcess: !w.detach})

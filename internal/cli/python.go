@@ -74,10 +74,24 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 	if err != nil {
 		return &exitError{exitInternal, err}
 	}
+	dep := meadowrun.PreinstalledInterpreter(py.interpreter, env)
+	if w.image != "" {
+		repo, tag, digest := splitImage(w.image)
+		if digest != "" {
+			return usagef(cmd, "--python runs in an image named by tag, not by digest, for now")
+		}
+		if _, err := w.deployment(cmd); err != nil {
+			return err
+		}
+		var secret meadowrun.Secret
+		if w.regUser != "" {
+			secret = meadowrun.SecretFromEnv(w.regUser, w.regPass)
+		}
+		dep = meadowrun.ContainerInterpreter(repo, tag, secret)
+	}
 	taskOut := &lockedWriter{w: &commandOutput{out: s.err, errs: s.err, keep: true}}
 	opts := &meadowrun.MapOptions{
-		Options: meadowrun.Options{Resources: w.resources(cmd), Output: taskOut,
-			Deployment: meadowrun.PreinstalledInterpreter(py.interpreter, env)},
+		Options: meadowrun.Options{Resources: w.resources(cmd), Output: taskOut, Deployment: dep},
 		Concurrency: jobs, MaxAttempts: maxAttempts, RetryWithMoreMemory: moreMemory,
 	}
 	fn := meadowrun.Named[json.RawMessage, json.RawMessage](name)

@@ -55,7 +55,12 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 			if w.json {
 				out = &commandOutput{out: s.err, errs: s.err}
 			}
-			opts := &meadowrun.CommandOptions{Options: meadowrun.Options{Resources: w.resources(cmd), Ports: ports, Output: out}, Env: env}
+			dep, err := w.deployment(cmd)
+			if err != nil {
+				return err
+			}
+			opts := &meadowrun.CommandOptions{Options: meadowrun.Options{Resources: w.resources(cmd), Ports: ports, Output: out,
+				Deployment: dep}, Env: env}
 			d, err := meadowrun.SubmitCommand(ctx, argv, host, opts, &meadowrun.SubmitOptions{MaxAttempts: maxAttempts, InProcess: !w.detach})
 			if err != nil {
 				return &exitError{exitInternal, err}
