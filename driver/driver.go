@@ -344,6 +344,9 @@ type Machine struct {
 	// Python is the version of the machine's python3 ("3.11.2"), "" when
 	// it has none or the driver does not say.
 	Python string
+	// Containers names the machine's container engine ("docker 20.10.24")
+	// when one answers; "" when none does or the driver does not say.
+	Containers string
 }
 
 // Describer is a Host that can describe its machines. Describe may

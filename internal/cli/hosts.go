@@ -85,11 +85,11 @@ version of its python3 (SSH machines), or why it cannot be used. It exits with 1
 
 func printMachines(s *streams, ms []meadowrun.MachineInfo) {
 	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MACHINE\tPLATFORM\tCPUS\tMEMORY\tGPUS\tFREE DISK\tMEMORY LIMITS\tPYTHON\tIN USE HERE")
+	fmt.Fprintln(tw, "MACHINE\tPLATFORM\tCPUS\tMEMORY\tGPUS\tFREE DISK\tMEMORY LIMITS\tPYTHON\tCONTAINERS\tIN USE HERE")
 	var problems []string
 	for _, m := range ms {
 		if m.Err != nil {
-			fmt.Fprintf(tw, "%s\tcannot be used (below)\t\t\t\t\t\t\t\n", m.Name)
+			fmt.Fprintf(tw, "%s\tcannot be used (below)\t\t\t\t\t\t\t\t\n", m.Name)
 			problems = append(problems, m.Err.Error()) // errors name their machine
 			continue
 		}
@@ -105,8 +105,12 @@ func printMachines(s *streams, ms []meadowrun.MachineInfo) {
 		if python == "" {
 			python = "-" // none, or not known (this machine)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Platform, m.LogicalCPU, gb(m.MemoryGB), gpus,
-			gb(m.FreeDiskGB), m.MemoryEnforcement, python, inUse)
+		ctrs := m.Containers
+		if ctrs == "" {
+			ctrs = "-" // no engine answers
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Platform, m.LogicalCPU, gb(m.MemoryGB), gpus,
+			gb(m.FreeDiskGB), m.MemoryEnforcement, python, ctrs, inUse)
 	}
 	tw.Flush()
 	for _, p := range problems {

@@ -91,7 +91,7 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 	}
 	taskOut := &lockedWriter{w: &commandOutput{out: s.err, errs: s.err, keep: true}}
 	opts := &meadowrun.MapOptions{
-		Options: meadowrun.Options{Resources: w.resources(cmd), Output: taskOut, Deployment: dep},
+		Options:     meadowrun.Options{Resources: w.resources(cmd), Output: taskOut, Deployment: dep},
 		Concurrency: jobs, MaxAttempts: maxAttempts, RetryWithMoreMemory: moreMemory,
 	}
 	fn := meadowrun.Named[json.RawMessage, json.RawMessage](name)

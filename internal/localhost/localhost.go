@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/container"
@@ -709,6 +710,9 @@ func (h *Host) Describe(ctx context.Context) []driver.Machine {
 	h.mu.Lock()
 	m.Booked = driver.Resources{LogicalCPU: h.cpu, MemoryBytes: h.mem, GPUs: float64(len(h.gpuUsed))}
 	h.mu.Unlock()
+	ectx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	m.Containers, _ = h.EngineStatus(ectx)
 	return []driver.Machine{m}
 }
 
