@@ -66,6 +66,12 @@ type Options struct {
 	// RemoteDir is the agent's directory on the machines; "" means
 	// ${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun.
 	RemoteDir string
+	// DockerHost is the address of the machines' container engine, for
+	// container deployments ("unix:///run/user/1000/docker.sock" for a
+	// rootless engine); "" means the DOCKER_HOST of the agent's login
+	// environment, or the engine's default socket. It is set when the
+	// agent starts: agents already running keep theirs.
+	DockerHost string
 	// Binaries are this program built for other platforms, by
 	// "GOOS/GOARCH" ("linux/arm64"). Without one, machines of another
 	// platform get the program cross-compiled when its source is at hand.
@@ -97,7 +103,7 @@ func newHost(machines []string, opts Options, fromURL bool) (*meadowrun.Host, er
 	d, err := sshhost.New(sshhost.Options{
 		Machines: machines, User: opts.User, ConfigFile: opts.ConfigFile, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
 		KnownHostsFiles: opts.KnownHostsFiles, TrustOnFirstUse: opts.TrustOnFirstUse,
-		ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive, GiveUpAfter: opts.GiveUpAfter, RemoteDir: opts.RemoteDir,
+		ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive, GiveUpAfter: opts.GiveUpAfter, RemoteDir: opts.RemoteDir, DockerHost: opts.DockerHost,
 		Binaries: opts.Binaries, Log: opts.Log, FromURL: fromURL,
 	})
 	if err != nil {
@@ -122,6 +128,9 @@ func sshURL(machines []string, o Options) string {
 	}
 	if o.RemoteDir != "" {
 		q.Set("dir", o.RemoteDir)
+	}
+	if o.DockerHost != "" {
+		q.Set("docker_host", o.DockerHost)
 	}
 	if o.ConfigFile != "" {
 		q.Set("config", o.ConfigFile)
@@ -162,7 +171,8 @@ func openSSH(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 	if len(machines) == 0 {
 		return nil, fmt.Errorf("no machines: give ssh://[user@]host[:port][,more] or ssh://?hosts=FILE")
 	}
-	o := Options{IdentityFiles: q["key"], KnownHostsFiles: q["known_hosts"], User: q.Get("user"), RemoteDir: q.Get("dir"), ConfigFile: q.Get("config")}
+	o := Options{IdentityFiles: q["key"], KnownHostsFiles: q["known_hosts"], User: q.Get("user"), RemoteDir: q.Get("dir"), ConfigFile: q.Get("config"),
+		DockerHost: q.Get("docker_host")}
 	if v := q.Get("tofu"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -295,6 +295,9 @@ func (a *agent) hello(c *unixConn, br *bufio.Reader, req *agentproto.Hello) {
 	}
 	info := a.info
 	info.Python = a.python()
+	ectx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	info.Containers, _ = a.host.EngineStatus(ectx)
+	cancel()
 	s.wmu.Lock()
 	err := reply(c, agentproto.HelloResponse{Machine: &info})
 	s.wmu.Unlock()

@@ -121,10 +121,13 @@ func (h *Host) Name() string {
 }
 
 // Capabilities implements driver.Host: the agent enforces what the local
-// host does, and runs Python workers with an interpreter the machine has.
+// host does, runs Python workers with an interpreter the machine has, and
+// container deployments, sidecars and ports with the machine's container
+// engine.
 func (h *Host) Capabilities() driver.Capabilities {
-	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true,
-		Runtimes: []driver.Runtime{driver.RuntimePython}, Deployments: []driver.DeploymentKind{driver.DeployInterpreter}}
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
+		Runtimes:    []driver.Runtime{driver.RuntimePython},
+		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer}}
 }
 
 // ExpectedDigest is the build ID workers must report: this program's.
@@ -396,6 +399,7 @@ func (h *Host) Describe(ctx context.Context) []driver.Machine {
 			}
 			d := localhost.MachineOf(m.name, info.OS+"/"+info.Arch, info.Capacity.Sysres(), info.Limiter)
 			d.Python = info.Python
+			d.Containers = info.Containers
 			m.mu.Lock()
 			d.Booked = m.booked
 			m.mu.Unlock()

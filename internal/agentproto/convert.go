@@ -23,8 +23,7 @@ func (r Resources) Driver() driver.Resources {
 		Flags: r.Flags, EphemeralBytes: r.EphemeralBytes, MaxEvictionRate: r.MaxEvictionRate}
 }
 
-// WorkerSpecOf is s on the wire; its files travel in Start.Files. Ports
-// and sidecars are not part of the protocol (agents declare neither). The
+// WorkerSpecOf is s on the wire; its files travel in Start.Files. The
 // defaults, RuntimeGo and DeployMirrorLocal, are left out, so that a Go
 // worker's start line is what it was before the fields existed.
 func WorkerSpecOf(s driver.WorkerSpec) WorkerSpec {
@@ -32,14 +31,36 @@ func WorkerSpecOf(s driver.WorkerSpec) WorkerSpec {
 	if rt == driver.RuntimeGo {
 		rt = ""
 	}
-	return WorkerSpec{Name: s.Name, Resources: ResourcesOf(s.Resources), Env: s.Env,
-		Runtime: string(rt), Deployment: DeploymentOf(s.Deployment)}
+	w := WorkerSpec{Name: s.Name, Resources: ResourcesOf(s.Resources), Env: s.Env,
+		Runtime: string(rt), Deployment: DeploymentOf(s.Deployment), Ports: s.Ports}
+	for _, c := range s.Sidecars {
+		w.Sidecars = append(w.Sidecars, Container{Name: c.Name, Image: c.Image, Env: c.Env, Args: c.Args, Credentials: credentialsOf(c.Credentials)})
+	}
+	return w
 }
 
 // Driver is s as the driver package has it, without files.
 func (s WorkerSpec) Driver() driver.WorkerSpec {
-	return driver.WorkerSpec{Name: s.Name, Resources: s.Resources.Driver(), Env: s.Env,
-		Runtime: driver.Runtime(s.Runtime), Deployment: s.Deployment.Driver()}
+	w := driver.WorkerSpec{Name: s.Name, Resources: s.Resources.Driver(), Env: s.Env,
+		Runtime: driver.Runtime(s.Runtime), Deployment: s.Deployment.Driver(), Ports: s.Ports}
+	for _, c := range s.Sidecars {
+		w.Sidecars = append(w.Sidecars, driver.Container{Name: c.Name, Image: c.Image, Env: c.Env, Args: c.Args, Credentials: c.Credentials.driver()})
+	}
+	return w
+}
+
+func credentialsOf(c *driver.Credentials) *Credentials {
+	if c == nil {
+		return nil
+	}
+	return &Credentials{Username: c.Username, Password: c.Password}
+}
+
+func (c *Credentials) driver() *driver.Credentials {
+	if c == nil {
+		return nil
+	}
+	return &driver.Credentials{Username: c.Username, Password: c.Password}
 }
 
 // DeploymentOf is d on the wire; the kind DeployMirrorLocal, the default,
@@ -49,12 +70,14 @@ func DeploymentOf(d driver.Deployment) Deployment {
 	if kind == driver.DeployMirrorLocal {
 		kind = ""
 	}
-	return Deployment{Kind: string(kind), Image: d.Image, Repo: d.Repo, Branch: d.Branch, Commit: d.Commit, Interpreter: d.Interpreter}
+	return Deployment{Kind: string(kind), Image: d.Image, Repo: d.Repo, Branch: d.Branch, Commit: d.Commit, Interpreter: d.Interpreter,
+		Credentials: credentialsOf(d.Credentials)}
 }
 
 // Driver is d as the driver package has it.
 func (d Deployment) Driver() driver.Deployment {
-	return driver.Deployment{Kind: driver.DeploymentKind(d.Kind), Image: d.Image, Repo: d.Repo, Branch: d.Branch, Commit: d.Commit, Interpreter: d.Interpreter}
+	return driver.Deployment{Kind: driver.DeploymentKind(d.Kind), Image: d.Image, Repo: d.Repo, Branch: d.Branch, Commit: d.Commit,
+		Interpreter: d.Interpreter, Credentials: d.Credentials.driver()}
 }
 
 // ExitStatusOf is st on the wire.

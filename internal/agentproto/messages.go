@@ -231,6 +231,9 @@ type Machine struct {
 	// Python is the version of the python3 in the agent's PATH
 	// ("3.11.2"), "" when there is none.
 	Python string `json:"python,omitempty"`
+	// Containers names the machine's container engine ("docker
+	// 20.10.24"), "" when none answers the agent.
+	Containers string `json:"containers,omitempty"`
 }
 
 // Capacity is what the machine has for workers: CPUs and memory after
@@ -275,10 +278,32 @@ type WorkerSpec struct {
 	// Deployment says where the worker's code and environment come from;
 	// the zero value is the client's own program (mirror_local).
 	Deployment Deployment `json:"deployment,omitzero"`
+	// Ports are opened on the machine while the worker runs ("N",
+	// "N-M"); Sidecars are containers started with it (container
+	// deployments).
+	Ports    []string    `json:"ports,omitempty"`
+	Sidecars []Container `json:"sidecars,omitempty"`
+}
+
+// Container is a sidecar container.
+type Container struct {
+	Name        string            `json:"name,omitempty"`
+	Image       string            `json:"image"`
+	Env         map[string]string `json:"env,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Credentials *Credentials      `json:"credentials,omitempty"`
+}
+
+// Credentials log in to a container registry. The agent uses them for
+// the pull and never logs or journals them; they travel only inside the
+// SSH connection.
+type Credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
 }
 
 // Deployment is a worker's deployment: its kind and the fields of that
-// kind. Only Interpreter is honoured by agents today.
+// kind. Agents honour the kinds "interpreter" and "container".
 type Deployment struct {
 	// Kind is "mirror_local", "container", "git" or "interpreter"; ""
 	// means "mirror_local".
@@ -290,8 +315,11 @@ type Deployment struct {
 	Branch string `json:"branch,omitempty"`
 	Commit string `json:"commit,omitempty"`
 	// Interpreter is the interpreter's path on the machine, "" for
-	// python3 from the agent's PATH (kind "interpreter").
+	// python3 from the agent's PATH (kind "interpreter"), or in the image
+	// (kind "container" with runtime "python").
 	Interpreter string `json:"interpreter,omitempty"`
+	// Credentials log in to Image's registry (kind "container").
+	Credentials *Credentials `json:"credentials,omitempty"`
 }
 
 // ExitStatus is how a worker ended.

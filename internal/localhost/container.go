@@ -47,7 +47,8 @@ func (h *Host) engine(ctx context.Context) (*container.Engine, error) {
 	}
 	e, err := container.Open(ctx, container.Options{Host: h.opts.DockerHost})
 	if err != nil {
-		return nil, fmt.Errorf("local host: %w", err)
+		// Unsupported, too: a host of several machines tries another.
+		return nil, &unsupported{fmt.Errorf("local host: %w", err)}
 	}
 	h.eng = e
 	return e, nil
@@ -374,3 +375,9 @@ func auth(c *driver.Credentials) *container.Auth {
 	}
 	return &container.Auth{Username: c.Username, Password: c.Password}
 }
+
+// unsupported is an error that also matches driver.ErrUnsupported.
+type unsupported struct{ err error }
+
+func (e *unsupported) Error() string   { return e.err.Error() }
+func (e *unsupported) Unwrap() []error { return []error{e.err, driver.ErrUnsupported} }

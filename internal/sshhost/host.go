@@ -76,6 +76,9 @@ type Options struct {
 	// RemoteDir is the agent's directory on every machine; "" means
 	// ${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun there.
 	RemoteDir string
+	// DockerHost, when set, is the DOCKER_HOST of the agents this host
+	// starts.
+	DockerHost string
 	// Binary is the program shipped to machines of this machine's platform;
 	// "" means the running program.
 	Binary string

@@ -165,6 +165,7 @@ func (m *machine) bootstrap(c *ssh.Client, dir, id string, bin *agentclient.Prog
 	// agent writes agentproto.ReadyLine there once it listens and closes it, or
 	// dies, and the session ends either way.
 	start := `exec 3>&1 </dev/null >>"` + dir + `/` + agentproto.LogName(id) + `" 2>&1; cd /; ` +
+		dockerEnv(m.h.opts.DockerHost) +
 		agentproto.EnvAgent + `="` + dir + `" ` + agentproto.EnvMachine + `=` + id + ` ` + agentproto.EnvReadyFD + `=3 setsid "` + exe + `" &`
 	// One session: the script says whether the machine has the program
 	// (touching it keeps the agents' cache sweep from removing it before
@@ -281,4 +282,13 @@ func dialRetry(ctx context.Context, c *ssh.Client, sock string, limit time.Durat
 		}
 		delay = min(2*delay, 100*time.Millisecond)
 	}
+}
+
+// dockerEnv is the shell assignment of DOCKER_HOST for the agent, "" to
+// keep the machine's own.
+func dockerEnv(host string) string {
+	if host == "" {
+		return ""
+	}
+	return "DOCKER_HOST='" + strings.ReplaceAll(host, "'", `'\''`) + "' "
 }
