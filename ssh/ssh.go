@@ -72,6 +72,11 @@ type Options struct {
 	// environment, or the engine's default socket. It is set when the
 	// agent starts: agents already running keep theirs.
 	DockerHost string
+	// ContainerMounts are bind mounts of every worker container on the
+	// machines (data a job reads, a directory it writes to):
+	// "HOST_PATH:CONTAINER_PATH", with ":ro" for read-only, paths of the
+	// machine. Like DockerHost, they are set when the agent starts.
+	ContainerMounts []string
 	// Binaries are this program built for other platforms, by
 	// "GOOS/GOARCH" ("linux/arm64"). Without one, machines of another
 	// platform get the program cross-compiled when its source is at hand.
@@ -104,7 +109,8 @@ func newHost(machines []string, opts Options, fromURL bool) (*meadowrun.Host, er
 		Machines: machines, User: opts.User, ConfigFile: opts.ConfigFile, IdentityFiles: opts.IdentityFiles, NoAgent: opts.NoAgent,
 		KnownHostsFiles: opts.KnownHostsFiles, TrustOnFirstUse: opts.TrustOnFirstUse,
 		ConnectTimeout: opts.ConnectTimeout, KeepAlive: opts.KeepAlive, GiveUpAfter: opts.GiveUpAfter, RemoteDir: opts.RemoteDir, DockerHost: opts.DockerHost,
-		Binaries: opts.Binaries, Log: opts.Log, FromURL: fromURL,
+		ContainerMounts: opts.ContainerMounts,
+		Binaries:        opts.Binaries, Log: opts.Log, FromURL: fromURL,
 	})
 	if err != nil {
 		return nil, err

@@ -262,6 +262,16 @@ func reply(w io.Writer, r any) error { return agentproto.WriteMessage(w, r) }
 func errResponse(err error) agentproto.Response {
 	kind := agentproto.KindFailed
 	switch {
+	case errors.Is(err, driver.ErrImageNotFound):
+		kind = agentproto.KindImageNotFound
+	case errors.Is(err, driver.ErrRegistryAuth):
+		kind = agentproto.KindRegistryAuth
+	case errors.Is(err, driver.ErrSidecarExited):
+		kind = agentproto.KindSidecarExited
+	case errors.Is(err, driver.ErrPortInUse):
+		kind = agentproto.KindPortInUse
+	case errors.Is(err, driver.ErrNoEngine):
+		kind = agentproto.KindNoEngine
 	case errors.Is(err, driver.ErrNoCapacity):
 		kind = agentproto.KindNoCapacity
 	case errors.Is(err, driver.ErrNeverFits):
@@ -609,7 +619,12 @@ func Run(dir string) int {
 	}
 	machine := os.Getenv(agentproto.EnvMachine)
 	os.Unsetenv(agentproto.EnvMachine)
-	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal()}); err != nil {
+	var local localhost.Options
+	if m := os.Getenv(agentproto.EnvContainerMounts); m != "" {
+		local.ContainerMounts = strings.Split(m, ",")
+	}
+	os.Unsetenv(agentproto.EnvContainerMounts)
+	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal(), Local: local}); err != nil {
 		fmt.Fprintf(os.Stderr, "%s meadowrun agent: %v\n", time.Now().Format(time.RFC3339), err)
 		return 1
 	}

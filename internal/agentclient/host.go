@@ -318,6 +318,9 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 			return nil, ctx.Err()
 		}
 		switch {
+		case errors.Is(err, driver.ErrImageNotFound), errors.Is(err, driver.ErrRegistryAuth), errors.Is(err, driver.ErrSidecarExited):
+			// The deployment is wrong, wherever it runs.
+			return nil, err
 		case errors.Is(err, driver.ErrUnsupported):
 			refusers, refusals = append(refusers, c.m), append(refusals, err)
 			continue

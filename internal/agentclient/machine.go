@@ -193,6 +193,18 @@ func (m *machine) respErr(resp agentproto.Response) error {
 		kind = driver.ErrDiskFull
 	case agentproto.KindUnsupported:
 		kind = driver.ErrUnsupported
+	case agentproto.KindImageNotFound:
+		kind = driver.ErrImageNotFound
+	case agentproto.KindRegistryAuth:
+		kind = driver.ErrRegistryAuth
+	case agentproto.KindSidecarExited:
+		kind = driver.ErrSidecarExited
+	// A machine whose port is taken or that has no engine cannot run the
+	// worker; another may.
+	case agentproto.KindPortInUse:
+		kind = errors.Join(driver.ErrPortInUse, driver.ErrUnsupported)
+	case agentproto.KindNoEngine:
+		kind = errors.Join(driver.ErrNoEngine, driver.ErrUnsupported)
 	}
 	return fmt.Errorf("%s: %w", m.name, &agentError{msg: resp.Error, kind: kind})
 }

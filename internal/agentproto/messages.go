@@ -164,6 +164,13 @@ const (
 	KindFailed      = "failed"      // anything else
 	KindNotFound    = "not-found"   // the job is not in this machine's journal
 	KindFinished    = "finished"    // the job to cancel has already finished
+	// Container deployments: the first two are the same on every
+	// machine, the others the machine's own.
+	KindImageNotFound = "image-not-found" // the registry has no such image
+	KindRegistryAuth  = "registry-auth"   // the registry refused the credentials
+	KindSidecarExited = "sidecar-exited"  // a sidecar stopped as it started
+	KindPortInUse     = "port-in-use"     // a port of the job is taken on the machine
+	KindNoEngine      = "no-engine"       // the machine has no container engine
 )
 
 // Response is the response line of every request; the responses that

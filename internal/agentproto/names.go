@@ -25,6 +25,10 @@ const EnvAgent = "MEADOWRUN_AGENT"
 // MachineID); without it the agent computes its own.
 const EnvMachine = "MEADOWRUN_AGENT_MACHINE"
 
+// EnvContainerMounts passes the agent the bind mounts of every worker
+// container it starts, comma-separated "HOST_PATH:CONTAINER_PATH[:ro]".
+const EnvContainerMounts = "MEADOWRUN_AGENT_CONTAINER_MOUNTS"
+
 // EnvReadyFD names a descriptor on which the agent writes ReadyLine once
 // it listens, then closes it: its starter learns at once whether it came
 // up or died.

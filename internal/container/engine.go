@@ -19,13 +19,13 @@ import (
 	"sync"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 	"github.com/docker/go-connections/nat"
 
 	"github.com/meadowrun-go/meadowrun/driver"
@@ -460,7 +460,7 @@ func (c *Container) Wait(ctx context.Context) Exit {
 	}
 	info, err := c.e.cli.ContainerInspect(context.WithoutCancel(ctx), c.ID)
 	if err != nil || info.State == nil {
-		return Exit{Code: -1, Gone: errdefs.IsNotFound(err)}
+		return Exit{Code: -1, Gone: cerrdefs.IsNotFound(err)}
 	}
 	return Exit{Code: info.State.ExitCode, OOMKilled: info.State.OOMKilled}
 }
@@ -509,7 +509,7 @@ func demux(r io.Reader) ([]byte, error) {
 // Kill stops the container at once.
 func (c *Container) Kill() error {
 	err := c.e.cli.ContainerKill(context.Background(), c.ID, "KILL")
-	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
 		return fmt.Errorf("container: killing %s: %w", c.ID[:12], err)
 	}
 	return nil
@@ -518,7 +518,7 @@ func (c *Container) Kill() error {
 // Remove removes the container, killing it if it still runs.
 func (c *Container) Remove() error {
 	err := c.e.cli.ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true})
-	if err != nil && !errdefs.IsNotFound(err) {
+	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("container: removing %s: %w", c.ID[:12], err)
 	}
 	return nil

@@ -79,6 +79,9 @@ type Options struct {
 	// DockerHost, when set, is the DOCKER_HOST of the agents this host
 	// starts.
 	DockerHost string
+	// ContainerMounts, when set, are the bind mounts of every worker
+	// container of the agents this host starts.
+	ContainerMounts []string
 	// Binary is the program shipped to machines of this machine's platform;
 	// "" means the running program.
 	Binary string

@@ -165,7 +165,7 @@ func (m *machine) bootstrap(c *ssh.Client, dir, id string, bin *agentclient.Prog
 	// agent writes agentproto.ReadyLine there once it listens and closes it, or
 	// dies, and the session ends either way.
 	start := `exec 3>&1 </dev/null >>"` + dir + `/` + agentproto.LogName(id) + `" 2>&1; cd /; ` +
-		dockerEnv(m.h.opts.DockerHost) +
+		agentEnv(m.h.opts) +
 		agentproto.EnvAgent + `="` + dir + `" ` + agentproto.EnvMachine + `=` + id + ` ` + agentproto.EnvReadyFD + `=3 setsid "` + exe + `" &`
 	// One session: the script says whether the machine has the program
 	// (touching it keeps the agents' cache sweep from removing it before
@@ -284,11 +284,16 @@ func dialRetry(ctx context.Context, c *ssh.Client, sock string, limit time.Durat
 	}
 }
 
-// dockerEnv is the shell assignment of DOCKER_HOST for the agent, "" to
-// keep the machine's own.
-func dockerEnv(host string) string {
-	if host == "" {
-		return ""
+// agentEnv is the shell assignments of the agent's container settings,
+// "" to keep the machine's own.
+func agentEnv(o Options) string {
+	quote := func(v string) string { return "'" + strings.ReplaceAll(v, "'", `'\''`) + "' " }
+	env := ""
+	if o.DockerHost != "" {
+		env += "DOCKER_HOST=" + quote(o.DockerHost)
 	}
-	return "DOCKER_HOST='" + strings.ReplaceAll(host, "'", `'\''`) + "' "
+	if len(o.ContainerMounts) > 0 {
+		env += agentproto.EnvContainerMounts + "=" + quote(strings.Join(o.ContainerMounts, ","))
+	}
+	return env
 }
