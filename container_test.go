@@ -209,6 +209,8 @@ func TestContainerBadImages(t *testing.T) {
 	repo, tag := repoTag(t, env.DebianImage)
 	drepo, _ := repoDigest(t, env.DebianDigest)
 	t.Setenv("MR_TEST_WRONG_PASSWORD", "not-the-password")
+	// A tag not on the machine yet: its pull checks the credentials.
+	frepo, ftag := containertest.FreshTag(t, env)
 	cases := []struct {
 		name string
 		d    meadowrun.Deployment
@@ -219,9 +221,9 @@ func TestContainerBadImages(t *testing.T) {
 		{"missing repository", meadowrun.ContainerImage(env.Registry+"/meadowrun-test/nothing", "v1", ctrSecret(), nil), meadowrun.ErrImageNotFound, "nothing"},
 		{"digest that matches nothing", meadowrun.ContainerImageAtDigest(drepo, "sha256:"+strings.Repeat("0", 64), ctrSecret(), nil),
 			meadowrun.ErrImageNotFound, "digest"},
-		{"wrong password", meadowrun.ContainerImage(repo, tag, meadowrun.SecretFromEnv("MR_TEST_REGISTRY_USER", "MR_TEST_WRONG_PASSWORD"), nil),
+		{"wrong password", meadowrun.ContainerImage(frepo, ftag, meadowrun.SecretFromEnv("MR_TEST_REGISTRY_USER", "MR_TEST_WRONG_PASSWORD"), nil),
 			meadowrun.ErrRegistryAuth, "check the Secret"},
-		{"no credentials", meadowrun.ContainerImage(repo, tag, meadowrun.Secret{}, nil), meadowrun.ErrRegistryAuth, "Secret"},
+		{"no credentials", meadowrun.ContainerImage(frepo, ftag, meadowrun.Secret{}, nil), meadowrun.ErrRegistryAuth, "Secret"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -239,6 +241,12 @@ func TestContainerBadImages(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the right password pulls the same tag", func(t *testing.T) {
+		o := meadowrun.Options{Deployment: meadowrun.ContainerImage(frepo, ftag, ctrSecret(), nil), LogDir: t.TempDir(), Output: &hosttest.SyncBuffer{}}
+		if _, err := meadowrun.RunFunction(t.Context(), ctrHostname.With(0), h, &o); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("unset secret variables", func(t *testing.T) {
 		o := meadowrun.Options{Deployment: meadowrun.ContainerImage(repo, tag, meadowrun.SecretFromEnv("MR_TEST_UNSET_1", "MR_TEST_UNSET_2"), nil)}
 		_, err := meadowrun.RunFunction(t.Context(), ctrHostname.With(0), h, &o)

@@ -4,10 +4,18 @@ package containertest
 
 import (
 	"bufio"
+	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/client"
 )
 
 // Env describes the running components, from DIR/containers.env.
@@ -54,4 +62,47 @@ func Require(t testing.TB) Env {
 		t.Fatalf("%s/containers.env lacks DOCKER_HOST, DEBIAN_IMAGE or SCRATCH_IMAGE", dir)
 	}
 	return e
+}
+
+// FreshTag pushes the Debian test image under a new tag of its
+// repository and removes that tag from the engine, keeping the image:
+// a deployment of the tag is then pulled from the registry, which is what
+// a test of what a pull checks (credentials) needs, while other tests use
+// the image's other tags.
+func FreshTag(t testing.TB, e Env) (repo, tag string) {
+	t.Helper()
+	ctx := context.Background()
+	cli, err := client.NewClientWithOpts(client.WithHost(e.DockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	auth, err := registry.EncodeAuthConfig(registry.AuthConfig{Username: e.RegistryUser, Password: e.RegistryPassword, ServerAddress: e.Registry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := func(what string, rc io.ReadCloser, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		defer rc.Close()
+		b, _ := io.ReadAll(rc)
+		if strings.Contains(string(b), `"error"`) {
+			t.Fatalf("%s: %s", what, b)
+		}
+	}
+	rc, err := cli.ImagePull(ctx, e.DebianImage, image.PullOptions{RegistryAuth: auth})
+	stream("pulling "+e.DebianImage, rc, err)
+	repo = e.DebianImage[:strings.LastIndex(e.DebianImage, ":")]
+	tag = fmt.Sprintf("fresh-%d-%d", os.Getpid(), time.Now().UnixNano())
+	if err := cli.ImageTag(ctx, e.DebianImage, repo+":"+tag); err != nil {
+		t.Fatal(err)
+	}
+	rc, err = cli.ImagePush(ctx, repo+":"+tag, image.PushOptions{RegistryAuth: auth})
+	stream("pushing "+repo+":"+tag, rc, err)
+	if _, err := cli.ImageRemove(ctx, repo+":"+tag, image.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return repo, tag
 }
