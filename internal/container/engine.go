@@ -465,6 +465,14 @@ func (c *Container) Wait(ctx context.Context) Exit {
 	return Exit{Code: info.State.ExitCode, OOMKilled: info.State.OOMKilled}
 }
 
+// OOMKilled asks the engine again whether the container was killed for
+// its memory: the engine learns it from an event that can come after the
+// container's exit.
+func (c *Container) OOMKilled(ctx context.Context) bool {
+	info, err := c.e.cli.ContainerInspect(ctx, c.ID)
+	return err == nil && info.State != nil && info.State.OOMKilled
+}
+
 // Running reports whether the container runs now.
 func (c *Container) Running(ctx context.Context) bool {
 	info, err := c.e.cli.ContainerInspect(ctx, c.ID)

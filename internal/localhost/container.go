@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,12 +74,22 @@ type containerRunner struct {
 	c        *container.Container
 	sidecars []*container.Container
 	limit    int64
+	killed   atomic.Bool // Kill was called
 }
 
-func (r *containerRunner) kill() error { return r.c.Kill() }
+func (r *containerRunner) kill() error {
+	r.killed.Store(true)
+	return r.c.Kill()
+}
 
 func (r *containerRunner) wait() driver.ExitStatus {
 	ex := r.c.Wait(context.Background())
+	// Killed (128+9) under a memory limit: the engine may learn of the
+	// OOM kill only after the exit.
+	for i := 0; i < 10 && ex.Code == 137 && r.limit > 0 && !ex.OOMKilled && !r.killed.Load(); i++ {
+		time.Sleep(50 * time.Millisecond)
+		ex.OOMKilled = r.c.OOMKilled(context.Background())
+	}
 	st := driver.ExitStatus{Code: ex.Code, OOMKilled: ex.OOMKilled, LimitBytes: r.limit, Lost: ex.Gone}
 	// The init of the container reports a worker killed by a signal as
 	// 128 + the signal's number.
