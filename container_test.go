@@ -313,6 +313,75 @@ func TestContainerPortInUse(t *testing.T) {
 	}
 }
 
+// ctrServe serves one connection on port from inside the job's container.
+var ctrServe = meadowrun.Register("ctr-serve", func(ctx context.Context, port int) (string, error) {
+	l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	l.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
+	c, err := l.Accept()
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	host, _ := os.Hostname()
+	_, err = fmt.Fprintf(c, "served by %s\n", host)
+	return host, err
+})
+
+// A job's port reaches its worker in the container from the machine while
+// the job runs, and is closed after it.
+func TestContainerPorts(t *testing.T) {
+	env := containertest.Require(t)
+	h := ctrHost(t, env, local.Options{})
+	l, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	o := meadowrun.Options{Deployment: debian(t, env), LogDir: t.TempDir(), Ports: []string{strconv.Itoa(port)}}
+	type result struct {
+		host string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		host, err := meadowrun.RunFunction(t.Context(), ctrServe.With(port), h, &o)
+		done <- result{host, err}
+	}()
+	// Until the worker listens, the engine's proxy accepts and hangs up.
+	var line string
+	for deadline := time.Now().Add(30 * time.Second); !strings.HasPrefix(line, "served by") && time.Now().Before(deadline); {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			line, _ = bufio.NewReader(c).ReadString('\n')
+			c.Close()
+		}
+		if !strings.HasPrefix(line, "served by") {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	r := <-done
+	if r.err != nil || line != "served by "+r.host+"\n" {
+		t.Fatalf("the job's port served %q; the job returned %q, %v", line, r.host, r.err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("port %d still open 10 s after its job ended", port)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // A Python function runs on the image's Python, importing the caller's
 // code.
 func TestContainerPython(t *testing.T) {

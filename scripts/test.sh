@@ -2,8 +2,9 @@
 # Runs every check and test of the project: formatting, vet, staticcheck,
 # the whole test suite under the race detector, the conformance suite
 # without it (full-size maps), and a short fuzzing run of the protocol
-# decoder, with the simulated SSH machines of scripts/sshnet.sh running
-# (needs root). Installs the pinned tools it needs. Usage: scripts/test.sh
+# decoder, with the simulated SSH machines of scripts/sshnet.sh and the
+# container engine and registry of scripts/containers.sh running (needs
+# root). Installs the pinned tools it needs. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,9 +47,21 @@ step "simulated SSH machines (scripts/sshnet.sh, network ID $sshnet_id)"
 # The SSH tests need them (docs/testing-ssh.md); REQUIRE makes those tests
 # fail rather than skip when the network is missing.
 sshnet_dir=$(mktemp -d)
-trap 'scripts/sshnet.sh down "$sshnet_dir" || true; rm -rf "$sshnet_dir"' EXIT
+containers_dir=$(mktemp -d)
+cleanup() {
+  scripts/containers.sh down "$containers_dir" || true
+  scripts/sshnet.sh down "$sshnet_dir" || true
+  rm -rf "$sshnet_dir" "$containers_dir"
+}
+trap cleanup EXIT
 scripts/sshnet.sh up "$sshnet_dir" "$sshnet_id"
 export MEADOWRUN_SSHNET="$sshnet_dir" MEADOWRUN_REQUIRE_SSHNET=1
+
+step "container engine and registry (scripts/containers.sh, ID $sshnet_id)"
+# The container tests need them (docs/testing-containers.md) and fail
+# rather than skip when they are missing.
+scripts/containers.sh up "$containers_dir" "$sshnet_id"
+export MEADOWRUN_CONTAINERS="$containers_dir" MEADOWRUN_REQUIRE_CONTAINERS=1
 # The Python worker tests fail rather than skip without python3.
 export MEADOWRUN_REQUIRE_PYTHON=1
 

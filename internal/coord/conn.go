@@ -50,6 +50,7 @@ type workerConn struct {
 	inflight []inflight // in the order sent, which is the order the worker answers
 	run      *Job       // the job the connection is lent to, nil when idle
 	dead     bool
+	oneJob   bool // serves the job it was started for only
 	idleAt   time.Time
 	gone     chan struct{} // closed when the reader has finished
 }

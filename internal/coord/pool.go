@@ -89,6 +89,9 @@ func (p *Pool) acquire(ctx context.Context, run *Job, key string, spec driver.Wo
 			p.mu.Lock()
 			p.all[c] = true
 			c.run = run
+			// Ports are the job's: its worker is not kept for later jobs,
+			// so that they close when it ends.
+			c.oneJob = len(spec.Ports) > 0
 			p.mu.Unlock()
 			return c, nil
 		}
@@ -148,11 +151,12 @@ func (p *Pool) evictIdle(key string) *workerConn {
 }
 
 // release returns a lent worker. A worker with tasks still in flight (its
-// job ended early) or a dead one is stopped instead of kept.
+// job ended early), a dead one, or one holding its job's ports is stopped
+// instead of kept.
 func (p *Pool) release(c *workerConn) {
 	c.mu.Lock()
 	c.run = nil
-	keep := !c.dead && len(c.inflight) == 0
+	keep := !c.dead && len(c.inflight) == 0 && !c.oneJob
 	c.idleAt = time.Now()
 	c.mu.Unlock()
 	if !keep {
