@@ -43,9 +43,19 @@ func Require(t testing.TB) Env {
 		}
 		t.Skip("no test container engine: run scripts/containers.sh up DIR and set MEADOWRUN_CONTAINERS=DIR")
 	}
-	f, err := os.Open(filepath.Join(dir, "containers.env"))
+	e, err := Load(dir)
 	if err != nil {
 		t.Fatalf("MEADOWRUN_CONTAINERS: %v", err)
+	}
+	return e
+}
+
+// Load reads DIR/containers.env, which scripts/containers.sh up DIR
+// writes.
+func Load(dir string) (Env, error) {
+	f, err := os.Open(filepath.Join(dir, "containers.env"))
+	if err != nil {
+		return Env{}, err
 	}
 	defer f.Close()
 	kv := map[string]string{}
@@ -59,9 +69,9 @@ func Require(t testing.TB) Env {
 		RegistryPassword: kv["REGISTRY_PASSWORD"], ScratchImage: kv["SCRATCH_IMAGE"], ScratchDigest: kv["SCRATCH_DIGEST"],
 		DebianImage: kv["DEBIAN_IMAGE"], DebianDigest: kv["DEBIAN_DIGEST"]}
 	if e.DockerHost == "" || e.DebianImage == "" || e.ScratchImage == "" {
-		t.Fatalf("%s/containers.env lacks DOCKER_HOST, DEBIAN_IMAGE or SCRATCH_IMAGE", dir)
+		return Env{}, fmt.Errorf("%s/containers.env lacks DOCKER_HOST, DEBIAN_IMAGE or SCRATCH_IMAGE", dir)
 	}
-	return e
+	return e, nil
 }
 
 // FreshTag pushes the Debian test image under a new tag of its

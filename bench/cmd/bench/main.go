@@ -231,18 +231,23 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 	}
-	ssh, err := sshBench(ctx, cfg, tmp)
-	if err != nil {
-		return err
+	var sections []string
+	for _, b := range sideBenches {
+		sec, err := b.run(ctx, cfg, tmp)
+		if err != nil {
+			return err
+		}
+		sections = append(sections, sec)
 	}
+	side := strings.Join(sections, "\n")
 	rep := buildReport(cfg, all)
 	table := rep.markdownTable()
 	targets := rep.markdownTargets()
 	fmt.Println(table)
 	fmt.Println(targets)
-	fmt.Println(ssh)
+	fmt.Println(side)
 	if cfg.outPath != "-" {
-		doc := rep.document(cfg, table, targets, ssh, time.Since(t0))
+		doc := rep.document(cfg, table, targets, side, time.Since(t0))
 		if err := os.MkdirAll(filepath.Dir(cfg.outPath), 0o755); err != nil {
 			return err
 		}
@@ -255,31 +260,48 @@ func run(ctx context.Context, cfg *config) error {
 	return nil
 }
 
-// sshBench runs bench/cmd/sshbench on the simulated SSH machines that
-// $MEADOWRUN_SSHNET names (scripts/sshnet.sh, which needs root), and returns
-// its report as a markdown section.
-func sshBench(ctx context.Context, cfg *config, tmp string) (string, error) {
-	const head = "## SSH hosts (`bench/cmd/sshbench`)\n\n"
-	dir := os.Getenv("MEADOWRUN_SSHNET")
+// A sideBench is a benchmark program that needs test components started
+// as root (the simulated SSH machines, the container engine): it runs when
+// the variable env names their directory, and its output becomes a section
+// of the report.
+type sideBench struct {
+	pkg, env, title, start, intro string
+}
+
+var sideBenches = []sideBench{
+	{pkg: "sshbench", env: "MEADOWRUN_SSHNET", title: "SSH hosts",
+		start: "start the simulated machines as root with `scripts/sshnet.sh up DIR`",
+		intro: "Three machines in network namespaces on this VM (sharing its cores), each running OpenSSH's sshd; see docs/ssh.md for what the numbers mean."},
+	{pkg: "ctrbench", env: "MEADOWRUN_CONTAINERS", title: "Containers",
+		start: "start the engine and registry as root with `scripts/containers.sh up DIR`",
+		intro: "The local host with Debian's dockerd and registry (scripts/containers.sh); C1 warm calls, C2 cold starts, C3 commands in the Debian image next to `xargs -P2 docker run`; see docs/containers.md."},
+}
+
+// run builds and runs b, and returns its report as a markdown section.
+func (b sideBench) run(ctx context.Context, cfg *config, tmp string) (string, error) {
+	head := fmt.Sprintf("## %s (`bench/cmd/%s`)\n\n", b.title, b.pkg)
+	dir := os.Getenv(b.env)
 	if dir == "" {
-		return head + "Not measured in this run: start the simulated machines as root with `scripts/sshnet.sh up DIR` and set `MEADOWRUN_SSHNET=DIR`.\n", nil
+		return head + fmt.Sprintf("Not measured in this run: %s and set `%s=DIR`.\n", b.start, b.env), nil
 	}
-	bin := filepath.Join(tmp, "sshbench")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/cmd/sshbench")
+	bin := filepath.Join(tmp, b.pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/cmd/"+b.pkg)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = cfg.root, os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go build ./bench/cmd/sshbench: %w", err)
+		return "", fmt.Errorf("go build ./bench/cmd/%s: %w", b.pkg, err)
 	}
 	args := []string{}
 	if cfg.quick {
 		args = append(args, "-quick")
 	}
-	logf("sshbench on %s", dir)
-	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	logf("%s on %s", b.pkg, dir)
+	cmd = exec.CommandContext(ctx, bin, args...)
+	cmd.Dir, cmd.Stderr = cfg.root, os.Stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("sshbench: %w", err)
+		return "", fmt.Errorf("%s: %w", b.pkg, err)
 	}
-	return head + "Three machines in network namespaces on this VM (sharing its cores), each running OpenSSH's sshd; see docs/ssh.md for what the numbers mean.\n\n```\n" + string(out) + "```\n", nil
+	return head + b.intro + "\n\n```\n" + string(out) + "```\n", nil
 }
 
 func writeJSONL(path string, rs []rec.Record) error {

@@ -432,7 +432,7 @@ func memTotal() string {
 	return v
 }
 
-func (r *report) document(cfg *config, table, targets, ssh string, took time.Duration) string {
+func (r *report) document(cfg *config, table, targets, side string, took time.Duration) string {
 	var b strings.Builder
 	args := strings.Join(os.Args[1:], " ")
 	cmdline := "go run ./bench/cmd/bench"
@@ -466,7 +466,7 @@ func (r *report) document(cfg *config, table, targets, ssh string, took time.Dur
 	b.WriteString("\n## Targets (from the issue)\n\n")
 	b.WriteString(targets)
 	b.WriteString("\n")
-	b.WriteString(ssh)
+	b.WriteString(side)
 	b.WriteString("\n## Parameters, versions and notes per contestant\n\n")
 	b.WriteString(r.details())
 	return b.String()
