@@ -49,6 +49,18 @@ var (
 			return 0, ctx.Err()
 		}
 	})
+	// sleepSaying also says when it has slept, before it returns: how a
+	// test knows that a task has finished without guessing how long the
+	// host takes to start it.
+	sleepSaying = meadowrun.Register("hosttest.SleepSaying", func(ctx context.Context, ms int) (int, error) {
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			fmt.Printf("slept %d ms\n", ms)
+			return ms, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	})
 	printer = meadowrun.Register("hosttest.Print", func(ctx context.Context, x int) (int, error) {
 		fmt.Printf("stdout line of %d\n", x)
 		fmt.Fprintf(os.Stderr, "stderr line of %d\n", x)

@@ -402,7 +402,7 @@ func testUnsupported(t *testing.T, s *suite) {
 }
 
 func testCancelMap(t *testing.T, s *suite) {
-	o, _ := s.opts(t)
+	o, out := s.opts(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	args := []int{1, 1, 60000, 60000, 60000, 60000}
@@ -411,11 +411,19 @@ func testCancelMap(t *testing.T, s *suite) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		got, err = meadowrun.RunMap(ctx, sleep, args, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2})
+		got, err = meadowrun.RunMap(ctx, sleepSaying, args, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2})
 	}()
-	// Cancel once the short tasks have had time to finish; the long ones
-	// are then running.
-	time.Sleep(500 * time.Millisecond)
+	// Cancel once the short tasks have finished (their output comes just
+	// before their results; the margin covers the results' way); the long
+	// ones are then running. A host that does not capture output (in
+	// process) starts nothing, so the margin alone is enough there.
+	for deadline := time.Now().Add(60 * time.Second); s.caps.CapturesOutput && strings.Count(out.String(), "slept 1 ms") < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the two short tasks did not finish within 60 s; output: %q", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	cancel()
 	select {
