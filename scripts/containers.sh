@@ -18,6 +18,8 @@
 # in $MEADOWRUN_CACHE (default ~/.cache/meadowrun-test), keyed by the
 # pinned debootstrap and suite, because building it takes minutes.
 set -euo pipefail
+# shellcheck source=lib/packages.sh
+. "$(dirname "$0")/lib/packages.sh"
 
 readonly DOCKER_VERSION=20.10.24+dfsg1-1+deb12u1+b6
 readonly REGISTRY_VERSION=2.8.2+ds1-1
@@ -37,17 +39,7 @@ usage() {
 	exit 2
 }
 
-# elapsed START: seconds since START (an $EPOCHREALTIME), like 1.23.
-elapsed() {
-	local us=$((${EPOCHREALTIME/./} - ${1/./}))
-	printf '%d.%02d' $((us / 1000000)) $((us % 1000000 / 10000))
-}
-
 # ---------------------------------------------------------------- packages
-
-pkg_ok() { # NAME VERSION: true when exactly that version is installed
-	[ "$(dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null || true)" = "install ok installed $2" ]
-}
 
 ensure_packages() {
 	local need=()
@@ -58,26 +50,8 @@ ensure_packages() {
 	[ "${#need[@]}" -eq 0 ] && return 0
 
 	echo "containers: installing ${need[*]}"
-	# The packages' maintainer scripts would start a system dockerd and a
-	# system registry; policy-rc.d exit status 101 forbids that. Any
-	# policy already in place is restored afterwards.
-	local policy=/usr/sbin/policy-rc.d saved="" rc=0
-	if [ -e "$policy" ]; then
-		saved=$(mktemp)
-		cp -p "$policy" "$saved"
-	fi
-	printf '#!/bin/sh\nexit 101\n' >"$policy"
-	chmod 755 "$policy"
-	{
-		DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
-	} || rc=$?
-	if [ -n "$saved" ]; then
-		cp -p "$saved" "$policy"
-		rm -f "$saved"
-	else
-		rm -f "$policy"
-	fi
+	local rc=0
+	install_without_daemons "${need[@]}" || rc=$?
 	[ "$rc" -eq 0 ] || die "apt-get install ${need[*]} failed"
 }
 

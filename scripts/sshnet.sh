@@ -19,6 +19,8 @@
 # openssh-server, iptables and tcsh packages with apt-get when they are
 # missing.
 set -euo pipefail
+# shellcheck source=lib/packages.sh
+. "$(dirname "$0")/lib/packages.sh"
 
 readonly OPENSSH_VERSION=1:9.2p1-2+deb12u10
 readonly IPTABLES_VERSION=1.8.9-2
@@ -39,10 +41,6 @@ usage() {
 
 # ---------------------------------------------------------------- packages
 
-pkg_ok() { # NAME VERSION: true when exactly that version is installed
-	[ "$(dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null || true)" = "install ok installed $2" ]
-}
-
 sshd_pids() { # every sshd process, sorted, without needing procps
 	local p comm
 	for p in /proc/[0-9]*; do
@@ -60,28 +58,9 @@ ensure_packages() {
 	[ "${#need[@]}" -eq 0 ] && return 0
 
 	echo "sshnet: installing ${need[*]}"
-	# The package's maintainer scripts would start a system sshd listening
-	# on every address of the root namespace; policy-rc.d exit status 101
-	# forbids that. Any policy already in place is restored afterwards.
-	local policy=/usr/sbin/policy-rc.d saved="" before
-	if [ -e "$policy" ]; then
-		saved=$(mktemp)
-		cp -p "$policy" "$saved"
-	fi
-	printf '#!/bin/sh\nexit 101\n' >"$policy"
-	chmod 755 "$policy"
+	local before rc=0
 	before=$(sshd_pids)
-	local rc=0
-	{
-		DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
-	} || rc=$?
-	if [ -n "$saved" ]; then
-		cp -p "$saved" "$policy"
-		rm -f "$saved"
-	else
-		rm -f "$policy"
-	fi
+	install_without_daemons "${need[@]}" || rc=$?
 	[ "$rc" -eq 0 ] || die "apt-get install ${need[*]} failed"
 	# Belt and braces: stop a system sshd that the installation started
 	# after all (a new sshd whose PID is in the system daemon's pid file),
@@ -95,12 +74,6 @@ ensure_packages() {
 }
 
 # ---------------------------------------------------------------- helpers
-
-# elapsed START: seconds since START (an $EPOCHREALTIME), like 1.23.
-elapsed() {
-	local us=$((${EPOCHREALTIME/./} - ${1/./}))
-	printf '%d.%02d' $((us / 1000000)) $((us % 1000000 / 10000))
-}
 
 ns_name() { echo "mr${ID}h$1"; }
 veth_name() { echo "mr${ID}v$1"; }
