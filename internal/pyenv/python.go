@@ -19,7 +19,10 @@ func Version(ctx context.Context, python string) (string, error) {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("pyenv: %s: %w: %s", python, err, strings.TrimSpace(string(out)))
+		if o := strings.TrimSpace(string(out)); o != "" {
+			err = fmt.Errorf("%w: %s", err, o)
+		}
+		return "", fmt.Errorf("pyenv: running the Python interpreter %s: %w", python, err)
 	}
 	v := strings.TrimSpace(string(out))
 	if strings.Count(v, ".") != 2 {

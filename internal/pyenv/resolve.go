@@ -22,7 +22,7 @@ import (
 func Freeze(ctx context.Context, python string) (*driver.Environment, error) {
 	version, err := Version(ctx, python)
 	if err != nil {
-		return nil, fmt.Errorf("pyenv: the local interpreter: %w", err)
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
