@@ -235,6 +235,11 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	py, err := pyenvBench(ctx, cfg, tmp)
+	if err != nil {
+		return err
+	}
+	ssh += "\n" + py
 	rep := buildReport(cfg, all)
 	table := rep.markdownTable()
 	targets := rep.markdownTargets()
@@ -280,6 +285,34 @@ func sshBench(ctx context.Context, cfg *config, tmp string) (string, error) {
 		return "", fmt.Errorf("sshbench: %w", err)
 	}
 	return head + "Three machines in network namespaces on this VM (sharing its cores), each running OpenSSH's sshd; see docs/ssh.md for what the numbers mean.\n\n```\n" + string(out) + "```\n", nil
+}
+
+// pyenvBench runs bench/cmd/pyenvbench (Python environment deployments,
+// the environment cache hit) when the machine has python3, and returns its
+// report as a markdown section.
+func pyenvBench(ctx context.Context, cfg *config, tmp string) (string, error) {
+	const head = "## Python environments (`bench/cmd/pyenvbench`)\n\n"
+	if _, err := exec.LookPath("python3"); err != nil {
+		return head + "Not measured in this run: no python3 in PATH.\n", nil
+	}
+	bin := filepath.Join(tmp, "pyenvbench")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/cmd/pyenvbench")
+	cmd.Dir, cmd.Stdout, cmd.Stderr = cfg.root, os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build ./bench/cmd/pyenvbench: %w", err)
+	}
+	var args []string
+	if cfg.quick {
+		args = append(args, "-quick")
+	}
+	logf("pyenvbench")
+	run := exec.CommandContext(ctx, bin, args...)
+	run.Stderr = os.Stderr
+	out, err := run.Output()
+	if err != nil {
+		return "", fmt.Errorf("pyenvbench: %w", err)
+	}
+	return head + "A PipRequirementsFile deployment on the local host, pip installing from a wheelhouse on disk; the issue's target: a second run with an unchanged requirements file spends under 100 ms on the environment.\n\n```\n" + string(out) + "```\n", nil
 }
 
 func writeJSONL(path string, rs []rec.Record) error {
