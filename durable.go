@@ -295,20 +295,26 @@ func prepareSubmit(ctx context.Context, host *Host, o *Options, sub *SubmitOptio
 	if sub.MaxAttempts < 0 {
 		return nil, "", durableSpec{}, fmt.Errorf("meadowrun: SubmitOptions.MaxAttempts is %d; it must be 0 (default) or more", sub.MaxAttempts)
 	}
-	spec, err := specOf(o)
-	if err != nil {
-		return nil, "", spec, err
+	// The kinds of deployment a detached job can have are checked
+	// before the deployment is prepared.
+	if _, err := specOf(o, nil); err != nil {
+		return nil, "", durableSpec{}, err
 	}
 	hostURL, ok := HostURL(host)
 	if !ok {
 		if !sub.InProcess {
-			return nil, "", spec, fmt.Errorf("%w: a detached job needs a host that another process can open from a URL (Local, or one from OpenHost), not %T", ErrUnsupported, host)
+			return nil, "", durableSpec{}, fmt.Errorf("%w: a detached job needs a host that another process can open from a URL (Local, or one from OpenHost), not %T", ErrUnsupported, host)
 		}
 		hostURL = fmt.Sprintf("%T", host)
 	}
 	// Everything that can be checked here is, so that a bad request
 	// fails now, before it is journaled.
-	if _, err := prepare(ctx, host, o); err != nil {
+	p, err := prepare(ctx, host, o)
+	if err != nil {
+		return nil, "", durableSpec{}, err
+	}
+	spec, err := specOf(o, p.env)
+	if err != nil {
 		return nil, "", spec, err
 	}
 	return defaultJobs(), hostURL, spec, nil

@@ -56,6 +56,16 @@ var (
 	// ErrSidecarExited: a sidecar stopped right after it started; the
 	// message has its output.
 	ErrSidecarExited = driver.ErrSidecarExited
+
+	// Errors about Python environments.
+
+	// ErrEnvironment: a Python environment cannot be built from its
+	// specification (requirements pip cannot resolve, a conda file conda
+	// refuses), which no other machine would change; the message quotes
+	// pip or conda. A machine that lacks what an environment needs (its
+	// Python version, conda) refuses it with ErrUnsupported instead, and
+	// another machine may run it.
+	ErrEnvironment = driver.ErrEnvironment
 )
 
 // ErrorKind classifies a task failure.

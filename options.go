@@ -113,6 +113,14 @@ type Deployment struct {
 	creds       Secret
 	globs       []string
 	env         map[string]string
+	// Environment deployments (pythonenv.go): where the specification
+	// comes from, the Python version asked for, pip's options, and the
+	// specification once resolved (a detached job's supervisor gets it
+	// so).
+	envSource, envPath, python string
+	pip                        PipOptions
+	pipSet                     bool
+	resolved                   *driver.Environment
 }
 
 // MirrorLocal runs the caller's own program (its binary re-executed in
@@ -184,8 +192,10 @@ func (d Deployment) WithGlobs(globs ...string) Deployment {
 	return d
 }
 
-// Kind names the deployment: "mirror_local", "container", "git" or
-// "interpreter".
+// Kind names the deployment: "mirror_local", "container", "git",
+// "interpreter" (PreinstalledInterpreter) or "environment" (a Python
+// environment meadowrun builds: LocalPipInterpreter, PipRequirementsFile,
+// PoetryProjectPath, LocalCondaInterpreter, CondaEnvironmentFile).
 func (d Deployment) Kind() string {
 	if d.kind == "" {
 		return "mirror_local"
@@ -249,7 +259,7 @@ func (d Deployment) driver() driver.Deployment {
 // runtime is the worker runtime the deployment needs: interpreters are
 // Python's, everything else runs this program's Go worker.
 func (d Deployment) runtime() driver.Runtime {
-	if d.kind == "interpreter" || d.kind == "container" && d.interpreter != "" {
+	if d.kind == "interpreter" || d.kind == "environment" || d.kind == "container" && d.interpreter != "" {
 		return driver.RuntimePython
 	}
 	return driver.RuntimeGo
@@ -263,6 +273,10 @@ func (d Deployment) key() string {
 		fmt.Fprintf(&b, "|%s=%s", k, d.env[k])
 	}
 	fmt.Fprintf(&b, "|%s|%s|%s|%s|%s|%s|%v|%s", d.image, d.digest, d.repoURL, d.branch, d.commit, d.interpreter, d.globs, d.creds)
+	if d.kind == "environment" {
+		// The pool key of a job adds the resolved specification's hash.
+		fmt.Fprintf(&b, "|%s|%s|%s|%v", d.envSource, d.envPath, d.python, d.pip)
+	}
 	return b.String()
 }
 

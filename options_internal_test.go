@@ -15,7 +15,7 @@ func TestWithGlobsAddsFilesToADeployment(t *testing.T) {
 		t.Fatalf("kind %s, runtime %s; key %q, want an interpreter deployment with its own pool key", g.Kind(), g.runtime(), g.key())
 	}
 	// A journaled job runs with the same deployment as its submitter's.
-	spec, err := specOf(&Options{Deployment: g})
+	spec, err := specOf(&Options{Deployment: g}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

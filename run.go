@@ -29,6 +29,9 @@ type prepared struct {
 	// read from their secrets.
 	creds        *driver.Credentials
 	sidecarCreds []*driver.Credentials
+	// env is the Python environment of an environment deployment,
+	// resolved here.
+	env *driver.Environment
 }
 
 // prepare validates everything that can be checked before any work starts:
@@ -64,7 +67,11 @@ func prepare(ctx context.Context, host *Host, o *Options) (*prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &prepared{drv: drv, pool: pool, fits: fits, files: files, creds: creds, sidecarCreds: sidecarCreds}, nil
+	env, err := o.Deployment.environment(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &prepared{drv: drv, pool: pool, fits: fits, files: files, creds: creds, sidecarCreds: sidecarCreds, env: env}, nil
 }
 
 // supports checks that the host can honour every option: what it cannot
@@ -109,8 +116,15 @@ func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 	worker := driver.WorkerSpec{Env: d.env, Files: p.files, Deployment: d.driver(), Runtime: d.runtime(),
 		Ports: slices.Clone(o.Ports), Sidecars: o.sidecars(p.sidecarCreds)}
 	worker.Deployment.Credentials = p.creds
+	poolKey := o.poolKey()
+	if p.env != nil {
+		// Workers of another version of the requirements are of another
+		// environment.
+		worker.Deployment.Environment = p.env
+		poolKey += "|env=" + p.env.Hash()
+	}
 	return jobSpec{id: id, Spec: coord.Spec{Func: fn, Command: command, Resources: o.resources().driverResources,
-		Worker: worker, PoolKey: o.poolKey(), Concurrency: 1, MaxAttempts: 1, Pool: p.pool,
+		Worker: worker, PoolKey: poolKey, Concurrency: 1, MaxAttempts: 1, Pool: p.pool,
 		Logs: coord.NewLogs(dir, id, out), TasksHint: 1}}
 }
 

@@ -37,7 +37,10 @@ type durableSpec struct {
 	Image  string `json:"image,omitempty"`
 	Digest string `json:"digest,omitempty"`
 	Creds  Secret `json:"creds,omitzero"`
-	LogDir string `json:"log_dir,omitempty"`
+	// Environment is an environment deployment's specification, resolved
+	// at submission, so that the supervisor builds what was submitted.
+	Environment *driver.Environment `json:"environment,omitempty"`
+	LogDir      string              `json:"log_dir,omitempty"`
 	// Commands.
 	Env              map[string]string `json:"env,omitempty"`
 	Dir              string            `json:"dir,omitempty"`
@@ -50,13 +53,16 @@ type durableSpec struct {
 	RetryWithMoreMemory bool `json:"retry_with_more_memory,omitempty"`
 }
 
-func specOf(o *Options) (durableSpec, error) {
+// specOf is the durable spec of a job with options o, whose environment
+// deployment (if any) resolved to env.
+func specOf(o *Options, env *driver.Environment) (durableSpec, error) {
 	d := o.Deployment
-	if k := d.Kind(); k != "mirror_local" && k != "interpreter" && k != "container" {
-		return durableSpec{}, fmt.Errorf("%w: detached jobs run mirror_local, interpreter and container deployments only for now, not %s", ErrUnsupported, k)
+	if k := d.Kind(); k != "mirror_local" && k != "interpreter" && k != "container" && k != "environment" {
+		return durableSpec{}, fmt.Errorf("%w: detached jobs run mirror_local, interpreter, environment and container deployments only for now, not %s", ErrUnsupported, k)
 	}
 	s := durableSpec{Resources: o.Resources, Ports: o.Ports, Sidecars: o.Sidecars,
-		DeployEnv: d.env, Globs: d.globs, Interpreted: d.kind == "interpreter", Interpreter: d.interpreter, LogDir: o.LogDir}
+		DeployEnv: d.env, Globs: d.globs, Interpreted: d.kind == "interpreter", Interpreter: d.interpreter, LogDir: o.LogDir,
+		Environment: env}
 	if d.kind == "container" {
 		s.Image, s.Digest, s.Creds = d.image, d.digest, d.creds
 	}
@@ -66,6 +72,8 @@ func specOf(o *Options) (durableSpec, error) {
 func (s durableSpec) options(out io.Writer) Options {
 	d := MirrorLocal(s.Globs, s.DeployEnv)
 	switch {
+	case s.Environment != nil:
+		d = Deployment{kind: "environment", resolved: s.Environment, env: s.DeployEnv, globs: s.Globs}
 	case s.Interpreted:
 		d = PreinstalledInterpreter(s.Interpreter, s.DeployEnv).WithGlobs(s.Globs...)
 	case s.Image != "":

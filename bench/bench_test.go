@@ -91,7 +91,7 @@ func TestHarnessSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sections := []string{"## Machine", "## Versions", "## Results", "## Targets", "| **meadowrun** |", "## SSH hosts"}
+	sections := []string{"## Machine", "## Versions", "## Results", "## Targets", "| **meadowrun** |", "## SSH hosts", "## Python environments"}
 	if os.Getenv("MEADOWRUN_SSHNET") != "" {
 		// The SSH section is measured on the simulated machines.
 		sections = append(sections, "bootstrap (connect, upload", "warm dispatch of a trivial function", "map of x+1 over 3 machines")

@@ -175,6 +175,9 @@ type Deployment struct {
 	// (DeployInterpreter), or in the image (DeployContainer with
 	// RuntimePython; "" means python3).
 	Interpreter string
+	// Environment is the Python environment to build on the machine
+	// (DeployEnvironment).
+	Environment *Environment
 	// Credentials log in to Image's registry (DeployContainer); nil
 	// means none.
 	Credentials *Credentials

@@ -384,8 +384,10 @@ func testUnsupported(t *testing.T, s *suite) {
 		meadowrun.ContainerImage("busybox", "1.36", meadowrun.Secret{}, nil),
 		meadowrun.GitRepo("https://example.invalid/repo.git", "main", "", nil),
 		meadowrun.PreinstalledInterpreter("/usr/bin/python3", nil),
+		meadowrun.PipRequirementsFile("requirements.txt", ""),
 	} {
-		if s.caps.CanDeploy(driver.DeploymentKind(d.Kind())) && (d.Kind() != "interpreter" || s.caps.CanRun(driver.RuntimePython)) {
+		python := d.Kind() == "interpreter" || d.Kind() == "environment"
+		if s.caps.CanDeploy(driver.DeploymentKind(d.Kind())) && (!python || s.caps.CanRun(driver.RuntimePython)) {
 			continue
 		}
 		o, _ := s.opts(t)

@@ -44,6 +44,11 @@ type Options struct {
 	// job reads, a directory it writes its output to):
 	// "HOST_PATH:CONTAINER_PATH", with ":ro" for read-only.
 	ContainerMounts []string
+	// CacheDir holds what workers need on disk: the Python worker's
+	// script and the Python environments of environment deployments
+	// (PipRequirementsFile, ...). "" means meadowrun's directory in the
+	// user's cache directory (~/.cache/meadowrun).
+	CacheDir string
 }
 
 // NewHost detects the machine and prepares a host of it with its own pool
@@ -51,7 +56,8 @@ type Options struct {
 func NewHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 	d, err := localhost.New(ctx, localhost.Options{Executable: opts.Executable, Args: opts.Args, Env: opts.Env,
 		Limiter: opts.MemoryEnforcement, LogicalCPU: opts.LogicalCPU, MemoryBytes: int64(opts.MemoryGB * (1 << 30)),
-		DockerHost: opts.DockerHost, ContainerNetwork: opts.ContainerNetwork, ContainerMounts: opts.ContainerMounts})
+		DockerHost: opts.DockerHost, ContainerNetwork: opts.ContainerNetwork, ContainerMounts: opts.ContainerMounts,
+		CacheDir: opts.CacheDir})
 	if err != nil {
 		return nil, fmt.Errorf("meadowrun: %w", err)
 	}

@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STATICCHECK_VERSION=v0.8.2
+# The Python environment tests make virtualenvs with Debian's python3
+# (the SSH machines' interpreter): venv with ensurepip, and a pip that
+# installs into another interpreter (--python).
+PYTHON3_VENV_VERSION=3.11.2-1+b1
+PYTHON3_PIP_VERSION=23.0.1+dfsg-1
 export PATH="$(go env GOPATH)/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -18,6 +23,17 @@ go version
 if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
   go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
 fi
+
+step "Python packages (python3-venv, python3-pip)"
+need=()
+for p in "python3-venv=$PYTHON3_VENV_VERSION" "python3-pip=$PYTHON3_PIP_VERSION"; do
+  dpkg-query -W -f='${Status}' "${p%%=*}" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+fi
+dpkg-query -W python3-venv python3-pip
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))

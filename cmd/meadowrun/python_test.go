@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/meadowrun-go/meadowrun/internal/pyenv/pyenvtest"
 )
 
 func TestMapOfAPythonFunction(t *testing.T) {
@@ -50,5 +52,45 @@ def boom(x):
 	t.Run("an unknown function is named", func(t *testing.T) {
 		r := u.run("", "map", "--python", "clipkg.nosuch.f", ":::", "7")
 		u.want(r, 1, nil, []string{"clipkg.nosuch"})
+	})
+}
+
+func TestMapOfAPythonFunctionInARequirementsEnvironment(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		if os.Getenv("MEADOWRUN_REQUIRE_PYTHON") == "1" {
+			t.Fatalf("python3 is required (MEADOWRUN_REQUIRE_PYTHON=1) but not found: %v", err)
+		}
+		t.Skipf("python3 not found: %v", err)
+	}
+	u := newUser(t)
+	u.env = append(u.env, "XDG_CACHE_HOME="+t.TempDir())
+	wheels := pyenvtest.TempWheelhouse(t)
+	os.MkdirAll(filepath.Join(u.dir, "clienv"), 0o755)
+	os.WriteFile(filepath.Join(u.dir, "clienv", "__init__.py"), nil, 0o644)
+	os.WriteFile(filepath.Join(u.dir, "clienv", "fns.py"), []byte(`
+def greet(name):
+    import mrgreet
+    return mrgreet.greet(name)
+`), 0o644)
+	os.WriteFile(filepath.Join(u.dir, "requirements.txt"), []byte("mrgreet==1.0\n"), 0o644)
+	t.Run("the function runs with the requirements installed", func(t *testing.T) {
+		r := u.run("", "map", "--python", "clienv.fns.greet", "--requirements", "requirements.txt", "--no-index", "--find-links", wheels, ":::", "ada", "bo")
+		u.want(r, 0, nil, []string{"2 tasks, 2 succeeded"})
+		if want := "\"hello, ada (mrgreet 1.0)\"\n\"hello, bo (mrgreet 1.0)\"\n"; r.stdout != want {
+			t.Fatalf("stdout %q, want %q", r.stdout, want)
+		}
+	})
+	t.Run("requirements pip cannot resolve quote pip", func(t *testing.T) {
+		os.WriteFile(filepath.Join(u.dir, "bad.txt"), []byte("nosuchpackage==3\n"), 0o644)
+		r := u.run("", "map", "--python", "clienv.fns.greet", "--requirements", "bad.txt", "--no-index", ":::", "ada")
+		u.want(r, 1, nil, []string{"No matching distribution found for nosuchpackage==3"})
+	})
+	t.Run("environment flags without --python are refused", func(t *testing.T) {
+		r := u.run("", "map", "--requirements", "requirements.txt", "--", "echo", ":::", "a")
+		u.want(r, 2, nil, []string{"--requirements is for Python functions"})
+	})
+	t.Run("two environments are refused", func(t *testing.T) {
+		r := u.run("", "map", "--python", "clienv.fns.greet", "--requirements", "requirements.txt", "--poetry", ".", ":::", "a")
+		u.want(r, 2, nil, []string{"--requirements and --poetry"})
 	})
 }

@@ -272,6 +272,8 @@ func errResponse(err error) agentproto.Response {
 		kind = agentproto.KindPortInUse
 	case errors.Is(err, driver.ErrNoEngine):
 		kind = agentproto.KindNoEngine
+	case errors.Is(err, driver.ErrEnvironment):
+		kind = agentproto.KindEnvironment
 	case errors.Is(err, driver.ErrNoCapacity):
 		kind = agentproto.KindNoCapacity
 	case errors.Is(err, driver.ErrNeverFits):

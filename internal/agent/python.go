@@ -58,8 +58,10 @@ func (a *agent) python() string {
 // worker whose interpreter is not on the machine. A relative path with a
 // slash is the worker's, from its working directory dir.
 func (a *agent) checkInterpreter(spec driver.WorkerSpec, dir string) error {
-	if spec.Runtime != driver.RuntimePython || spec.Deployment.Kind == driver.DeployContainer {
-		return nil // a container's interpreter is in its image
+	if spec.Runtime != driver.RuntimePython || spec.Deployment.Kind == driver.DeployContainer || spec.Deployment.Kind == driver.DeployEnvironment {
+		// A container's interpreter is in its image; an environment's
+		// is found (for the version it needs) when it is built.
+		return nil
 	}
 	interp := spec.Deployment.Interpreter
 	if interp == "" {

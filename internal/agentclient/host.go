@@ -127,7 +127,7 @@ func (h *Host) Name() string {
 func (h *Host) Capabilities() driver.Capabilities {
 	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
 		Runtimes:    []driver.Runtime{driver.RuntimePython},
-		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer}}
+		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer, driver.DeployEnvironment}}
 }
 
 // ExpectedDigest is the build ID workers must report: this program's.
@@ -318,7 +318,8 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 			return nil, ctx.Err()
 		}
 		switch {
-		case errors.Is(err, driver.ErrImageNotFound), errors.Is(err, driver.ErrRegistryAuth), errors.Is(err, driver.ErrSidecarExited):
+		case errors.Is(err, driver.ErrImageNotFound), errors.Is(err, driver.ErrRegistryAuth), errors.Is(err, driver.ErrSidecarExited),
+			errors.Is(err, driver.ErrEnvironment):
 			// The deployment is wrong, wherever it runs.
 			return nil, err
 		case errors.Is(err, driver.ErrUnsupported):

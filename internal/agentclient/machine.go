@@ -199,6 +199,8 @@ func (m *machine) respErr(resp agentproto.Response) error {
 		kind = driver.ErrRegistryAuth
 	case agentproto.KindSidecarExited:
 		kind = driver.ErrSidecarExited
+	case agentproto.KindEnvironment:
+		kind = driver.ErrEnvironment
 	// A machine whose port is taken or that has no engine cannot run the
 	// worker; another may.
 	case agentproto.KindPortInUse:

@@ -119,6 +119,11 @@ func TestConversionsLoseNothing(t *testing.T) {
 	if got := WorkerSpecOf(spec).Driver(); !reflect.DeepEqual(got, spec) {
 		t.Errorf("worker spec: got %+v, want %+v", got, spec)
 	}
+	spec.Deployment = driver.Deployment{Kind: driver.DeployEnvironment, Environment: &driver.Environment{Manager: driver.ManagerPip,
+		Spec: "x==1\n", Format: "f", Python: "3.11", Pip: driver.PipOptions{IndexURL: "u", ExtraIndexURLs: []string{"e"}, FindLinks: []string{"l"}, NoIndex: true}}}
+	if got := WorkerSpecOf(spec).Driver(); !reflect.DeepEqual(got, spec) {
+		t.Errorf("environment worker spec: got %+v, want %+v", got, spec)
+	}
 	st := driver.ExitStatus{Code: 1, Signal: "s", OOMKilled: true, PeakMemoryBytes: 2, LimitBytes: 3, Output: []byte("o"), Lost: true}
 	if got := ExitStatusOf(st).Driver(); !reflect.DeepEqual(got, st) {
 		t.Errorf("exit status: got %+v, want %+v", got, st)

@@ -71,13 +71,31 @@ func DeploymentOf(d driver.Deployment) Deployment {
 		kind = ""
 	}
 	return Deployment{Kind: string(kind), Image: d.Image, Repo: d.Repo, Branch: d.Branch, Commit: d.Commit, Interpreter: d.Interpreter,
-		Credentials: credentialsOf(d.Credentials)}
+		Credentials: credentialsOf(d.Credentials), Environment: environmentOf(d.Environment)}
+}
+
+func environmentOf(e *driver.Environment) *Environment {
+	if e == nil {
+		return nil
+	}
+	p := e.Pip
+	return &Environment{Manager: e.Manager, Spec: e.Spec, Format: e.Format, Python: e.Python,
+		Pip: PipOptions{IndexURL: p.IndexURL, ExtraIndexURLs: p.ExtraIndexURLs, FindLinks: p.FindLinks, NoIndex: p.NoIndex}}
+}
+
+func (e *Environment) driver() *driver.Environment {
+	if e == nil {
+		return nil
+	}
+	p := e.Pip
+	return &driver.Environment{Manager: e.Manager, Spec: e.Spec, Format: e.Format, Python: e.Python,
+		Pip: driver.PipOptions{IndexURL: p.IndexURL, ExtraIndexURLs: p.ExtraIndexURLs, FindLinks: p.FindLinks, NoIndex: p.NoIndex}}
 }
 
 // Driver is d as the driver package has it.
 func (d Deployment) Driver() driver.Deployment {
 	return driver.Deployment{Kind: driver.DeploymentKind(d.Kind), Image: d.Image, Repo: d.Repo, Branch: d.Branch, Commit: d.Commit,
-		Interpreter: d.Interpreter, Credentials: d.Credentials.driver()}
+		Interpreter: d.Interpreter, Credentials: d.Credentials.driver(), Environment: d.Environment.driver()}
 }
 
 // ExitStatusOf is st on the wire.

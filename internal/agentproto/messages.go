@@ -171,6 +171,7 @@ const (
 	KindSidecarExited = "sidecar-exited"  // a sidecar stopped as it started
 	KindPortInUse     = "port-in-use"     // a port of the job is taken on the machine
 	KindNoEngine      = "no-engine"       // the machine has no container engine
+	KindEnvironment   = "environment"     // a Python environment cannot be built from its specification
 )
 
 // Response is the response line of every request; the responses that
@@ -327,6 +328,27 @@ type Deployment struct {
 	Interpreter string `json:"interpreter,omitempty"`
 	// Credentials log in to Image's registry (kind "container").
 	Credentials *Credentials `json:"credentials,omitempty"`
+	// Environment is the Python environment the agent builds (or finds
+	// built) on its machine (kind "environment").
+	Environment *Environment `json:"environment,omitempty"`
+}
+
+// Environment is a Python environment's specification: see
+// driver.Environment, whose fields and JSON names it has.
+type Environment struct {
+	Manager string     `json:"manager"`
+	Spec    string     `json:"spec"`
+	Format  string     `json:"format,omitempty"`
+	Python  string     `json:"python,omitempty"`
+	Pip     PipOptions `json:"pip,omitzero"`
+}
+
+// PipOptions are pip's package index options.
+type PipOptions struct {
+	IndexURL       string   `json:"index_url,omitempty"`
+	ExtraIndexURLs []string `json:"extra_index_urls,omitempty"`
+	FindLinks      []string `json:"find_links,omitempty"`
+	NoIndex        bool     `json:"no_index,omitempty"`
 }
 
 // ExitStatus is how a worker ended.

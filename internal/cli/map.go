@@ -47,15 +47,26 @@ per input on Python workers (--interpreter, python3 by default), imported
 from the working directory (or PYTHONPATH). Each input is parsed as JSON,
 or taken as a JSON string when it is not JSON, and passed as the function's
 single argument. Results are printed on stdout as one JSON line per task, in
-task order (null for a failed task); the tasks' output goes to stderr.`,
+task order (null for a failed task); the tasks' output goes to stderr.
+--requirements FILE (or --poetry DIR, --conda-env-file FILE) runs them in
+an environment that each machine builds once and keeps: a virtualenv of
+--python-version (the machine's python3 by default) with the requirements
+installed by pip (--index-url, --extra-index-url, --find-links, --no-index).`,
 		Example: `  meadowrun map -j 4 -- gzip -k {} ::: *.log
   find . -name '*.png' | meadowrun map --memory 2 -- convert {} {.}.jpg
   meadowrun map --max-attempts 3 --json -- ./score.sh {} ::: a b c
-  meadowrun map --python mypkg.stats.mean ::: '[1, 2]' '[3, 4, 5]'`,
+  meadowrun map --python mypkg.stats.mean ::: '[1, 2]' '[3, 4, 5]'
+  meadowrun map --python mypkg.stats.mean --requirements requirements.txt ::: '[1, 2]'`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if py.on {
 				return runPythonMap(cmd, s, &w, &py, args, jobs, maxAttempts, moreMemory)
+			}
+			for _, name := range []string{"interpreter", "requirements", "poetry", "conda-env-file", "python-version",
+				"index-url", "extra-index-url", "find-links", "no-index"} {
+				if cmd.Flags().Changed(name) {
+					return usagef(cmd, "--%s is for Python functions: add --python and name the function", name)
+				}
 			}
 			all, err := afterDash(cmd, args, "meadowrun map -- echo {} ::: a b c")
 			if err != nil {

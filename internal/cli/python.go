@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -15,13 +16,65 @@ import (
 
 // pythonFlags are map's flags for a Python function.
 type pythonFlags struct {
-	on          bool
-	interpreter string
+	on            bool
+	interpreter   string
+	requirements  string // PipRequirementsFile
+	poetry        string // PoetryProjectPath
+	condaFile     string // CondaEnvironmentFile
+	pythonVersion string
+	pip           meadowrun.PipOptions
 }
 
 func (p *pythonFlags) add(cmd *cobra.Command) {
-	cmd.Flags().BoolVar(&p.on, "python", false, "map the Python function named package.module.function (given instead of a command) over the inputs, parsed as JSON")
-	cmd.Flags().StringVar(&p.interpreter, "interpreter", "python3", "with --python: the Python interpreter of the workers")
+	f := cmd.Flags()
+	f.BoolVar(&p.on, "python", false, "map the Python function named package.module.function (given instead of a command) over the inputs, parsed as JSON")
+	f.StringVar(&p.interpreter, "interpreter", "python3", "with --python: the Python interpreter of the workers")
+	f.StringVar(&p.requirements, "requirements", "", "with --python: run in a virtualenv with this requirements file installed, built once per machine")
+	f.StringVar(&p.poetry, "poetry", "", "with --python: run in a virtualenv with the packages of this poetry project's poetry.lock")
+	f.StringVar(&p.condaFile, "conda-env-file", "", "with --python: run in a conda environment created from this file (the machines need conda)")
+	f.StringVar(&p.pythonVersion, "python-version", "", "with --requirements or --poetry: the Python version of the virtualenv, as 3.11 (default: the machine's python3)")
+	f.StringVar(&p.pip.IndexURL, "index-url", "", "pip's --index-url for the environment")
+	f.StringArrayVar(&p.pip.ExtraIndexURLs, "extra-index-url", nil, "pip's --extra-index-url for the environment (repeatable)")
+	f.StringArrayVar(&p.pip.FindLinks, "find-links", nil, "pip's --find-links for the environment, a directory or page on the machines (repeatable)")
+	f.BoolVar(&p.pip.NoIndex, "no-index", false, "pip's --no-index for the environment: --find-links only")
+}
+
+// environment returns the deployment of an environment flag, with env,
+// or ok false when none was given.
+func (p *pythonFlags) environment(cmd *cobra.Command, env map[string]string) (d meadowrun.Deployment, ok bool, err error) {
+	var set []string
+	for _, name := range []string{"requirements", "poetry", "conda-env-file"} {
+		if cmd.Flags().Changed(name) {
+			set = append(set, "--"+name)
+		}
+	}
+	pipSet := p.pip.IndexURL != "" || len(p.pip.ExtraIndexURLs) > 0 || len(p.pip.FindLinks) > 0 || p.pip.NoIndex
+	switch {
+	case len(set) > 1:
+		return d, false, usagef(cmd, "%s: give one environment", strings.Join(set, " and "))
+	case len(set) == 0:
+		if pipSet || p.pythonVersion != "" {
+			return d, false, usagef(cmd, "--python-version and the pip flags go with --requirements or --poetry")
+		}
+		return d, false, nil
+	case cmd.Flags().Changed("interpreter"):
+		return d, false, usagef(cmd, "--interpreter and %s: the environment has its own interpreter", set[0])
+	}
+	switch {
+	case p.requirements != "":
+		d = meadowrun.PipRequirementsFile(p.requirements, p.pythonVersion)
+	case p.poetry != "":
+		d = meadowrun.PoetryProjectPath(p.poetry, p.pythonVersion)
+	default:
+		if pipSet || p.pythonVersion != "" {
+			return d, false, usagef(cmd, "--python-version and the pip flags go with --requirements or --poetry; a conda file names its Python and channels")
+		}
+		d = meadowrun.CondaEnvironmentFile(p.condaFile)
+	}
+	if pipSet {
+		d = d.WithPipOptions(p.pip)
+	}
+	return d.WithEnv(env), true, nil
 }
 
 // pythonInput is one input of a Python map as the function's JSON
@@ -75,6 +128,16 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 		return &exitError{exitInternal, err}
 	}
 	dep := meadowrun.PreinstalledInterpreter(py.interpreter, env)
+	envDep, isEnv, err := py.environment(cmd, env)
+	if err != nil {
+		return err
+	}
+	if isEnv {
+		if w.image != "" {
+			return usagef(cmd, "--image and an environment flag: a container image brings its own environment")
+		}
+		dep = envDep
+	}
 	if w.image != "" {
 		repo, tag, digest := splitImage(w.image)
 		if digest != "" {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/container"
+	"github.com/meadowrun-go/meadowrun/internal/pyenv"
 	"github.com/meadowrun-go/meadowrun/internal/pyworker"
 	"github.com/meadowrun-go/meadowrun/internal/sysres"
 	"github.com/meadowrun-go/meadowrun/internal/worker"
@@ -58,7 +59,8 @@ type Options struct {
 	// meadowrun-gpus in the system's temporary directory.
 	GPULockDir string
 	// CacheDir holds what workers need written to disk (the Python
-	// worker's script); "" means pyworker.DefaultCacheDir.
+	// worker's script, the Python environments of environment
+	// deployments, under envs/); "" means pyworker.DefaultCacheDir.
 	CacheDir string
 	// DockerHost is the address of the container engine that runs
 	// container deployments; "" means DOCKER_HOST, or the engine's
@@ -87,6 +89,8 @@ type Host struct {
 	workers map[*proc]bool
 	ports   map[int]bool // the ports workers hold
 
+	envs *pyenv.Builder // the Python environments of environment deployments
+
 	engineMu sync.Mutex
 	eng      *container.Engine // nil until a container deployment needs it
 	exeCopy  string            // a copy of this program to mount, when it needs one
@@ -103,7 +107,12 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 			return nil, fmt.Errorf("local host: finding this program's executable: %w", err)
 		}
 	}
-	h := &Host{opts: opts, exe: exe, gpuUsed: map[int]*os.File{}, workers: map[*proc]bool{}, ports: map[int]bool{}}
+	cache := opts.CacheDir
+	if cache == "" {
+		cache = pyworker.DefaultCacheDir()
+	}
+	h := &Host{opts: opts, exe: exe, gpuUsed: map[int]*os.File{}, workers: map[*proc]bool{}, ports: map[int]bool{},
+		envs: &pyenv.Builder{Dir: filepath.Join(cache, "envs")}}
 	if opts.Capacity != nil {
 		h.cap = *opts.Capacity
 	} else {
@@ -140,7 +149,39 @@ func (h *Host) LimiterKind() string { return h.limiter.Kind() }
 func (h *Host) Capabilities() driver.Capabilities {
 	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
 		Runtimes:    []driver.Runtime{driver.RuntimePython},
-		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer}}
+		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer, driver.DeployEnvironment}}
+}
+
+// Environments returns the builder of the Python environments of
+// environment deployments.
+func (h *Host) Environments() *pyenv.Builder { return h.envs }
+
+// useEnvironment builds (or finds) the Python environment of spec, an
+// environment deployment, and returns spec running the environment's
+// interpreter, with the environment first in PATH for the commands it
+// runs.
+func (h *Host) useEnvironment(ctx context.Context, spec driver.WorkerSpec) (driver.WorkerSpec, error) {
+	env, err := h.envs.Ensure(ctx, spec.Deployment.Environment)
+	if err != nil {
+		return spec, fmt.Errorf("local host: worker %s: %w", spec.Name, err)
+	}
+	spec.Deployment.Interpreter = env.Python
+	vars := maps.Clone(spec.Env)
+	if vars == nil {
+		vars = map[string]string{}
+	}
+	path, ok := vars["PATH"]
+	if !ok {
+		path = os.Getenv("PATH")
+	}
+	vars["PATH"] = filepath.Join(env.Dir, "bin") + string(os.PathListSeparator) + path
+	if spec.Deployment.Environment.Manager == driver.ManagerConda {
+		vars["CONDA_PREFIX"] = env.Dir
+	} else {
+		vars["VIRTUAL_ENV"] = env.Dir
+	}
+	spec.Env = vars
+	return spec, nil
 }
 
 func (h *Host) describe() string {
@@ -285,6 +326,12 @@ type StartOptions struct {
 // StartWith is Start with a per-worker executable and directory: the agent
 // of a remote machine starts the binaries of several programs.
 func (h *Host) StartWith(ctx context.Context, spec driver.WorkerSpec, so StartOptions) (driver.Worker, error) {
+	if spec.Deployment.Kind == driver.DeployEnvironment {
+		var err error
+		if spec, err = h.useEnvironment(ctx, spec); err != nil {
+			return nil, err
+		}
+	}
 	ctr := spec.Deployment.Kind == driver.DeployContainer
 	if len(spec.Sidecars) > 0 && !ctr {
 		return nil, fmt.Errorf("local host: sidecar containers share the network of a worker container: "+

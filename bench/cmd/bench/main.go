@@ -260,29 +260,49 @@ func run(ctx context.Context, cfg *config) error {
 	return nil
 }
 
-// A sideBench is a benchmark program that needs test components started
-// as root (the simulated SSH machines, the container engine): it runs when
-// the variable env names their directory, and its output becomes a section
-// of the report.
+// A sideBench is a benchmark program that needs what not every machine
+// has (the simulated SSH machines or the container engine, started as
+// root; python3): it runs when missing finds nothing missing, and its
+// output becomes a section of the report.
 type sideBench struct {
-	pkg, env, title, start, intro string
+	pkg, title, intro string
+	// missing says what the machine lacks and how to get it, or "".
+	missing func() string
+}
+
+// needDir is a sideBench's missing for components whose directory the
+// variable env names, started as start says.
+func needDir(env, start string) func() string {
+	return func() string {
+		if os.Getenv(env) != "" {
+			return ""
+		}
+		return fmt.Sprintf("%s and set `%s=DIR`", start, env)
+	}
 }
 
 var sideBenches = []sideBench{
-	{pkg: "sshbench", env: "MEADOWRUN_SSHNET", title: "SSH hosts",
-		start: "start the simulated machines as root with `scripts/sshnet.sh up DIR`",
-		intro: "Three machines in network namespaces on this VM (sharing its cores), each running OpenSSH's sshd; see docs/ssh.md for what the numbers mean."},
-	{pkg: "ctrbench", env: "MEADOWRUN_CONTAINERS", title: "Containers",
-		start: "start the engine and registry as root with `scripts/containers.sh up DIR`",
-		intro: "The local host with Debian's dockerd and registry (scripts/containers.sh); C1 warm calls, C2 cold starts, C3 commands in the Debian image next to `xargs -P2 docker run`; see docs/containers.md."},
+	{pkg: "sshbench", title: "SSH hosts",
+		missing: needDir("MEADOWRUN_SSHNET", "start the simulated machines as root with `scripts/sshnet.sh up DIR`"),
+		intro:   "Three machines in network namespaces on this VM (sharing its cores), each running OpenSSH's sshd; see docs/ssh.md for what the numbers mean."},
+	{pkg: "ctrbench", title: "Containers",
+		missing: needDir("MEADOWRUN_CONTAINERS", "start the engine and registry as root with `scripts/containers.sh up DIR`"),
+		intro:   "The local host with Debian's dockerd and registry (scripts/containers.sh); C1 warm calls, C2 cold starts, C3 commands in the Debian image next to `xargs -P2 docker run`; see docs/containers.md."},
+	{pkg: "pyenvbench", title: "Python environments",
+		missing: func() string {
+			if _, err := exec.LookPath("python3"); err != nil {
+				return "no python3 in PATH"
+			}
+			return ""
+		},
+		intro: "A PipRequirementsFile deployment on the local host, pip installing from a wheelhouse on disk; the issue's target: a second run with an unchanged requirements file spends under 100 ms on the environment."},
 }
 
 // run builds and runs b, and returns its report as a markdown section.
 func (b sideBench) run(ctx context.Context, cfg *config, tmp string) (string, error) {
 	head := fmt.Sprintf("## %s (`bench/cmd/%s`)\n\n", b.title, b.pkg)
-	dir := os.Getenv(b.env)
-	if dir == "" {
-		return head + fmt.Sprintf("Not measured in this run: %s and set `%s=DIR`.\n", b.start, b.env), nil
+	if why := b.missing(); why != "" {
+		return head + "Not measured in this run: " + why + ".\n", nil
 	}
 	bin := filepath.Join(tmp, b.pkg)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/cmd/"+b.pkg)
@@ -294,7 +314,7 @@ func (b sideBench) run(ctx context.Context, cfg *config, tmp string) (string, er
 	if cfg.quick {
 		args = append(args, "-quick")
 	}
-	logf("%s on %s", b.pkg, dir)
+	logf("%s", b.pkg)
 	cmd = exec.CommandContext(ctx, bin, args...)
 	cmd.Dir, cmd.Stderr = cfg.root, os.Stderr
 	out, err := cmd.Output()
