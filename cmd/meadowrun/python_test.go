@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/meadowrun-go/meadowrun/internal/pyenv/pyenvtest"
@@ -52,6 +53,25 @@ def boom(x):
 	t.Run("an unknown function is named", func(t *testing.T) {
 		r := u.run("", "map", "--python", "clipkg.nosuch.f", ":::", "7")
 		u.want(r, 1, nil, []string{"clipkg.nosuch"})
+	})
+	t.Run("with --json each task's value or remote exception is a JSON line", func(t *testing.T) {
+		r := u.run("", "map", "--python", "--json", "clipkg.fns.boom", ":::", "7")
+		u.want(r, 1, []string{`"error_type":"KeyError"`, `"ok":false`, `"traceback":"Traceback (most recent call last):`}, []string{"1 task failed"})
+		r = u.run("", "map", "--python", "--json", "clipkg.fns.double", ":::", "[1]")
+		u.want(r, 0, []string{`"ok":true`, `"value":[1,1]`}, nil)
+		if strings.Count(r.stdout, "\n") != 1 {
+			t.Fatalf("stdout %q: want one JSON line", r.stdout)
+		}
+	})
+	t.Run("--function-file names the function", func(t *testing.T) {
+		os.WriteFile(filepath.Join(u.dir, "fn.txt"), []byte("clipkg.fns.double\n"), 0o644)
+		r := u.run("4\n", "map", "--python", "--function-file", "fn.txt")
+		u.want(r, 0, nil, nil)
+		if r.stdout != "8\n" {
+			t.Fatalf("stdout %q", r.stdout)
+		}
+		r = u.run("", "map", "--python", "--function-file", "fn.txt", "clipkg.fns.boom", ":::", "1")
+		u.want(r, 2, nil, []string{"give one"})
 	})
 }
 

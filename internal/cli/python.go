@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 // pythonFlags are map's flags for a Python function.
 type pythonFlags struct {
 	on            bool
+	functionFile  string
 	interpreter   string
 	requirements  string // PipRequirementsFile
 	poetry        string // PoetryProjectPath
@@ -27,6 +29,7 @@ type pythonFlags struct {
 
 func (p *pythonFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
+	f.StringVar(&p.functionFile, "function-file", "", "with --python: read the function's name from this file instead of the command line (for a long \"cloudpickle:BASE64\" name)")
 	f.BoolVar(&p.on, "python", false, "map the Python function named package.module.function (given instead of a command) over the inputs, parsed as JSON")
 	f.StringVar(&p.interpreter, "interpreter", "python3", "with --python: the Python interpreter of the workers")
 	f.StringVar(&p.requirements, "requirements", "", "with --python: run in a virtualenv with this requirements file installed, built once per machine")
@@ -93,6 +96,20 @@ func pythonInput(in string) json.RawMessage {
 // order, failed tasks listed on stderr.
 func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags, args []string, jobs, maxAttempts int, moreMemory bool) error {
 	example := "meadowrun map --python pkg.module.function ::: 1 2 3"
+	if py.functionFile != "" {
+		b, err := os.ReadFile(py.functionFile)
+		if err != nil {
+			return usagef(cmd, "--function-file: %v", err)
+		}
+		name := strings.TrimSpace(string(b))
+		if name == "" {
+			return usagef(cmd, "--function-file %s is empty: write the function's name in it", py.functionFile)
+		}
+		if len(args) > 0 && args[0] != ":::" {
+			return usagef(cmd, "a function name %q and --function-file: give one", args[0])
+		}
+		args = append([]string{name}, args...)
+	}
 	if len(args) == 0 {
 		return usagef(cmd, "no function given, as in: %s", example)
 	}
@@ -172,7 +189,13 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 	if conc == 0 {
 		conc = runtime.NumCPU()
 	}
-	rep := newMapReport(io.Discard, s.err, false, false, len(inputs), conc)
+	var rep *mapReport
+	if w.json {
+		// One JSON line per task as it completes, its value or its error.
+		rep = newMapReport(s.out, s.err, true, false, len(inputs), conc)
+	} else {
+		rep = newMapReport(io.Discard, s.err, false, false, len(inputs), conc)
+	}
 	rep.input = func(task int) (string, bool) {
 		if task < len(inputs) {
 			return inputs[task], true
@@ -191,9 +214,19 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 		if r.TaskID >= 0 && r.TaskID < len(values) && r.Err == nil {
 			values[r.TaskID], ok[r.TaskID] = r.Value, true
 		}
-		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, nil)
+		var value []byte
+		if r.Err == nil {
+			var b bytes.Buffer
+			if json.Compact(&b, r.Value) == nil {
+				value = b.Bytes()
+			}
+		}
+		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, value)
 	}
 	sig := stop()
+	if w.json {
+		return endMap(rep, m.ID(), sig, journalErr)
+	}
 	// Results in task order; a failed task's line is null.
 	for i, v := range values {
 		var b bytes.Buffer

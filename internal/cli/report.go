@@ -142,6 +142,17 @@ func (r *mapReport) add(task, attempt int, err error, d time.Duration, worker st
 		}
 		if err != nil {
 			line["error"] = msg
+			if te != nil && !r.commands {
+				// A function's error as the worker described it: the
+				// remote exception's type and traceback.
+				line["error_kind"] = te.Kind.String()
+				if te.Type != "" {
+					line["error_type"] = te.Type
+				}
+				if te.Stack != "" {
+					line["traceback"] = te.Stack
+				}
+			}
 		}
 		b, _ := json.Marshal(line)
 		if r.shown {
