@@ -1,0 +1,148 @@
+"""Hosts: where work runs. Local() and Ssh(...) are served by the engine;
+the cloud hosts of the reference exist and raise a clear error when used."""
+
+import abc
+import dataclasses
+import urllib.parse
+from typing import Any, Callable, Optional, Sequence, Union
+
+
+class Host(abc.ABC):
+    """Where a job runs. See Local and Ssh; the cloud hosts of the
+    reference are named but not served by this engine yet."""
+
+    @abc.abstractmethod
+    def host_url(self) -> str:
+        """The meadowrun CLI's --host URL for this host."""
+
+    def is_local(self) -> bool:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Local(Host):
+    """This machine: workers are processes of the meadowrun program.
+    cpu and memory_gb, when set, limit the budget the workers share."""
+
+    cpu: Optional[float] = None
+    memory_gb: Optional[float] = None
+
+    def host_url(self) -> str:
+        q = {}
+        if self.cpu is not None:
+            q["cpu"] = _num(self.cpu)
+        if self.memory_gb is not None:
+            q["memory"] = _num(self.memory_gb)
+        return "local" + ("://?" + urllib.parse.urlencode(q) if q else "")
+
+    def is_local(self) -> bool:
+        return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Ssh(Host):
+    """Machines reached over SSH, given as "user@host" or "user@host:port"
+    (the CLI's --host ssh://user@host,...). The options map to the ssh://
+    URL's query: key files, known_hosts files, the default user, the
+    remote working directory, an OpenSSH config file, a connect timeout
+    ("10s") and trust on first use."""
+
+    hosts: Sequence[str]
+    identity_files: Sequence[str] = ()
+    known_hosts_files: Sequence[str] = ()
+    user: Optional[str] = None
+    remote_dir: Optional[str] = None
+    config_file: Optional[str] = None
+    timeout: Optional[str] = None
+    tofu: Optional[bool] = None
+
+    def __post_init__(self):
+        if isinstance(self.hosts, str):
+            object.__setattr__(self, "hosts", [self.hosts])
+        if not self.hosts:
+            raise ValueError("meadowrun: Ssh needs at least one machine, as in Ssh(['user@host'])")
+
+    def host_url(self) -> str:
+        q = [("key", k) for k in self.identity_files] + [("known_hosts", k) for k in self.known_hosts_files]
+        for name, v in (("user", self.user), ("dir", self.remote_dir), ("config", self.config_file), ("timeout", self.timeout)):
+            if v is not None:
+                q.append((name, v))
+        if self.tofu is not None:
+            q.append(("tofu", "true" if self.tofu else "false"))
+        url = "ssh://" + ",".join(self.hosts)
+        if q:
+            url += "?" + urllib.parse.urlencode(q)
+        return url
+
+
+class _Unserved(Host):
+    """A host of the reference that this engine cannot serve yet."""
+
+    def host_url(self) -> str:
+        raise NotImplementedError(
+            "meadowrun: the %s host is not served by this engine yet; "
+            "run on Local() or on Ssh(['user@host']) instead" % type(self).__name__
+        )
+
+
+class AllocVM(_Unserved, abc.ABC):
+    """The reference's base of AllocEC2Instance and AllocAzureVM."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AllocEC2Instance(AllocVM):
+    """A dynamically allocated EC2 instance (not served yet)."""
+
+    region_name: Optional[str] = None
+    ami_id: Optional[str] = None
+    subnet_id: Optional[str] = None
+    security_group_ids: Union[str, Sequence[str], None] = None
+    iam_role_instance_profile: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AllocAzureVM(AllocVM):
+    """A dynamically allocated Azure VM (not served yet)."""
+
+    location: Optional[str] = None
+
+
+def AllocCloudInstance(cloud_provider: str, region_name: Optional[str] = None) -> AllocVM:
+    """Deprecated in the reference: AllocEC2Instance or AllocAzureVM."""
+    if cloud_provider == "EC2":
+        return AllocEC2Instance(region_name)
+    if cloud_provider == "AzureVM":
+        return AllocAzureVM(region_name)
+    raise ValueError("meadowrun: unknown cloud_provider %r: use 'EC2' or 'AzureVM'" % cloud_provider)
+
+
+class StorageBucketSpec(abc.ABC):
+    """Object storage for the Kubernetes host."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GenericStorageBucketSpec(StorageBucketSpec):
+    bucket: str
+    endpoint_url: str
+    endpoint_url_in_cluster: Optional[str] = None
+    username_password_secret: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GoogleBucketSpec(StorageBucketSpec):
+    bucket: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Kubernetes(_Unserved):
+    """A Kubernetes cluster (not served yet)."""
+
+    storage_spec: Optional[StorageBucketSpec] = None
+    kube_config_context: Optional[str] = None
+    kubernetes_namespace: str = "default"
+    reusable_pods: bool = True
+    pod_customization: Optional[Callable[[Any], Any]] = None
+
+
+def _num(x: float) -> str:
+    return ("%f" % x).rstrip("0").rstrip(".")
