@@ -352,9 +352,8 @@ async def run_function(
     if not wait_for_result:
         raise NotImplementedError("meadowrun: wait_for_result=False is not supported for functions yet: "
                                   "`meadowrun map --python` has no --detach; use run_command for fire and forget")
-    async for r in _python_map(function, [_payload(args or (), kwargs or {})], host, resources, deployment, 1, 1, False):
-        return r.result_or_raise()
-    raise MeadowrunException("meadowrun: run_function got no result")
+    results = [r async for r in _python_map(function, [_payload(args or (), kwargs or {})], host, resources, deployment, 1, 1, False)]
+    return results[0].result_or_raise()
 
 
 async def run_map_as_completed(

@@ -1,0 +1,274 @@
+"""The reference's entry points against Local(): commands, functions
+(named, lambdas, closures), maps, errors, retries and deployments."""
+
+import asyncio
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import textwrap
+import unittest
+import zipfile
+
+import meadowrun
+from meadowrun import Deployment, Local, Resources
+
+from . import engine
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class Point:
+    """A result that is not JSON: it comes back pickled."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+def add(a, b=0):
+    return a + b
+
+
+class Base(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = engine.setup()
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(dir=self.tmp)
+        self.out = io.StringIO()
+        self.err = io.StringIO()
+        stack = contextlib.ExitStack()
+        stack.enter_context(contextlib.redirect_stdout(self.out))
+        stack.enter_context(contextlib.redirect_stderr(self.err))
+        self.addCleanup(stack.close)
+
+    def module(self, name, source):
+        """Writes a module importable through additional_sys_paths."""
+        with open(os.path.join(self.dir, name + ".py"), "w") as f:
+            f.write(textwrap.dedent(source))
+        return Deployment.mirror_local(additional_sys_paths=[self.dir])
+
+
+class RunCommandTest(Base):
+    def test_a_command_that_succeeds_returns_its_job_completion(self):
+        jc = run(meadowrun.run_command("sh -c 'echo hello $NAME'", Local(),
+                                       deployment=Deployment.mirror_local(environment_variables={"NAME": "world"})))
+        self.assertIsInstance(jc, meadowrun.JobCompletion)
+        self.assertEqual(jc.return_code, 0)
+        self.assertIn("hello world\n", self.out.getvalue())
+        with open(jc.log_file_name) as f:
+            self.assertIn("hello world", f.read())
+        self.assertTrue(jc.job_id)
+
+    def test_a_command_that_fails_raises_with_its_exit_code(self):
+        with self.assertRaises(meadowrun.MeadowrunException) as cm:
+            run(meadowrun.run_command(["sh", "-c", "exit 3"], Local()))
+        self.assertEqual(cm.exception.return_code, 3)
+        self.assertIn("exited with code 3", str(cm.exception))
+
+    def test_resources_no_machine_has_are_refused_before_anything_runs(self):
+        with self.assertRaises(meadowrun.MeadowrunException) as cm:
+            run(meadowrun.run_command("true", Local(), Resources(logical_cpu=4096)))
+        self.assertIn("can never fit", str(cm.exception))
+
+    def test_a_detached_command_is_submitted(self):
+        self.assertIsNone(run(meadowrun.run_command("true", Local(), wait_for_result=False)))
+        self.assertIn("submitted; follow it with: meadowrun attach", self.err.getvalue())
+
+
+class RunFunctionTest(Base):
+    def test_a_lambda_closure_runs_with_args_and_kwargs(self):
+        k = 10
+        self.assertEqual(run(meadowrun.run_function(lambda x, y=1: (x + y) * k, Local(), args=[2], kwargs={"y": 3})), 50)
+
+    def test_a_module_function_is_pickled_by_reference_and_imported(self):
+        self.assertEqual(run(meadowrun.run_function(add, Local(), args=[2, 5])), 7)
+
+    def test_a_named_function_is_imported_in_the_worker(self):
+        dep = self.module("mrnamed", """
+            def greet(name, punct="!"):
+                print("greeting", name)
+                return "hello " + name + punct
+        """)
+        self.assertEqual(run(meadowrun.run_function("mrnamed.greet", Local(), deployment=dep, args=["ada"], kwargs={"punct": "?"})),
+                         "hello ada?")
+        self.assertIn("greeting ada", self.out.getvalue())
+
+    def test_results_that_are_not_json_come_back(self):
+        p = run(meadowrun.run_function(lambda: Point(1, 2), Local()))
+        self.assertEqual((type(p).__name__, p.x, p.y), ("Point", 1, 2))
+        self.assertIsNone(run(meadowrun.run_function(lambda: None, Local())))
+        self.assertEqual(run(meadowrun.run_function(lambda: {"a": (1, b"x")}, Local())), {"a": (1, b"x")})
+
+    def test_an_exception_comes_back_with_its_type_message_and_traceback(self):
+        def fails(x):
+            raise ValueError("bad value %d" % x)
+
+        with self.assertRaises(meadowrun.TaskException) as cm:
+            run(meadowrun.run_function(fails, Local(), args=[7]))
+        e = cm.exception
+        self.assertEqual(e.exc_type, "ValueError")
+        self.assertEqual(e.message, "bad value 7")
+        self.assertIn("in fails", e.traceback)
+        self.assertIn("raise ValueError", e.traceback)
+        self.assertIsInstance(e, meadowrun.MeadowrunException)
+
+    def test_an_unknown_named_function_is_a_clear_error(self):
+        with self.assertRaises(meadowrun.TaskException) as cm:
+            run(meadowrun.run_function("nosuchpkg.mod.f", Local()))
+        self.assertIn("nosuchpkg", str(cm.exception))
+        with self.assertRaises(ValueError):
+            run(meadowrun.run_function("not a name", Local()))
+
+    def test_a_preinstalled_interpreter_runs_the_function(self):
+        dep = Deployment.preinstalled_interpreter(sys.executable)
+        self.assertEqual(run(meadowrun.run_function(lambda: sys.version_info[:2], Local(), deployment=dep)), sys.version_info[:2])
+
+    def test_an_awaitable_deployment_is_awaited(self):
+        async def main():
+            return await meadowrun.run_function(lambda: 1, Local(), deployment=Deployment.mirror_local())
+
+        self.assertEqual(run(main()), 1)
+
+
+class RunMapTest(Base):
+    def test_results_come_in_the_order_of_the_args(self):
+        self.assertEqual(run(meadowrun.run_map(lambda x: x * x, range(10), Local(), num_concurrent_tasks=2)),
+                         [x * x for x in range(10)])
+
+    def test_an_empty_map_returns_an_empty_list(self):
+        self.assertEqual(run(meadowrun.run_map(lambda x: x, [], Local())), [])
+
+    def test_failed_tasks_are_named_after_every_task_ended(self):
+        marks = self.dir
+
+        def f(x):
+            open(os.path.join(marks, str(x)), "w").close()
+            if x % 2:
+                raise KeyError(x)
+            return x
+
+        with self.assertRaises(meadowrun.RunMapTasksFailedException) as cm:
+            run(meadowrun.run_map(f, [0, 1, 2, 3], Local(), num_concurrent_tasks=2))
+        self.assertEqual(sorted(t.task_id for t in cm.exception.failed_tasks), [1, 3])
+        self.assertEqual(cm.exception.failed_tasks[0].exception[0], "KeyError")
+        self.assertIn("2 of 4 tasks failed", str(cm.exception))
+        self.assertEqual(sorted(os.listdir(marks)), ["0", "1", "2", "3"])
+
+    def test_as_completed_yields_every_task_result(self):
+        async def main():
+            return [r async for r in meadowrun.run_map_as_completed(lambda x: 1 / x, [1, 0, 4], Local())]
+
+        rs = sorted(run(main()), key=lambda r: r.task_id)
+        self.assertEqual([r.is_success for r in rs], [True, False, True])
+        self.assertEqual(rs[2].result_or_raise(), 0.25)
+        self.assertEqual(rs[1].exception[0], "ZeroDivisionError")
+        with self.assertRaises(meadowrun.TaskException) as cm:
+            rs[1].result_or_raise()
+        self.assertIn("division by zero", str(cm.exception))
+
+    def test_failed_tasks_are_retried(self):
+        marks = self.dir
+
+        def flaky(x):
+            p = os.path.join(marks, "tried-%d" % x)
+            if not os.path.exists(p):
+                open(p, "w").close()
+                raise RuntimeError("first try of %d fails" % x)
+            return x
+
+        async def main():
+            return [r async for r in meadowrun.run_map_as_completed(flaky, [1, 2], Local(), max_num_task_attempts=2)]
+
+        rs = sorted(run(main()), key=lambda r: r.task_id)
+        self.assertEqual([(r.result, r.attempt) for r in rs], [(1, 2), (2, 2)])
+        self.assertEqual(run(meadowrun.run_map(flaky, [1, 2], Local())), [1, 2])
+
+
+class RequirementsDeploymentTest(Base):
+    def test_a_pip_requirements_file_from_a_local_wheelhouse_is_installed(self):
+        wheels = os.path.join(self.dir, "wheels")
+        os.makedirs(wheels)
+        with zipfile.ZipFile(os.path.join(wheels, "mrpyreq-1.0-py3-none-any.whl"), "w") as z:
+            z.writestr("mrpyreq/__init__.py", "def hi():\n    return 'hi from mrpyreq 1.0'\n")
+            z.writestr("mrpyreq-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: mrpyreq\nVersion: 1.0\n")
+            z.writestr("mrpyreq-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            z.writestr("mrpyreq-1.0.dist-info/RECORD", "")
+        req = os.path.join(self.dir, "requirements.txt")
+        with open(req, "w") as f:
+            # The worker needs cloudpickle for the pickled function.
+            f.write("--no-index\n--find-links %s\n--find-links %s\nmrpyreq==1.0\ncloudpickle\n" % (wheels, cloudpickle_wheels()))
+
+        dep = Deployment.mirror_local(interpreter=meadowrun.PipRequirementsFile(req))
+        self.assertEqual(run(meadowrun.run_function("mrpyreq.hi", Local(), deployment=dep)), "hi from mrpyreq 1.0")
+
+
+def cloudpickle_wheels():
+    """A directory with a cloudpickle wheel made from the installed one."""
+    import cloudpickle
+
+    d = tempfile.mkdtemp(dir=engine.setup())
+    src = os.path.dirname(cloudpickle.__file__)
+    v = cloudpickle.__version__
+    with zipfile.ZipFile(os.path.join(d, "cloudpickle-%s-py3-none-any.whl" % v), "w") as z:
+        for f in sorted(os.listdir(src)):
+            if f.endswith(".py"):
+                z.write(os.path.join(src, f), "cloudpickle/" + f)
+        info = "cloudpickle-%s.dist-info/" % v
+        z.writestr(info + "METADATA", "Metadata-Version: 2.1\nName: cloudpickle\nVersion: %s\n" % v)
+        z.writestr(info + "WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(info + "RECORD", "")
+    return d
+
+
+class NotServedTest(unittest.TestCase):
+    def test_hosts_the_engine_cannot_serve_raise_naming_themselves(self):
+        for host in (meadowrun.AllocEC2Instance(), meadowrun.AllocAzureVM(), meadowrun.Kubernetes(),
+                     meadowrun.AllocCloudInstance("EC2")):
+            with self.subTest(host=type(host).__name__):
+                with self.assertRaises(NotImplementedError) as cm:
+                    run(meadowrun.run_command("true", host))
+                self.assertIn(type(host).__name__, str(cm.exception))
+
+    def test_deployments_the_engine_cannot_serve_raise_naming_the_piece(self):
+        with self.assertRaises(NotImplementedError) as cm:
+            Deployment.git_repo("https://example.invalid/repo")
+        self.assertIn("git_repo", str(cm.exception))
+        with self.assertRaises(NotImplementedError) as cm:
+            run(Deployment.mirror_local(interpreter=meadowrun.LocalCondaInterpreter("env")))
+        self.assertIn("LocalCondaInterpreter", str(cm.exception))
+        with self.assertRaises(NotImplementedError) as cm:
+            Deployment.container_image("python", "3.11", meadowrun.AwsSecret("s")).python_flags(Local())
+        self.assertIn("AwsSecret", str(cm.exception))
+
+    def test_ssh_hosts_become_the_clis_url(self):
+        self.assertEqual(meadowrun.Ssh(["root@10.0.0.1", "u@h:2222"], identity_files=["/k"], timeout="5s").host_url(),
+                         "ssh://root@10.0.0.1,u@h:2222?key=%2Fk&timeout=5s")
+        self.assertEqual(meadowrun.Ssh("a@b").host_url(), "ssh://a@b")
+        self.assertEqual(Local().host_url(), "local")
+        self.assertEqual(Local(cpu=2, memory_gb=1.5).host_url(), "local://?cpu=2&memory=1.5")
+
+    def test_resources_become_the_clis_flags(self):
+        self.assertEqual(Resources(logical_cpu=2, memory_gb=0.5, max_eviction_rate=0, flags_required="avx2").flags(),
+                         ["--cpu", "2.0", "--memory", "0.5", "--max-eviction-rate", "0.0", "--flags", "avx2"])
+
+    def test_a_missing_program_is_a_clear_error(self):
+        old = os.environ.get("MEADOWRUN_BIN")
+        os.environ["MEADOWRUN_BIN"] = "/nonexistent/meadowrun"
+        try:
+            with self.assertRaises(meadowrun.MeadowrunException) as cm:
+                run(meadowrun.run_command("true", Local()))
+            self.assertIn("MEADOWRUN_BIN", str(cm.exception))
+        finally:
+            if old is None:
+                del os.environ["MEADOWRUN_BIN"]
+            else:
+                os.environ["MEADOWRUN_BIN"] = old
+
+
+if __name__ == "__main__":
+    unittest.main()
