@@ -326,7 +326,11 @@ async def _python_map(function, inputs: List[bytes], host: Host, resources, depl
             else:
                 kind = line.get("error_kind", "")
                 typ = line.get("error_type") or kind or "MeadowrunError"
-                yield TaskResult(task, False, None, (typ, line.get("error", ""), line.get("traceback", "")), attempt)
+                msg = line.get("error", "")
+                if "cloudpickle is not importable" in msg:
+                    msg += ("; the workers' interpreter needs cloudpickle: install it there, or deploy an environment "
+                            "that has it (Deployment.mirror_local(interpreter=PipRequirementsFile(...)) listing cloudpickle)")
+                yield TaskResult(task, False, None, (typ, msg, line.get("traceback", "")), attempt)
         if e.returncode not in (0, 1) or len(seen) < len(inputs):
             raise e.failure("meadowrun map --python")
 
