@@ -73,6 +73,12 @@ def boom(x):
 		r = u.run("", "map", "--python", "--function-file", "fn.txt", "clipkg.fns.boom", ":::", "1")
 		u.want(r, 2, nil, []string{"give one"})
 	})
+	t.Run("--glob and --function-file are for Python functions", func(t *testing.T) {
+		r := u.run("", "map", "--glob", "clipkg", "--", "echo", ":::", "1")
+		u.want(r, 2, nil, []string{"--glob is for Python functions"})
+		r = u.run("", "map", "--python", "--glob", "clipkg", "clipkg.fns.double", ":::", "2")
+		u.want(r, 0, []string{"4\n"}, nil)
+	})
 }
 
 func TestMapOfAPythonFunctionInARequirementsEnvironment(t *testing.T) {

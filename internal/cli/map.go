@@ -63,7 +63,7 @@ installed by pip (--index-url, --extra-index-url, --find-links, --no-index).`,
 				return runPythonMap(cmd, s, &w, &py, args, jobs, maxAttempts, moreMemory)
 			}
 			for _, name := range []string{"interpreter", "requirements", "poetry", "conda-env-file", "python-version",
-				"index-url", "extra-index-url", "find-links", "no-index"} {
+				"index-url", "extra-index-url", "find-links", "no-index", "function-file", "glob"} {
 				if cmd.Flags().Changed(name) {
 					return usagef(cmd, "--%s is for Python functions: add --python and name the function", name)
 				}

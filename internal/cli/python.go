@@ -19,6 +19,7 @@ import (
 type pythonFlags struct {
 	on            bool
 	functionFile  string
+	globs         []string
 	interpreter   string
 	requirements  string // PipRequirementsFile
 	poetry        string // PoetryProjectPath
@@ -30,6 +31,7 @@ type pythonFlags struct {
 func (p *pythonFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&p.functionFile, "function-file", "", "with --python: read the function's name from this file instead of the command line (for a long \"cloudpickle:BASE64\" name)")
+	f.StringArrayVar(&p.globs, "glob", nil, "with --python: files (relative to the working directory; a directory brings everything under it) that remote machines copy into the workers' working directory, from which the function is imported (repeatable)")
 	f.BoolVar(&p.on, "python", false, "map the Python function named package.module.function (given instead of a command) over the inputs, parsed as JSON")
 	f.StringVar(&p.interpreter, "interpreter", "python3", "with --python: the Python interpreter of the workers")
 	f.StringVar(&p.requirements, "requirements", "", "with --python: run in a virtualenv with this requirements file installed, built once per machine")
@@ -168,6 +170,9 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 			secret = meadowrun.SecretFromEnv(w.regUser, w.regPass)
 		}
 		dep = meadowrun.ContainerInterpreter(repo, tag, secret)
+	}
+	if len(py.globs) > 0 {
+		dep = dep.WithGlobs(py.globs...)
 	}
 	taskOut := &lockedWriter{w: &commandOutput{out: s.err, errs: s.err, keep: true}}
 	opts := &meadowrun.MapOptions{

@@ -178,6 +178,7 @@ class Deployment:
     interpreter: object = None
     environment_variables: Optional[Dict[str, str]] = None
     sys_paths: Sequence[str] = ()
+    globs: Sequence[str] = ()
 
     @classmethod
     async def mirror_local(
@@ -190,13 +191,14 @@ class Deployment:
         environment_variables: Optional[Dict[str, str]] = None,
     ) -> "Deployment":
         """This machine's interpreter and code: on Local() the workers run
-        this interpreter with this sys.path; on other hosts the code must be
-        importable there (the engine copies no files yet). interpreter may
+        this interpreter with this sys.path; remote machines get the files
+        matching globs (relative to the working directory) in the workers'
+        working directory, from which functions are imported. interpreter may
         be a LocalPipInterpreter, a PipRequirementsFile, PoetryProjectPath
         or CondaEnvironmentFile (built once per machine), a
         ContainerInterpreter or a PreinstalledInterpreter."""
-        if globs:
-            raise _unsupported("mirror_local(globs=...)", "copy the files to the machines, or run on Local()")
+        if isinstance(globs, str):
+            globs = [globs]
         if include_sys_path_contents not in (True, False):
             raise _unsupported("mirror_local(include_sys_path_contents=[...])", "leave it True")
         if isinstance(additional_sys_paths, str):
@@ -211,7 +213,7 @@ class Deployment:
             raise _unsupported(
                 "LocalCondaInterpreter", "export the environment (conda env export > env.yml) and use CondaEnvironmentFile('env.yml')"
             )
-        return cls(interpreter, environment_variables, tuple(dict.fromkeys(paths)))
+        return cls(interpreter, environment_variables, tuple(dict.fromkeys(paths)), tuple(globs or ()))
 
     @classmethod
     def preinstalled_interpreter(cls, path_to_interpreter: str, environment_variables: Optional[Dict[str, str]] = None) -> "Deployment":
@@ -253,6 +255,8 @@ class Deployment:
         """The flags of `meadowrun run` for this deployment."""
         i = self.interpreter
         out = self.env_flags(host, python=False)
+        if self.globs and not host.is_local():
+            raise _unsupported("run_command with mirror_local(globs=...) on a remote host", "run a Python function, whose globs travel")
         if isinstance(i, ContainerInterpreter):
             return out + ["--image", "%s:%s" % (i.repository_name, i.tag)] + _secret_flags(i.username_password_secret)
         if isinstance(i, ContainerAtDigestInterpreter):
@@ -267,6 +271,10 @@ class Deployment:
         i = self.interpreter
         _no_extra_software(i)
         out = self.env_flags(host, python=True)
+        for g in self.globs:
+            # The files travel to remote machines' working directories, from
+            # which the worker imports.
+            out += ["--glob", g]
         if i is None or isinstance(i, LocalCurrentInterpreter):
             # This interpreter on this machine; the machines' python3
             # elsewhere.

@@ -37,6 +37,7 @@ class SshTest(Base):
         req = os.path.join(tempfile.mkdtemp(dir=engine.setup()), "requirements.txt")
         with open(req, "w") as f:
             f.write("--no-index\n--find-links %s\ncloudpickle\n" % cloudpickle_wheels())
+        cls.req = req
         cls.dep = asyncio.run(Deployment.mirror_local(interpreter=PipRequirementsFile(req)))
 
     def test_a_command_runs_on_a_machine(self):
@@ -62,6 +63,15 @@ class SshTest(Base):
         (t,) = cm.exception.failed_tasks
         self.assertEqual((t.task_id, t.attempt, t.exception[0]), (3, 2, "KeyError"))
         self.assertEqual(asyncio.run(meadowrun.run_map(f, [1, 2, 3], self.host, deployment=self.dep)), [3, 6, 9])
+
+    def test_a_named_function_travels_with_globs(self):
+        cwd = os.getcwd()
+        os.chdir(self.dir)
+        self.addCleanup(os.chdir, cwd)
+        with open("mrglobbed.py", "w") as f:
+            f.write("import os\ndef where(x):\n    return [x, os.path.basename(os.getcwd()) != %r]\n" % os.path.basename(self.dir))
+        dep = Deployment.mirror_local(interpreter=PipRequirementsFile(self.req), globs=["mrglobbed.py"])
+        self.assertEqual(asyncio.run(meadowrun.run_map("mrglobbed.where", [1, 2], self.host, deployment=dep)), [[1, True], [2, True]])
 
     def test_without_cloudpickle_on_the_machines_the_error_says_what_to_do(self):
         with self.assertRaises(meadowrun.TaskException) as cm:
