@@ -128,9 +128,13 @@ class _Engine:
     """One run of the meadowrun program: its JSON lines as they come, its
     output forwarded (task output to stdout, meadowrun's own to stderr)."""
 
-    def __init__(self, argv: List[str], stdin: Optional[bytes] = None):
+    def __init__(self, argv: List[str], stdin: Optional[bytes] = None, tasks: bool = False, strip: bool = False):
         self.argv = argv
         self.stdin = stdin
+        # tasks: a map, whose tasks' lines are "[task N] "-prefixed and
+        # everything else is meadowrun's; strip drops the prefix (one task).
+        self.tasks = tasks
+        self.strip = strip
         self.returncode: Optional[int] = None
         self.messages: List[str] = []
 
@@ -179,7 +183,13 @@ class _Engine:
             if not b:
                 return
             line = b.decode("utf-8", "replace")
-            if _is_meadowrun_line(line.lstrip("\n")):
+            if self.tasks:
+                mine = not line.startswith("[task ")
+                if not mine and self.strip:
+                    line = line.split("] ", 1)[1] if "] " in line else line
+            else:
+                mine = _is_meadowrun_line(line.lstrip("\n"))
+            if mine:
                 self.messages.append(line.rstrip("\n"))
                 sys.stderr.write(line)
                 sys.stderr.flush()
@@ -312,7 +322,7 @@ async def _python_map(function, inputs: List[bytes], host: Host, resources, depl
                "-j", str(max(1, concurrency)), "--max-attempts", str(max_attempts)] + flags
         if more_memory:
             cli.append("--retry-with-more-memory")
-        e = _Engine(cli, b"".join(i + b"\n" for i in inputs))
+        e = _Engine(cli, b"".join(i + b"\n" for i in inputs), tasks=True, strip=len(inputs) == 1)
         seen = set()
         async for line in e.lines():
             task = line.get("task", -1)
