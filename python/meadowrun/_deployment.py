@@ -296,6 +296,9 @@ class Deployment:
                 raise _unsupported("CondaEnvironmentFile(file_format='list')", "use a conda env export file")
             return out + ["--conda-env-file", i.path_to_file]
         if isinstance(i, ContainerInterpreter):
+            if self.environment_variables:
+                raise _unsupported("environment_variables with a container image for Python functions",
+                                   "the CLI's map --python --image does not pass --env yet; set them in the image")
             return out + ["--image", "%s:%s" % (i.repository_name, i.tag)] + _secret_flags(i.username_password_secret)
         if isinstance(i, ContainerAtDigestInterpreter):
             raise _unsupported("a Python function in a container image named by digest", "name the image by tag with container_image")
