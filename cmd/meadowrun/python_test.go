@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,6 +73,21 @@ def boom(x):
 		}
 		r = u.run("", "map", "--python", "--function-file", "fn.txt", "clipkg.fns.boom", ":::", "1")
 		u.want(r, 2, nil, []string{"give one"})
+	})
+	t.Run("a detached map is attached to with its values and exceptions", func(t *testing.T) {
+		r := u.run("", "map", "--python", "--detach", "clipkg.fns.double", ":::", "1", "[2]")
+		u.want(r, 0, nil, []string{"submitted"})
+		id := strings.TrimSpace(r.stdout)
+		r = u.run("", "attach", "--json", id)
+		u.want(r, 0, []string{`"task":0`, `"value":2`, `"value":[2,2]`}, []string{"2 tasks, 2 succeeded"})
+		r = u.run("", "map", "--python", "--detach", "--json", "clipkg.fns.boom", ":::", "1")
+		u.want(r, 0, []string{`{"id":`}, nil)
+		var sub struct{ ID string }
+		if err := json.Unmarshal([]byte(r.stdout), &sub); err != nil {
+			t.Fatalf("stdout %q: %v", r.stdout, err)
+		}
+		r = u.run("", "attach", "--json", sub.ID)
+		u.want(r, 1, []string{`"error_type":"KeyError"`, `"traceback":`}, []string{"1 task failed"})
 	})
 	t.Run("--glob and --function-file are for Python functions", func(t *testing.T) {
 		r := u.run("", "map", "--glob", "clipkg", "--", "echo", ":::", "1")

@@ -134,9 +134,6 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 		}
 		inputs = in
 	}
-	if w.detach {
-		return usagef(cmd, "--detach is not supported with --python yet")
-	}
 	env, err := w.checkWork(cmd, maxAttempts, &jobs)
 	if err != nil {
 		return err
@@ -186,9 +183,12 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 				return
 			}
 		}
-	}), host, opts, &meadowrun.SubmitOptions{InProcess: true})
+	}), host, opts, &meadowrun.SubmitOptions{InProcess: !w.detach})
 	if err != nil {
 		return &exitError{exitInternal, err}
+	}
+	if w.detach {
+		return printSubmitted(s, m.ID(), w.json)
 	}
 	conc := jobs
 	if conc == 0 {
