@@ -37,6 +37,7 @@ from ._hosts import (
     StorageBucketSpec,
 )
 from ._run import (
+    Job,
     JobCompletion,
     MeadowrunException,
     RunMapTasksFailedException,

@@ -262,7 +262,8 @@ async def run_command(
     shell) on a worker of host, streaming its output to stdout. Returns a
     JobCompletion; raises MeadowrunException when the command exits
     non-zero or cannot run. With wait_for_result=False the job is
-    submitted, runs on after this process, and None is returned."""
+    submitted, runs on after this process, and a Job handle is returned
+    (the reference returns None)."""
     _refuse(context_variables=context_variables, sidecar_containers=sidecar_containers)
     host = _check_host(host)
     argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
@@ -280,12 +281,17 @@ async def run_command(
     r = out[-1]
     if not wait_for_result:
         sys.stderr.write("meadowrun: job %s submitted; follow it with: meadowrun attach %s\n" % (r["id"], r["id"]))
-        return None
+        return Job(r["id"])  # type: ignore[return-value]
+    return _completion(r, _address(host))
+
+
+def _completion(r: Dict[str, Any], address: str) -> JobCompletion[None]:
+    """A command's JobCompletion from run --json or attach --json."""
     code = r.get("exit_code", -1)
     if code != 0 or r.get("error"):
         raise MeadowrunException(r.get("error") or "meadowrun: the command exited with code %d" % code,
                                  return_code=code, log_file_name=r.get("log_file"), job_id=r.get("id"))
-    return JobCompletion(None, "SUCCEEDED", _address(host), r.get("log_file", ""), code, r.get("id", ""))
+    return JobCompletion(None, "SUCCEEDED", address, r.get("log_file", ""), code, r.get("id", ""))
 
 
 def _address(host: Host) -> str:
@@ -308,7 +314,7 @@ def _payload(args, kwargs) -> bytes:
 
 
 async def _python_map(function, inputs: List[bytes], host: Host, resources, deployment, concurrency: int,
-                      max_attempts: int, more_memory: bool) -> AsyncIterator[TaskResult]:
+                      max_attempts: int, more_memory: bool, wait: bool = True) -> AsyncIterator[TaskResult]:
     host = _check_host(host)
     dep = await _deployment(deployment)
     flags = _resource_flags(resources) + dep.python_flags(host)
@@ -322,27 +328,104 @@ async def _python_map(function, inputs: List[bytes], host: Host, resources, depl
                "-j", str(max(1, concurrency)), "--max-attempts", str(max_attempts)] + flags
         if more_memory:
             cli.append("--retry-with-more-memory")
+        if not wait:
+            e = _Engine(cli + ["--detach"], b"".join(i + b"\n" for i in inputs))
+            out = [line async for line in e.lines()]
+            if not out or "id" not in out[-1]:
+                raise e.failure("meadowrun map --python --detach")
+            raise _Submitted(Job(out[-1]["id"], single=len(inputs) == 1))
         e = _Engine(cli, b"".join(i + b"\n" for i in inputs), tasks=True, strip=len(inputs) == 1)
         seen = set()
         async for line in e.lines():
-            task = line.get("task", -1)
-            if task < 0:
-                continue
-            seen.add(task)
-            attempt = line.get("attempt", 1)
-            if line.get("ok"):
-                value = pickle.loads(base64.b64decode(line["value"]))
-                yield TaskResult(task, True, value, None, attempt)
-            else:
-                kind = line.get("error_kind", "")
-                typ = line.get("error_type") or kind or "MeadowrunError"
-                msg = line.get("error", "")
-                if "cloudpickle is not importable" in msg:
-                    msg += ("; the workers' interpreter needs cloudpickle: install it there, or deploy an environment "
-                            "that has it (Deployment.mirror_local(interpreter=PipRequirementsFile(...)) listing cloudpickle)")
-                yield TaskResult(task, False, None, (typ, msg, line.get("traceback", "")), attempt)
+            r = _task_result(line)
+            if r is not None:
+                seen.add(r.task_id)
+                yield r
         if e.returncode not in (0, 1) or len(seen) < len(inputs):
             raise e.failure("meadowrun map --python")
+
+
+def _task_result(line: Dict[str, Any]) -> Optional[TaskResult]:
+    """A task's line of map --python --json (or attach --json) as a
+    TaskResult; None for a line that is not a task's."""
+    task = line.get("task", -1)
+    if task < 0:
+        return None
+    attempt = line.get("attempt", 1)
+    if line.get("ok"):
+        return TaskResult(task, True, pickle.loads(base64.b64decode(line["value"])), None, attempt)
+    kind = line.get("error_kind", "")
+    typ = line.get("error_type") or kind or "MeadowrunError"
+    msg = line.get("error", "")
+    if "cloudpickle is not importable" in msg:
+        msg += ("; the workers' interpreter needs cloudpickle: install it there, or deploy an environment "
+                "that has it (Deployment.mirror_local(interpreter=PipRequirementsFile(...)) listing cloudpickle)")
+    return TaskResult(task, False, None, (typ, msg, line.get("traceback", "")), attempt)
+
+
+class _Submitted(Exception):
+    """Carries a detached job's handle out of _python_map."""
+
+    def __init__(self, job: "Job"):
+        super().__init__(job.job_id)
+        self.job = job
+
+
+class Job:
+    """A job submitted with wait_for_result=False (not in the reference,
+    which returns None): it runs on after this process exits. Any process
+    attaches to it with Job(job_id), or meadowrun attach JOB_ID in a
+    shell."""
+
+    def __init__(self, job_id: str, single: bool = False):
+        self.job_id = job_id
+        self.single = single
+
+    def __repr__(self) -> str:
+        return "Job(%r)" % self.job_id
+
+    async def as_completed(self) -> AsyncIterator[TaskResult]:
+        """A function's or map's TaskResults as its tasks complete (at
+        once for a finished job)."""
+        e = _Engine([meadowrun_binary(), "attach", "--json", self.job_id], tasks=True, strip=self.single)
+        async for line in e.lines():
+            r = _task_result(line)
+            if r is not None:
+                yield r
+        if e.returncode not in (0, 1):
+            raise e.failure("meadowrun attach")
+
+    async def results(self) -> List[Any]:
+        """A map's results in task order; RunMapTasksFailedException when
+        tasks failed."""
+        got = {r.task_id: r async for r in self.as_completed()}
+        rs = [got[i] for i in sorted(got)]
+        failed = [r for r in rs if not r.is_success]
+        if failed:
+            raise RunMapTasksFailedException(failed, len(rs))
+        return [r.result for r in rs]
+
+    async def result(self) -> Any:
+        """A function's result, or its TaskException."""
+        rs = [r async for r in self.as_completed()]
+        if len(rs) != 1:
+            raise MeadowrunException("meadowrun: job %s has %d tasks; use results() for a map" % (self.job_id, len(rs)))
+        return rs[0].result_or_raise()
+
+    async def wait(self) -> JobCompletion[None]:
+        """A command's JobCompletion; MeadowrunException when it failed."""
+        e = _Engine([meadowrun_binary(), "attach", "--json", self.job_id])
+        out = [line async for line in e.lines()]
+        if not out:
+            raise e.failure("meadowrun attach")
+        return _completion(out[-1], "")
+
+    async def cancel(self) -> None:
+        """Cancels the job; its finished tasks' results are kept."""
+        e = _Engine([meadowrun_binary(), "cancel", self.job_id])
+        [line async for line in e.lines()]
+        if e.returncode != 0:
+            raise e.failure("meadowrun cancel")
 
 
 async def run_function(
@@ -361,12 +444,14 @@ async def run_function(
     pickled with cloudpickle, which the machines' interpreter needs) or a
     "package.module.function" name, imported there. A Python exception
     comes back as a TaskException with the remote type, message and
-    traceback."""
+    traceback. With wait_for_result=False the job is submitted and a Job
+    handle returned (the reference returns None)."""
     _refuse(sidecar_containers=sidecar_containers, ports=ports)
-    if not wait_for_result:
-        raise NotImplementedError("meadowrun: wait_for_result=False is not supported for functions yet: "
-                                  "`meadowrun map --python` has no --detach; use run_command for fire and forget")
-    results = [r async for r in _python_map(function, [_payload(args or (), kwargs or {})], host, resources, deployment, 1, 1, False)]
+    inputs = [_payload(args or (), kwargs or {})]
+    try:
+        results = [r async for r in _python_map(function, inputs, host, resources, deployment, 1, 1, False, wait_for_result)]
+    except _Submitted as s:
+        return s.job  # type: ignore[return-value]
     return results[0].result_or_raise()
 
 
@@ -411,11 +496,17 @@ async def run_map(
     """Equivalent to map(function, args), run in parallel on workers of
     host. Returns the results in the order of args; when tasks fail,
     raises RunMapTasksFailedException after every task ended, naming
-    them."""
-    if not wait_for_result:
-        raise NotImplementedError("meadowrun: wait_for_result=False is not supported for run_map yet: "
-                                  "`meadowrun map --python` has no --detach")
+    them. With wait_for_result=False the job is submitted and a Job handle
+    returned (the reference returns None)."""
     args = list(args)
+    if not wait_for_result:
+        _refuse(sidecar_containers=sidecar_containers, ports=ports)
+        n = num_concurrent_tasks if num_concurrent_tasks is not None else len(args) // 2 + 1
+        try:
+            [r async for r in _python_map(function, [_payload((a,), {}) for a in args], host, resources_per_task, deployment, n,
+                                          max_num_task_attempts, retry_with_more_memory, False)]
+        except _Submitted as s:
+            return s.job  # type: ignore[return-value]
     results: List[Optional[TaskResult]] = [None] * len(args)
     async for r in run_map_as_completed(function, args, host, resources_per_task, deployment, num_concurrent_tasks,
                                         sidecar_containers, ports, max_num_task_attempts, retry_with_more_memory):

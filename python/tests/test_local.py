@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import io
 import os
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -75,9 +76,13 @@ class RunCommandTest(Base):
             run(meadowrun.run_command("true", Local(), Resources(logical_cpu=4096)))
         self.assertIn("can never fit", str(cm.exception))
 
-    def test_a_detached_command_is_submitted(self):
-        self.assertIsNone(run(meadowrun.run_command("true", Local(), wait_for_result=False)))
+    def test_a_detached_command_is_submitted_and_waited_for(self):
+        job = run(meadowrun.run_command("sh -c 'echo detached'", Local(), wait_for_result=False))
+        self.assertIsInstance(job, meadowrun.Job)
         self.assertIn("submitted; follow it with: meadowrun attach", self.err.getvalue())
+        jc = run(job.wait())
+        self.assertEqual((jc.return_code, jc.job_id), (0, job.job_id))
+        self.assertIn("detached", self.out.getvalue())
 
 
 class RunFunctionTest(Base):
@@ -187,6 +192,24 @@ class RunMapTest(Base):
         rs = sorted(run(main()), key=lambda r: r.task_id)
         self.assertEqual([(r.result, r.attempt) for r in rs], [(1, 2), (2, 2)])
         self.assertEqual(run(meadowrun.run_map(flaky, [1, 2], Local())), [1, 2])
+
+
+class DetachedTest(Base):
+    def test_a_detached_function_is_attached_to_from_another_process(self):
+        k = 7
+        job = run(meadowrun.run_function(lambda x: x * k, Local(), args=[6], wait_for_result=False))
+        self.assertIsInstance(job, meadowrun.Job)
+        r = subprocess.run([sys.executable, "-c", "import asyncio, meadowrun; print(asyncio.run(meadowrun.Job(%r).result()))" % job.job_id],
+                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        self.assertEqual((r.returncode, r.stdout), (0, "42\n"), r.stderr)
+
+    def test_a_detached_map_gives_its_results_and_failures(self):
+        job = run(meadowrun.run_map(lambda x: 10 // x, [1, 2, 5], Local(), wait_for_result=False))
+        self.assertEqual(run(job.results()), [10, 5, 2])
+        job = run(meadowrun.run_map(lambda x: 10 // x, [1, 0], Local(), wait_for_result=False))
+        with self.assertRaises(meadowrun.RunMapTasksFailedException) as cm:
+            run(job.results())
+        self.assertEqual([(t.task_id, t.exception[0]) for t in cm.exception.failed_tasks], [(1, "ZeroDivisionError")])
 
 
 class RequirementsDeploymentTest(Base):
