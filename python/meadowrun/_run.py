@@ -153,9 +153,18 @@ class _Engine:
                 line = await proc.stdout.readline()
                 if not line:
                     break
-                line = line.strip()
-                if line:
-                    yield json.loads(line)
+                text = line.strip()
+                if not text:
+                    continue
+                try:
+                    obj = json.loads(text)
+                except ValueError:
+                    obj = None
+                if isinstance(obj, dict):
+                    yield obj
+                else:
+                    # Not a result (cancel's confirmation): shown as is.
+                    sys.stdout.write(line.decode("utf-8", "replace"))
             if feed is not None:
                 await feed
             await forward

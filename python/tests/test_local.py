@@ -212,6 +212,18 @@ class DetachedTest(Base):
         self.assertEqual([(t.task_id, t.exception[0]) for t in cm.exception.failed_tasks], [(1, "ZeroDivisionError")])
 
 
+    def test_a_detached_job_is_cancelled(self):
+        import time
+
+        job = run(meadowrun.run_map(lambda x: time.sleep(60), [1, 2], Local(), wait_for_result=False))
+        start = time.monotonic()
+        run(job.cancel())
+        with self.assertRaises(meadowrun.MeadowrunException) as cm:
+            run(job.results())
+        self.assertEqual(cm.exception.return_code, 130)
+        self.assertLess(time.monotonic() - start, 30)
+
+
 class RequirementsDeploymentTest(Base):
     def test_a_pip_requirements_file_from_a_local_wheelhouse_is_installed(self):
         wheels = os.path.join(self.dir, "wheels")
