@@ -46,7 +46,7 @@ class TaskException(MeadowrunException):
     remote traceback say what and where."""
 
     def __init__(self, task_id: int, attempt: int, exc_type: str, message: str, traceback: str):
-        text = "task %d (attempt %d) raised %s: %s" % (task_id, attempt, exc_type, message)
+        text = "task %d (attempt %d) failed: %s: %s" % (task_id, attempt, exc_type, message)
         if traceback:
             text += "\n\nremote traceback:\n" + traceback.rstrip("\n")
         super().__init__(text)

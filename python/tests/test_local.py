@@ -194,6 +194,22 @@ class RunMapTest(Base):
         self.assertEqual(run(meadowrun.run_map(flaky, [1, 2], Local())), [1, 2])
 
 
+class MemoryTest(Base):
+    def test_a_task_over_its_memory_is_killed_and_retried_with_more(self):
+        with self.assertRaises(meadowrun.TaskException) as cm:
+            run(meadowrun.run_function(lambda: len(bytearray(400 << 20)), Local(), Resources(memory_gb=0.2)))
+        self.assertEqual(cm.exception.exc_type, "worker-oom")
+        self.assertIn("exceeding its memory limit", str(cm.exception))
+
+        async def main():
+            return [r async for r in meadowrun.run_map_as_completed(lambda n: len(bytearray(n << 20)), [300], Local(),
+                                                                    Resources(memory_gb=0.2), max_num_task_attempts=2,
+                                                                    retry_with_more_memory=True)]
+
+        (r,) = run(main())
+        self.assertEqual((r.is_success, r.attempt, r.result), (True, 2, 300 << 20))
+
+
 class DetachedTest(Base):
     def test_a_detached_function_is_attached_to_from_another_process(self):
         k = 7
