@@ -80,6 +80,9 @@ scripts/containers.sh up "$containers_dir" "$sshnet_id"
 export MEADOWRUN_CONTAINERS="$containers_dir" MEADOWRUN_REQUIRE_CONTAINERS=1
 # The Python worker tests fail rather than skip without python3.
 export MEADOWRUN_REQUIRE_PYTHON=1
+# The Python client's tests (python/) fail rather than skip when python3
+# cannot import cloudpickle (preinstalled with the machine's Python).
+export MEADOWRUN_REQUIRE_CLOUDPICKLE=1
 
 step "all tests, race detector on"
 go test -race -count=1 -timeout 20m ./...
