@@ -24,6 +24,9 @@ type Hello struct {
 	// with StatusUnknown. A dynamic worker's functions take and return
 	// JSON.
 	Dynamic bool `json:"dynamic,omitempty"`
+	// ResultLog says that the worker was given a result log (memory
+	// shared with its host, see ResultLogHeader) and understands Hold.
+	ResultLog bool `json:"result_log,omitempty"`
 }
 
 // Function describes one registered function: its stable name and the
