@@ -197,8 +197,9 @@ func (f *feeder) step() bool {
 	var bad []*task
 	more := !stopped
 	// Tasks are allocated together, a batch at a time: the first batch of
-	// a single call is one task, later ones grow to feedBatch.
-	slab := make([]task, min(feedBatch, max(1, f.index)))
+	// a single call holds two (the second read finds the end), later ones
+	// grow to feedBatch.
+	slab := make([]task, min(feedBatch, max(2, f.index)))
 	for more && len(batch)+len(bad) < len(slab) {
 		payload, encErr, ok := f.next()
 		if !ok {
