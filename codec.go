@@ -124,30 +124,27 @@ func numericCodec[T any]() (codec[T], bool) {
 }
 
 func signedCodec[T ~int | ~int32 | ~int64](bits int) codec[T] {
-	return codec[T]{
-		name: codecJSON,
-		enc:  func(v T) ([]byte, error) { return strconv.AppendInt(make([]byte, 0, 8), int64(v), 10), nil },
-		dec: func(b []byte) (T, error) {
-			if plainInteger(b, true) {
-				if n, err := strconv.ParseInt(string(b), 10, bits); err == nil {
-					return T(n), nil
-				}
-			}
-			var v T
-			err := json.Unmarshal(b, &v)
-			return v, err
-		},
-	}
+	return integerCodec(true,
+		func(b []byte, v T) []byte { return strconv.AppendInt(b, int64(v), 10) },
+		func(s string) (T, error) { n, err := strconv.ParseInt(s, 10, bits); return T(n), err })
 }
 
 func unsignedCodec[T ~uint | ~uint32 | ~uint64](bits int) codec[T] {
+	return integerCodec(false,
+		func(b []byte, v T) []byte { return strconv.AppendUint(b, uint64(v), 10) },
+		func(s string) (T, error) { n, err := strconv.ParseUint(s, 10, bits); return T(n), err })
+}
+
+// integerCodec writes with format and reads plain integers with parse,
+// anything else with encoding/json.
+func integerCodec[T any](signed bool, format func([]byte, T) []byte, parse func(string) (T, error)) codec[T] {
 	return codec[T]{
 		name: codecJSON,
-		enc:  func(v T) ([]byte, error) { return strconv.AppendUint(make([]byte, 0, 8), uint64(v), 10), nil },
+		enc:  func(v T) ([]byte, error) { return format(make([]byte, 0, 8), v), nil },
 		dec: func(b []byte) (T, error) {
-			if plainInteger(b, false) {
-				if n, err := strconv.ParseUint(string(b), 10, bits); err == nil {
-					return T(n), nil
+			if plainInteger(b, signed) {
+				if v, err := parse(string(b)); err == nil {
+					return v, nil
 				}
 			}
 			var v T

@@ -45,14 +45,7 @@ func ParseResultLog(mem []byte) (running uint64, rs []Result, err error) {
 	}
 	d := decoder{b: mem[ResultLogHeader : ResultLogHeader+used]}
 	for len(d.b) > 0 && d.err == nil {
-		r := Result{Key: d.uvarint(), Status: Status(d.byte())}
-		r.Nanos = d.uvarint()
-		r.PeakMemory = d.uvarint()
-		r.Payload = d.bytes()
-		if d.err == nil && r.Status > StatusCanceled {
-			d.err = fmt.Errorf("%w: result log: unknown status %d", ErrProtocol, r.Status)
-		}
-		if d.err == nil {
+		if r := d.result(); d.err == nil {
 			rs = append(rs, r)
 		}
 	}
