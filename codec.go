@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 )
 
 // Codecs name how a value crosses the process boundary. They are part of
@@ -40,6 +41,9 @@ func codecFor[T any]() (codec[T], error) {
 			enc:  func(v T) ([]byte, error) { return []byte(any(v).(string)), nil },
 			dec:  func(b []byte) (T, error) { return any(string(b)).(T), nil },
 		}, nil
+	}
+	if c, ok := numericCodec[T](); ok {
+		return c, nil
 	}
 	t := reflect.TypeFor[T]()
 	if err := jsonEncodable(t, map[reflect.Type]bool{}); err != nil {
@@ -92,4 +96,78 @@ func jsonEncodable(t reflect.Type, seen map[reflect.Type]bool) error {
 		}
 	}
 	return nil
+}
+
+// numericCodec is the JSON codec of the built-in integer types without
+// reflection: strconv writes exactly what encoding/json writes for them,
+// and what strconv cannot read as a plain JSON integer goes to
+// encoding/json, so errors read as before.
+func numericCodec[T any]() (codec[T], bool) {
+	var c any
+	switch any(*new(T)).(type) {
+	case int:
+		c = signedCodec[int](strconv.IntSize)
+	case int64:
+		c = signedCodec[int64](64)
+	case int32:
+		c = signedCodec[int32](32)
+	case uint:
+		c = unsignedCodec[uint](strconv.IntSize)
+	case uint64:
+		c = unsignedCodec[uint64](64)
+	case uint32:
+		c = unsignedCodec[uint32](32)
+	default:
+		return codec[T]{}, false
+	}
+	return c.(codec[T]), true
+}
+
+func signedCodec[T ~int | ~int32 | ~int64](bits int) codec[T] {
+	return integerCodec(true,
+		func(b []byte, v T) []byte { return strconv.AppendInt(b, int64(v), 10) },
+		func(s string) (T, error) { n, err := strconv.ParseInt(s, 10, bits); return T(n), err })
+}
+
+func unsignedCodec[T ~uint | ~uint32 | ~uint64](bits int) codec[T] {
+	return integerCodec(false,
+		func(b []byte, v T) []byte { return strconv.AppendUint(b, uint64(v), 10) },
+		func(s string) (T, error) { n, err := strconv.ParseUint(s, 10, bits); return T(n), err })
+}
+
+// integerCodec writes with format and reads plain integers with parse,
+// anything else with encoding/json.
+func integerCodec[T any](signed bool, format func([]byte, T) []byte, parse func(string) (T, error)) codec[T] {
+	return codec[T]{
+		name: codecJSON,
+		enc:  func(v T) ([]byte, error) { return format(make([]byte, 0, 8), v), nil },
+		dec: func(b []byte) (T, error) {
+			if plainInteger(b, signed) {
+				if v, err := parse(string(b)); err == nil {
+					return v, nil
+				}
+			}
+			var v T
+			err := json.Unmarshal(b, &v)
+			return v, err
+		},
+	}
+}
+
+// plainInteger reports whether b is a JSON integer as encoding/json
+// writes it: an optional minus sign (when signed), then digits without a
+// leading zero.
+func plainInteger(b []byte, signed bool) bool {
+	if signed && len(b) > 1 && b[0] == '-' {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 20 || (b[0] == '0' && len(b) > 1) {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

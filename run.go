@@ -166,9 +166,12 @@ func newJob[T any](run *coord.Job, spec jobSpec, take func(coord.Outcome) (T, er
 
 // collect receives the job's one outcome.
 func (j *Job[T]) collect() {
-	if o, ok := <-j.run.Outcomes(); ok {
+	got := false
+	for o := range j.run.Outcomes() {
 		j.val, j.err = j.take(o)
-	} else {
+		got = true
+	}
+	if !got {
 		j.err = j.run.StopError()
 	}
 	close(j.done)

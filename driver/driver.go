@@ -289,6 +289,19 @@ type ExitStatus struct {
 	// Lost is true when the worker's machine or connection disappeared and
 	// nothing more is known.
 	Lost bool
+	// ResultLog is the worker's result log as it was when the worker
+	// ended (docs/protocol.md, "Result log"); nil when it had none.
+	ResultLog []byte
+}
+
+// ResultLogger is implemented by a Worker given a result log: memory
+// shared with its host in which, once the coordinator has sent Hold, the
+// worker keeps the results it has not yet written to its stream. Its
+// ExitStatus then carries the log, so that nothing the worker held is lost
+// with it.
+type ResultLogger interface {
+	// HasResultLog reports whether the worker has a result log.
+	HasResultLog() bool
 }
 
 // Worker is a started worker process.

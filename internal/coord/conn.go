@@ -49,6 +49,7 @@ type workerConn struct {
 	nextKey  uint64
 	inflight []inflight // in the order sent, which is the order the worker answers
 	run      *Job       // the job the connection is lent to, nil when idle
+	holding  bool       // Hold was sent: results may wait in the worker's result log
 	dead     bool
 	oneJob   bool // serves the job it was started for only
 	idleAt   time.Time
@@ -113,6 +114,12 @@ func connect(ctx context.Context, p *Pool, w driver.Worker, key string, rt drive
 	case <-ctx.Done():
 		w.Kill()
 		return nil, ctx.Err()
+	}
+	if rl, ok := w.(driver.ResultLogger); ok && rl.HasResultLog() && c.hello.ResultLog {
+		// The driver hands over the log when the worker dies: the worker
+		// may hold its results instead of writing one frame per task.
+		c.holding = true
+		c.wr.WriteFrame(wire.TypeHold, nil)
 	}
 	go c.read(rd)
 	return c, nil
@@ -299,6 +306,13 @@ func (c *workerConn) read(rd *wire.Reader) {
 		st = driver.ExitStatus{Code: -1, Lost: true}
 	}
 	c.w.Conn().Close()
+	if c.holding && st.ResultLog != nil {
+		// What the worker held when it died: results, and which task was
+		// running. Results already received are dropped by deliver.
+		running, rs, _ := wire.ParseResultLog(st.ResultLog)
+		c.deliver(rs)
+		c.started(running)
+	}
 	c.mu.Lock()
 	c.dead = true
 	lost := c.inflight

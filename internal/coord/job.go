@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -108,7 +109,7 @@ type Job struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	stopWatch  func() bool
-	out        chan Outcome
+	out        chan []Outcome
 	feederWait *sync.Cond
 
 	mu           sync.Mutex
@@ -148,7 +149,7 @@ const maxWindow = 1 << 16
 const maxBatchBytes = 16 << 20
 
 // feedBatch is how many arguments are encoded between two dispatches.
-const feedBatch = 256
+const feedBatch = 1024
 
 // Start starts the coordinator of a job whose arguments come from next
 // (payload, encoding error, ok); release, if not nil, is called once no
@@ -158,7 +159,7 @@ func Start(ctx context.Context, spec Spec, next func() ([]byte, error, bool), re
 	ctx, cancel := context.WithCancel(ctx)
 	r := &Job{
 		spec: spec, ctx: ctx, cancel: cancel,
-		out:   make(chan Outcome, min(1024, max(1, spec.TasksHint))),
+		out:   make(chan []Outcome, min(64, max(1, spec.TasksHint))),
 		lanes: map[int]*lane{},
 		held:  map[*workerConn]int{},
 	}
@@ -195,13 +196,18 @@ func (f *feeder) step() bool {
 	var batch []*task
 	var bad []*task
 	more := !stopped
-	for more && len(batch)+len(bad) < feedBatch {
+	// Tasks are allocated together, a batch at a time: the first batch of
+	// a single call holds two (the second read finds the end), later ones
+	// grow to feedBatch.
+	slab := make([]task, min(feedBatch, max(2, f.index)))
+	for more && len(batch)+len(bad) < len(slab) {
 		payload, encErr, ok := f.next()
 		if !ok {
 			more = false
 			break
 		}
-		t := &task{index: f.index, payload: payload, attempt: 1, lane: 1}
+		t := &slab[len(batch)+len(bad)]
+		*t = task{index: f.index, payload: payload, attempt: 1, lane: 1}
 		f.index++
 		if encErr != nil {
 			t.payload = []byte(encErr.Error())
@@ -267,11 +273,22 @@ func (r *Job) want(l *lane) int {
 // hide the round trip for short tasks, few enough that long tasks spread
 // over all workers.
 func (r *Job) batchLimitLocked() int {
-	if r.avgNanos > float64(time.Millisecond) || r.spec.Command {
+	switch {
+	case r.spec.Command:
 		return 2
+	case r.avgNanos == 0:
+		return 1024 // not measured yet
 	}
-	return 1024
+	// About batchWork of work per worker, from the measured task duration.
+	return int(max(2, min(maxBatch, float64(batchWork)/r.avgNanos)))
 }
+
+// batchWork is how much work, by measured task duration, a worker is
+// given at once; maxBatch bounds the tasks of one batch.
+const (
+	batchWork = 4 * time.Millisecond
+	maxBatch  = 4096
+)
 
 // pumpLocked decides what to send where, which workers to borrow and which
 // to give back. The returned actions must be done after unlocking.
@@ -574,14 +591,18 @@ func (r *Job) requeueFrontAndUnlock(ts []*task, mark func(*task)) {
 // outcomes are delivered, so that the caller's next call finds them idle.
 func (r *Job) settle(c *workerConn, done []settled) {
 	var retried []settled
-	final := done[:0:0]
+	// Final outcomes are kept in done's own array: each is written at or
+	// before the index it is read from.
+	final := done[:0]
 	r.mu.Lock()
+	if c != nil {
+		if n, ok := r.held[c]; ok {
+			r.held[c] = n - len(done)
+		}
+	}
 	for _, d := range done {
 		t, te := d.t, d.te
 		if c != nil {
-			if n, ok := r.held[c]; ok {
-				r.held[c] = n - 1
-			}
 			const alpha = 0.1
 			if r.avgNanos == 0 {
 				r.avgNanos = float64(d.o.Duration)
@@ -630,12 +651,13 @@ func (r *Job) finish(t *task, o Outcome) { r.finishAll([]settled{{t: t, o: o}}) 
 
 // finishAll records final outcomes.
 func (r *Job) finishAll(ds []settled) {
-	for _, d := range ds {
-		o := d.o
-		o.Index, o.Attempt = d.t.index, d.t.attempt
+	outs := make([]Outcome, len(ds))
+	for i, d := range ds {
+		outs[i] = d.o
+		outs[i].Index, outs[i].Attempt = d.t.index, d.t.attempt
 		d.t.payload = nil
-		r.out <- o
 	}
+	r.out <- outs
 	r.mu.Lock()
 	r.outstanding -= len(ds)
 	r.feederWait.Broadcast()
@@ -711,10 +733,22 @@ func (r *Job) Stop(err error) {
 	r.cancel()
 }
 
-// Outcomes is the stream of final outcomes, one per task that was read,
-// in the order they became final. It is closed once every task is final
-// and every worker of the job is back in the pool.
-func (r *Job) Outcomes() <-chan Outcome { return r.out }
+// Outcomes yields the final outcomes, one per task that was read, in the
+// order they became final. It ends once every task is final and every
+// worker of the job is back in the pool. Outcomes arrive in batches (the
+// results of one frame); a loop that stops early leaves the rest of its
+// batch unread, and a later loop goes on with the next batch.
+func (r *Job) Outcomes() iter.Seq[Outcome] {
+	return func(yield func(Outcome) bool) {
+		for batch := range r.out {
+			for _, o := range batch {
+				if !yield(o) {
+					return
+				}
+			}
+		}
+	}
+}
 
 // StopError is the error the job was stopped with, nil if it was not.
 func (r *Job) StopError() error {

@@ -27,6 +27,7 @@ import (
 	"github.com/meadowrun-go/meadowrun/internal/container"
 	"github.com/meadowrun-go/meadowrun/internal/pyenv"
 	"github.com/meadowrun-go/meadowrun/internal/pyworker"
+	"github.com/meadowrun-go/meadowrun/internal/shm"
 	"github.com/meadowrun-go/meadowrun/internal/sysres"
 	"github.com/meadowrun-go/meadowrun/internal/worker"
 )
@@ -445,6 +446,24 @@ func (h *Host) start(spec driver.WorkerSpec, gpus, ports []int, so StartOptions)
 	cmd.Stdout, cmd.Stderr = ps.logW, ps.logW
 	cmd.ExtraFiles = []*os.File{ps.taskR, ps.resW, ps.logR} // fds 3, 4, 5
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Go workers get a result log (fd 6): memory this host reads after
+	// the worker's death, so that the worker need not write each result
+	// at once (docs/protocol.md, "Result log").
+	var rlog *shm.Region
+	if spec.Runtime != driver.RuntimePython {
+		if rlog, err = shm.Create("meadowrun-results-"+spec.Name, shm.ResultLogSize); err == nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, rlog.File())
+			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", worker.EnvWorkerResultLog, worker.FDResultLog))
+		} else {
+			rlog = nil // best effort: the worker then writes every result at once
+		}
+	}
+	closeAll = func() {
+		ps.close()
+		if rlog != nil {
+			rlog.Close()
+		}
+	}
 
 	group, err := h.limiter.NewGroup(spec.Name, spec.Resources.MemoryBytes)
 	if err != nil {
@@ -470,7 +489,7 @@ func (h *Host) start(spec driver.WorkerSpec, gpus, ports []int, so StartOptions)
 	p := &proc{
 		h: h, spec: spec, gpus: gpus, ports: ports, tmp: tmp,
 		run:  &processRunner{name: spec.Name, cmd: cmd, group: group, limit: spec.Resources.MemoryBytes},
-		conn: &pipeConn{r: ps.resR, w: ps.taskW}, logR: ps.logR,
+		conn: &pipeConn{r: ps.resR, w: ps.taskW}, logR: ps.logR, rlog: rlog,
 		done: make(chan struct{}),
 	}
 	h.mu.Lock()
@@ -598,6 +617,7 @@ type proc struct {
 	tmp   string // the worker's temporary directory
 	conn  *pipeConn
 	logR  *os.File
+	rlog  *shm.Region // the worker's result log, nil if it has none
 	done  chan struct{}
 	exit  driver.ExitStatus
 }
@@ -657,6 +677,10 @@ func (p *proc) Machine() string          { return "localhost" }
 func (p *proc) Conn() io.ReadWriteCloser { return p.conn }
 func (p *proc) Done() <-chan struct{}    { return p.done }
 func (p *proc) Exit() driver.ExitStatus  { return p.exit }
+
+// HasResultLog implements driver.ResultLogger.
+func (p *proc) HasResultLog() bool { return p.rlog != nil }
+
 func (p *proc) Kill() error {
 	if err := p.run.kill(); err != nil {
 		return err
@@ -676,6 +700,10 @@ func (p *proc) wait() {
 	os.RemoveAll(p.tmp)
 	st.Output = drain(p.logR)
 	p.logR.Close()
+	if p.rlog != nil {
+		st.ResultLog = p.rlog.Snapshot()
+		p.rlog.Close()
+	}
 	// The connection stays open: the coordinator still reads the results
 	// the worker wrote before it died, then closes it.
 	p.exit = st

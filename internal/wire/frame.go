@@ -24,6 +24,7 @@ const (
 	TypeTasks    byte = 0x11 // coordinator → worker, a batch of tasks
 	TypeCancel   byte = 0x12 // coordinator → worker, cancel one task
 	TypeShutdown byte = 0x13 // coordinator → worker, finish and exit
+	TypeHold     byte = 0x14 // coordinator → worker, hold results in the result log (a Hello field announces support)
 	TypeResults  byte = 0x20 // worker → coordinator, a batch of results
 	TypeLog      byte = 0x21 // worker → coordinator, output of a task or of the worker
 	TypeStarted  byte = 0x22 // worker → coordinator, a task is about to run (version 2)

@@ -24,6 +24,9 @@ type Hello struct {
 	// with StatusUnknown. A dynamic worker's functions take and return
 	// JSON.
 	Dynamic bool `json:"dynamic,omitempty"`
+	// ResultLog says that the worker was given a result log (memory
+	// shared with its host, see ResultLogHeader) and understands Hold.
+	ResultLog bool `json:"result_log,omitempty"`
 }
 
 // Function describes one registered function: its stable name and the
@@ -216,14 +219,7 @@ func DecodeResults(body []byte) ([]Result, error) {
 	n := d.count(5)
 	rs := make([]Result, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
-		r := Result{Key: d.uvarint(), Status: Status(d.byte())}
-		r.Nanos = d.uvarint()
-		r.PeakMemory = d.uvarint()
-		r.Payload = d.bytes()
-		if d.err == nil && r.Status > StatusCanceled {
-			d.err = fmt.Errorf("%w: results: unknown status %d", ErrProtocol, r.Status)
-		}
-		rs = append(rs, r)
+		rs = append(rs, d.result())
 	}
 	if err := d.done("results"); err != nil {
 		return nil, err
@@ -353,6 +349,18 @@ func (d *decoder) bytes() []byte {
 	b := d.b[:n:n]
 	d.b = d.b[n:]
 	return b
+}
+
+// result reads one result as AppendResult writes it.
+func (d *decoder) result() Result {
+	r := Result{Key: d.uvarint(), Status: Status(d.byte())}
+	r.Nanos = d.uvarint()
+	r.PeakMemory = d.uvarint()
+	r.Payload = d.bytes()
+	if d.err == nil && r.Status > StatusCanceled {
+		d.err = fmt.Errorf("%w: results: unknown status %d", ErrProtocol, r.Status)
+	}
+	return r
 }
 
 // count reads an element count and checks it against the bytes left, each

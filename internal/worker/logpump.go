@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"github.com/meadowrun-go/meadowrun/internal/wire"
 )
@@ -16,6 +17,8 @@ import (
 // always attributed to it and sent before its result.
 type logPump struct {
 	mu  sync.Mutex
+	f   *os.File // kept open, and so fd valid, for the life of the pump
+	fd  int
 	rc  syscall.RawConn
 	w   *wire.Writer
 	key uint64
@@ -28,7 +31,9 @@ func newLogPump(f *os.File, w *wire.Writer) (*logPump, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: log pipe: %w", err)
 	}
-	return &logPump{rc: rc, w: w, buf: make([]byte, 32<<10)}, nil
+	fd := -1
+	rc.Control(func(u uintptr) { fd = int(u) })
+	return &logPump{f: f, fd: fd, rc: rc, w: w, buf: make([]byte, 32<<10)}, nil
 }
 
 // run forwards output as it arrives until the pipe reaches end of file.
@@ -61,7 +66,7 @@ func (p *logPump) drainLocked(fd int) bool {
 		// Peek, forward, then consume: if the process dies in between, the
 		// bytes are still in the socket for the host to recover. (On a
 		// pipe, where peeking fails, read directly.)
-		n, _, err := syscall.Recvfrom(fd, p.buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, err := peek(fd, p.buf)
 		peeked := err == nil
 		if err == syscall.ENOTSOCK {
 			n, err = syscall.Read(fd, p.buf)
@@ -87,14 +92,30 @@ func (p *logPump) drainLocked(fd int) bool {
 }
 
 // switchTo forwards pending output under the current tag, then tags what
-// follows with key (0: the worker itself).
+// follows with key (0: the worker itself). It runs before every task, so
+// the common case, nothing to forward, costs one non-blocking system call
+// made directly, without the runtime's blocking-call bookkeeping.
 func (p *logPump) switchTo(key uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.eof {
-		p.rc.Control(func(fd uintptr) { p.drainLocked(int(fd)) })
+		p.drainLocked(p.fd)
 	}
 	p.key = key
+}
+
+// peek is recv(fd, buf, MSG_PEEK|MSG_DONTWAIT). It never blocks, so it
+// is made as a raw system call.
+func peek(fd int, buf []byte) (int, error) {
+	if len(buf) == 0 {
+		return 0, nil
+	}
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // logWriter sends what a command writes as Log frames of one task; used

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/meadowrun-go/meadowrun/internal/buildid"
 	"github.com/meadowrun-go/meadowrun/internal/registry"
+	"github.com/meadowrun-go/meadowrun/internal/shm"
 )
 
 // Environment and file descriptors of a worker process. A host starts the
@@ -21,6 +23,11 @@ const (
 	FDTasks       = 3
 	FDResults     = 4
 	FDLog         = 5
+	// EnvWorkerResultLog names the file descriptor of the worker's result
+	// log (docs/protocol.md, "Result log"), when its host gave it one.
+	EnvWorkerResultLog = "MEADOWRUN_WORKER_RESULT_LOG"
+	// FDResultLog is where the local host puts the result log.
+	FDResultLog = 6
 )
 
 // IsWorkerProcess reports whether this process was started as a worker.
@@ -56,6 +63,14 @@ func RunProcess(reg *registry.Registry) int {
 	if in == nil || out == nil {
 		fmt.Fprintln(os.Stderr, "meadowrun: worker started without its protocol file descriptors")
 		return 2
+	}
+	if v := os.Getenv(EnvWorkerResultLog); v != "" {
+		if fd, err := strconv.Atoi(v); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+			if r, err := shm.Open(os.NewFile(uintptr(fd), "meadowrun-result-log")); err == nil {
+				opts.ResultLog = shm.NewResultLog(r)
+			}
+		}
 	}
 	if err := syscall.SetNonblock(fdLog, true); err == nil {
 		opts.LogPipe = os.NewFile(uintptr(fdLog), "meadowrun-log")

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/internal/registry"
+	"github.com/meadowrun-go/meadowrun/internal/shm"
 	"github.com/meadowrun-go/meadowrun/internal/wire"
 )
 
@@ -44,6 +45,10 @@ type Options struct {
 	// without a Shutdown (the coordinator went away). The running task's
 	// context is cancelled in any case.
 	OnDisconnect func()
+	// ResultLog, if set, is the result log the host gave the worker: once
+	// the coordinator sends Hold, results are kept there and written to
+	// the stream in batches (docs/protocol.md, "Result log").
+	ResultLog *shm.ResultLog
 }
 
 var errShutdown = errors.New("worker: shutdown requested")
@@ -62,6 +67,7 @@ type server struct {
 	funcs    map[uint64]*registry.Entry
 	names    map[uint64]string
 	running  uint64
+	hold     bool // the coordinator sent Hold: results may wait in the result log
 	cancelFn context.CancelFunc
 	canceled map[uint64]bool
 }
@@ -91,6 +97,7 @@ func Serve(ctx context.Context, r io.Reader, w io.Writer, opts Options) error {
 		Worker:       opts.Name,
 		BinaryDigest: opts.Digest,
 		Functions:    s.reg.Functions(),
+		ResultLog:    opts.ResultLog != nil,
 	}
 	if err := s.w.WriteFrame(wire.TypeHello, wire.EncodeHello(hello)); err != nil {
 		return fmt.Errorf("worker: hello: %w", err)
@@ -181,6 +188,13 @@ func (s *server) read(r io.Reader) (err error) {
 			s.mu.Unlock()
 		case wire.TypeShutdown:
 			return errShutdown
+		case wire.TypeHold:
+			if len(body) != 0 || s.opts.ResultLog == nil {
+				return fmt.Errorf("%w: hold sent to a worker without a result log", wire.ErrProtocol)
+			}
+			s.mu.Lock()
+			s.hold = true
+			s.mu.Unlock()
 		default:
 			return fmt.Errorf("%w: unexpected message type %#x from the coordinator", wire.ErrProtocol, typ)
 		}
@@ -200,17 +214,60 @@ func (s *server) signal() {
 // coordinator holds the result of every task before the one that was
 // running and knows which one that was: no task is re-run or blamed by
 // guess, at the price of one write per task.
+//
+// Holding (the coordinator sent Hold), results wait in the result log
+// instead, which the host reads if the process dies, and the log's running
+// key replaces Started: results go out when the worker is idle, when the
+// log is full, or before a task starts once holdFor has passed since the
+// last write, so that the coordinator sees progress and long tasks'
+// results are not delayed.
 type sender struct {
-	w       *wire.Writer
-	pump    *logPump // nil when output is not captured
-	pending []wire.Result
+	w         *wire.Writer
+	pump      *logPump       // nil when output is not captured
+	log       *shm.ResultLog // nil without a result log
+	pending   []wire.Result
+	logged    bool // every pending result is in the log
+	lastWrite time.Time
 }
 
-// add holds r until the next start or flush.
-func (b *sender) add(r wire.Result) { b.pending = append(b.pending, r) }
+// holdFor is how long held results may wait for the next write.
+const holdFor = time.Millisecond
 
-// start sends the results held, then announces the task with key.
-func (b *sender) start(key uint64) error {
+// add holds r until the next start or flush.
+func (b *sender) add(r wire.Result, hold bool) error {
+	if len(b.pending) == 0 {
+		b.logged = hold
+	}
+	if b.logged && hold {
+		if !b.log.Append(r) {
+			// Full: what it holds goes out, then r waits alone.
+			if err := b.flush(); err != nil {
+				return err
+			}
+			b.logged = b.log.Append(r)
+		}
+	} else {
+		b.logged = false
+	}
+	b.pending = append(b.pending, r)
+	return nil
+}
+
+// start announces the task with key: sending the results held and a
+// Started frame, or, holding, recording key in the result log.
+func (b *sender) start(key uint64, hold bool, now time.Time) error {
+	if hold && b.log != nil {
+		if len(b.pending) > 0 && (!b.logged || now.Sub(b.lastWrite) >= holdFor) {
+			if err := b.flush(); err != nil {
+				return err
+			}
+		}
+		if len(b.pending) == 0 {
+			b.lastWrite = now
+		}
+		b.log.Begin(key)
+		return nil
+	}
 	b.writeResults()
 	b.w.WriteFrame(wire.TypeStarted, wire.AppendStarted(nil, key))
 	return b.flushWriter()
@@ -218,8 +275,18 @@ func (b *sender) start(key uint64) error {
 
 // flush sends the results held.
 func (b *sender) flush() error {
+	if len(b.pending) == 0 {
+		return nil
+	}
 	b.writeResults()
-	return b.flushWriter()
+	if err := b.flushWriter(); err != nil {
+		return err
+	}
+	if b.log != nil {
+		// On the stream now: the log may forget them.
+		b.log.Reset()
+	}
+	return nil
 }
 
 func (b *sender) writeResults() {
@@ -233,6 +300,7 @@ func (b *sender) writeResults() {
 	b.w.WriteFrame(wire.TypeResults, fb.Parts()...)
 	clear(b.pending)
 	b.pending = b.pending[:0]
+	b.lastWrite = time.Now()
 }
 
 func (b *sender) flushWriter() error {
@@ -245,7 +313,7 @@ func (b *sender) flushWriter() error {
 // execute runs queued tasks in order and sends their results, batching the
 // results of tasks that complete back to back.
 func (s *server) execute(ctx context.Context) error {
-	out := &sender{w: s.w, pump: s.pump}
+	out := &sender{w: s.w, pump: s.pump, log: s.opts.ResultLog}
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
@@ -280,6 +348,7 @@ func (s *server) execute(ctx context.Context) error {
 		name := s.names[t.Func]
 		taskCtx, cancel := context.WithCancel(ctx)
 		s.running, s.cancelFn = t.Key, cancel
+		hold := s.hold
 		s.mu.Unlock()
 
 		if s.pump != nil {
@@ -287,11 +356,11 @@ func (s *server) execute(ctx context.Context) error {
 			// ahead of its result.
 			s.pump.switchTo(t.Key)
 		}
-		if err := out.start(t.Key); err != nil {
+		start := time.Now()
+		if err := out.start(t.Key, hold, start); err != nil {
 			cancel()
 			return err
 		}
-		start := time.Now()
 		var res wire.Result
 		switch {
 		case canceled:
@@ -321,7 +390,9 @@ func (s *server) execute(ctx context.Context) error {
 		s.mu.Unlock()
 		cancel()
 
-		out.add(res)
+		if err := out.add(res, hold); err != nil {
+			return err
+		}
 	}
 }
 
