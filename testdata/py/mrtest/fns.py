@@ -70,3 +70,29 @@ def sleeps(seconds):
     print("sleeping pid=%d" % os.getpid())
     time.sleep(seconds)
     return seconds
+
+
+def exits(code):
+    """Ends its worker through sys.exit(code)."""
+    sys.exit(code)
+
+
+def unencodable_if(x):
+    """Returns x, or an object JSON cannot encode when x is 2."""
+    return object() if x == 2 else x
+
+
+def always_fails(x):
+    raise RuntimeError("task %d always fails" % x)
+
+
+def uses_asyncio(x):
+    """User code that runs its own event loop, as the reference's
+    EdgeCases test does."""
+    import asyncio
+
+    async def double():
+        await asyncio.sleep(0)
+        return 2 * x
+
+    return asyncio.run(double())
