@@ -281,6 +281,14 @@ func needDir(env, start string) func() string {
 	}
 }
 
+// needPython is a sideBench's missing for programs that run python3.
+func needPython() string {
+	if _, err := exec.LookPath("python3"); err != nil {
+		return "no python3 in PATH"
+	}
+	return ""
+}
+
 var sideBenches = []sideBench{
 	{pkg: "sshbench", title: "SSH hosts",
 		missing: needDir("MEADOWRUN_SSHNET", "start the simulated machines as root with `scripts/sshnet.sh up DIR`"),
@@ -288,13 +296,9 @@ var sideBenches = []sideBench{
 	{pkg: "ctrbench", title: "Containers",
 		missing: needDir("MEADOWRUN_CONTAINERS", "start the engine and registry as root with `scripts/containers.sh up DIR`"),
 		intro:   "The local host with Debian's dockerd and registry (scripts/containers.sh); C1 warm calls, C2 cold starts, C3 commands in the Debian image next to `xargs -P2 docker run`; see docs/containers.md."},
-	{pkg: "pyenvbench", title: "Python environments",
-		missing: func() string {
-			if _, err := exec.LookPath("python3"); err != nil {
-				return "no python3 in PATH"
-			}
-			return ""
-		},
+	{pkg: "pybench", title: "Python workers", missing: needPython,
+		intro: "Python functions on meadowrun's Python workers (PreinstalledInterpreter) next to multiprocessing.Pool with 2 processes on the same python3, in the same run."},
+	{pkg: "pyenvbench", title: "Python environments", missing: needPython,
 		intro: "A PipRequirementsFile deployment on the local host, pip installing from a wheelhouse on disk; the issue's target: a second run with an unchanged requirements file spends under 100 ms on the environment."},
 }
 
