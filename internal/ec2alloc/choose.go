@@ -54,53 +54,25 @@ type Choice struct {
 
 // WorkersPerInstance returns how many workers needing r fit on one
 // instance of type t, ignoring price and market: the least, over CPUs,
-// memory, GPUs and GPU memory, of what the type has divided by what a
-// worker needs; 0 when a required flag is missing.
+// memory, GPUs and GPU memory, of the type's [TypeCapacity] divided by a
+// worker's [WorkerCapacity] (what the allocation table books); 0 when a
+// required flag is missing.
 //
 // GPU memory is checked per GPU, not only in total: a worker with GPUs
 // g ≥ 1 gets g whole GPUs and needs g × the type's per-GPU memory to be
 // at least r.GPUMemoryBytes; workers with a fraction of a GPU share one,
 // as many on each as both the fraction and the GPU's memory allow.
 func WorkersPerInstance(t *InstanceType, r driver.Resources) int {
-	const eps = 1e-9
-	cpu := r.LogicalCPU
-	if cpu <= 0 {
-		cpu = 1
-	}
-	k := int(math.Floor(float64(t.VCPU)/cpu + eps))
-	if r.MemoryBytes > 0 {
-		k = min(k, int(t.MemoryBytes/r.MemoryBytes))
-	}
-	gpus := r.GPUs
-	if gpus == 0 && r.GPUMemoryBytes > 0 {
-		gpus = 1
-	}
-	if gpus > 0 {
-		if t.GPUs == 0 {
-			return 0
-		}
-		var kg int
-		if gpus >= 1 {
-			whole := math.Ceil(gpus - eps)
-			if r.GPUMemoryBytes > 0 && float64(t.GPUMemoryBytes)*whole < float64(r.GPUMemoryBytes) {
-				return 0
-			}
-			kg = int(math.Floor(float64(t.GPUs)/whole + eps))
-		} else {
-			each := int(math.Floor(1/gpus + eps))
-			if r.GPUMemoryBytes > 0 {
-				each = min(each, int(t.GPUMemoryBytes/r.GPUMemoryBytes))
-			}
-			kg = t.GPUs * each
-		}
-		k = min(k, kg)
-	}
 	for _, f := range r.Flags {
 		if !slices.Contains(t.Flags, f) {
 			return 0
 		}
 	}
-	return max(k, 0)
+	per, ok := WorkerCapacity(r, t.GPUMemoryBytes)
+	if !ok {
+		return 0
+	}
+	return TypeCapacity(t).fits(per)
 }
 
 // candidate is an offer that holds at least one worker, with its price

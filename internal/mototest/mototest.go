@@ -13,9 +13,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -152,4 +156,32 @@ func (s *Server) Reset(ctx context.Context) error {
 	}
 	resp.Body.Close()
 	return nil
+}
+
+// Atomic returns an AWS configuration that reaches s through a loopback
+// proxy that forwards one request at a time, stopped when t ends.
+//
+// moto_server serves requests on several threads and does not lock an
+// item between checking a DynamoDB condition and writing it, so two
+// conditional updates that race can both pass, which DynamoDB never
+// allows (each write, condition included, is atomic on its item). One
+// request at a time gives each write that atomicity (and more): use it
+// for tests of concurrent conditional writes.
+func (s *Server) Atomic(t testing.TB) aws.Config {
+	t.Helper()
+	target, err := url.Parse(s.Endpoint)
+	if err != nil {
+		t.Fatalf("mototest: %v", err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	p := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.Close)
+	cfg := s.Config()
+	cfg.BaseEndpoint = aws.String(p.URL)
+	return cfg
 }
