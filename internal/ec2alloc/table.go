@@ -328,8 +328,8 @@ func (t *Table) Release(ctx context.Context, instanceID, worker string) error {
 	}
 	_, err = t.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(t.name), Key: key(instanceID),
-		ConditionExpression: aws.String("attribute_exists(workers.#w)"),
-		UpdateExpression:    aws.String("SET free_cpu = free_cpu + :cpu, free_mem = free_mem + :mem, free_gpu = free_gpu + :gpu, free_gpu_mem = free_gpu_mem + :gmem, last_update = :now REMOVE workers.#w"),
+		ConditionExpression:      aws.String("attribute_exists(workers.#w)"),
+		UpdateExpression:         aws.String("SET free_cpu = free_cpu + :cpu, free_mem = free_mem + :mem, free_gpu = free_gpu + :gpu, free_gpu_mem = free_gpu_mem + :gmem, last_update = :now REMOVE workers.#w"),
 		ExpressionAttributeNames: map[string]string{"#w": worker},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":cpu": num(held.MilliCPU), ":mem": num(held.MemoryBytes), ":gpu": num(held.MilliGPUs), ":gmem": num(held.GPUMemoryBytes),
