@@ -124,7 +124,7 @@ func TestCatalogOnMoto(t *testing.T) {
 			}
 		}
 		pick := func(xs []float64) float64 { return xs[rng.IntN(len(xs))] }
-		fits := 0
+		fits, several := 0, 0
 		for i := range 100 {
 			req := ec2alloc.Request{Workers: 1 + rng.IntN(12), Resources: driver.Resources{
 				LogicalCPU:      pick([]float64{0.5, 1, 1, 2, 4, 8, 16, 48}),
@@ -167,6 +167,9 @@ func TestCatalogOnMoto(t *testing.T) {
 				placed += in.Workers
 				s = s.add(in.Offer)
 			}
+			if len(got.Instances) > 1 {
+				several++
+			}
 			if placed != req.Workers {
 				t.Errorf("%s: placed %d workers", name, placed)
 			}
@@ -174,7 +177,7 @@ func TestCatalogOnMoto(t *testing.T) {
 				t.Errorf("%s: Choose's %s scores %+v, the optimum %+v", name, names(got), s, want)
 			}
 		}
-		t.Logf("%d of 100 random requests fit some offer", fits)
+		t.Logf("%d of 100 random requests fit some offer; %d of those need several instances", fits, several)
 		if fits < 40 {
 			t.Errorf("only %d of 100 random requests fit: the generator is too harsh to test much", fits)
 		}

@@ -104,6 +104,30 @@ func TestTableOnMoto(t *testing.T) {
 		}
 	})
 
+	t.Run("more workers than one update books all land on one big instance", func(t *testing.T) {
+		ctx := t.Context()
+		tab := newTable(t)
+		if err := tab.Register(ctx, ec2alloc.NewRecord("i-huge", "a", "k", instanceOf("m.16xlarge", 64, 256, 0, ec2alloc.OnDemand)), nil, per); err != nil {
+			t.Fatal(err)
+		}
+		var workers []string
+		for i := range 100 {
+			workers = append(workers, fmt.Sprintf("w%d", i))
+		}
+		booked, left, err := tab.Allocate(ctx, ec2alloc.AllocRequest{Workers: workers, Resources: oneCPU, LaunchKey: "k"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, b := range booked {
+			n += len(b.Workers)
+		}
+		got, err := tab.Get(ctx, "i-huge")
+		if err != nil || n != 64 || len(left) != 36 || len(got.Workers) != 64 || got.Free.MilliCPU != 0 {
+			t.Errorf("booked %d in %d updates, %d left, the record holds %d with %d mCPU free (%v); want 64 booked, 36 left", n, len(booked), len(left), len(got.Workers), got.Free.MilliCPU, err)
+		}
+	})
+
 	t.Run("the instance with the least left over is filled first", func(t *testing.T) {
 		ctx := t.Context()
 		tab := newTable(t)
