@@ -24,8 +24,8 @@ const DefaultTableName = "meadowrun_ec2_alloc_table"
 var (
 	// ErrNotBooked: the worker is not booked on the instance.
 	ErrNotBooked = errors.New("ec2alloc: worker not booked on the instance")
-	// ErrBusy: the instance still has workers booked.
-	ErrBusy = errors.New("ec2alloc: instance has workers booked")
+	// ErrBusy: the instance has workers booked, or had lately.
+	ErrBusy = errors.New("ec2alloc: instance busy")
 	// ErrNotRegistered: no such instance in the table.
 	ErrNotRegistered = errors.New("ec2alloc: instance not registered")
 	// ErrRegistered: the instance is in the table already.
@@ -132,6 +132,9 @@ func (t *Table) Register(ctx context.Context, rec Record, workers []string, per 
 		rec.Workers[w] = per
 	}
 	rec.Free = rec.Total.Minus(per.Times(len(workers)))
+	if f := rec.Free; f.MilliCPU < 0 || f.MemoryBytes < 0 || f.MilliGPUs < 0 || f.GPUMemoryBytes < 0 {
+		return fmt.Errorf("ec2alloc: registering %s: %d workers holding %+v each do not fit in %+v", rec.InstanceID, len(workers), per, rec.Total)
+	}
 	rec.LastUpdate = t.now()
 	_, err := t.db.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:           aws.String(t.name),
@@ -363,17 +366,23 @@ func (t *Table) SetPreventFurtherAllocation(ctx context.Context, instanceID stri
 	return nil
 }
 
-// Deregister removes the instance from the table. With onlyIfIdle it
-// fails with [ErrBusy] while workers are booked on it, atomically with
-// the removal (the idle-termination path: a worker booked in between
-// keeps the instance).
-func (t *Table) Deregister(ctx context.Context, instanceID string, onlyIfIdle bool) error {
-	cond := "attribute_exists(instance_id)"
-	var values map[string]types.AttributeValue
-	if onlyIfIdle {
-		cond += " AND size(workers) = :zero"
-		values = map[string]types.AttributeValue{":zero": num(0)}
-	}
+// Deregister removes the instance from the table, whatever is booked on
+// it (the instance is gone).
+func (t *Table) Deregister(ctx context.Context, instanceID string) error {
+	return t.deregister(ctx, instanceID, "attribute_exists(instance_id)", nil)
+}
+
+// DeregisterIdle removes the instance from the table only if no worker is
+// booked on it and none was booked or released for idleFor, checked
+// atomically with the removal: a worker booked in between keeps the
+// instance, and the error is then [ErrBusy]. This is the idle-termination
+// path: terminate the instance only after this succeeds.
+func (t *Table) DeregisterIdle(ctx context.Context, instanceID string, idleFor time.Duration) error {
+	return t.deregister(ctx, instanceID, "attribute_exists(instance_id) AND size(workers) = :zero AND last_update <= :cutoff",
+		map[string]types.AttributeValue{":zero": num(0), ":cutoff": num(t.now().Add(-idleFor).UnixMilli())})
+}
+
+func (t *Table) deregister(ctx context.Context, instanceID, cond string, values map[string]types.AttributeValue) error {
 	_, err := t.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName: aws.String(t.name), Key: key(instanceID),
 		ConditionExpression: aws.String(cond), ExpressionAttributeValues: values,

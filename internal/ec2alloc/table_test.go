@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
@@ -51,6 +53,9 @@ func TestTableOnMoto(t *testing.T) {
 		}
 		if err := tab.Register(ctx, rec, nil, per); !errors.Is(err, ec2alloc.ErrRegistered) {
 			t.Errorf("registering twice: %v, want ErrRegistered", err)
+		}
+		if err := tab.Register(ctx, ec2alloc.NewRecord("i-2", "b", "k", instanceOf("m.xlarge", 4, 16, 0, ec2alloc.OnDemand)), []string{"a", "b", "c", "d", "e"}, per); err == nil || !strings.Contains(err.Error(), "do not fit") {
+			t.Errorf("registering 5 one-CPU workers on 4 CPUs: %v", err)
 		}
 		booked, left, err := tab.Allocate(ctx, ec2alloc.AllocRequest{Workers: []string{"j/0", "j/1", "j/2", "j/3"}, Resources: oneCPU, LaunchKey: "k"})
 		if err != nil {
@@ -155,7 +160,7 @@ func TestTableOnMoto(t *testing.T) {
 		if _, left, _ := tab.Allocate(ctx, ec2alloc.AllocRequest{Workers: []string{"v"}, Resources: gpu, LaunchKey: "k"}); len(left) != 1 {
 			t.Errorf("a second GPU worker was booked on a one-GPU instance")
 		}
-		if err := tab.Deregister(ctx, "i-1", true); !errors.Is(err, ec2alloc.ErrBusy) {
+		if err := tab.DeregisterIdle(ctx, "i-1", 0); !errors.Is(err, ec2alloc.ErrBusy) {
 			t.Errorf("deregistering a busy instance: %v, want ErrBusy", err)
 		}
 		if err := tab.Release(ctx, "i-1", "w"); err != nil {
@@ -168,10 +173,13 @@ func TestTableOnMoto(t *testing.T) {
 		if err != nil || got.Free != got.Total || len(got.Workers) != 0 {
 			t.Errorf("after release: %+v, %v; want all free", got, err)
 		}
-		if err := tab.Deregister(ctx, "i-1", true); err != nil {
+		if err := tab.DeregisterIdle(ctx, "i-1", time.Hour); !errors.Is(err, ec2alloc.ErrBusy) {
+			t.Errorf("deregistering an instance released a moment ago as idle for an hour: %v, want ErrBusy", err)
+		}
+		if err := tab.DeregisterIdle(ctx, "i-1", 0); err != nil {
 			t.Fatal(err)
 		}
-		if err := tab.Deregister(ctx, "i-1", false); !errors.Is(err, ec2alloc.ErrNotRegistered) {
+		if err := tab.Deregister(ctx, "i-1"); !errors.Is(err, ec2alloc.ErrNotRegistered) {
 			t.Errorf("deregistering twice: %v, want ErrNotRegistered", err)
 		}
 	})
