@@ -2,7 +2,8 @@
 // server on a loopback port per call, stopped by its process id when the
 // test ends, and AWS SDK configurations that reach only it.
 //
-// Tests skip when Python's moto module is not importable, and fail
+// Tests skip when moto cannot be run (no python3 that imports it, no
+// moto_server program), and fail
 // instead when $MEADOWRUN_REQUIRE_MOTO is 1.
 package mototest
 
@@ -48,15 +49,12 @@ type Server struct {
 // moto is not installed.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	python, err := exec.LookPath("python3")
-	if err == nil {
-		err = exec.Command(python, "-c", "import moto.server").Run()
-	}
+	argv, err := command()
 	if err != nil {
 		if os.Getenv(EnvRequire) == "1" {
-			t.Fatalf("mototest: moto is required ($%s=1) but python3 cannot import moto.server: %v", EnvRequire, err)
+			t.Fatalf("mototest: moto is required ($%s=1) but cannot be run: %v", EnvRequire, err)
 		}
-		t.Skipf("mototest: skipping: python3 cannot import moto.server (%v); install moto, or set $%s=1 to make this a failure", err, EnvRequire)
+		t.Skipf("mototest: skipping: %v; install moto, or set $%s=1 to make this a failure", err, EnvRequire)
 	}
 	var lastErr error
 	for range 5 {
@@ -64,7 +62,7 @@ func Start(t testing.TB) *Server {
 		if port == 0 {
 			continue
 		}
-		s, err := start(python, port)
+		s, err := start(argv, port)
 		if err == nil {
 			t.Cleanup(s.stop)
 			return s
@@ -89,15 +87,32 @@ func freePort() int {
 	return 0
 }
 
-func start(python string, port int) (*Server, error) {
+// command returns the command line that starts moto_server, without its
+// address: python3 -m moto.server where python3 imports moto, else a
+// moto_server program on $PATH.
+func command() ([]string, error) {
+	python, err := exec.LookPath("python3")
+	if err == nil {
+		if err = exec.Command(python, "-c", "import moto.server").Run(); err == nil {
+			return []string{python, "-m", "moto.server"}, nil
+		}
+		err = fmt.Errorf("%s cannot import moto.server (%v)", python, err)
+	}
+	if script, serr := exec.LookPath("moto_server"); serr == nil {
+		return []string{script}, nil
+	}
+	return nil, fmt.Errorf("no python3 that imports moto and no moto_server on $PATH: %v", err)
+}
+
+func start(argv []string, port int) (*Server, error) {
 	var log bytes.Buffer
-	cmd := exec.Command(python, "-m", "moto.server", "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd := exec.Command(argv[0], append(argv[1:], "-H", "127.0.0.1", "-p", strconv.Itoa(port))...)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	// Instance type validation makes RunInstances refuse unknown types,
 	// as AWS does.
 	cmd.Env = append(os.Environ(), "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION=1")
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("running %s -m moto.server: %w", python, err)
+		return nil, fmt.Errorf("running %v: %w", argv, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
