@@ -3,8 +3,8 @@
 // test ends, and AWS SDK configurations that reach only it.
 //
 // Tests skip when moto cannot be run (no python3 that imports it, no
-// moto_server program), and fail
-// instead when $MEADOWRUN_REQUIRE_MOTO is 1.
+// moto_server program), and fail instead when $MEADOWRUN_REQUIRE_MOTO is
+// 1.
 package mototest
 
 import (
