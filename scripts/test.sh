@@ -83,6 +83,9 @@ export MEADOWRUN_REQUIRE_PYTHON=1
 # The Python client's tests (python/) fail rather than skip when python3
 # cannot import cloudpickle (preinstalled with the machine's Python).
 export MEADOWRUN_REQUIRE_CLOUDPICKLE=1
+# The EC2 allocation tests run against moto_server (preinstalled with the
+# machine's Python) and fail rather than skip without it.
+export MEADOWRUN_REQUIRE_MOTO=1
 
 step "all tests, race detector on"
 go test -race -count=1 -timeout 20m ./...
