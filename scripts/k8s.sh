@@ -411,7 +411,7 @@ up() {
 		--root-dir="$D/kubelet" --node-ip="$HOST_IP" --hostname-override="$NODE"
 	start kube-proxy kube-proxy --config="$D/kube-proxy-config.yaml"
 	wait_for 180 "node Ready" sh -c "curl -sf --cacert '$P/ca.crt' --cert '$P/admin.crt' --key '$P/admin.key' \
-		https://127.0.0.1:$API_PORT/api/v1/nodes/$NODE | grep -q '\"type\":\"Ready\",\"status\":\"True\"'"
+		https://127.0.0.1:$API_PORT/api/v1/nodes/$NODE | tr -d ' \\n' | grep -q '\"type\":\"Ready\",\"status\":\"True\"'"
 	# The test namespace, and fake GPUs on the node (an extended resource
 	# the kubelet keeps in the node's capacity).
 	curl -sf --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" -H 'Content-Type: application/json' \
