@@ -220,4 +220,3 @@ func TestKubernetesSingleUsePodsAreRemoved(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
-
