@@ -89,7 +89,12 @@ func TestKubernetesRunsAFunctionInAPod(t *testing.T) {
 func TestConformanceKubernetes(t *testing.T) {
 	c := k8stest.Require(t)
 	hosttest.Run(t, hosttest.Config{
-		NewHost:      func(t *testing.T) *meadowrun.Host { return newK8s(t, c, kubernetes.Options{}) },
+		NewHost: func(t *testing.T) *meadowrun.Host {
+			// The suite's tasks leave marks in the test's temporary
+			// directories: the pods see this machine's, the node's.
+			// Pods left idle by a test end soon, making way for others.
+			return newK8s(t, c, kubernetes.Options{ContainerMounts: []string{os.TempDir() + ":" + os.TempDir()}, IdleTimeout: 20 * time.Second})
+		},
 		MillionTasks: millionTasks,
 	})
 }

@@ -7,7 +7,7 @@
 //
 // Importing the package registers the k8s:// scheme of meadowrun.OpenHost:
 //
-//	k8s://[CONTEXT]?namespace=NS&kubeconfig=FILE&image=IMAGE&reusable=false&idle=5m&schedule_timeout=2m
+//	k8s://[CONTEXT]?namespace=NS&kubeconfig=FILE&image=IMAGE&reusable=false&idle=5m&schedule_timeout=2m&mount=NODE_PATH:PATH
 //
 // See docs/kubernetes.md.
 package kubernetes
@@ -62,6 +62,10 @@ type Options struct {
 	// requires (node affinity, label exists); a flag it does not name
 	// requires the label "meadowrun.dev/FLAG".
 	FlagLabels map[string]string
+	// ContainerMounts are hostPath volumes of every worker pod (data on
+	// the nodes a job reads, a directory it writes to):
+	// "NODE_PATH:CONTAINER_PATH", with ":ro" for read-only.
+	ContainerMounts []string
 	// PodCustomization (pod_customization) edits every pod before it is
 	// created: a service account, node selectors, tolerations, volumes.
 	// Pods are shared only between identical pod specs.
@@ -91,7 +95,7 @@ func NewHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 func newHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 	d, err := k8shost.New(ctx, k8shost.Options{KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
 		Image: opts.Image, SingleUsePods: opts.SingleUsePods, IdleTimeout: opts.IdleTimeout, ScheduleTimeout: opts.ScheduleTimeout,
-		FlagLabels: opts.FlagLabels, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log})
+		FlagLabels: opts.FlagLabels, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +125,9 @@ func k8sURL(o Options, context, ns string) string {
 	if o.ScheduleTimeout > 0 {
 		q.Set("schedule_timeout", o.ScheduleTimeout.String())
 	}
+	for _, m := range o.ContainerMounts {
+		q.Add("mount", m)
+	}
 	return "k8s://" + url.PathEscape(context) + "?" + q.Encode()
 }
 
@@ -132,12 +139,12 @@ func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout":
+		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount":
 		default:
-			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout)", k)
+			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount)", k)
 		}
 	}
-	o.Namespace, o.KubeConfig, o.Image = q.Get("namespace"), q.Get("kubeconfig"), q.Get("image")
+	o.Namespace, o.KubeConfig, o.Image, o.ContainerMounts = q.Get("namespace"), q.Get("kubeconfig"), q.Get("image"), q["mount"]
 	if v := q.Get("reusable"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

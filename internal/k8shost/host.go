@@ -48,6 +48,7 @@ type Options struct {
 	IdleTimeout     time.Duration
 	ScheduleTimeout time.Duration
 	FlagLabels      map[string]string
+	ContainerMounts []string
 	Customize       func(*corev1.Pod) error
 	Binary          string
 	Binaries        map[string]string
@@ -172,7 +173,10 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	rand.Read(b)
 	host, _ := os.Hostname()
 	h.owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	// The check is not cut short by ctx's cancellation: a supervisor
+	// whose job is cancelled as it opens the host must still open it to
+	// record the cancellation.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	if _, err := cs.CoreV1().Namespaces().Get(cctx, ns, metav1.GetOptions{}); err != nil {
 		switch {
@@ -487,7 +491,7 @@ func (h *Host) makeWay(key string) {
 	h.mu.Lock()
 	var idle []*pod
 	for _, p := range h.pods {
-		if p.key != key && p.workers == 0 && !p.starting && !p.adopted {
+		if p.key != key && p.workers == 0 && !p.starting {
 			idle = append(idle, p)
 		}
 	}

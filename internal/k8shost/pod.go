@@ -122,6 +122,16 @@ func (h *Host) podSpec(spec driver.WorkerSpec) (*corev1.Pod, string, error) {
 	if h.opts.ReusablePods {
 		p.Labels[LabelReusable] = "true"
 	}
+	for i, m := range h.opts.ContainerMounts {
+		parts := strings.Split(m, ":")
+		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" || (len(parts) == 3 && parts[2] != "ro") {
+			return nil, "", fmt.Errorf("kubernetes: mount %q: want NODE_PATH:CONTAINER_PATH[:ro]", m)
+		}
+		name := fmt.Sprintf("mount-%d", i)
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: parts[0]}}})
+		c := &p.Spec.Containers[0]
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: name, MountPath: parts[1], ReadOnly: len(parts) == 3})
+	}
 	for _, f := range spec.Resources.Flags {
 		label, ok := h.opts.FlagLabels[f]
 		if !ok {
