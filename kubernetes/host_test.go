@@ -36,6 +36,10 @@ func newK8s(t *testing.T, c k8stest.Cluster, opts kubernetes.Options) *meadowrun
 	if opts.Image == "" {
 		opts.Image = c.Image
 	}
+	if opts.IdleTimeout == 0 {
+		// Pods left idle by a test end soon, making way for others.
+		opts.IdleTimeout = 15 * time.Second
+	}
 	if opts.Log == nil {
 		opts.Log = &hosttest.SyncBuffer{}
 		if testing.Verbose() {
@@ -92,8 +96,7 @@ func TestConformanceKubernetes(t *testing.T) {
 		NewHost: func(t *testing.T) *meadowrun.Host {
 			// The suite's tasks leave marks in the test's temporary
 			// directories: the pods see this machine's, the node's.
-			// Pods left idle by a test end soon, making way for others.
-			return newK8s(t, c, kubernetes.Options{ContainerMounts: []string{os.TempDir() + ":" + os.TempDir()}, IdleTimeout: 20 * time.Second})
+			return newK8s(t, c, kubernetes.Options{ContainerMounts: []string{os.TempDir() + ":" + os.TempDir()}})
 		},
 		MillionTasks: millionTasks,
 	})
