@@ -596,7 +596,9 @@ func (h *Host) Close() error {
 			if ah != nil {
 				ah.Close()
 			}
-			if !h.opts.ReusablePods || p.pending {
+			if !h.opts.ReusablePods || ah == nil {
+				// Single-use pods, and pods that never got an agent
+				// (pending, or still starting), go with the host.
 				h.mu.Lock()
 				delete(h.pods, p.name)
 				h.mu.Unlock()

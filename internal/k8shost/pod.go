@@ -47,10 +47,12 @@ const GPUResource corev1.ResourceName = "nvidia.com/gpu"
 
 // podScript is the agent container's command: it waits until a first
 // agent was started (Bootstrap), then ends once no agent runs any more
-// (each exits after its idle timeout), which ends the pod and its Job.
+// (each exits after its idle timeout), which ends the pod and its Job. A
+// pod whose client went away before it started an agent ends after 2
+// minutes.
 // Agents of several programs can share a pod.
 func podScript() string {
-	return `d=` + agentDir + `; while [ ! -e "$d/started" ]; do sleep 0.05; done; ` +
+	return `d=` + agentDir + `; i=0; while [ ! -e "$d/started" ]; do i=$((i+1)); [ $i -gt 2400 ] && exit 0; sleep 0.05; done; ` +
 		`while :; do a=; for f in "$d"/agent-*.pid; do [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && a=1; done; ` +
 		`[ -z "$a" ] && exit 0; sleep 1; done`
 }
