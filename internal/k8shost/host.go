@@ -78,13 +78,13 @@ type Host struct {
 
 // pod is a pod of this host's.
 type pod struct {
-	name, job, key string
-	agent          *agentclient.Host // once running
-	workers        int
-	created        time.Time
-	pending        bool // created, not scheduled yet
-	starting       bool // being started by a Start call
-	adopted        bool // made by another process
+	name, key string
+	agent     *agentclient.Host // once running
+	workers   int
+	created   time.Time
+	pending   bool // created, not scheduled yet
+	starting  bool // being started by a Start call
+	adopted   bool // made by another process
 }
 
 // Config loads the kubeconfig of opts: the client configuration, the
