@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/meadowrun-go/meadowrun/internal/agent"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/registry"
 	"github.com/meadowrun-go/meadowrun/internal/worker"
 )
@@ -23,6 +24,11 @@ var mainCalled atomic.Bool
 func Main() {
 	mainCalled.Store(true)
 	if !worker.IsWorkerProcess() {
+		if os.Getenv(agentproto.EnvDial) != "" {
+			// A stream to the agent of a Kubernetes pod (see package
+			// kubernetes).
+			os.Exit(agent.RunDial())
+		}
 		if os.Getenv(agent.EnvAgent) != "" {
 			// The agent of an SSH host, started by a client (see package ssh).
 			os.Exit(agent.RunProcess())

@@ -9,8 +9,9 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/cli"
-	// Register the inprocess:// and ssh:// host schemes.
+	// Register the inprocess://, ssh:// and k8s:// host schemes.
 	_ "github.com/meadowrun-go/meadowrun/inprocess"
+	_ "github.com/meadowrun-go/meadowrun/kubernetes"
 	_ "github.com/meadowrun-go/meadowrun/ssh"
 )
 

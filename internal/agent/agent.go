@@ -626,7 +626,19 @@ func Run(dir string) int {
 		local.ContainerMounts = strings.Split(m, ",")
 	}
 	os.Unsetenv(agentproto.EnvContainerMounts)
-	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal(), Local: local}); err != nil {
+	idle := time.Duration(0)
+	if v := os.Getenv(agentproto.EnvIdleExit); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "meadowrun agent: %s=%q: %v\n", agentproto.EnvIdleExit, v, err)
+			return 1
+		}
+		if idle = d; idle == 0 {
+			idle = -1
+		}
+	}
+	os.Unsetenv(agentproto.EnvIdleExit)
+	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal(), Local: local, IdleExit: idle}); err != nil {
 		fmt.Fprintf(os.Stderr, "%s meadowrun agent: %v\n", time.Now().Format(time.RFC3339), err)
 		return 1
 	}

@@ -53,6 +53,10 @@ type Options struct {
 	// Log receives one line per machine problem (unreachable, refused,
 	// lost, back); nil means standard error.
 	Log io.Writer
+	// Programs, when not nil, is shared with other hosts (one per
+	// Kubernetes pod, say) instead of being made from Binary and Binaries;
+	// Close leaves it open.
+	Programs *Programs
 }
 
 // Host is a driver.Host over machines that run meadowrun's agent.
@@ -103,6 +107,10 @@ func New(opts Options, machines []MachineConfig) (*Host, error) {
 			m.keepAliveMax = 3
 		}
 		h.machines = append(h.machines, m)
+	}
+	if opts.Programs != nil {
+		h.bins = opts.Programs
+		return h, nil
 	}
 	var err error
 	if h.bins, err = NewPrograms(opts.Kind, opts.Binary, opts.Binaries); err != nil {
@@ -373,7 +381,9 @@ func (h *Host) Close() error {
 	for _, m := range h.machines {
 		m.close()
 	}
-	h.bins.close()
+	if h.opts.Programs == nil {
+		h.bins.close()
+	}
 	return nil
 }
 

@@ -132,6 +132,13 @@ func NewPrograms(kind, self string, explicit map[string]string) (*Programs, erro
 	return &Programs{self: self, explicit: explicit, byPlt: map[string]*Program{}, errs: map[string]error{}}, nil
 }
 
+// Close removes the programs cross-compiled for other platforms.
+func (b *Programs) Close() { b.close() }
+
+// SelfDigest is the build ID of this machine's program, which workers
+// started from it report.
+func (b *Programs) SelfDigest() string { return b.selfDigest() }
+
 func (b *Programs) selfDigest() string {
 	d, _ := buildid.Of(b.self)
 	return d

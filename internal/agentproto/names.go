@@ -34,6 +34,17 @@ const EnvContainerMounts = "MEADOWRUN_AGENT_CONTAINER_MOUNTS"
 // up or died.
 const EnvReadyFD = "MEADOWRUN_AGENT_READY_FD"
 
+// EnvIdleExit passes the agent how long it stays without sessions or
+// workers before it exits (a time.Duration; "0s" or a negative one:
+// never); without it the agent's default applies.
+const EnvIdleExit = "MEADOWRUN_AGENT_IDLE_EXIT"
+
+// EnvDial, set to an agent's socket, makes meadowrun.Main connect its
+// standard input and output to that socket instead of serving: the stream
+// to the agent for transports that can only run a command on the machine
+// (Kubernetes exec).
+const EnvDial = "MEADOWRUN_AGENT_DIAL"
+
 // ReadyLine is what the agent writes on EnvReadyFD.
 const ReadyLine = "meadowrun-agent-ready"
 

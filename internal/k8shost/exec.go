@@ -1,0 +1,244 @@
+package k8shost
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/streaming/pkg/httpstream"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
+)
+
+// agentDir is the agent's directory in a pod: an emptyDir volume, so it
+// lives as long as the pod.
+const agentDir = "/.meadowrun"
+
+// containerName is the name of the agent's container in a pod.
+const containerName = "meadowrun"
+
+// execStream is one command run in a pod's container through the API
+// server (the pods/exec subresource), as a byte stream: its standard input
+// and output. Closing it closes the command's standard input and ends the
+// exec session.
+type execStream struct {
+	in     *io.PipeWriter
+	out    *io.PipeReader
+	cancel context.CancelFunc
+	done   chan struct{}
+	stderr bytes.Buffer // valid after done
+	err    error        // valid after done
+}
+
+func (s *execStream) Read(p []byte) (int, error)  { return s.out.Read(p) }
+func (s *execStream) Write(p []byte) (int, error) { return s.in.Write(p) }
+
+// Close implements io.Closer.
+func (s *execStream) Close() error {
+	s.in.Close()
+	s.cancel()
+	s.out.Close()
+	return nil
+}
+
+// CloseWrite closes the command's standard input only.
+func (s *execStream) CloseWrite() error { return s.in.Close() }
+
+// wait waits for the command to end and returns its error with what it
+// wrote to standard error.
+func (s *execStream) wait() error {
+	<-s.done
+	if s.err != nil {
+		if e := strings.TrimSpace(s.stderr.String()); e != "" {
+			return fmt.Errorf("%w: %s", s.err, e)
+		}
+	}
+	return s.err
+}
+
+// exec runs cmd in the agent container of pod. The stream outlives ctx
+// only in that ctx bounds starting it; it ends with Close.
+func (h *Host) exec(pod string, cmd []string) (*execStream, error) {
+	req := h.cs.CoreV1().RESTClient().Post().Namespace(h.ns).Resource("pods").Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: containerName, Command: cmd, Stdin: true, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	ws, err := remotecommand.NewWebSocketExecutor(h.rest, "GET", req.URL().String())
+	if err != nil {
+		return nil, err
+	}
+	spdy, err := remotecommand.NewSPDYExecutor(h.rest, "POST", req.URL())
+	if err != nil {
+		return nil, err
+	}
+	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &execStream{in: inW, out: outR, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		s.err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: inR, Stdout: outW, Stderr: &lockedWriter{w: &s.stderr}})
+		inR.Close()
+		if s.err != nil {
+			outW.CloseWithError(fmt.Errorf("%w: %s: exec: %w", driver.ErrUnreachable, pod, s.err))
+		} else {
+			outW.Close()
+		}
+	}()
+	return s, nil
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// transport reaches the agent of one pod: agentclient.Transport.
+type transport struct {
+	h   *Host
+	pod string
+	id  string // the agent's machine id
+}
+
+// Open implements agentclient.Transport: the pod must be running.
+func (t *transport) Open(ctx context.Context) (agentclient.Link, error) {
+	if err := t.h.podRunning(ctx, t.pod); err != nil {
+		return nil, err
+	}
+	return &link{t: t}, nil
+}
+
+// podRunning returns an error wrapping driver.ErrUnreachable unless pod is
+// running.
+func (h *Host) podRunning(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	p, err := h.cs.CoreV1().Pods(h.ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("%w: pod %s was deleted", driver.ErrUnreachable, name)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, name, h.classify(err))
+	}
+	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		return fmt.Errorf("%w: pod %s is %s%s", driver.ErrUnreachable, name, p.Status.Phase, terminated(p))
+	}
+	return nil
+}
+
+// link is the agentclient.Link of a pod: every stream is an exec of this
+// program in dial mode (agentproto.EnvDial).
+type link struct {
+	t    *transport
+	mu   sync.Mutex
+	sock string
+	exe  string
+}
+
+// Bootstrap implements agentclient.Link: one exec uploads the program
+// when the pod lacks it and has the pod's waiting shell start it as the
+// agent, then waits until the agent listens.
+func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*agentclient.Program, error) {
+	pod := l.t.pod
+	bin, err := programs.For(ctx, "linux/amd64")
+	if err != nil {
+		return nil, fmt.Errorf("%w: pod %s: %w", driver.ErrPlatform, pod, err)
+	}
+	exe := agentDir + "/" + agentproto.BinDir + "/" + bin.SHA
+	sock := agentproto.SocketName(agentDir, bin.SHA, l.t.id)
+	idle := l.t.h.opts.IdleTimeout
+	if !l.t.h.opts.ReusablePods {
+		idle = 30 * time.Second
+	}
+	// One exec: take the program if the pod lacks it, start it as an
+	// agent unless one of it listens, and wait until it does. The pod's
+	// shell (podScript) ends the pod once no agent runs.
+	script := `d=` + agentDir + `; e="` + exe + `"; s="` + sock + `"; umask 077; ` +
+		`if [ -x "$e" ]; then echo have; else echo upload; mkdir -p "$d/` + agentproto.BinDir + `" && cat > "$e.up" && chmod 700 "$e.up" && mv -f "$e.up" "$e" || exit 1; fi; ` +
+		`if [ ! -S "$s" ]; then ` + agentproto.EnvAgent + `="$d" ` + agentproto.EnvMachine + `=` + l.t.id + ` ` + agentproto.EnvIdleExit + `=` + idle.String() +
+		` setsid "$e" </dev/null >>"$d/` + agentproto.LogName(l.t.id) + `" 2>&1 & fi; ` +
+		`i=0; while [ ! -S "$s" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; ` +
+		`if [ -S "$s" ]; then touch "$d/started"; echo ready; else echo "the agent does not listen after 20s"; fi`
+	s, err := l.t.h.exec(pod, []string{"sh", "-c", script})
+	if err != nil {
+		return nil, fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, pod, err)
+	}
+	defer s.Close()
+	br := bufio.NewReader(s)
+	how, err := br.ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("%w: pod %s: bootstrapping the agent: %w", driver.ErrUnreachable, pod, errors.Join(err, s.wait()))
+	}
+	if strings.TrimSpace(how) == "upload" {
+		f, err := bin.Open()
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(s, f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%w: pod %s: uploading the program: %w", driver.ErrUnreachable, pod, err)
+		}
+	}
+	s.CloseWrite()
+	rest, _ := io.ReadAll(br)
+	if werr := s.wait(); werr != nil || !strings.Contains(string(rest), "ready") {
+		msg := strings.TrimSpace(string(rest))
+		if werr != nil {
+			msg = strings.TrimSpace(msg + " " + werr.Error())
+		}
+		if strings.Contains(msg, "No space left") {
+			return nil, fmt.Errorf("%w: pod %s: uploading the %s program: %s", driver.ErrDiskFull, pod, driver.Bytes(bin.Size), msg)
+		}
+		logs := l.t.h.agentLog(pod, l.t.id)
+		return nil, fmt.Errorf("%w: pod %s: the agent (this program) did not start: %s; its log says: %s", driver.ErrUnreachable, pod, msg, logs)
+	}
+	l.mu.Lock()
+	l.sock, l.exe = sock, exe
+	l.mu.Unlock()
+	return bin, nil
+}
+
+// Dial implements agentclient.Link.
+func (l *link) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
+	l.mu.Lock()
+	sock, exe := l.sock, l.exe
+	l.mu.Unlock()
+	if sock == "" {
+		return nil, errors.New("kubernetes: dial before bootstrap")
+	}
+	s, err := l.t.h.exec(l.t.pod, []string{"sh", "-c", agentproto.EnvDial + `=` + sock + ` exec ` + exe})
+	if err != nil {
+		return nil, fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, l.t.pod, err)
+	}
+	return s, nil
+}
+
+// KeepAlive implements agentclient.Link: the pod must still run.
+func (l *link) KeepAlive() error { return l.t.h.podRunning(context.Background(), l.t.pod) }
+
+// Close implements agentclient.Link: streams are closed by their users.
+func (l *link) Close() error { return nil }

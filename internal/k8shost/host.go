@@ -1,0 +1,648 @@
+// Package k8shost is the Kubernetes host driver behind package kubernetes:
+// workers run in pods, each pod runs meadowrun's agent (package agent) in a
+// container, and everything between this process and a pod (the program's
+// upload, by content, and every stream of the agent protocol) goes through
+// the API server as exec sessions. No Service, node port or inbound port is
+// opened.
+//
+// A pod is made for the resources of a worker (requests and limits) from a
+// one-pod Job that removes itself once the agent exits, which the agent
+// does after its idle timeout without a client: nothing lingers when the
+// client dies. Reusable pods serve later workers with the same pod spec, of
+// this process or of another; single-use pods are removed as soon as their
+// worker ends.
+package k8shost
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+)
+
+// Options configure New; see kubernetes.Options for their meaning.
+type Options struct {
+	KubeConfig      string
+	Context         string
+	Namespace       string
+	Image           string
+	SingleUsePods   bool
+	IdleTimeout     time.Duration
+	ScheduleTimeout time.Duration
+	FlagLabels      map[string]string
+	ContainerMounts []string
+	Customize       func(*corev1.Pod) error
+	Binary          string
+	Binaries        map[string]string
+	Log             io.Writer
+	// ReusablePods is !SingleUsePods.
+	ReusablePods bool
+}
+
+// DefaultImage is the image of worker pods when Options.Image is "".
+const DefaultImage = "debian:12-slim"
+
+// Host is the Kubernetes driver.Host.
+type Host struct {
+	opts    Options
+	cs      kubernetes.Interface
+	rest    *rest.Config
+	ns      string
+	context string
+	server  string
+	progs   *agentclient.Programs
+	owner   string
+
+	mu     sync.Mutex
+	pods   map[string]*pod // by name
+	closed bool
+}
+
+// pod is a pod of this host's.
+type pod struct {
+	name, key string
+	agent     *agentclient.Host // once running
+	workers   int
+	created   time.Time
+	pending   bool // created, not scheduled yet
+	starting  bool // being started by a Start call
+	adopted   bool // made by another process
+}
+
+// Config loads the kubeconfig of opts: the client configuration, the
+// namespace and the context's name.
+func Config(opts Options) (*rest.Config, string, string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if opts.KubeConfig != "" {
+		rules.ExplicitPath = opts.KubeConfig
+	}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: opts.Context})
+	raw, err := cc.RawConfig()
+	if err != nil {
+		return nil, "", "", fmt.Errorf("kubernetes: reading the kubeconfig: %w", err)
+	}
+	ctxName := opts.Context
+	if ctxName == "" {
+		ctxName = raw.CurrentContext
+	}
+	if len(raw.Contexts) == 0 {
+		where := "$KUBECONFIG or ~/.kube/config"
+		if opts.KubeConfig != "" {
+			where = opts.KubeConfig
+		}
+		return nil, "", "", fmt.Errorf("kubernetes: no kubeconfig with a context in %s: give the file of the cluster (KubeConfig, kubeconfig=FILE)", where)
+	}
+	if _, ok := raw.Contexts[ctxName]; !ok {
+		var names []string
+		for n := range raw.Contexts {
+			names = append(names, n)
+		}
+		return nil, "", "", fmt.Errorf("kubernetes: no context %q in the kubeconfig (it has %s)", ctxName, strings.Join(names, ", "))
+	}
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return nil, "", "", fmt.Errorf("kubernetes: context %s: %w", ctxName, err)
+	}
+	ns := opts.Namespace
+	if ns == "" {
+		if ns, _, err = cc.Namespace(); err != nil || ns == "" {
+			ns = "default"
+		}
+	}
+	return cfg, ns, ctxName, nil
+}
+
+// quietKlog silences client-go's own log (klog, process-wide): exec
+// streams that end log "errors" there as a matter of course, and what
+// matters reaches the caller as errors and on Options.Log.
+var quietKlog sync.Once
+
+// New connects to the cluster: it checks that the API server answers and
+// that the namespace exists.
+func New(ctx context.Context, opts Options) (*Host, error) {
+	quietKlog.Do(func() {
+		klog.LogToStderr(false)
+		klog.SetOutput(io.Discard)
+		klog.SetLogger(logr.Discard())
+	})
+	cfg, ns, ctxName, err := Config(opts)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	if opts.Image == "" {
+		opts.Image = DefaultImage
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 5 * time.Minute
+	}
+	if opts.ScheduleTimeout == 0 {
+		opts.ScheduleTimeout = 2 * time.Minute
+	}
+	if opts.Log == nil {
+		opts.Log = os.Stderr
+	}
+	opts.ReusablePods = !opts.SingleUsePods
+	h := &Host{opts: opts, cs: cs, rest: cfg, ns: ns, context: ctxName, server: cfg.Host, pods: map[string]*pod{}}
+	b := make([]byte, 6)
+	rand.Read(b)
+	host, _ := os.Hostname()
+	h.owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+	// The check is not cut short by ctx's cancellation: a supervisor
+	// whose job is cancelled as it opens the host must still open it to
+	// record the cancellation.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if _, err := cs.CoreV1().Namespaces().Get(cctx, ns, metav1.GetOptions{}); err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("kubernetes: namespace %s does not exist in the cluster of context %s (create it, or give another: Namespace, namespace=NAME)", ns, ctxName)
+		case apierrors.IsForbidden(err):
+			// A user confined to the namespace may not read it: its
+			// pods say soon enough whether it exists.
+			if _, perr := cs.CoreV1().Pods(ns).List(cctx, metav1.ListOptions{Limit: 1}); perr != nil {
+				return nil, fmt.Errorf("kubernetes: context %s, namespace %s: %w", ctxName, ns, h.classify(perr))
+			}
+		default:
+			return nil, fmt.Errorf("kubernetes: the API server %s of context %s: %w", cfg.Host, ctxName, h.classify(err))
+		}
+	}
+	if h.progs, err = agentclient.NewPrograms("kubernetes host", opts.Binary, opts.Binaries); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Namespace is the namespace the host's pods are in.
+func (h *Host) Namespace() string { return h.ns }
+
+// Context is the kubeconfig context's name.
+func (h *Host) Context() string { return h.context }
+
+// Client is the host's API client.
+func (h *Host) Client() kubernetes.Interface { return h.cs }
+
+// ExpectedDigest is the build ID workers must report: this program's.
+func (h *Host) ExpectedDigest() string { return h.progs.SelfDigest() }
+
+// Name implements driver.Host.
+func (h *Host) Name() string { return "kubernetes " + h.context + "/" + h.ns }
+
+// Capabilities implements driver.Host.
+func (h *Host) Capabilities() driver.Capabilities {
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true,
+		Runtimes: []driver.Runtime{driver.RuntimePython}}
+}
+
+// Fit implements driver.Host: how many workers of r the schedulable nodes
+// hold when they run nothing else, or ErrNeverFits naming what they have.
+func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
+	res, err := h.resourcesOf(r)
+	if err != nil {
+		return 0, err
+	}
+	nodes, err := h.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		if apierrors.IsForbidden(err) {
+			// Without the right to read nodes, the scheduler decides.
+			return 1, nil
+		}
+		return 0, fmt.Errorf("kubernetes: listing nodes: %w", h.classify(err))
+	}
+	total := 0
+	var have []string
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		c, what := nodeFits(n, res)
+		have = append(have, what)
+		if n.Spec.Unschedulable || !nodeReady(n) {
+			continue
+		}
+		total += c
+	}
+	if total == 0 {
+		if len(have) == 0 {
+			have = append(have, "the cluster has no nodes")
+		}
+		return 0, fmt.Errorf("kubernetes: a worker of %s (pod requests %s) %w: %s", r, requestsString(res), driver.ErrNeverFits, strings.Join(have, "; "))
+	}
+	return total, nil
+}
+
+func requestsString(res corev1.ResourceRequirements) string {
+	var parts []string
+	for _, n := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, GPUResource, corev1.ResourceEphemeralStorage} {
+		if q, ok := res.Requests[n]; ok {
+			parts = append(parts, string(n)+" "+q.String())
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// Start implements driver.Host: the worker goes to a running pod of its
+// spec that has room (reusable pods), else to a new pod. A new pod the
+// scheduler cannot place now is kept waiting and the call returns
+// ErrNoCapacity, until ScheduleTimeout, when it fails for good.
+func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
+	if len(spec.Sidecars) > 0 || len(spec.Ports) > 0 {
+		return nil, fmt.Errorf("kubernetes: sidecars and ports are %w yet", driver.ErrUnsupported)
+	}
+	tmpl, key, err := h.podSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	// The pod enforces what the agent in it cannot see (GPUs, disk,
+	// node flags); the agent enforces memory and CPU for its worker.
+	aspec := spec
+	aspec.Resources.GPUs, aspec.Resources.GPUMemoryBytes, aspec.Resources.Flags, aspec.Resources.EphemeralBytes = 0, 0, nil, 0
+	if spec.Deployment.KindOrDefault() == driver.DeployContainer {
+		// The pod runs the image: the worker runs in it as a process.
+		aspec.Deployment = driver.Deployment{Interpreter: spec.Deployment.Interpreter}
+		if spec.Runtime == driver.RuntimePython {
+			aspec.Deployment.Kind = driver.DeployInterpreter
+			if aspec.Deployment.Interpreter == "" {
+				aspec.Deployment.Interpreter = "python3"
+			}
+		}
+	}
+	if h.opts.ReusablePods {
+		if w, err := h.startOnExisting(ctx, key, aspec); w != nil || err != nil {
+			return w, err
+		}
+	}
+	// A pod of this spec still waiting for the scheduler.
+	if w, err, waited := h.startOnPending(ctx, key, aspec); waited {
+		return w, err
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	_, name, err := h.createPod(ctx, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		h.deletePodJob(name)
+		return nil, errors.New("kubernetes: host closed")
+	}
+	p := &pod{name: name, key: key, created: time.Now(), starting: true}
+	h.pods[name] = p
+	h.mu.Unlock()
+	return h.bringUp(ctx, p, aspec)
+}
+
+// bringUp waits for p to run and starts the worker on it.
+func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (driver.Worker, error) {
+	err := h.waitRunning(ctx, p.name)
+	var pe *errPending
+	if errors.As(err, &pe) {
+		h.mu.Lock()
+		p.pending, p.starting = true, false
+		h.mu.Unlock()
+		h.makeWay(p.key)
+		return nil, fmt.Errorf("kubernetes: %w: %s", driver.ErrNoCapacity, pe.msg)
+	}
+	if err != nil {
+		h.forget(p)
+		return nil, err
+	}
+	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
+		[]agentclient.MachineConfig{{Name: p.name, Transport: &transport{h: h, pod: p.name, id: machineID(p.name)}, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
+	if err != nil {
+		h.forget(p)
+		return nil, err
+	}
+	// Fit connects to the pod's agent (bootstrapping it) and checks that
+	// the worker fits the pod.
+	if _, err := ah.Fit(ctx, spec.Resources); err != nil {
+		ah.Close()
+		h.forget(p)
+		return nil, err
+	}
+	h.mu.Lock()
+	p.agent, p.pending, p.starting = ah, false, false
+	p.workers++
+	h.mu.Unlock()
+	w, err := ah.Start(ctx, spec)
+	if err != nil {
+		h.mu.Lock()
+		p.workers--
+		h.mu.Unlock()
+		h.forget(p)
+		return nil, err
+	}
+	return h.wrap(p, w), nil
+}
+
+// machineID is the agent's machine id in a pod: the pod's name is unique
+// in its namespace for as long as it exists.
+func machineID(pod string) string {
+	s := strings.ReplaceAll(pod, "-", "")
+	if len(s) > 8 {
+		s = s[len(s)-8:]
+	}
+	return s
+}
+
+// startOnExisting starts the worker on a running pod of key, this
+// process's or another's; (nil, nil) when none has room.
+func (h *Host) startOnExisting(ctx context.Context, key string, spec driver.WorkerSpec) (driver.Worker, error) {
+	h.mu.Lock()
+	var mine []*pod
+	for _, p := range h.pods {
+		if p.key == key && p.agent != nil && !p.pending && !p.starting {
+			mine = append(mine, p)
+		}
+	}
+	h.mu.Unlock()
+	// Idle ones first.
+	for pass := 0; pass < 2; pass++ {
+		for _, p := range mine {
+			h.mu.Lock()
+			busy := p.workers > 0
+			if busy != (pass == 1) {
+				h.mu.Unlock()
+				continue
+			}
+			p.workers++
+			h.mu.Unlock()
+			w, err := p.agent.Start(ctx, spec)
+			if err == nil {
+				return h.wrap(p, w), nil
+			}
+			h.mu.Lock()
+			p.workers--
+			h.mu.Unlock()
+			if errors.Is(err, driver.ErrUnreachable) || !errors.Is(err, driver.ErrNoCapacity) {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if errors.Is(err, driver.ErrUnsupported) || errors.Is(err, driver.ErrNeverFits) {
+					return nil, err
+				}
+				h.forget(p)
+			}
+		}
+	}
+	// Reusable pods of other processes.
+	l, err := h.cs.CoreV1().Pods(h.ns).List(ctx, metav1.ListOptions{LabelSelector: LabelSpec + "=" + key + "," + LabelReusable + "=true"})
+	if err != nil {
+		return nil, nil
+	}
+	for i := range l.Items {
+		kp := &l.Items[i]
+		if kp.Status.Phase != corev1.PodRunning || kp.DeletionTimestamp != nil {
+			continue
+		}
+		h.mu.Lock()
+		_, known := h.pods[kp.Name]
+		if known || h.closed {
+			h.mu.Unlock()
+			continue
+		}
+		p := &pod{name: kp.Name, key: key, created: kp.CreationTimestamp.Time, starting: true, adopted: true}
+		h.pods[kp.Name] = p
+		h.mu.Unlock()
+		w, err := h.bringUp(ctx, p, spec)
+		if err == nil {
+			return w, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return nil, nil
+}
+
+// startOnPending looks at a pod of key that waits for the scheduler:
+// waited is true when there is one, and err says what became of it.
+func (h *Host) startOnPending(ctx context.Context, key string, spec driver.WorkerSpec) (driver.Worker, error, bool) {
+	h.mu.Lock()
+	var p *pod
+	for _, q := range h.pods {
+		if q.key == key && q.pending {
+			p = q
+			break
+		}
+	}
+	if p == nil {
+		h.mu.Unlock()
+		return nil, nil, false
+	}
+	p.pending, p.starting = false, true
+	h.mu.Unlock()
+	if time.Since(p.created) > h.opts.ScheduleTimeout {
+		ctx2, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		msg := "it is still pending"
+		if kp, err := h.cs.CoreV1().Pods(h.ns).Get(ctx2, p.name, metav1.GetOptions{}); err == nil {
+			for _, c := range kp.Status.Conditions {
+				if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+					msg = c.Message
+				}
+			}
+		}
+		h.forget(p)
+		return nil, fmt.Errorf("kubernetes: pod %s could not be scheduled for %v (ScheduleTimeout): %s", p.name, h.opts.ScheduleTimeout, msg), true
+	}
+	w, err := h.bringUp(ctx, p, spec)
+	return w, err, true
+}
+
+// makeWay removes this host's idle pods of other specs, whose requests
+// may be what keeps a pod of key from being scheduled.
+func (h *Host) makeWay(key string) {
+	h.mu.Lock()
+	var idle []*pod
+	for _, p := range h.pods {
+		if p.key != key && p.workers == 0 && !p.starting {
+			idle = append(idle, p)
+		}
+	}
+	h.mu.Unlock()
+	for _, p := range idle {
+		h.forget(p)
+	}
+}
+
+// forget stops using p and removes its Job, unless another process made it.
+func (h *Host) forget(p *pod) {
+	h.mu.Lock()
+	if h.pods[p.name] != p {
+		h.mu.Unlock()
+		return
+	}
+	delete(h.pods, p.name)
+	ah := p.agent
+	h.mu.Unlock()
+	if ah != nil {
+		ah.Close()
+	}
+	if !p.adopted {
+		h.deletePodJob(p.name)
+	}
+}
+
+// deletePodJob removes the Job of pod (and so the pod).
+func (h *Host) deletePodJob(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := h.cs.CoreV1().Pods(h.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return
+	}
+	if job := p.Labels["batch.kubernetes.io/job-name"]; job != "" {
+		h.deleteJob(job)
+		return
+	}
+	grace := int64(0)
+	h.cs.CoreV1().Pods(h.ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
+}
+
+// wrap returns w, whose end releases its pod: a single-use pod is removed.
+func (h *Host) wrap(p *pod, w driver.Worker) driver.Worker {
+	kw := &worker{Worker: w, h: h, p: p, done: make(chan struct{})}
+	go func() {
+		<-w.Done()
+		kw.exit = w.Exit()
+		if kw.exit.Lost && h.oomKilled(p.name) {
+			kw.exit.Lost, kw.exit.OOMKilled = false, true
+		}
+		h.mu.Lock()
+		p.workers--
+		drop := !h.opts.ReusablePods && p.workers == 0
+		h.mu.Unlock()
+		if drop || kw.exit.Lost {
+			h.forget(p)
+		}
+		close(kw.done)
+	}()
+	return kw
+}
+
+// worker is a worker in a pod.
+type worker struct {
+	driver.Worker
+	h    *Host
+	p    *pod
+	done chan struct{}
+	exit driver.ExitStatus
+}
+
+// Done implements driver.Worker: closed once the pod is released too.
+func (w *worker) Done() <-chan struct{} { return w.done }
+
+// Exit implements driver.Worker, with an OOM kill of the pod classified.
+func (w *worker) Exit() driver.ExitStatus { return w.exit }
+
+// Machine implements driver.Worker: the pod.
+func (w *worker) Machine() string { return w.p.name }
+
+// ExpectedDigest is the build ID the worker reports.
+func (w *worker) ExpectedDigest() string { return w.h.ExpectedDigest() }
+
+// Close implements driver.Host: workers are killed; single-use pods are
+// removed, reusable ones stay until their agents' idle timeout.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	pods := make([]*pod, 0, len(h.pods))
+	for _, p := range h.pods {
+		pods = append(pods, p)
+	}
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range pods {
+		wg.Go(func() {
+			h.mu.Lock()
+			ah := p.agent
+			h.mu.Unlock()
+			if ah != nil {
+				ah.Close()
+			}
+			if !h.opts.ReusablePods || ah == nil {
+				// Single-use pods, and pods that never got an agent
+				// (pending, or still starting), go with the host.
+				h.mu.Lock()
+				delete(h.pods, p.name)
+				h.mu.Unlock()
+				h.deletePodJob(p.name)
+			}
+		})
+	}
+	wg.Wait()
+	h.progs.Close()
+	return nil
+}
+
+// Describe implements driver.Describer: the cluster's nodes.
+func (h *Host) Describe(ctx context.Context) []driver.Machine {
+	nodes, err := h.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return []driver.Machine{{Name: h.Name(), Err: fmt.Errorf("kubernetes: listing nodes: %w", h.classify(err))}}
+	}
+	var out []driver.Machine
+	for _, n := range nodes.Items {
+		a := n.Status.Allocatable
+		m := driver.Machine{Name: n.Name, Platform: n.Status.NodeInfo.OperatingSystem + "/" + n.Status.NodeInfo.Architecture,
+			Limiter: "kubelet", Containers: n.Status.NodeInfo.ContainerRuntimeVersion,
+			Capacity: driver.Resources{LogicalCPU: float64(a.Cpu().MilliValue()) / 1000, MemoryBytes: a.Memory().Value()}}
+		if g, ok := a[GPUResource]; ok {
+			m.Capacity.GPUs = float64(g.Value())
+			for i := int64(0); i < g.Value(); i++ {
+				m.GPUNames = append(m.GPUNames, string(GPUResource))
+			}
+		}
+		if e, ok := a[corev1.ResourceEphemeralStorage]; ok {
+			m.Capacity.EphemeralBytes = e.Value()
+		}
+		for k := range n.Labels {
+			if f, ok := strings.CutPrefix(k, "meadowrun.dev/"); ok {
+				m.Capacity.Flags = append(m.Capacity.Flags, f)
+			}
+		}
+		if n.Spec.Unschedulable {
+			m.Err = errors.New("cordoned (unschedulable)")
+		} else if !nodeReady(&n) {
+			m.Err = errors.New("not Ready")
+		}
+		out = append(out, m)
+	}
+	return out
+}

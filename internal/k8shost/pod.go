@@ -1,0 +1,441 @@
+package k8shost
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+)
+
+// Labels and annotations of what meadowrun creates.
+const (
+	// LabelManaged is on every Job and pod meadowrun creates
+	// ("meadowrun k8s clean" removes them).
+	LabelManaged = "meadowrun.dev/managed"
+	// LabelSpec is the hash of a pod's spec: pods of one hash are
+	// interchangeable, so a reusable pod serves any worker of that spec.
+	LabelSpec = "meadowrun.dev/spec"
+	// LabelReusable marks pods that serve later workers until idle.
+	LabelReusable = "meadowrun.dev/reusable"
+	// AnnotationOwner names the process that created a pod.
+	AnnotationOwner = "meadowrun.dev/owner"
+)
+
+// agentOverhead is the memory a pod has beyond its worker's limit: the
+// agent and the shell that starts it.
+const agentOverhead = 64 << 20
+
+// GPUResource is the extended resource of NVIDIA GPUs.
+const GPUResource corev1.ResourceName = "nvidia.com/gpu"
+
+// podScript is the agent container's command: it waits until a first
+// agent was started (Bootstrap), then ends once no agent runs any more
+// (each exits after its idle timeout), which ends the pod and its Job. A
+// pod whose client went away before it started an agent ends after 2
+// minutes.
+// Agents of several programs can share a pod.
+func podScript() string {
+	return `d=` + agentDir + `; i=0; while [ ! -e "$d/started" ]; do i=$((i+1)); [ $i -gt 2400 ] && exit 0; sleep 0.05; done; ` +
+		`while :; do a=; for f in "$d"/agent-*.pid; do [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && a=1; done; ` +
+		`[ -z "$a" ] && exit 0; sleep 1; done`
+}
+
+// resourcesOf is the requests and limits of a worker's container.
+func (h *Host) resourcesOf(r driver.Resources) (corev1.ResourceRequirements, error) {
+	req := corev1.ResourceList{}
+	lim := corev1.ResourceList{}
+	if r.LogicalCPU > 0 {
+		q := resource.NewMilliQuantity(int64(math.Ceil(r.LogicalCPU*1000)), resource.DecimalSI)
+		req[corev1.ResourceCPU], lim[corev1.ResourceCPU] = *q, *q
+	}
+	if r.MemoryBytes > 0 {
+		q := resource.NewQuantity(r.MemoryBytes+agentOverhead, resource.BinarySI)
+		req[corev1.ResourceMemory], lim[corev1.ResourceMemory] = *q, *q
+	} else {
+		req[corev1.ResourceMemory] = *resource.NewQuantity(agentOverhead, resource.BinarySI)
+	}
+	if r.GPUs > 0 {
+		if r.GPUs != math.Trunc(r.GPUs) {
+			return corev1.ResourceRequirements{}, fmt.Errorf("%w: %g GPUs: Kubernetes allocates whole GPUs", driver.ErrUnsupported, r.GPUs)
+		}
+		q := resource.NewQuantity(int64(r.GPUs), resource.DecimalSI)
+		req[GPUResource], lim[GPUResource] = *q, *q
+	}
+	if r.EphemeralBytes > 0 {
+		q := resource.NewQuantity(r.EphemeralBytes, resource.BinarySI)
+		req[corev1.ResourceEphemeralStorage], lim[corev1.ResourceEphemeralStorage] = *q, *q
+	}
+	return corev1.ResourceRequirements{Requests: req, Limits: lim}, nil
+}
+
+// podSpec is the pod template of workers of spec, with the hash that
+// names its kind; programSHA is the program it runs as the agent.
+func (h *Host) podSpec(spec driver.WorkerSpec) (*corev1.Pod, string, error) {
+	res, err := h.resourcesOf(spec.Resources)
+	if err != nil {
+		return nil, "", err
+	}
+	image := h.opts.Image
+	if spec.Deployment.KindOrDefault() == driver.DeployContainer {
+		image = spec.Deployment.Image
+	}
+	grace := int64(2)
+	no := false
+	yes := true
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Labels:      map[string]string{LabelManaged: "true"},
+			Annotations: map[string]string{AnnotationOwner: h.owner},
+		},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			ShareProcessNamespace:         &yes, // pause is PID 1 and reaps what workers leave
+			TerminationGracePeriodSeconds: &grace,
+			AutomountServiceAccountToken:  &no,
+			EnableServiceLinks:            &no,
+			Containers: []corev1.Container{{
+				Name:            containerName,
+				Image:           image,
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				Command:         []string{"sh", "-c", podScript()},
+				Resources:       res,
+				VolumeMounts:    []corev1.VolumeMount{{Name: "meadowrun", MountPath: agentDir}},
+			}},
+			Volumes: []corev1.Volume{{Name: "meadowrun", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+		},
+	}
+	if h.opts.ReusablePods {
+		p.Labels[LabelReusable] = "true"
+	}
+	for i, m := range h.opts.ContainerMounts {
+		parts := strings.Split(m, ":")
+		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" || (len(parts) == 3 && parts[2] != "ro") {
+			return nil, "", fmt.Errorf("kubernetes: mount %q: want NODE_PATH:CONTAINER_PATH[:ro]", m)
+		}
+		name := fmt.Sprintf("mount-%d", i)
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: parts[0]}}})
+		c := &p.Spec.Containers[0]
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: name, MountPath: parts[1], ReadOnly: len(parts) == 3})
+	}
+	for _, f := range spec.Resources.Flags {
+		label, ok := h.opts.FlagLabels[f]
+		if !ok {
+			label = "meadowrun.dev/" + f
+		}
+		p.Spec.Affinity = addNodeRequirement(p.Spec.Affinity, corev1.NodeSelectorRequirement{Key: label, Operator: corev1.NodeSelectorOpExists})
+	}
+	if spec.Resources.GPUs > 0 {
+		p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: string(GPUResource), Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+	}
+	if h.opts.Customize != nil {
+		if err := h.opts.Customize(p); err != nil {
+			return nil, "", fmt.Errorf("kubernetes: pod customization: %w", err)
+		}
+	}
+	// The hash covers the pod as it will be created, so that only
+	// identical pods are shared.
+	b, _ := json.Marshal(p.Spec)
+	sum := sha256.Sum256(b)
+	key := hex.EncodeToString(sum[:])[:20]
+	p.Labels[LabelSpec] = key
+	return p, key, nil
+}
+
+func addNodeRequirement(a *corev1.Affinity, r corev1.NodeSelectorRequirement) *corev1.Affinity {
+	if a == nil {
+		a = &corev1.Affinity{}
+	}
+	if a.NodeAffinity == nil {
+		a.NodeAffinity = &corev1.NodeAffinity{}
+	}
+	na := a.NodeAffinity
+	if na.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		na.RequiredDuringSchedulingIgnoredDuringExecution = &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{}}}
+	}
+	terms := na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	for i := range terms {
+		terms[i].MatchExpressions = append(terms[i].MatchExpressions, r)
+	}
+	return a
+}
+
+// createPod creates a Job of one pod from the template p and returns the
+// pod's name once the Job controller made it. The Job removes itself and
+// its pod once the agent exits (idle, or its client gone), so nothing is
+// left behind.
+func (h *Host) createPod(ctx context.Context, p *corev1.Pod) (string, string, error) {
+	zero := int32(0)
+	one := int32(1)
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "meadowrun-" + p.Labels[LabelSpec][:8] + "-", Labels: p.Labels, Annotations: p.Annotations},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:            &zero,
+			Parallelism:             &one,
+			Completions:             &one,
+			TTLSecondsAfterFinished: &zero,
+			Template:                corev1.PodTemplateSpec{ObjectMeta: p.ObjectMeta, Spec: p.Spec},
+		},
+	}
+	job, err := h.cs.BatchV1().Jobs(h.ns).Create(ctx, job, metav1.CreateOptions{})
+	if err != nil {
+		return "", "", fmt.Errorf("kubernetes: creating a Job in namespace %s: %w", h.ns, h.classify(err))
+	}
+	sel := "batch.kubernetes.io/job-name=" + job.Name
+	for {
+		l, err := h.cs.CoreV1().Pods(h.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			h.deleteJob(job.Name)
+			return "", "", fmt.Errorf("kubernetes: listing the pods of Job %s: %w", job.Name, h.classify(err))
+		}
+		if len(l.Items) > 0 {
+			return job.Name, l.Items[0].Name, nil
+		}
+		w, err := h.cs.CoreV1().Pods(h.ns).Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: l.ResourceVersion})
+		if err != nil {
+			h.deleteJob(job.Name)
+			return "", "", fmt.Errorf("kubernetes: watching the pods of Job %s: %w", job.Name, h.classify(err))
+		}
+		for ev := range w.ResultChan() {
+			if pp, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
+				w.Stop()
+				return job.Name, pp.Name, nil
+			}
+		}
+		w.Stop()
+		if ctx.Err() != nil {
+			h.deleteJob(job.Name)
+			return "", "", ctx.Err()
+		}
+	}
+}
+
+// deleteJob removes a Job and its pod, in the background.
+func (h *Host) deleteJob(name string) {
+	bg := metav1.DeletePropagationBackground
+	grace := int64(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h.cs.BatchV1().Jobs(h.ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg, GracePeriodSeconds: &grace})
+}
+
+// errPending is waitRunning's error for a pod the scheduler cannot place
+// now: the caller waits for capacity.
+type errPending struct{ msg string }
+
+func (e *errPending) Error() string { return e.msg }
+
+// waitRunning waits until pod runs. A pod the scheduler cannot place is
+// *errPending at once; a pod whose image cannot be pulled, that failed,
+// or was deleted is an error at once.
+func (h *Host) waitRunning(ctx context.Context, name string) error {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	for {
+		l, err := h.cs.CoreV1().Pods(h.ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
+		if err != nil {
+			return fmt.Errorf("kubernetes: pod %s: %w", name, h.classify(err))
+		}
+		if len(l.Items) == 0 {
+			return fmt.Errorf("%w: pod %s was deleted as it started", driver.ErrUnreachable, name)
+		}
+		if done, err := podReady(&l.Items[0]); done {
+			return err
+		}
+		w, err := h.cs.CoreV1().Pods(h.ns).Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: l.ResourceVersion})
+		if err != nil {
+			return fmt.Errorf("kubernetes: watching pod %s: %w", name, h.classify(err))
+		}
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Deleted {
+				w.Stop()
+				return fmt.Errorf("%w: pod %s was deleted as it started", driver.ErrUnreachable, name)
+			}
+			if p, ok := ev.Object.(*corev1.Pod); ok {
+				if done, err := podReady(p); done {
+					w.Stop()
+					return err
+				}
+			}
+		}
+		w.Stop()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// podReady says whether pod's start is over and how it went.
+func podReady(p *corev1.Pod) (bool, error) {
+	switch p.Status.Phase {
+	case corev1.PodRunning:
+		return true, nil
+	case corev1.PodFailed, corev1.PodSucceeded:
+		return true, fmt.Errorf("kubernetes: pod %s ended as it started: %s%s", p.Name, p.Status.Phase, terminated(p))
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return true, &errPending{msg: fmt.Sprintf("pod %s cannot be scheduled: %s", p.Name, c.Message)}
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		w := cs.State.Waiting
+		if w == nil {
+			continue
+		}
+		switch w.Reason {
+		case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull":
+			kind := driver.ErrImageNotFound
+			m := strings.ToLower(w.Message)
+			if strings.Contains(m, "unauthorized") || strings.Contains(m, "authentication") || strings.Contains(m, "denied") {
+				kind = driver.ErrRegistryAuth
+			}
+			return true, fmt.Errorf("%w: pod %s cannot pull image %s: %s: %s", kind, p.Name, cs.Image, w.Reason, w.Message)
+		case "CreateContainerConfigError", "CreateContainerError", "RunContainerError":
+			return true, fmt.Errorf("kubernetes: pod %s: container cannot start: %s: %s", p.Name, w.Reason, w.Message)
+		}
+	}
+	return false, nil
+}
+
+// terminated describes why a pod's container ended, "" if it has not.
+func terminated(p *corev1.Pod) string {
+	var parts []string
+	if p.Status.Reason != "" {
+		parts = append(parts, p.Status.Reason)
+	}
+	if p.Status.Message != "" {
+		parts = append(parts, p.Status.Message)
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil {
+			parts = append(parts, fmt.Sprintf("container %s exited with %d (%s)", cs.Name, t.ExitCode, t.Reason))
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue {
+			parts = append(parts, "disrupted: "+c.Reason+" "+c.Message)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
+}
+
+// oomKilled reports whether the pod's agent container was killed for
+// memory.
+func (h *Host) oomKilled(name string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p, err := h.cs.CoreV1().Pods(h.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil && t.Reason == "OOMKilled" {
+			return true
+		}
+	}
+	return false
+}
+
+// agentLog is the end of the agents' log in pod, for errors.
+func (h *Host) agentLog(pod, id string) string {
+	s, err := h.exec(pod, []string{"sh", "-c", `tail -c 2000 ` + agentDir + `/agent-` + id + `.log 2>&1`})
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	defer s.Close()
+	s.CloseWrite()
+	b, _ := io.ReadAll(io.LimitReader(s, 4000))
+	return strings.TrimSpace(string(b))
+}
+
+// classify wraps API errors in the driver's classes and says what a
+// forbidden request lacked.
+func (h *Host) classify(err error) error {
+	var se apierrors.APIStatus
+	switch {
+	case apierrors.IsForbidden(err):
+		if errors.As(err, &se) {
+			d := se.Status().Details
+			if d != nil {
+				return fmt.Errorf("%w: %w (grant the role the verbs of docs/kubernetes.md, \"RBAC\", on %s in namespace %s)", driver.ErrAuth, err, d.Kind, h.ns)
+			}
+		}
+		return fmt.Errorf("%w: %w", driver.ErrAuth, err)
+	case apierrors.IsUnauthorized(err):
+		return fmt.Errorf("%w: %w", driver.ErrAuth, err)
+	case apierrors.IsNotFound(err), apierrors.IsInvalid(err), apierrors.IsAlreadyExists(err), apierrors.IsConflict(err), apierrors.IsBadRequest(err):
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if _, ok := err.(apierrors.APIStatus); ok {
+		return err
+	}
+	return fmt.Errorf("%w: %w", driver.ErrUnreachable, err)
+}
+
+// nodeFits says whether a node's allocatable resources can hold r, and
+// otherwise what it has.
+func nodeFits(n *corev1.Node, res corev1.ResourceRequirements) (int, string) {
+	alloc := n.Status.Allocatable
+	count := math.MaxInt
+	var names []corev1.ResourceName
+	for name := range res.Requests {
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool { return names[i] < names[j] })
+	for _, name := range names {
+		want := res.Requests[name]
+		have, ok := alloc[name]
+		if want.IsZero() {
+			continue
+		}
+		if !ok || have.Cmp(want) < 0 {
+			count = 0
+			continue
+		}
+		count = min(count, int(have.MilliValue()/max(want.MilliValue(), 1)))
+	}
+	if count == math.MaxInt {
+		count = 1
+	}
+	return count, describeNode(n)
+}
+
+// describeNode is what a node has, for errors.
+func describeNode(n *corev1.Node) string {
+	a := n.Status.Allocatable
+	s := fmt.Sprintf("node %s: cpu %s, memory %s", n.Name, a.Cpu().String(), driver.Bytes(a.Memory().Value()))
+	if g, ok := a[GPUResource]; ok && !g.IsZero() {
+		s += ", " + string(GPUResource) + " " + g.String()
+	} else {
+		s += ", no GPUs"
+	}
+	if e, ok := a[corev1.ResourceEphemeralStorage]; ok {
+		s += ", ephemeral-storage " + driver.Bytes(e.Value())
+	}
+	if n.Spec.Unschedulable {
+		s += " (cordoned)"
+	}
+	return s
+}

@@ -1,0 +1,230 @@
+package kubernetes_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8s "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/hosttest"
+	"github.com/meadowrun-go/meadowrun/internal/k8stest"
+	"github.com/meadowrun-go/meadowrun/kubernetes"
+)
+
+var k8sWhere = meadowrun.Register("k8s.Where", func(ctx context.Context, x int) (string, error) {
+	h, _ := os.Hostname()
+	return h, nil
+})
+
+// newK8s opens the test cluster with opts (kubeconfig, namespace and image
+// of the cluster where opts names none).
+func newK8s(t *testing.T, c k8stest.Cluster, opts kubernetes.Options) *meadowrun.Host {
+	t.Helper()
+	if opts.KubeConfig == "" {
+		opts.KubeConfig = c.KubeConfig
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = c.Namespace
+	}
+	if opts.Image == "" {
+		opts.Image = c.Image
+	}
+	if opts.IdleTimeout == 0 {
+		// Pods left idle by a test end soon, making way for others.
+		opts.IdleTimeout = 15 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = &hosttest.SyncBuffer{}
+		if testing.Verbose() {
+			opts.Log = os.Stderr
+		}
+	}
+	h, err := kubernetes.NewHost(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func client(t *testing.T, c k8stest.Cluster) k8s.Interface {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.KubeConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := k8s.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func TestKubernetesRunsAFunctionInAPod(t *testing.T) {
+	c := k8stest.Require(t)
+	h := newK8s(t, c, kubernetes.Options{})
+	ctx := context.Background()
+	start := time.Now()
+	got, err := meadowrun.RunFunction(ctx, k8sWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first call %v: ran in %s", time.Since(start), got)
+	if !strings.HasPrefix(got, "meadowrun-") {
+		t.Fatalf("ran in %q, want a meadowrun pod", got)
+	}
+	start = time.Now()
+	const n = 20
+	for i := 0; i < n; i++ {
+		if _, err := meadowrun.RunFunction(ctx, k8sWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("warm call %v", time.Since(start)/n)
+}
+
+func TestConformanceKubernetes(t *testing.T) {
+	c := k8stest.Require(t)
+	hosttest.Run(t, hosttest.Config{
+		NewHost: func(t *testing.T) *meadowrun.Host {
+			// The suite's tasks leave marks in the test's temporary
+			// directories: the pods see this machine's, the node's.
+			return newK8s(t, c, kubernetes.Options{ContainerMounts: []string{os.TempDir() + ":" + os.TempDir()}})
+		},
+		MillionTasks: millionTasks,
+	})
+}
+
+func k8sErr(t *testing.T, h *meadowrun.Host, o *meadowrun.Options, want error, mentions ...string) {
+	t.Helper()
+	if o == nil {
+		o = &meadowrun.Options{}
+	}
+	o.LogDir = t.TempDir()
+	_, err := meadowrun.RunFunction(context.Background(), k8sWhere.With(1), h, o)
+	if !errors.Is(err, want) {
+		t.Fatalf("got %v, want an error wrapping %v", err, want)
+	}
+	for _, m := range mentions {
+		if !strings.Contains(err.Error(), m) {
+			t.Fatalf("error %q does not mention %q", err, m)
+		}
+	}
+	t.Logf("%v", err)
+}
+
+func TestKubernetesBadInputIsAClearError(t *testing.T) {
+	c := k8stest.Require(t)
+	ctx := context.Background()
+	t.Run("a kubeconfig that does not exist", func(t *testing.T) {
+		_, err := kubernetes.NewHost(ctx, kubernetes.Options{KubeConfig: t.TempDir() + "/none"})
+		if err == nil || !strings.Contains(err.Error(), "kubeconfig") {
+			t.Fatalf("err = %v", err)
+		}
+		t.Log(err)
+	})
+	t.Run("an unknown context", func(t *testing.T) {
+		_, err := kubernetes.NewHost(ctx, kubernetes.Options{KubeConfig: c.KubeConfig, Context: "no-such-context"})
+		if err == nil || !strings.Contains(err.Error(), `no context "no-such-context"`) || !strings.Contains(err.Error(), c.Context) {
+			t.Fatalf("err = %v", err)
+		}
+		t.Log(err)
+	})
+	t.Run("a namespace that does not exist", func(t *testing.T) {
+		_, err := kubernetes.NewHost(ctx, kubernetes.Options{KubeConfig: c.KubeConfig, Namespace: "meadowrun-no-such-namespace"})
+		if err == nil || !strings.Contains(err.Error(), "namespace meadowrun-no-such-namespace does not exist") {
+			t.Fatalf("err = %v", err)
+		}
+		t.Log(err)
+	})
+	t.Run("an unreachable API server", func(t *testing.T) {
+		cfg, err := clientcmd.LoadFromFile(c.KubeConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, cl := range cfg.Clusters {
+			cl.Server = "https://127.0.0.1:1"
+		}
+		f := t.TempDir() + "/kubeconfig"
+		if err := clientcmd.WriteToFile(*cfg, f); err != nil {
+			t.Fatal(err)
+		}
+		_, err = kubernetes.NewHost(ctx, kubernetes.Options{KubeConfig: f})
+		if !errors.Is(err, meadowrun.ErrUnreachable) || !strings.Contains(err.Error(), "127.0.0.1:1") {
+			t.Fatalf("err = %v", err)
+		}
+		t.Log(err)
+	})
+	t.Run("a user without rights", func(t *testing.T) {
+		_, err := kubernetes.NewHost(ctx, kubernetes.Options{KubeConfig: c.NobodyKubeConfig, Namespace: c.Namespace})
+		if !errors.Is(err, meadowrun.ErrAuth) || !strings.Contains(err.Error(), "pods") || !strings.Contains(err.Error(), "list") {
+			t.Fatalf("err = %v", err)
+		}
+		t.Log(err)
+	})
+	h := newK8s(t, c, kubernetes.Options{})
+	t.Run("resources no node has", func(t *testing.T) {
+		k8sErr(t, h, &meadowrun.Options{Resources: &meadowrun.Resources{LogicalCPU: 64}}, meadowrun.ErrNeverFits, "node "+c.Node, "cpu")
+	})
+	t.Run("more GPUs than a node has", func(t *testing.T) {
+		k8sErr(t, h, &meadowrun.Options{Resources: &meadowrun.Resources{LogicalCPU: 0.1, GPUs: 16}}, meadowrun.ErrNeverFits, "nvidia.com/gpu")
+	})
+	t.Run("an image that cannot be pulled", func(t *testing.T) {
+		hi := newK8s(t, c, kubernetes.Options{Image: "localhost:1/meadowrun/no-such-image:v1"})
+		start := time.Now()
+		k8sErr(t, hi, nil, meadowrun.ErrImageNotFound, "localhost:1/meadowrun/no-such-image:v1")
+		if d := time.Since(start); d > 60*time.Second {
+			t.Fatalf("the pull failure took %v to report", d)
+		}
+	})
+}
+
+func TestKubernetesGPURequestsAreScheduled(t *testing.T) {
+	c := k8stest.Require(t)
+	if c.FakeGPUs == 0 {
+		t.Skip("the node advertises no GPUs")
+	}
+	h := newK8s(t, c, kubernetes.Options{})
+	got, err := meadowrun.RunFunction(context.Background(), k8sWhere.With(1), h,
+		&meadowrun.Options{LogDir: t.TempDir(), Resources: &meadowrun.Resources{LogicalCPU: 0.1, GPUs: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := client(t, c).CoreV1().Pods(c.Namespace).Get(context.Background(), got, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := p.Spec.Containers[0].Resources.Limits["nvidia.com/gpu"]
+	if lim.Value() != 1 {
+		t.Fatalf("pod %s has GPU limit %v, want 1", got, lim.String())
+	}
+}
+
+func TestKubernetesSingleUsePodsAreRemoved(t *testing.T) {
+	c := k8stest.Require(t)
+	h := newK8s(t, c, kubernetes.Options{SingleUsePods: true})
+	got, err := meadowrun.RunFunction(context.Background(), k8sWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	cs := client(t, c)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := cs.CoreV1().Pods(c.Namespace).Get(context.Background(), got, metav1.GetOptions{})
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s still there a minute after Close", got)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

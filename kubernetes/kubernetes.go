@@ -1,0 +1,169 @@
+// Package kubernetes makes a Kubernetes cluster a meadowrun host: workers
+// run in pods sized by their Resources (requests and limits), each pod
+// runs meadowrun's agent, and the program reaches a pod by content (never
+// twice while unchanged) through the API server, like every stream of the
+// worker protocol: exec sessions, no Service, node port or inbound port.
+// It uses client-go only; kubectl is not needed.
+//
+// Importing the package registers the k8s:// scheme of meadowrun.OpenHost:
+//
+//	k8s://[CONTEXT]?namespace=NS&kubeconfig=FILE&image=IMAGE&reusable=false&idle=5m&schedule_timeout=2m&mount=NODE_PATH:PATH
+//
+// See docs/kubernetes.md.
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/internal/k8shost"
+)
+
+// Options configure NewHost: the reference's Kubernetes host
+// (kube_config_context, kubernetes_namespace, reusable_pods,
+// pod_customization) and what a Go program needs besides. The zero value
+// uses the current context of $KUBECONFIG or ~/.kube/config, its
+// namespace (else "default"), image DefaultImage and reusable pods.
+type Options struct {
+	// KubeConfig is the kubeconfig file; "" means $KUBECONFIG, else
+	// ~/.kube/config.
+	KubeConfig string
+	// Context is the kubeconfig context (kube_config_context); "" means
+	// the current one.
+	Context string
+	// Namespace is where pods are created (kubernetes_namespace); "" means
+	// the context's namespace, else "default".
+	Namespace string
+	// Image is the image of worker pods, for deployments that name none:
+	// it needs a POSIX sh and cat, and the C library when the program was
+	// built with cgo (build with CGO_ENABLED=0 to use any image with a
+	// shell). "" means DefaultImage. A container deployment's image is
+	// used instead when a job has one.
+	Image string
+	// SingleUsePods (reusable_pods=False) gives each worker a pod of its
+	// own, removed when the worker ends. By default pods are reusable:
+	// a pod serves later workers of the same pod spec, of this process or
+	// of another, until it has been idle for IdleTimeout.
+	SingleUsePods bool
+	// IdleTimeout is how long a reusable pod waits without a client or a
+	// worker before it ends (and its Job removes it); 0 means 5 minutes.
+	IdleTimeout time.Duration
+	// ScheduleTimeout is how long a pod may stay unschedulable before
+	// the job fails with the scheduler's message; 0 means 2 minutes.
+	ScheduleTimeout time.Duration
+	// FlagLabels maps Resources.Flags to node labels that a pod then
+	// requires (node affinity, label exists); a flag it does not name
+	// requires the label "meadowrun.dev/FLAG".
+	FlagLabels map[string]string
+	// ContainerMounts are hostPath volumes of every worker pod (data on
+	// the nodes a job reads, a directory it writes to):
+	// "NODE_PATH:CONTAINER_PATH", with ":ro" for read-only.
+	ContainerMounts []string
+	// PodCustomization (pod_customization) edits every pod before it is
+	// created: a service account, node selectors, tolerations, volumes.
+	// Pods are shared only between identical pod specs.
+	PodCustomization func(*corev1.Pod) error
+	// Binaries are this program built for other platforms, by
+	// "GOOS/GOARCH"; nodes are linux/amd64 today.
+	Binaries map[string]string
+	// Log receives a line per pod problem; nil means standard error.
+	Log io.Writer
+}
+
+// DefaultImage is the image of worker pods when Options.Image is "".
+const DefaultImage = k8shost.DefaultImage
+
+// NewHost connects to the cluster (it checks the kubeconfig, that the API
+// server answers and that the namespace exists) and returns it as a host.
+// Pods are created when work runs. Close kills the host's workers and
+// removes its single-use pods; reusable pods end after their idle timeout.
+func NewHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
+	h, err := newHost(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("meadowrun: %w", err)
+	}
+	return h, nil
+}
+
+func newHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
+	d, err := k8shost.New(ctx, k8shost.Options{KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
+		Image: opts.Image, SingleUsePods: opts.SingleUsePods, IdleTimeout: opts.IdleTimeout, ScheduleTimeout: opts.ScheduleTimeout,
+		FlagLabels: opts.FlagLabels, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log})
+	if err != nil {
+		return nil, err
+	}
+	u := k8sURL(opts, d.Context(), d.Namespace())
+	if opts.PodCustomization != nil || len(opts.FlagLabels) > 0 || len(opts.Binaries) > 0 {
+		// Another process could not rebuild the host from a URL.
+		u = ""
+	}
+	return meadowrun.NewHost(d, meadowrun.HostOptions{URL: u, Digest: d.ExpectedDigest()}), nil
+}
+
+func k8sURL(o Options, context, ns string) string {
+	q := url.Values{}
+	q.Set("namespace", ns)
+	if o.KubeConfig != "" {
+		q.Set("kubeconfig", o.KubeConfig)
+	}
+	if o.Image != "" {
+		q.Set("image", o.Image)
+	}
+	if o.SingleUsePods {
+		q.Set("reusable", "false")
+	}
+	if o.IdleTimeout > 0 {
+		q.Set("idle", o.IdleTimeout.String())
+	}
+	if o.ScheduleTimeout > 0 {
+		q.Set("schedule_timeout", o.ScheduleTimeout.String())
+	}
+	for _, m := range o.ContainerMounts {
+		q.Add("mount", m)
+	}
+	return "k8s://" + url.PathEscape(context) + "?" + q.Encode()
+}
+
+// openK8s opens k8s://[CONTEXT]?namespace=...&kubeconfig=...&image=...&
+// reusable=...&idle=...&schedule_timeout=...
+func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
+	o := Options{}
+	o.Context, _ = url.PathUnescape(u.Host)
+	q := u.Query()
+	for k := range q {
+		switch k {
+		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount":
+		default:
+			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount)", k)
+		}
+	}
+	o.Namespace, o.KubeConfig, o.Image, o.ContainerMounts = q.Get("namespace"), q.Get("kubeconfig"), q.Get("image"), q["mount"]
+	if v := q.Get("reusable"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("reusable=%q: want true or false", v)
+		}
+		o.SingleUsePods = !b
+	}
+	for name, d := range map[string]*time.Duration{"idle": &o.IdleTimeout, "schedule_timeout": &o.ScheduleTimeout} {
+		if v := q.Get(name); v != "" {
+			x, err := time.ParseDuration(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+			*d = x
+		}
+	}
+	return newHost(ctx, o)
+}
+
+func init() {
+	meadowrun.RegisterHostScheme("k8s", openK8s)
+}
