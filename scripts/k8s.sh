@@ -19,6 +19,8 @@
 # from any Docker engine on the machine. Needs root; installs the pinned
 # Debian packages with apt-get when they are missing.
 set -euo pipefail
+# shellcheck source=lib/packages.sh
+. "$(dirname "$0")/lib/packages.sh"
 
 readonly K8S_VERSION=1.37.2
 readonly CONTAINERD_VERSION=1.6.20~ds1-1+deb12u3
@@ -52,10 +54,6 @@ usage() {
 
 # ---------------------------------------------------------------- packages
 
-pkg_ok() { # NAME VERSION: true when exactly that version is installed
-	[ "$(dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null || true)" = "install ok installed $2" ]
-}
-
 ensure_packages() {
 	local need=()
 	pkg_ok containerd "$CONTAINERD_VERSION" || need+=("containerd=$CONTAINERD_VERSION")
@@ -71,25 +69,9 @@ ensure_packages() {
 	[ "${#need[@]}" -eq 0 ] && return 0
 	log "installing ${need[*]}"
 	# The packages' maintainer scripts would start system etcd and
-	# containerd services; policy-rc.d exit status 101 forbids that. Any
-	# policy already in place is restored afterwards.
-	local policy=/usr/sbin/policy-rc.d saved="" rc=0
-	if [ -e "$policy" ]; then
-		saved=$(mktemp)
-		cp -p "$policy" "$saved"
-	fi
-	printf '#!/bin/sh\nexit 101\n' >"$policy"
-	chmod 755 "$policy"
-	{
-		DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
-	} || rc=$?
-	if [ -n "$saved" ]; then
-		cp -p "$saved" "$policy"
-		rm -f "$saved"
-	else
-		rm -f "$policy"
-	fi
+	# containerd services: install_without_daemons forbids that.
+	local rc=0
+	install_without_daemons "${need[@]}" || rc=$?
 	[ "$rc" -eq 0 ] || die "apt-get install failed"
 }
 
