@@ -3,7 +3,6 @@
 package containertest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
+	"github.com/meadowrun-go/meadowrun/internal/envfile"
 )
 
 // Env describes the running components, from DIR/containers.env.
@@ -53,17 +53,9 @@ func Require(t testing.TB) Env {
 // Load reads DIR/containers.env, which scripts/containers.sh up DIR
 // writes.
 func Load(dir string) (Env, error) {
-	f, err := os.Open(filepath.Join(dir, "containers.env"))
+	kv, err := envfile.Read(filepath.Join(dir, "containers.env"))
 	if err != nil {
 		return Env{}, err
-	}
-	defer f.Close()
-	kv := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			kv[k] = v
-		}
 	}
 	e := Env{DockerHost: kv["DOCKER_HOST"], Registry: kv["REGISTRY"], RegistryUser: kv["REGISTRY_USER"],
 		RegistryPassword: kv["REGISTRY_PASSWORD"], ScratchImage: kv["SCRATCH_IMAGE"], ScratchDigest: kv["SCRATCH_DIGEST"],

@@ -9,12 +9,12 @@
 package k8stest
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/meadowrun-go/meadowrun/internal/envfile"
 )
 
 // EnvDir names the environment variable that holds the DIR given to
@@ -52,17 +52,9 @@ func Require(t testing.TB) Cluster {
 		}
 		t.Skip("no test cluster: run scripts/k8s.sh up DIR and set " + EnvDir + "=DIR")
 	}
-	f, err := os.Open(filepath.Join(dir, "k8s.env"))
+	kv, err := envfile.Read(filepath.Join(dir, "k8s.env"))
 	if err != nil {
 		t.Fatalf("%s: %v", EnvDir, err)
-	}
-	defer f.Close()
-	kv := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			kv[k] = v
-		}
 	}
 	c := Cluster{KubeConfig: kv["KUBECONFIG"], Context: kv["CONTEXT"], NobodyKubeConfig: kv["NOBODY_KUBECONFIG"],
 		Namespace: kv["NAMESPACE"], Node: kv["NODE"], Image: kv["IMAGE"], Server: kv["SERVER"]}

@@ -12,8 +12,6 @@
 package sshtest
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/meadowrun-go/meadowrun/internal/envfile"
 )
 
 // EnvDir names the environment variable that holds the DIR given to
@@ -93,22 +93,9 @@ func Load(dir string) (*Net, error) {
 
 // load parses an sshnet.env file.
 func load(path string) (*Net, error) {
-	data, err := os.ReadFile(path)
+	vars, err := envfile.Read(path)
 	if err != nil {
 		return nil, err
-	}
-	vars := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return nil, fmt.Errorf("%s: malformed line %q", path, line)
-		}
-		vars[k] = v
 	}
 	get := func(k string) string {
 		v, ok := vars[k]

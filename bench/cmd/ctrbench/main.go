@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/bench/internal/benchmain"
 	"github.com/meadowrun-go/meadowrun/internal/containertest"
 	"github.com/meadowrun-go/meadowrun/local"
 )
@@ -37,15 +37,7 @@ var inc = meadowrun.Register("ctrbench.Inc", func(ctx context.Context, x int) (i
 // variables, as a user's would.
 const userEnv, passwordEnv = "MR_CTRBENCH_USER", "MR_CTRBENCH_PASSWORD"
 
-func main() {
-	meadowrun.Main()
-	quick := flag.Bool("quick", false, "tiny sizes")
-	flag.Parse()
-	if err := run(*quick); err != nil {
-		fmt.Fprintln(os.Stderr, "ctrbench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchmain.Main("ctrbench", run) }
 
 func run(quick bool) error {
 	env, err := containertest.Load(os.Getenv("MEADOWRUN_CONTAINERS"))
@@ -144,7 +136,7 @@ func run(quick bool) error {
 			ds = append(ds, time.Since(start))
 			h.Close()
 		}
-		fmt.Printf("C2 cold start to the first result, %s: median %v over %d\n", c.name, median(ds).Round(time.Millisecond), reps)
+		fmt.Printf("C2 cold start to the first result, %s: median %v over %d\n", c.name, benchmain.Median(ds).Round(time.Millisecond), reps)
 	}
 
 	// C3: a map of /bin/true over commands in the image, next to
@@ -188,10 +180,4 @@ func run(quick bool) error {
 		n, took[0].Round(time.Millisecond), took[1].Round(time.Millisecond), took[2].Round(time.Millisecond),
 		float64(took[2])/float64(took[1]))
 	return nil
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

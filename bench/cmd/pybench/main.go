@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/bench/internal/benchmain"
 )
 
 // fns is the module both sides call.
@@ -45,15 +45,7 @@ with multiprocessing.Pool(2) as p:
     print("apply", lat[len(lat) // 2], lat[len(lat) * 99 // 100])
 `
 
-func main() {
-	meadowrun.Main()
-	quick := flag.Bool("quick", false, "tiny sizes")
-	flag.Parse()
-	if err := run(*quick); err != nil {
-		fmt.Fprintln(os.Stderr, "pybench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchmain.Main("pybench", run) }
 
 func run(quick bool) error {
 	n, calls := 10_000, 1000

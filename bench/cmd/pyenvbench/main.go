@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/bench/internal/benchmain"
 	"github.com/meadowrun-go/meadowrun/internal/pyenv"
 	"github.com/meadowrun-go/meadowrun/internal/pyenv/pyenvtest"
 	"github.com/meadowrun-go/meadowrun/local"
@@ -45,15 +45,7 @@ const module = `def greet(arg):
         return ["hello, " + arg["name"]]
 `
 
-func main() {
-	meadowrun.Main()
-	quick := flag.Bool("quick", false, "fewer runs")
-	flag.Parse()
-	if err := run(*quick); err != nil {
-		fmt.Fprintln(os.Stderr, "pyenvbench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchmain.Main("pyenvbench", run) }
 
 func run(quick bool) error {
 	runs, hits := 5, 200
@@ -142,18 +134,12 @@ func run(quick bool) error {
 	}
 	fmt.Printf("PipRequirementsFile (mrshout, mrgreet from a local wheelhouse), local host, a fresh host per run:\n")
 	fmt.Printf("  first run, the environment built:             %8.1f ms\n", ms(cold))
-	fmt.Printf("  later runs, the same file (median of %d):     %8.1f ms\n", runs, ms(median(warm)))
-	fmt.Printf("  PreinstalledInterpreter %s (median of %d): %.1f ms\n", base, runs, ms(median(plain)))
-	fmt.Printf("  difference (environment's share of a run):    %8.1f ms\n", ms(median(warm))-ms(median(plain)))
+	fmt.Printf("  later runs, the same file (median of %d):     %8.1f ms\n", runs, ms(benchmain.Median(warm)))
+	fmt.Printf("  PreinstalledInterpreter %s (median of %d): %.1f ms\n", base, runs, ms(benchmain.Median(plain)))
+	fmt.Printf("  difference (environment's share of a run):    %8.1f ms\n", ms(benchmain.Median(warm))-ms(benchmain.Median(plain)))
 	fmt.Printf("cache hit alone (resolve + find ready), %d runs: median %.3f ms, max %.3f ms (target: under 100 ms)\n",
-		hits, ms(median(hit)), ms(slices.Max(hit)))
+		hits, ms(benchmain.Median(hit)), ms(slices.Max(hit)))
 	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/bench/internal/benchmain"
 	"github.com/meadowrun-go/meadowrun/internal/sshtest"
 	mrssh "github.com/meadowrun-go/meadowrun/ssh"
 )
@@ -125,7 +126,7 @@ func run(quick bool) error {
 		n.RunE("h1", "kill $(cat \""+dir+"\"/agent-*.pid) 2>/dev/null; rm -rf \""+dir+"\"")
 	}
 	fmt.Printf("bootstrap (connect, upload %.1f MB, start the agent, first result): median %v over %d\n",
-		float64(st.Size())/1e6, median(boots).Round(time.Millisecond), len(boots))
+		float64(st.Size())/1e6, benchmain.Median(boots).Round(time.Millisecond), len(boots))
 
 	// Warm dispatch on one machine, next to the TCP round trip.
 	h, err := open("", "h1", "h2", "h3")
@@ -222,10 +223,4 @@ func run(quick bool) error {
 	fmt.Printf("detached map of x+1 split over 3 machines: %d tasks submitted in %v, every result back in %v = %.0f tasks/s\n",
 		size, submitted.Round(time.Millisecond), d.Round(time.Millisecond), float64(size)/d.Seconds())
 	return nil
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
