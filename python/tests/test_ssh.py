@@ -3,11 +3,12 @@
 
 import asyncio
 import os
+import subprocess
 import tempfile
 import unittest
 
 import meadowrun
-from meadowrun import Deployment, PipRequirementsFile, Ssh
+from meadowrun import Deployment, PipRequirementsFile, PreinstalledInterpreter, Ssh
 
 from . import engine
 from .test_local import Base, cloudpickle_wheels
@@ -74,8 +75,14 @@ class SshTest(Base):
         self.assertEqual(asyncio.run(meadowrun.run_map("mrglobbed.where", [1, 2], self.host, deployment=dep)), [[1, True], [2, True]])
 
     def test_without_cloudpickle_on_the_machines_the_error_says_what_to_do(self):
+        # An interpreter sure to lack cloudpickle, whatever the machines'
+        # python3 has installed: a virtualenv of it without site-packages,
+        # in /tmp, which the machines share.
+        venv = os.path.join(tempfile.mkdtemp(dir="/tmp"), "bare")
+        subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", venv], check=True)
+        dep = asyncio.run(Deployment.mirror_local(interpreter=PreinstalledInterpreter(os.path.join(venv, "bin", "python"))))
         with self.assertRaises(meadowrun.TaskException) as cm:
-            asyncio.run(meadowrun.run_function(lambda: 1, self.host))
+            asyncio.run(meadowrun.run_function(lambda: 1, self.host, deployment=dep))
         self.assertIn("needs cloudpickle", str(cm.exception))
 
 

@@ -135,7 +135,7 @@ func run(quick bool) error {
 	fmt.Printf("PipRequirementsFile (mrshout, mrgreet from a local wheelhouse), local host, a fresh host per run:\n")
 	fmt.Printf("  first run, the environment built:             %8.1f ms\n", ms(cold))
 	fmt.Printf("  later runs, the same file (median of %d):     %8.1f ms\n", runs, ms(benchmain.Median(warm)))
-	fmt.Printf("  PreinstalledInterpreter %s (median of %d): %.1f ms\n", base, runs, ms(benchmain.Median(plain)))
+	fmt.Printf("  PreinstalledInterpreter %s, the base (median of %d): %.1f ms\n", filepath.Base(base), runs, ms(benchmain.Median(plain)))
 	fmt.Printf("  difference (environment's share of a run):    %8.1f ms\n", ms(benchmain.Median(warm))-ms(benchmain.Median(plain)))
 	fmt.Printf("cache hit alone (resolve + find ready), %d runs: median %.3f ms, max %.3f ms (target: under 100 ms)\n",
 		hits, ms(benchmain.Median(hit)), ms(slices.Max(hit)))
