@@ -160,14 +160,16 @@ func (c *workerConn) defineLocked(fn wire.Function, expectDigest string) (uint64
 			have = &c.hello.Functions[i]
 		}
 	}
+	define := wire.Define{Name: fn.Name}
 	if have == nil && c.hello.Dynamic {
 		// The worker resolves names itself and fails the tasks of one it
-		// cannot with StatusUnknown; it speaks JSON only.
-		if fn.Codec != "json/json" {
-			return 0, fmt.Errorf("%w: worker %s (%s) takes and returns JSON, the caller's %q has codec %s: use types encoded as JSON",
+		// cannot with StatusUnknown; it learns the codec from the Define.
+		if !dynamicCodec(fn.Codec) {
+			return 0, fmt.Errorf("%w: worker %s (%s) takes and returns JSON, strings or bytes, the caller's %q has codec %s: use types encoded as JSON",
 				ErrRegistryMismatch, c.w.Name(), c.hello.Language, fn.Name, fn.Codec)
 		}
 		have = &fn
+		define.Codec = fn.Codec
 	}
 	if have == nil {
 		hint := "register it with meadowrun.Register in a package the program imports"
@@ -185,9 +187,18 @@ func (c *workerConn) defineLocked(fn wire.Function, expectDigest string) (uint64
 	}
 	c.nextFunc++
 	id := c.nextFunc
-	c.wr.WriteFrame(wire.TypeDefine, wire.AppendDefine(nil, wire.Define{ID: id, Name: fn.Name}))
+	define.ID = id
+	c.wr.WriteFrame(wire.TypeDefine, wire.AppendDefine(nil, define))
 	c.defined[fn] = id
 	return id, nil
+}
+
+// dynamicCodec reports whether a dynamic worker can take a function of
+// codec ("argument/result"): each side JSON, a string or bytes.
+func dynamicCodec(codec string) bool {
+	arg, res, ok := strings.Cut(codec, "/")
+	known := func(c string) bool { return c == "json" || c == "string" || c == "bytes" }
+	return ok && known(arg) && known(res)
 }
 
 // registeredNames lists a worker's functions for an error message: the

@@ -63,6 +63,10 @@ class Cancelled(BaseException):
     """Raised in a running function whose task was cancelled."""
 
 
+# Sent to the main thread on cancellation, to interrupt a blocking call.
+CANCEL_SIGNAL = signal.SIGUSR1
+
+
 # --- encoding ---------------------------------------------------------------
 
 
@@ -119,6 +123,33 @@ class Decoder:
 
 def result_entry(key, status, nanos, peak, payload):
     return uvarint(key) + bytes([status]) + uvarint(nanos) + uvarint(peak) + bytes_field(payload)
+
+
+def decode_value(codec, payload):
+    """A function's argument from its payload, by the caller's codec: JSON,
+    a str (the caller's string) or bytes (the caller's []byte)."""
+    if codec == "string":
+        return payload.decode("utf-8")
+    if codec == "bytes":
+        return bytes(payload)
+    return json.loads(payload.decode("utf-8"))
+
+
+def encode_value(codec, value):
+    """A function's result as its payload, by the caller's codec."""
+    if codec == "string":
+        if not isinstance(value, str):
+            raise TypeError("the caller expects a str, the function returned %s" % type(value).__name__)
+        return value.encode("utf-8")
+    if codec == "bytes":
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError("the caller expects bytes, the function returned %s" % type(value).__name__)
+        return bytes(value)
+    return json.dumps(value, allow_nan=False).encode()
+
+
+def codec_name(codec):
+    return {"string": "a string", "bytes": "bytes"}.get(codec, "JSON")
 
 
 def failure(status, typ, message, stack=""):
@@ -217,6 +248,7 @@ class Worker:
         self.closed = False
         self.shutdown = False
         self.names = {}
+        self.codecs = {}
         self.funcs = {}
         self.canceled = set()
         self.running = 0
@@ -267,9 +299,14 @@ class Worker:
         if typ == T_DEFINE:
             fid = d.uvarint()
             name = d.bytes().decode("utf-8", "replace")
+            codec = "json/json"
+            if d.i < len(d.b):
+                codec = d.bytes().decode("utf-8", "replace")
             d.done("define")
+            arg_codec, _, res_codec = codec.partition("/")
             with self.cond:
                 self.names[fid] = name
+                self.codecs[fid] = (arg_codec, res_codec)
         elif typ == T_TASKS:
             count = d.uvarint()
             tasks = []
@@ -301,8 +338,14 @@ class Worker:
                 kill_process(self.running_cmd)
             else:
                 # A running function: Cancelled is raised in it as soon as
-                # it runs Python code again.
+                # it runs Python code again; the signal interrupts a
+                # blocking call (time.sleep, a read), whose handler then
+                # runs Python code.
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main_thread), ctypes.py_object(Cancelled))
+                try:
+                    signal.pthread_kill(self.main_thread, CANCEL_SIGNAL)
+                except (OSError, ValueError):
+                    pass
 
     # Running.
 
@@ -390,10 +433,12 @@ class Worker:
         fn = self.resolve(fid)
         if isinstance(fn, tuple):
             return fn
+        with self.cond:
+            arg_codec, res_codec = self.codecs.get(fid, ("json", "json"))
         try:
-            arg = json.loads(payload.decode("utf-8"))
+            arg = decode_value(arg_codec, payload)
         except (UnicodeDecodeError, ValueError) as e:
-            return failure(S_BAD_INPUT, type_name(e), "decoding the argument of %s as JSON: %s" % (fn.__qualname__, e))
+            return failure(S_BAD_INPUT, type_name(e), "decoding the argument of %s as %s: %s" % (fn.__qualname__, codec_name(arg_codec), e))
         try:
             res = fn(arg)
         except Cancelled:
@@ -412,9 +457,9 @@ class Worker:
         except BaseException as e:
             return failure(S_ERROR, type_name(e), str(e), "".join(traceback.format_exception(type(e), e, e.__traceback__)))
         try:
-            return S_OK, json.dumps(res, allow_nan=False).encode()
+            return S_OK, encode_value(res_codec, res)
         except (TypeError, ValueError) as e:
-            return failure(S_BAD_OUTPUT, type_name(e), "encoding the result of %s as JSON: %s" % (fn.__qualname__, e))
+            return failure(S_BAD_OUTPUT, type_name(e), "encoding the result of %s as %s: %s" % (fn.__qualname__, codec_name(res_codec), e))
 
     def run_command(self, payload):
         try:
@@ -592,7 +637,21 @@ def main():
     out.write(frame(T_HELLO, json.dumps(hello).encode()))
     pump = LogPump(FD_LOG, out)
     threading.Thread(target=pump.run, daemon=True).start()
+    # A task that ends its worker (os._exit, or sys.exit through the
+    # worker) waits for the pump's forward-then-consume step in flight:
+    # every byte then is either forwarded or still in the socket for the
+    # host, never both.
+    real_exit = os._exit
+
+    def exit_after_pump(code):
+        pump.lock.acquire()
+        real_exit(code)
+
+    os._exit = exit_after_pump
     w = Worker(FD_TASKS, out, pump, name)
+    # A handler that does nothing: running it is when a pending Cancelled
+    # is raised, out of whatever blocking call the signal interrupted.
+    signal.signal(CANCEL_SIGNAL, lambda signum, frame: None)
     threading.Thread(target=w.read, daemon=True).start()
     w.serve()
     pump.switch_to(0)

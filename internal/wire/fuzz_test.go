@@ -14,6 +14,7 @@ func FuzzReader(f *testing.F) {
 	w.WriteFrame(TypeTasks, AppendTasks(nil, []Task{{Key: 1, Func: 1, Payload: []byte("42")}}))
 	w.WriteFrame(TypeResults, AppendResult(AppendCount(nil, 1), Result{Key: 1, Payload: []byte("43")}))
 	w.WriteFrame(TypeDefine, AppendDefine(nil, Define{ID: 1, Name: "a.B"}))
+	w.WriteFrame(TypeDefine, AppendDefine(nil, Define{ID: 2, Name: "a.c", Codec: "json/bytes"}))
 	w.WriteFrame(TypeLog, AppendLog(nil, Log{Key: 1, Data: []byte("line\n")}))
 	w.WriteFrame(TypeHello, EncodeHello(Hello{Protocol: Version}))
 	w.WriteFrame(TypeCancel, AppendCancel(nil, 1))

@@ -64,12 +64,22 @@ func DecodeHello(body []byte) (Hello, error) {
 type Define struct {
 	ID   uint64
 	Name string
+	// Codec, when not empty, is the caller's codec of the function
+	// ("argument/result", e.g. "json/json" or "string/bytes"): sent to
+	// dynamic workers, which list no codecs and learn each function's
+	// from its Define. An optional trailing field: a Define without it
+	// decodes with Codec empty.
+	Codec string
 }
 
 // AppendDefine appends the body of a Define frame to dst.
 func AppendDefine(dst []byte, d Define) []byte {
 	dst = binary.AppendUvarint(dst, d.ID)
-	return appendBytes(dst, []byte(d.Name))
+	dst = appendBytes(dst, []byte(d.Name))
+	if d.Codec != "" {
+		dst = appendBytes(dst, []byte(d.Codec))
+	}
+	return dst
 }
 
 // DecodeDefine parses the body of a Define frame.
@@ -77,13 +87,17 @@ func DecodeDefine(body []byte) (Define, error) {
 	d := decoder{b: body}
 	id := d.uvarint()
 	name := d.bytes()
+	var codec []byte
+	if d.err == nil && len(d.b) > 0 {
+		codec = d.bytes()
+	}
 	if err := d.done("define"); err != nil {
 		return Define{}, err
 	}
 	if id == 0 {
 		return Define{}, fmt.Errorf("%w: define: function id 0 is reserved for commands", ErrProtocol)
 	}
-	return Define{ID: id, Name: string(name)}, nil
+	return Define{ID: id, Name: string(name), Codec: string(codec)}, nil
 }
 
 // FuncCommand is the function id of a task that runs a command; its payload

@@ -17,6 +17,7 @@ func TestFramesRoundTrip(t *testing.T) {
 	w := NewWriter(&buf)
 	must(t, w.WriteFrame(TypeHello, EncodeHello(Hello{Protocol: Version, Language: "go", Functions: []Function{{Name: "a.B", Arg: "int", Result: "int", Codec: "json"}}})))
 	must(t, w.WriteFrame(TypeDefine, AppendDefine(nil, Define{ID: 3, Name: "pkg.Func"})))
+	must(t, w.WriteFrame(TypeDefine, AppendDefine(nil, Define{ID: 4, Name: "mod.fn", Codec: "string/bytes"})))
 	must(t, w.WriteFrame(TypeTasks, AppendTasks(nil, tasks)))
 	must(t, w.WriteFrame(TypeResults, AppendCount(nil, 1), AppendResultHeader(nil, Result{Key: 5}, len(big)), big))
 	must(t, w.WriteFrame(TypeResults, AppendResult(AppendCount(nil, 1), results[0])))
@@ -40,6 +41,9 @@ func TestFramesRoundTrip(t *testing.T) {
 	}
 	if d, err := DecodeDefine(next(TypeDefine)); err != nil || d != (Define{ID: 3, Name: "pkg.Func"}) {
 		t.Fatalf("define = %+v, %v", d, err)
+	}
+	if d, err := DecodeDefine(next(TypeDefine)); err != nil || d != (Define{ID: 4, Name: "mod.fn", Codec: "string/bytes"}) {
+		t.Fatalf("define with a codec = %+v, %v", d, err)
 	}
 	gotTasks, err := DecodeTasks(next(TypeTasks))
 	if err != nil || len(gotTasks) != 2 || gotTasks[1].Key != 1<<40 || string(gotTasks[0].Payload) != "x" {

@@ -96,3 +96,13 @@ def uses_asyncio(x):
         return 2 * x
 
     return asyncio.run(double())
+
+
+def shout(s):
+    """Takes a Go string as a str."""
+    return s.upper() + "!"
+
+
+def reverse_bytes(b):
+    """Takes a Go []byte as bytes and returns bytes."""
+    return b[::-1]
