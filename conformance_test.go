@@ -9,6 +9,7 @@ import (
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/hosttest"
 	"github.com/meadowrun-go/meadowrun/inprocess"
+	"github.com/meadowrun-go/meadowrun/internal/pyworker/pytest"
 	"github.com/meadowrun-go/meadowrun/internal/testkit"
 )
 
@@ -29,6 +30,18 @@ func TestConformanceLocal(t *testing.T) {
 	hosttest.Run(t, hosttest.Config{
 		NewHost:      func(t *testing.T) *meadowrun.Host { return meadowrun.Local() },
 		MillionTasks: millionTasks,
+	})
+}
+
+// TestConformancePython runs the suite's functions on Python workers: the
+// same tests, with hosttest's Python module on python3 from PATH.
+func TestConformancePython(t *testing.T) {
+	pytest.Require(t)
+	hosttest.Run(t, hosttest.Config{
+		NewHost:      func(t *testing.T) *meadowrun.Host { return meadowrun.Local() },
+		MillionTasks: millionTasks,
+		Deployment:   meadowrun.PreinstalledInterpreter("python3", nil),
+		Python:       true,
 	})
 }
 

@@ -106,6 +106,21 @@ func TestConformanceContainer(t *testing.T) {
 	})
 }
 
+// TestConformanceContainerPython runs the suite's functions on the
+// image's python3 (ContainerInterpreter).
+func TestConformanceContainerPython(t *testing.T) {
+	env := containertest.Require(t)
+	repo, tag := repoTag(t, env.DebianImage)
+	hosttest.Run(t, hosttest.Config{
+		NewHost: func(t *testing.T) *meadowrun.Host {
+			return ctrHost(t, env, local.Options{ContainerMounts: []string{os.TempDir() + ":" + os.TempDir()}})
+		},
+		MillionTasks: millionTasks / 10,
+		Deployment:   meadowrun.ContainerInterpreter(repo, tag, ctrSecret()),
+		Python:       true,
+	})
+}
+
 // A Go function runs inside the image: its host name is the container's,
 // and the deployment's environment is there.
 func TestContainerRunsInsideTheImage(t *testing.T) {

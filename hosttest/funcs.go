@@ -118,6 +118,50 @@ var (
 	})
 )
 
+// funcs are the suite's functions as the tests call them: the Go
+// functions registered above, or their Python counterparts of
+// python/hosttest.py, called by the same names on Python workers.
+type funcs struct {
+	square, panics, failIf, sleep, sleepSaying, printer, exits, alloc, workerPID meadowrun.Func[int, int]
+	fail                                                                         meadowrun.Func[string, int]
+	flakyOnce, killSelfOnce                                                      meadowrun.Func[marked, int]
+	badResult                                                                    meadowrun.Func[int, unencodable]
+	echoArg                                                                      meadowrun.Func[unencodable, int]
+	echoBytes                                                                    meadowrun.Func[[]byte, []byte]
+	crashing                                                                     meadowrun.Func[crashArg, int]
+}
+
+// goFuncs are the registered Go functions.
+func goFuncs() funcs {
+	return funcs{
+		square: square, panics: panics, failIf: failIf, sleep: sleep, sleepSaying: sleepSaying, printer: printer,
+		exits: exits, alloc: alloc, workerPID: workerPID, fail: fail, flakyOnce: flakyOnce, killSelfOnce: killSelfOnce,
+		badResult: badResult, echoArg: echoArg, echoBytes: echoBytes, crashing: crashing,
+	}
+}
+
+// pythonFuncs name the same functions in the Python module hosttest.
+func pythonFuncs() funcs {
+	return funcs{
+		square:       meadowrun.Named[int, int]("hosttest.Square"),
+		panics:       meadowrun.Named[int, int]("hosttest.Panic"),
+		failIf:       meadowrun.Named[int, int]("hosttest.FailIf"),
+		sleep:        meadowrun.Named[int, int]("hosttest.Sleep"),
+		sleepSaying:  meadowrun.Named[int, int]("hosttest.SleepSaying"),
+		printer:      meadowrun.Named[int, int]("hosttest.Print"),
+		exits:        meadowrun.Named[int, int]("hosttest.Exit"),
+		alloc:        meadowrun.Named[int, int]("hosttest.Alloc"),
+		workerPID:    meadowrun.Named[int, int]("hosttest.PID"),
+		fail:         meadowrun.Named[string, int]("hosttest.Fail"),
+		flakyOnce:    meadowrun.Named[marked, int]("hosttest.FlakyOnce"),
+		killSelfOnce: meadowrun.Named[marked, int]("hosttest.KillSelfOnce"),
+		badResult:    meadowrun.Named[int, unencodable]("hosttest.BadResult"),
+		echoArg:      meadowrun.Named[unencodable, int]("hosttest.Echo"),
+		echoBytes:    meadowrun.Named[[]byte, []byte]("hosttest.EchoBytes"),
+		crashing:     meadowrun.Named[crashArg, int]("hosttest.Crashing"),
+	}
+}
+
 // crashArg is an argument of the Crashing function: every start of task ID
 // is counted in Dir, and task Culprit takes its worker down (os.Exit(3),
 // or SIGKILL when Kill) on its first start, or on every start if Always.

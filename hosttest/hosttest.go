@@ -10,10 +10,12 @@ package hosttest
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -37,7 +39,18 @@ type Config struct {
 	// runs with (a container image, say): the suite then checks the host
 	// with that deployment.
 	Deployment meadowrun.Deployment
+	// Python runs the suite's functions on Python workers: Deployment
+	// must then be a Python one (PreinstalledInterpreter, an environment
+	// or ContainerInterpreter). The suite writes its Python module
+	// (python/hosttest.py) into a temporary working directory, brings it
+	// with the deployment (WithGlobs) and calls its functions by name.
+	// The tests of what only Go functions have (panics, typed registries)
+	// are skipped.
+	Python bool
 }
+
+//go:embed python/hosttest.py
+var pythonModule []byte
 
 // SyncBuffer is an io.Writer safe for concurrent use, for the output of
 // jobs and hosts in tests.
@@ -65,6 +78,7 @@ type suite struct {
 	host *meadowrun.Host
 	caps driver.Capabilities
 	cfg  Config
+	fn   funcs
 }
 
 // opts returns options that keep output in a buffer and logs in a
@@ -76,51 +90,69 @@ func (s *suite) opts(t *testing.T) (meadowrun.Options, *SyncBuffer) {
 
 // Run runs the conformance suite against the host.
 func Run(t *testing.T, cfg Config) {
+	fn := goFuncs()
+	if cfg.Python {
+		if k := cfg.Deployment.Kind(); k != "interpreter" && k != "environment" && k != "container" {
+			t.Fatalf("Config.Python needs a Python deployment, not %s", k)
+		}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "hosttest.py"), pythonModule, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Chdir(dir)
+		cfg.Deployment = cfg.Deployment.WithGlobs("hosttest.py")
+		fn = pythonFuncs()
+	}
 	h := cfg.NewHost(t)
 	drv, err := h.Driver(context.Background())
 	if err != nil {
 		t.Fatalf("opening the host: %v", err)
 	}
-	s := &suite{host: h, caps: drv.Capabilities(), cfg: cfg}
+	s := &suite{host: h, caps: drv.Capabilities(), cfg: cfg, fn: fn}
 	tests := []struct {
 		name string
 		fn   func(*testing.T, *suite)
 		need func(driver.Capabilities) bool
+		// goOnly: what only Go functions have (panics, declared types).
+		goOnly bool
 	}{
-		{"a function call returns its result", testFunction, nil},
-		{"a returned error keeps its type and message", testFunctionError, nil},
-		{"a panic is reported with its stack", testPanic, nil},
-		{"a map returns results in argument order", testMapOrder, nil},
-		{"a task that fails once is retried and succeeds", testRetry, nil},
-		{"one bad task never costs another task its result", testMapPartialFailure, nil},
-		{"as-completed yields every task exactly once", testAsCompleted, nil},
-		{"a map over an iterator runs every argument", testMapSeq, nil},
-		{"a map of zero tasks returns nothing", testZeroTasks, nil},
-		{"an unregistered function name is a clear error", testUnknownFunction, nil},
-		{"a function registered with other types is refused", testRegistryMismatch, nil},
-		{"arguments and results that cannot be encoded fail only their task", testEncoding, nil},
-		{"invalid resources are refused before anything runs", testInvalidResources, nil},
-		{"resources that can never fit fail at once", testNeverFits, nil},
-		{"sidecars, ports, memory limits and deployments the host cannot honour are refused", testUnsupported, nil},
-		{"cancelling the context stops a map and keeps its results", testCancelMap, nil},
-		{"a command reports its exit code, output and result", testCommand, nil},
-		{"a command that does not exist exits 127", testCommandNotFound, nil},
-		{"workers stay warm across calls", testWarmReuse, nil},
-		{"a started job can be waited for or cancelled", testStartJob, nil},
-		{"large payloads round-trip intact", testLargePayload, nil},
-		{"what a function prints is streamed with its task", testLogs, func(c driver.Capabilities) bool { return c.CapturesOutput }},
-		{"a task that exits the worker is classified with its code", testExit, func(c driver.Capabilities) bool { return c.ProcessExits }},
-		{"a worker killed mid-task is retried elsewhere", testKilledWorker, func(c driver.Capabilities) bool { return c.ProcessExits }},
-		{"a task that takes down a worker holding other tasks runs no more often than its attempts allow", testPrefetchedCrash, func(c driver.Capabilities) bool { return c.ProcessExits }},
-		{"a task over its memory limit is killed and classified", testOOM, func(c driver.Capabilities) bool { return c.MemoryLimits }},
-		{"retry with more memory doubles the limit", testRetryMoreMemory, func(c driver.Capabilities) bool { return c.MemoryLimits }},
-		{"a detached job is attached to by its id, waited for and cancelled", testDetached, nil},
-		{"a map of a million tasks completes in bounded memory", testMillion, nil},
+		{"a function call returns its result", testFunction, nil, false},
+		{"a returned error keeps its type and message", testFunctionError, nil, false},
+		{"a panic is reported with its stack", testPanic, nil, true},
+		{"a map returns results in argument order", testMapOrder, nil, false},
+		{"a task that fails once is retried and succeeds", testRetry, nil, false},
+		{"one bad task never costs another task its result", testMapPartialFailure, nil, false},
+		{"as-completed yields every task exactly once", testAsCompleted, nil, false},
+		{"a map over an iterator runs every argument", testMapSeq, nil, false},
+		{"a map of zero tasks returns nothing", testZeroTasks, nil, false},
+		{"an unregistered function name is a clear error", testUnknownFunction, nil, false},
+		{"a function registered with other types is refused", testRegistryMismatch, nil, true},
+		{"arguments and results that cannot be encoded fail only their task", testEncoding, nil, false},
+		{"invalid resources are refused before anything runs", testInvalidResources, nil, false},
+		{"resources that can never fit fail at once", testNeverFits, nil, false},
+		{"sidecars, ports, memory limits and deployments the host cannot honour are refused", testUnsupported, nil, false},
+		{"cancelling the context stops a map and keeps its results", testCancelMap, nil, false},
+		{"a command reports its exit code, output and result", testCommand, nil, false},
+		{"a command that does not exist exits 127", testCommandNotFound, nil, false},
+		{"workers stay warm across calls", testWarmReuse, nil, false},
+		{"a started job can be waited for or cancelled", testStartJob, nil, false},
+		{"large payloads round-trip intact", testLargePayload, nil, false},
+		{"what a function prints is streamed with its task", testLogs, func(c driver.Capabilities) bool { return c.CapturesOutput }, false},
+		{"a task that exits the worker is classified with its code", testExit, func(c driver.Capabilities) bool { return c.ProcessExits }, false},
+		{"a worker killed mid-task is retried elsewhere", testKilledWorker, func(c driver.Capabilities) bool { return c.ProcessExits }, false},
+		{"a task that takes down a worker holding other tasks runs no more often than its attempts allow", testPrefetchedCrash, func(c driver.Capabilities) bool { return c.ProcessExits }, false},
+		{"a task over its memory limit is killed and classified", testOOM, func(c driver.Capabilities) bool { return c.MemoryLimits }, false},
+		{"retry with more memory doubles the limit", testRetryMoreMemory, func(c driver.Capabilities) bool { return c.MemoryLimits }, false},
+		{"a detached job is attached to by its id, waited for and cancelled", testDetached, nil, false},
+		{"a map of a million tasks completes in bounded memory", testMillion, nil, false},
 		// Last: it closes the host.
-		{"a closed host stops its warm workers", testClose, nil},
+		{"a closed host stops its warm workers", testClose, nil, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.goOnly && cfg.Python {
+				t.Skip("Go functions only: Python has no panics, and its functions declare no types to mismatch")
+			}
 			if tc.need != nil && !tc.need(s.caps) {
 				t.Skipf("%s does not declare the capability this test needs", drv.Name())
 			}
@@ -131,15 +163,21 @@ func Run(t *testing.T, cfg Config) {
 
 func testFunction(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
-	got, err := meadowrun.RunFunction(context.Background(), square.With(12), s.host, &o)
+	got, err := meadowrun.RunFunction(context.Background(), s.fn.square.With(12), s.host, &o)
 	if err != nil || got != 144 {
 		t.Fatalf("RunFunction(Square, 12) = %d, %v; want 144", got, err)
+	}
+	if s.cfg.Python {
+		lang, err := meadowrun.RunFunction(context.Background(), meadowrun.Named[int, string]("hosttest.Language").With(0), s.host, &o)
+		if err != nil || !strings.HasPrefix(lang, "python 3.") {
+			t.Fatalf("the suite's functions run on %q (%v), want a Python worker", lang, err)
+		}
 	}
 }
 
 func testFunctionError(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
-	_, err := meadowrun.RunFunction(context.Background(), fail.With("disk on fire"), s.host, &o)
+	_, err := meadowrun.RunFunction(context.Background(), s.fn.fail.With("disk on fire"), s.host, &o)
 	var te *meadowrun.TaskError
 	if !errors.As(err, &te) {
 		t.Fatalf("error = %v, want a *TaskError", err)
@@ -154,7 +192,7 @@ func testFunctionError(t *testing.T, s *suite) {
 
 func testPanic(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
-	_, err := meadowrun.RunFunction(context.Background(), panics.With(1), s.host, &o)
+	_, err := meadowrun.RunFunction(context.Background(), s.fn.panics.With(1), s.host, &o)
 	var te *meadowrun.TaskError
 	if !errors.As(err, &te) || te.Kind != meadowrun.KindPanic {
 		t.Fatalf("error = %v, want a KindPanic *TaskError", err)
@@ -170,7 +208,7 @@ func testMapOrder(t *testing.T, s *suite) {
 	for i := range args {
 		args[i] = i
 	}
-	got, err := meadowrun.RunMap(context.Background(), square, args, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 3})
+	got, err := meadowrun.RunMap(context.Background(), s.fn.square, args, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +224,7 @@ func testRetry(t *testing.T, s *suite) {
 	dir := t.TempDir()
 	args := []marked{{dir, 1}, {dir, 2}, {dir, 3}}
 	attempts := map[int]int{}
-	for r := range meadowrun.RunMapAsCompleted(context.Background(), flakyOnce, args, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 2}) {
+	for r := range meadowrun.RunMapAsCompleted(context.Background(), s.fn.flakyOnce, args, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 2}) {
 		v, err := r.Result()
 		if err != nil || v != args[r.TaskID].ID*10 {
 			t.Fatalf("task %d = %d, %v", r.TaskID, v, err)
@@ -207,7 +245,7 @@ func testMapPartialFailure(t *testing.T, s *suite) {
 	for i := range args {
 		args[i] = i
 	}
-	got, err := meadowrun.RunMap(context.Background(), failIf, args, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 2})
+	got, err := meadowrun.RunMap(context.Background(), s.fn.failIf, args, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 2})
 	var me *meadowrun.MapError
 	if !errors.As(err, &me) {
 		t.Fatalf("error = %v, want a *MapError", err)
@@ -241,7 +279,7 @@ func testAsCompleted(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
 	args := []int{5, 1, 4, 2, 3}
 	seen := map[int]int{}
-	for r := range meadowrun.RunMapAsCompleted(context.Background(), sleep, args, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2}) {
+	for r := range meadowrun.RunMapAsCompleted(context.Background(), s.fn.sleep, args, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2}) {
 		v, err := r.Result()
 		if err != nil || v != args[r.TaskID] || r.Attempt != 1 || r.Worker == "" {
 			t.Fatalf("result %+v, %v", r, err)
@@ -268,7 +306,7 @@ func testMapSeq(t *testing.T, s *suite) {
 		}
 	}
 	sum, n := 0, 0
-	for r := range meadowrun.RunMapSeq(context.Background(), square, seq, s.host, &meadowrun.MapOptions{Options: o}) {
+	for r := range meadowrun.RunMapSeq(context.Background(), s.fn.square, seq, s.host, &meadowrun.MapOptions{Options: o}) {
 		v, err := r.Result()
 		if err != nil {
 			t.Fatal(err)
@@ -283,11 +321,11 @@ func testMapSeq(t *testing.T, s *suite) {
 
 func testZeroTasks(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
-	got, err := meadowrun.RunMap(context.Background(), square, nil, s.host, &meadowrun.MapOptions{Options: o})
+	got, err := meadowrun.RunMap(context.Background(), s.fn.square, nil, s.host, &meadowrun.MapOptions{Options: o})
 	if err != nil || len(got) != 0 {
 		t.Fatalf("RunMap over no arguments = %v, %v", got, err)
 	}
-	for r := range meadowrun.RunMapAsCompleted(context.Background(), square, []int{}, s.host, &meadowrun.MapOptions{Options: o}) {
+	for r := range meadowrun.RunMapAsCompleted(context.Background(), s.fn.square, []int{}, s.host, &meadowrun.MapOptions{Options: o}) {
 		t.Fatalf("unexpected result %+v", r)
 	}
 }
@@ -312,7 +350,7 @@ func testRegistryMismatch(t *testing.T, s *suite) {
 func testEncoding(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
 	ctx := context.Background()
-	got, err := meadowrun.RunMap(ctx, echoArg, []unencodable{{}, {Fail: true}, {}}, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 3})
+	got, err := meadowrun.RunMap(ctx, s.fn.echoArg, []unencodable{{}, {Fail: true}, {}}, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 3})
 	var me *meadowrun.MapError
 	if !errors.As(err, &me) || len(me.Failed) != 1 || me.Failed[0].TaskID != 1 || me.Failed[0].Kind != meadowrun.KindEncoding || me.Failed[0].Attempt != 1 {
 		t.Fatalf("unencodable argument: %v", err)
@@ -320,7 +358,7 @@ func testEncoding(t *testing.T, s *suite) {
 	if got[0] != 1 || got[2] != 1 {
 		t.Fatalf("the other tasks lost their results: %v", got)
 	}
-	bad, err := meadowrun.RunMap(ctx, badResult, []int{0, 1, 2}, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 3})
+	bad, err := meadowrun.RunMap(ctx, s.fn.badResult, []int{0, 1, 2}, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 3})
 	if !errors.As(err, &me) || len(me.Failed) != 1 || me.Failed[0].TaskID != 1 || me.Failed[0].Kind != meadowrun.KindEncoding || me.Failed[0].Attempt != 1 {
 		t.Fatalf("unencodable result: %v", err)
 	}
@@ -338,7 +376,7 @@ func testInvalidResources(t *testing.T, s *suite) {
 	} {
 		o, _ := s.opts(t)
 		o.Resources = &r
-		_, err := meadowrun.RunFunction(context.Background(), square.With(1), s.host, &o)
+		_, err := meadowrun.RunFunction(context.Background(), s.fn.square.With(1), s.host, &o)
 		if !errors.Is(err, meadowrun.ErrInvalidResources) {
 			t.Fatalf("resources %+v: error = %v, want ErrInvalidResources", r, err)
 		}
@@ -349,7 +387,7 @@ func testNeverFits(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
 	o.Resources = &meadowrun.Resources{LogicalCPU: 100000}
 	start := time.Now()
-	_, err := meadowrun.RunMap(context.Background(), square, []int{1, 2}, s.host, &meadowrun.MapOptions{Options: o})
+	_, err := meadowrun.RunMap(context.Background(), s.fn.square, []int{1, 2}, s.host, &meadowrun.MapOptions{Options: o})
 	if !errors.Is(err, meadowrun.ErrNeverFits) || !strings.Contains(err.Error(), "100000") {
 		t.Fatalf("error = %v, want ErrNeverFits naming the request", err)
 	}
@@ -362,21 +400,21 @@ func testUnsupported(t *testing.T, s *suite) {
 	if !s.caps.Sidecars {
 		o, _ := s.opts(t)
 		o.Sidecars = []meadowrun.Container{{Repository: "redis"}}
-		if _, err := meadowrun.RunFunction(context.Background(), square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
+		if _, err := meadowrun.RunFunction(context.Background(), s.fn.square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
 			t.Fatalf("sidecar: error = %v, want ErrUnsupported", err)
 		}
 	}
 	if !s.caps.Ports {
 		o, _ := s.opts(t)
 		o.Ports = []string{"8080-8089"}
-		if _, err := meadowrun.RunFunction(context.Background(), square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
+		if _, err := meadowrun.RunFunction(context.Background(), s.fn.square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
 			t.Fatalf("ports: error = %v, want ErrUnsupported", err)
 		}
 	}
 	if !s.caps.MemoryLimits {
 		o, _ := s.opts(t)
 		o.Resources = &meadowrun.Resources{MemoryGB: 0.5}
-		if _, err := meadowrun.RunFunction(context.Background(), square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
+		if _, err := meadowrun.RunFunction(context.Background(), s.fn.square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
 			t.Fatalf("memory limit: error = %v, want ErrUnsupported", err)
 		}
 	}
@@ -392,13 +430,13 @@ func testUnsupported(t *testing.T, s *suite) {
 		}
 		o, _ := s.opts(t)
 		o.Deployment = d
-		if _, err := meadowrun.RunFunction(context.Background(), square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
+		if _, err := meadowrun.RunFunction(context.Background(), s.fn.square.With(1), s.host, &o); !errors.Is(err, meadowrun.ErrUnsupported) {
 			t.Fatalf("%s deployment: error = %v, want ErrUnsupported", d.Kind(), err)
 		}
 	}
 	o, _ := s.opts(t)
 	o.Ports = []string{"70000"}
-	if _, err := meadowrun.RunFunction(context.Background(), square.With(1), s.host, &o); err == nil || !strings.Contains(err.Error(), "invalid port") {
+	if _, err := meadowrun.RunFunction(context.Background(), s.fn.square.With(1), s.host, &o); err == nil || !strings.Contains(err.Error(), "invalid port") {
 		t.Fatalf("port 70000: error = %v, want an invalid port error", err)
 	}
 }
@@ -413,7 +451,7 @@ func testCancelMap(t *testing.T, s *suite) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		got, err = meadowrun.RunMap(ctx, sleepSaying, args, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2})
+		got, err = meadowrun.RunMap(ctx, s.fn.sleepSaying, args, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2})
 	}()
 	// Cancel once the short tasks have finished (their output comes just
 	// before their results; the margin covers the results' way); the long
@@ -487,7 +525,7 @@ func testWarmReuse(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
 	var workers []string
 	for range 3 {
-		for r := range meadowrun.RunMapAsCompleted(context.Background(), workerPID, []int{0}, s.host, &meadowrun.MapOptions{Options: o}) {
+		for r := range meadowrun.RunMapAsCompleted(context.Background(), s.fn.workerPID, []int{0}, s.host, &meadowrun.MapOptions{Options: o}) {
 			if r.Err != nil {
 				t.Fatal(r.Err)
 			}
@@ -502,14 +540,14 @@ func testWarmReuse(t *testing.T, s *suite) {
 func testStartJob(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
 	ctx := context.Background()
-	j, err := meadowrun.StartFunction(ctx, square.With(9), s.host, &o)
+	j, err := meadowrun.StartFunction(ctx, s.fn.square.With(9), s.host, &o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v, err := j.Wait(ctx); err != nil || v != 81 || j.ID() == "" {
 		t.Fatalf("Wait = %d, %v (job %q)", v, err, j.ID())
 	}
-	j2, err := meadowrun.StartFunction(ctx, sleep.With(60000), s.host, &o)
+	j2, err := meadowrun.StartFunction(ctx, s.fn.sleep.With(60000), s.host, &o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +557,7 @@ func testStartJob(t *testing.T, s *suite) {
 	if _, err := j2.Wait(wctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled job: Wait error = %v, want context.Canceled", err)
 	}
-	m, err := meadowrun.StartMap(ctx, square, []int{1, 2, 3}, s.host, &meadowrun.MapOptions{Options: o})
+	m, err := meadowrun.StartMap(ctx, s.fn.square, []int{1, 2, 3}, s.host, &meadowrun.MapOptions{Options: o})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,7 +572,7 @@ func testLargePayload(t *testing.T, s *suite) {
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
-	got, err := meadowrun.RunMap(context.Background(), echoBytes, [][]byte{big, big[:100], {}}, s.host, &meadowrun.MapOptions{Options: o})
+	got, err := meadowrun.RunMap(context.Background(), s.fn.echoBytes, [][]byte{big, big[:100], {}}, s.host, &meadowrun.MapOptions{Options: o})
 	if err != nil || !bytes.Equal(got[0], big) || !bytes.Equal(got[1], big[:100]) || len(got[2]) != 0 {
 		t.Fatalf("payloads did not round-trip: %v", err)
 	}
@@ -542,7 +580,7 @@ func testLargePayload(t *testing.T, s *suite) {
 
 func testLogs(t *testing.T, s *suite) {
 	o, out := s.opts(t)
-	rs, err := meadowrun.RunMap(context.Background(), printer, []int{0, 1, 2, 3}, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2})
+	rs, err := meadowrun.RunMap(context.Background(), s.fn.printer, []int{0, 1, 2, 3}, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2})
 	if err != nil || len(rs) != 4 {
 		t.Fatal(err)
 	}
@@ -557,7 +595,7 @@ func testLogs(t *testing.T, s *suite) {
 
 func testExit(t *testing.T, s *suite) {
 	o, out := s.opts(t)
-	got, err := meadowrun.RunMap(context.Background(), exits, []int{3}, s.host, &meadowrun.MapOptions{Options: o})
+	got, err := meadowrun.RunMap(context.Background(), s.fn.exits, []int{3}, s.host, &meadowrun.MapOptions{Options: o})
 	var te *meadowrun.TaskError
 	if !errors.As(err, &te) || te.Kind != meadowrun.KindExit || te.ExitCode != 3 {
 		t.Fatalf("error = %v, want KindExit with code 3", err)
@@ -581,7 +619,7 @@ func testKilledWorker(t *testing.T, s *suite) {
 	dir := t.TempDir()
 	args := []marked{{dir, 1}, {dir, 2}, {dir, 3}, {dir, 4}}
 	var results []meadowrun.TaskResult[int]
-	for r := range meadowrun.RunMapAsCompleted(context.Background(), killSelfOnce, args, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 2, Concurrency: 4}) {
+	for r := range meadowrun.RunMapAsCompleted(context.Background(), s.fn.killSelfOnce, args, s.host, &meadowrun.MapOptions{Options: o, MaxAttempts: 2, Concurrency: 4}) {
 		results = append(results, r)
 	}
 	if len(results) != 4 {
@@ -593,7 +631,7 @@ func testKilledWorker(t *testing.T, s *suite) {
 		}
 	}
 	// Without retries the kill is reported as a crash.
-	_, err := meadowrun.RunFunction(context.Background(), killSelfOnce.With(marked{dir, 99}), s.host, &o)
+	_, err := meadowrun.RunFunction(context.Background(), s.fn.killSelfOnce.With(marked{dir, 99}), s.host, &o)
 	var te *meadowrun.TaskError
 	if !errors.As(err, &te) || te.Kind != meadowrun.KindCrash || te.Signal != "killed" {
 		t.Fatalf("error = %v, want a KindCrash TaskError with signal killed", err)
@@ -626,7 +664,7 @@ func testPrefetchedCrash(t *testing.T, s *suite) {
 			// One worker: it receives every task at once and holds the
 			// others while the culprit runs.
 			var rs []meadowrun.TaskResult[int]
-			for r := range meadowrun.RunMapAsCompleted(context.Background(), crashing, args, s.host,
+			for r := range meadowrun.RunMapAsCompleted(context.Background(), s.fn.crashing, args, s.host,
 				&meadowrun.MapOptions{Options: o, Concurrency: 1, MaxAttempts: tc.maxAttempts}) {
 				rs = append(rs, r)
 			}
@@ -675,7 +713,7 @@ func testDetached(t *testing.T, s *suite) {
 		// No other process can reopen the host: this one runs the job.
 		sub.InProcess = true
 	}
-	d, err := meadowrun.SubmitFunction(ctx, square.With(6), s.host, &o, sub)
+	d, err := meadowrun.SubmitFunction(ctx, s.fn.square.With(6), s.host, &o, sub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,7 +724,7 @@ func testDetached(t *testing.T, s *suite) {
 	if v, err := a.Wait(ctx); v != 36 || err != nil {
 		t.Fatalf("attached function: %d, %v; want 36", v, err)
 	}
-	m, err := meadowrun.SubmitMap(ctx, square, []int{1, 2, 3}, s.host, &meadowrun.MapOptions{Options: o}, sub)
+	m, err := meadowrun.SubmitMap(ctx, s.fn.square, []int{1, 2, 3}, s.host, &meadowrun.MapOptions{Options: o}, sub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -700,7 +738,7 @@ func testDetached(t *testing.T, s *suite) {
 	if info, err := meadowrun.GetJob(ctx, m.ID()); err != nil || info.State != meadowrun.JobSucceeded || info.Done != 3 {
 		t.Fatalf("finished map: %+v, %v", info, err)
 	}
-	long, err := meadowrun.SubmitMap(ctx, sleep, []int{60000, 60000, 60000}, s.host, &meadowrun.MapOptions{Options: o}, sub)
+	long, err := meadowrun.SubmitMap(ctx, s.fn.sleep, []int{60000, 60000, 60000}, s.host, &meadowrun.MapOptions{Options: o}, sub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -725,14 +763,14 @@ func testClose(t *testing.T, s *suite) {
 	ctx := context.Background()
 	h := s.host
 	o, _ := s.opts(t)
-	before, err := meadowrun.RunFunction(ctx, workerPID.With(0), h, &o)
+	before, err := meadowrun.RunFunction(ctx, s.fn.workerPID.With(0), h, &o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := h.Close(); err != nil {
 		t.Fatal(err)
 	}
-	after, err := meadowrun.RunFunction(ctx, workerPID.With(0), h, &o)
+	after, err := meadowrun.RunFunction(ctx, s.fn.workerPID.With(0), h, &o)
 	switch {
 	case errors.Is(err, meadowrun.ErrHostClosed):
 	case err == nil && after != before:
@@ -746,7 +784,7 @@ func testClose(t *testing.T, s *suite) {
 func testOOM(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
 	o.Resources = &meadowrun.Resources{MemoryGB: 0.0625} // 64 MiB
-	got, err := meadowrun.RunMap(context.Background(), alloc, []int{8, 256}, s.host, &meadowrun.MapOptions{Options: o})
+	got, err := meadowrun.RunMap(context.Background(), s.fn.alloc, []int{8, 256}, s.host, &meadowrun.MapOptions{Options: o})
 	var te *meadowrun.TaskError
 	if !errors.As(err, &te) || te.Kind != meadowrun.KindOOM || te.TaskID != 1 || te.LimitBytes != 64<<20 {
 		t.Fatalf("error = %v, want KindOOM for task 1 with a 64 MiB limit", err)
@@ -760,7 +798,7 @@ func testRetryMoreMemory(t *testing.T, s *suite) {
 	o, _ := s.opts(t)
 	o.Resources = &meadowrun.Resources{MemoryGB: 0.125} // 128 MiB; 160 MiB needs attempt 2 (256 MiB)
 	var rs []meadowrun.TaskResult[int]
-	for r := range meadowrun.RunMapAsCompleted(context.Background(), alloc, []int{160}, s.host,
+	for r := range meadowrun.RunMapAsCompleted(context.Background(), s.fn.alloc, []int{160}, s.host,
 		&meadowrun.MapOptions{Options: o, MaxAttempts: 3, RetryWithMoreMemory: true}) {
 		rs = append(rs, r)
 	}
@@ -784,7 +822,7 @@ func testMillion(t *testing.T, s *suite) {
 	}
 	count, sum := 0, 0
 	seen := make([]bool, n)
-	for r := range meadowrun.RunMapSeq(context.Background(), square, seq, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2}) {
+	for r := range meadowrun.RunMapSeq(context.Background(), s.fn.square, seq, s.host, &meadowrun.MapOptions{Options: o, Concurrency: 2}) {
 		if r.Err != nil {
 			t.Fatal(r.Err)
 		}

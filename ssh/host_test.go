@@ -94,6 +94,19 @@ func TestConformanceSSH(t *testing.T) {
 	})
 }
 
+// TestConformanceSSHPython runs the suite's functions on Python workers
+// of the machines' python3: hosttest's Python module travels with the
+// deployment.
+func TestConformanceSSHPython(t *testing.T) {
+	n := sshtest.Open(t)
+	hosttest.Run(t, hosttest.Config{
+		NewHost:      func(t *testing.T) *meadowrun.Host { return newSSH(t, n, mrssh.Options{}, "h1", "h2") },
+		MillionTasks: millionTasks / 10,
+		Deployment:   meadowrun.PreinstalledInterpreter("python3", nil),
+		Python:       true,
+	})
+}
+
 func sshErr(t *testing.T, h *meadowrun.Host, want error, mentions ...string) {
 	t.Helper()
 	_, err := meadowrun.RunFunction(context.Background(), sshWhere.With(1), h, &meadowrun.Options{LogDir: t.TempDir()})

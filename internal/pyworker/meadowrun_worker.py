@@ -476,7 +476,7 @@ class Worker:
             env.update(c.get("env") or {})
             env["MEADOWRUN_RESULT_FILE"] = result_file
             if c.get("context_variables") is not None:
-                env["MEADOWRUN_CONTEXT_VARIABLES"] = json.dumps(c["context_variables"])
+                env["MEADOWRUN_CONTEXT_VARIABLES"] = json.dumps(c["context_variables"], separators=(",", ":"))
             cr = {"exit_code": 0}
             sys.stdout.flush()
             sys.stderr.flush()
