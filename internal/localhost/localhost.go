@@ -446,17 +446,15 @@ func (h *Host) start(spec driver.WorkerSpec, gpus, ports []int, so StartOptions)
 	cmd.Stdout, cmd.Stderr = ps.logW, ps.logW
 	cmd.ExtraFiles = []*os.File{ps.taskR, ps.resW, ps.logR} // fds 3, 4, 5
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Go workers get a result log (fd 6): memory this host reads after
-	// the worker's death, so that the worker need not write each result
-	// at once (docs/protocol.md, "Result log").
-	var rlog *shm.Region
-	if spec.Runtime != driver.RuntimePython {
-		if rlog, err = shm.Create("meadowrun-results-"+spec.Name, shm.ResultLogSize); err == nil {
-			cmd.ExtraFiles = append(cmd.ExtraFiles, rlog.File())
-			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", worker.EnvWorkerResultLog, worker.FDResultLog))
-		} else {
-			rlog = nil // best effort: the worker then writes every result at once
-		}
+	// Workers get a result log (fd 6): memory this host reads after the
+	// worker's death, so that the worker need not write each result at
+	// once (docs/protocol.md, "Result log").
+	rlog, err := shm.Create("meadowrun-results-"+spec.Name, shm.ResultLogSize)
+	if err == nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, rlog.File())
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", worker.EnvWorkerResultLog, worker.FDResultLog))
+	} else {
+		rlog = nil // best effort: the worker then writes every result at once
 	}
 	closeAll = func() {
 		ps.close()

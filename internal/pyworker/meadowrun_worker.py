@@ -23,6 +23,7 @@ import ctypes
 import hashlib
 import importlib
 import json
+import mmap
 import os
 import platform
 import resource
@@ -44,6 +45,7 @@ T_DEFINE = 0x10
 T_TASKS = 0x11
 T_CANCEL = 0x12
 T_SHUTDOWN = 0x13
+T_HOLD = 0x14
 T_RESULTS = 0x20
 T_LOG = 0x21
 T_STARTED = 0x22
@@ -234,15 +236,70 @@ class LogPump:
             self.key = key
 
 
+class ResultLog:
+    """The result log the local host may give the worker (fd 6, named by
+    MEADOWRUN_WORKER_RESULT_LOG; docs/protocol.md, "Result log"): shared
+    memory the host reads after the worker's death, so that results need
+    not be written one by one. Layout: used (u64 LE) at 0, the running key
+    at 8, result records from 64."""
+
+    HEADER = 64
+
+    def __init__(self, fd):
+        self.mem = mmap.mmap(fd, os.fstat(fd).st_size)
+        os.close(fd)
+        self.used = 0
+        self.reset()
+        self.begin(0)
+
+    def begin(self, key):
+        struct.pack_into("<Q", self.mem, 8, key)
+
+    def append(self, entry):
+        """Records one result entry (bytes first, then used); False when
+        there is no room for it."""
+        start = self.HEADER + self.used
+        end = start + len(entry)
+        if end > len(self.mem):
+            return False
+        self.mem[start:end] = entry
+        self.used = end - self.HEADER
+        struct.pack_into("<Q", self.mem, 0, self.used)
+        return True
+
+    def reset(self):
+        self.used = 0
+        struct.pack_into("<Q", self.mem, 0, 0)
+
+
+def open_result_log():
+    """The result log, or None when the host gave none."""
+    v = os.environ.get("MEADOWRUN_WORKER_RESULT_LOG")
+    if not v:
+        return None
+    try:
+        fd = int(v)
+        os.set_inheritable(fd, False)
+        return ResultLog(fd)
+    except (ValueError, OSError):
+        return None
+
+
+# How long results held in the result log may wait for the next write.
+HOLD_FOR_NS = 1_000_000
+
+
 # --- the worker -------------------------------------------------------------
 
 
 class Worker:
-    def __init__(self, inp, out, pump, name):
+    def __init__(self, inp, out, pump, name, rlog=None):
         self.inp = inp
         self.out = out
         self.pump = pump
         self.name = name
+        self.rlog = rlog
+        self.hold = False
         self.cond = threading.Condition()
         self.queue = []
         self.closed = False
@@ -324,6 +381,12 @@ class Worker:
             with self.cond:
                 self.shutdown = True
             return True
+        elif typ == T_HOLD:
+            d.done("hold")
+            if self.rlog is None:
+                raise ProtocolError("hold sent to a worker without a result log")
+            with self.cond:
+                self.hold = True
         else:
             raise ProtocolError("unexpected message type %#x from the coordinator" % typ)
         return False
@@ -350,8 +413,16 @@ class Worker:
     # Running.
 
     def serve(self):
-        """Runs the queued tasks in order until the stream ends."""
+        """Runs the queued tasks in order until the stream ends. Results
+        wait (in pending) until the next task starts or the queue is empty,
+        then go out with that task's Started frame in one write; holding
+        (the coordinator sent Hold), they wait in the result log instead,
+        written at most every HOLD_FOR_NS, and the log's running key
+        replaces Started."""
         pending = []
+        logged = False  # every pending result is also in the result log
+        last_write = 0
+        rlog = self.rlog
         while True:
             with self.cond:
                 task = self.queue.pop(0) if self.queue else None
@@ -360,12 +431,15 @@ class Worker:
                     was_canceled = key in self.canceled
                     self.canceled.discard(key)
                     self.running, self.running_cancel = key, False
+                hold = self.hold
             if task is None:
                 # Idle: output from now on is the worker's; what the last
                 # task printed goes out ahead of its result.
                 self.pump.switch_to(0)
                 self.send(pending)
-                pending = []
+                if logged:
+                    rlog.reset()
+                pending, logged = [], False
                 with self.cond:
                     while not self.queue and not self.closed:
                         self.cond.wait()
@@ -375,9 +449,19 @@ class Worker:
             # What the previous task printed goes out under its key, ahead
             # of its result, and the result ahead of this task's Started.
             self.pump.switch_to(key)
-            self.send(pending, started=key)
-            pending = []
             start = time.monotonic_ns()
+            if hold:
+                if pending and (not logged or start - last_write >= HOLD_FOR_NS):
+                    self.send(pending)
+                    if logged:
+                        rlog.reset()
+                    pending, logged = [], False
+                if not pending:
+                    last_write = start
+                rlog.begin(key)
+            else:
+                self.send(pending, started=key)
+                pending, logged = [], False
             try:
                 if was_canceled:
                     status, out = failure(S_CANCELED, "canceled", "the task was cancelled before it started")
@@ -392,7 +476,20 @@ class Worker:
             peak = 0
             if nanos >= 1_000_000:
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            pending.append(result_entry(key, status, nanos, peak, out))
+            entry = result_entry(key, status, nanos, peak, out)
+            if hold:
+                if not pending:
+                    logged = True
+                if logged and not rlog.append(entry):
+                    # Full: what it holds goes out, then this one waits
+                    # alone.
+                    self.send(pending)
+                    rlog.reset()
+                    pending = []
+                    logged = rlog.append(entry)
+            else:
+                logged = False
+            pending.append(entry)
 
     def stop_running(self):
         """Marks no task as running; a Cancel that raced with the end of
@@ -634,6 +731,9 @@ def main():
         "functions": [],
         "dynamic": True,
     }
+    rlog = open_result_log()
+    if rlog is not None:
+        hello["result_log"] = True
     out.write(frame(T_HELLO, json.dumps(hello).encode()))
     pump = LogPump(FD_LOG, out)
     threading.Thread(target=pump.run, daemon=True).start()
@@ -648,7 +748,7 @@ def main():
         real_exit(code)
 
     os._exit = exit_after_pump
-    w = Worker(FD_TASKS, out, pump, name)
+    w = Worker(FD_TASKS, out, pump, name, rlog)
     # A handler that does nothing: running it is when a pending Cancelled
     # is raised, out of whatever blocking call the signal interrupted.
     signal.signal(CANCEL_SIGNAL, lambda signum, frame: None)
