@@ -19,6 +19,7 @@ importable.
 """
 
 import base64
+import collections
 import ctypes
 import hashlib
 import importlib
@@ -72,7 +73,12 @@ CANCEL_SIGNAL = signal.SIGUSR1
 # --- encoding ---------------------------------------------------------------
 
 
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
 def uvarint(n):
+    if n < 0x80:
+        return _SMALL[n]
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -134,7 +140,13 @@ def decode_value(codec, payload):
         return payload.decode("utf-8")
     if codec == "bytes":
         return bytes(payload)
-    return json.loads(payload.decode("utf-8"))
+    return _json_decode(payload.decode("utf-8"))
+
+
+# JSON as json.loads and json.dumps(allow_nan=False) do it, without their
+# per-call argument handling; compact, as Go's encoding/json writes it.
+_json_decode = json.JSONDecoder().decode
+_json_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
 
 def encode_value(codec, value):
@@ -147,7 +159,7 @@ def encode_value(codec, value):
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError("the caller expects bytes, the function returned %s" % type(value).__name__)
         return bytes(value)
-    return json.dumps(value, allow_nan=False).encode()
+    return _json_encode(value).encode()
 
 
 def codec_name(codec):
@@ -199,6 +211,10 @@ class LogPump:
         self.key = 0
         self.lock = threading.Lock()
         self.eof = False
+        # Used under lock: whether anything is there, without the cost of
+        # a recv that fails (most task switches have nothing to forward).
+        self.ready = select.poll()
+        self.ready.register(self.sock.fileno(), select.POLLIN)
 
     def run(self):
         poller = select.poll()
@@ -210,6 +226,8 @@ class LogPump:
 
     def _drain(self):
         while not self.eof:
+            if not self.ready.poll(0):
+                return
             try:
                 data = self.sock.recv(1 << 15, socket.MSG_PEEK)
             except (BlockingIOError, InterruptedError):
@@ -301,7 +319,7 @@ class Worker:
         self.rlog = rlog
         self.hold = False
         self.cond = threading.Condition()
-        self.queue = []
+        self.queue = collections.deque()
         self.closed = False
         self.shutdown = False
         self.names = {}
@@ -425,7 +443,7 @@ class Worker:
         rlog = self.rlog
         while True:
             with self.cond:
-                task = self.queue.pop(0) if self.queue else None
+                task = self.queue.popleft() if self.queue else None
                 if task is not None:
                     key, fid, payload = task
                     was_canceled = key in self.canceled
