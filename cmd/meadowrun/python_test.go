@@ -127,6 +127,15 @@ def greet(name):
 		r := u.run("", "map", "--python", "clienv.fns.greet", "--requirements", "bad.txt", "--no-index", ":::", "ada")
 		u.want(r, 1, nil, []string{"No matching distribution found for nosuchpackage==3"})
 	})
+	t.Run("a command runs in the environment", func(t *testing.T) {
+		r := u.run("", "run", "--requirements", "requirements.txt", "--no-index", "--find-links", wheels, "--",
+			"sh", "-c", `test "$(command -v python)" = "$VIRTUAL_ENV/bin/python" && python -c "import mrgreet; print(mrgreet.greet('cy'))"`)
+		u.want(r, 0, []string{"hello, cy (mrgreet 1.0)"}, nil)
+	})
+	t.Run("a command in an environment and an image is refused", func(t *testing.T) {
+		r := u.run("", "run", "--requirements", "requirements.txt", "--image", "python:3.11", "--", "true")
+		u.want(r, 2, nil, []string{"--image and an environment flag"})
+	})
 	t.Run("environment flags without --python are refused", func(t *testing.T) {
 		r := u.run("", "map", "--requirements", "requirements.txt", "--", "echo", ":::", "a")
 		u.want(r, 2, nil, []string{"--requirements is for Python functions"})

@@ -17,10 +17,16 @@ import (
 
 // pythonFlags are map's flags for a Python function.
 type pythonFlags struct {
-	on            bool
-	functionFile  string
-	globs         []string
-	interpreter   string
+	on           bool
+	functionFile string
+	globs        []string
+	interpreter  string
+	envFlags
+}
+
+// envFlags name a Python environment that each machine builds once and
+// keeps: map --python's functions, or run's command, run in it.
+type envFlags struct {
 	requirements  string // PipRequirementsFile
 	poetry        string // PoetryProjectPath
 	condaFile     string // CondaEnvironmentFile
@@ -34,9 +40,15 @@ func (p *pythonFlags) add(cmd *cobra.Command) {
 	f.StringArrayVar(&p.globs, "glob", nil, "with --python: files (relative to the working directory; a directory brings everything under it) that remote machines copy into the workers' working directory, from which the function is imported (repeatable)")
 	f.BoolVar(&p.on, "python", false, "map the Python function named package.module.function (given instead of a command) over the inputs, parsed as JSON")
 	f.StringVar(&p.interpreter, "interpreter", "python3", "with --python: the Python interpreter of the workers")
-	f.StringVar(&p.requirements, "requirements", "", "with --python: run in a virtualenv with this requirements file installed, built once per machine")
-	f.StringVar(&p.poetry, "poetry", "", "with --python: run in a virtualenv with the packages of this poetry project's poetry.lock")
-	f.StringVar(&p.condaFile, "conda-env-file", "", "with --python: run in a conda environment created from this file (the machines need conda)")
+	p.envFlags.add(cmd, "with --python: ")
+}
+
+// add adds the environment flags; what prefixes their help.
+func (p *envFlags) add(cmd *cobra.Command, what string) {
+	f := cmd.Flags()
+	f.StringVar(&p.requirements, "requirements", "", what+"run in a virtualenv with this requirements file installed, built once per machine")
+	f.StringVar(&p.poetry, "poetry", "", what+"run in a virtualenv with the packages of this poetry project's poetry.lock")
+	f.StringVar(&p.condaFile, "conda-env-file", "", what+"run in a conda environment created from this file (the machines need conda)")
 	f.StringVar(&p.pythonVersion, "python-version", "", "with --requirements or --poetry: the Python version of the virtualenv, as 3.11 (default: the machine's python3)")
 	f.StringVar(&p.pip.IndexURL, "index-url", "", "pip's --index-url for the environment")
 	f.StringArrayVar(&p.pip.ExtraIndexURLs, "extra-index-url", nil, "pip's --extra-index-url for the environment (repeatable)")
@@ -46,7 +58,7 @@ func (p *pythonFlags) add(cmd *cobra.Command) {
 
 // environment returns the deployment of an environment flag, with env,
 // or ok false when none was given.
-func (p *pythonFlags) environment(cmd *cobra.Command, env map[string]string) (d meadowrun.Deployment, ok bool, err error) {
+func (p *envFlags) environment(cmd *cobra.Command, env map[string]string) (d meadowrun.Deployment, ok bool, err error) {
 	var set []string
 	for _, name := range []string{"requirements", "poetry", "conda-env-file"} {
 		if cmd.Flags().Changed(name) {

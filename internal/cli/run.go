@@ -19,6 +19,7 @@ import (
 func newRunCmd(s *streams) *cobra.Command {
 	var (
 		w           workFlags
+		pyEnv       envFlags
 		ports       []string
 		maxAttempts int
 	)
@@ -31,11 +32,17 @@ found, 128+n when signal n killed it, 125 when meadowrun itself failed, 130
 when the job was cancelled. Ctrl-C, SIGTERM and SIGHUP (the terminal closed)
 cancel the job.
 
+With --requirements FILE (or --poetry DIR, --conda-env-file FILE) the command
+runs in a Python environment that each machine builds once and keeps: its
+bin directory first on PATH and VIRTUAL_ENV set, so that python is the
+environment's (--python-version, the pip flags as for map --python).
+
 With --detach the job is submitted and its id printed: it runs on after this
 shell exits; follow it with meadowrun attach, logs or cancel.`,
 		Example: `  meadowrun run -- python train.py --epochs 3
   meadowrun run --memory 4 --max-attempts 3 -- ./flaky-job
-  meadowrun run --detach -- sleep 600`,
+  meadowrun run --detach -- sleep 600
+  meadowrun run --requirements requirements.txt -- python train.py`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			argv, err := afterDash(cmd, args, "meadowrun run -- echo hello")
@@ -59,6 +66,16 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 			if err != nil {
 				return err
 			}
+			envDep, isEnv, err := pyEnv.environment(cmd, nil)
+			if err != nil {
+				return err
+			}
+			if isEnv {
+				if w.image != "" {
+					return usagef(cmd, "--image and an environment flag: a container image brings its own environment")
+				}
+				dep = envDep
+			}
 			opts := &meadowrun.CommandOptions{Options: meadowrun.Options{Resources: w.resources(cmd), Ports: ports, Output: out,
 				Deployment: dep}, Env: env}
 			d, err := meadowrun.SubmitCommand(ctx, argv, host, opts, &meadowrun.SubmitOptions{MaxAttempts: maxAttempts, InProcess: !w.detach})
@@ -77,6 +94,7 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 	w.add(cmd.Flags())
 	cmd.Flags().StringArrayVarP(&ports, "port", "p", nil, "port or range to open on the worker's machine for the job, e.g. 8080 or 8000-8009 (repeatable)")
 	cmd.Flags().IntVar(&maxAttempts, "max-attempts", 1, "times the command is tried in all when it fails")
+	pyEnv.add(cmd, "")
 	return cmd
 }
 

@@ -700,7 +700,13 @@ def receive_fds(path):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(120)
         s.connect(path)
-        _, fds, _, _ = socket.recv_fds(s, 1, 4)
+        # recvmsg, not socket.recv_fds, which Python 3.8 lacks.
+        _, ancdata, _, _ = s.recvmsg(1, socket.CMSG_SPACE(4 * 4))
+    fds = []
+    for level, typ, data in ancdata:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            n = len(data) // 4
+            fds += struct.unpack("%di" % n, data[: 4 * n])
     if len(fds) != 4:
         raise OSError("want 4 file descriptors from %s, got %d" % (path, len(fds)))
     for out in (1, 2):

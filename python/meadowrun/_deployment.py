@@ -167,6 +167,21 @@ def _no_extra_software(interp) -> None:
         raise _unsupported("additional_software (apt packages)", "install them on the machines beforehand")
 
 
+def _spec_flags(i: InterpreterSpecFile) -> List[str]:
+    """The CLI's environment flags (of run and of map --python)."""
+    if isinstance(i, PipRequirementsFile):
+        out = ["--requirements", i.path_to_requirements_file]
+        return out + (["--python-version", i.python_version] if i.python_version else [])
+    if isinstance(i, PoetryProjectPath):
+        out = ["--poetry", i.path_to_project]
+        return out + (["--python-version", i.python_version] if i.python_version else [])
+    if isinstance(i, CondaEnvironmentFile):
+        if i.file_format == "list":
+            raise _unsupported("CondaEnvironmentFile(file_format='list')", "use a conda env export file")
+        return ["--conda-env-file", i.path_to_file]
+    raise TypeError("meadowrun: %r is not an interpreter spec file" % (i,))
+
+
 # Deployments.
 
 
@@ -262,8 +277,10 @@ class Deployment:
         if isinstance(i, ContainerAtDigestInterpreter):
             return out + ["--image", "%s@%s" % (i.repository_name, i.digest)] + _secret_flags(i.username_password_secret)
         if isinstance(i, InterpreterSpecFile):
-            raise _unsupported("run_command in a %s environment" % type(i).__name__,
-                               "run a Python function with run_function, or run the command in a container_image")
+            # The command runs in the environment: its bin directory first
+            # on PATH, VIRTUAL_ENV set.
+            _no_extra_software(i)
+            return out + _spec_flags(i)
         return out
 
     def python_flags(self, host: Host) -> List[str]:
@@ -285,16 +302,8 @@ class Deployment:
             return out + ["--interpreter", i.path_to_interpreter]
         if isinstance(i, PreinstalledInterpreter):
             return out + ["--interpreter", i.path_to_interpreter]
-        if isinstance(i, PipRequirementsFile):
-            out += ["--requirements", i.path_to_requirements_file]
-            return out + (["--python-version", i.python_version] if i.python_version else [])
-        if isinstance(i, PoetryProjectPath):
-            out += ["--poetry", i.path_to_project]
-            return out + (["--python-version", i.python_version] if i.python_version else [])
-        if isinstance(i, CondaEnvironmentFile):
-            if i.file_format == "list":
-                raise _unsupported("CondaEnvironmentFile(file_format='list')", "use a conda env export file")
-            return out + ["--conda-env-file", i.path_to_file]
+        if isinstance(i, InterpreterSpecFile):
+            return out + _spec_flags(i)
         if isinstance(i, ContainerInterpreter):
             if self.environment_variables:
                 raise _unsupported("environment_variables with a container image for Python functions",

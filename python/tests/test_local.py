@@ -240,15 +240,26 @@ class DetachedTest(Base):
         self.assertLess(time.monotonic() - start, 30)
 
 
+def make_wheel(wheels, name, source):
+    """Writes a pure-Python wheel of package name 1.0 with source as its
+    __init__.py into the directory wheels."""
+    os.makedirs(wheels, exist_ok=True)
+    with zipfile.ZipFile(os.path.join(wheels, "%s-1.0-py3-none-any.whl" % name), "w") as z:
+        z.writestr("%s/__init__.py" % name, source)
+        z.writestr("%s-1.0.dist-info/METADATA" % name, "Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n" % name)
+        z.writestr("%s-1.0.dist-info/WHEEL" % name, "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("%s-1.0.dist-info/RECORD" % name, "")
+    return wheels
+
+
+# A command in a requirements environment: its python is the
+# environment's, which has the package.
+IN_ENV = ["python", "-c", "import os, sys, mrcmdreq; print(mrcmdreq.hi(), 'in its env:', sys.prefix == os.environ['VIRTUAL_ENV'])"]
+
+
 class RequirementsDeploymentTest(Base):
     def test_a_pip_requirements_file_from_a_local_wheelhouse_is_installed(self):
-        wheels = os.path.join(self.dir, "wheels")
-        os.makedirs(wheels)
-        with zipfile.ZipFile(os.path.join(wheels, "mrpyreq-1.0-py3-none-any.whl"), "w") as z:
-            z.writestr("mrpyreq/__init__.py", "def hi():\n    return 'hi from mrpyreq 1.0'\n")
-            z.writestr("mrpyreq-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: mrpyreq\nVersion: 1.0\n")
-            z.writestr("mrpyreq-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-            z.writestr("mrpyreq-1.0.dist-info/RECORD", "")
+        wheels = make_wheel(os.path.join(self.dir, "wheels"), "mrpyreq", "def hi():\n    return 'hi from mrpyreq 1.0'\n")
         req = os.path.join(self.dir, "requirements.txt")
         with open(req, "w") as f:
             # The worker needs cloudpickle for the pickled function.
@@ -256,6 +267,20 @@ class RequirementsDeploymentTest(Base):
 
         dep = Deployment.mirror_local(interpreter=meadowrun.PipRequirementsFile(req))
         self.assertEqual(run(meadowrun.run_function("mrpyreq.hi", Local(), deployment=dep)), "hi from mrpyreq 1.0")
+
+    def test_a_command_runs_in_the_requirements_environment(self):
+        wheels = make_wheel(os.path.join(self.dir, "wheels"), "mrcmdreq", "def hi():\n    return 'hi from mrcmdreq'\n")
+        req = os.path.join(self.dir, "requirements.txt")
+        with open(req, "w") as f:
+            f.write("--no-index\n--find-links %s\nmrcmdreq==1.0\n" % wheels)
+        dep = Deployment.mirror_local(interpreter=meadowrun.PipRequirementsFile(req))
+        jc = run(meadowrun.run_command(IN_ENV, Local(), deployment=dep))
+        self.assertEqual(jc.return_code, 0)
+        self.assertIn("hi from mrcmdreq in its env: True\n", self.out.getvalue())
+        # Without the environment the package is not there.
+        with self.assertRaises(meadowrun.MeadowrunException) as cm:
+            run(meadowrun.run_command(["python3", "-c", "import mrcmdreq"], Local()))
+        self.assertEqual(cm.exception.return_code, 1)
 
 
 def cloudpickle_wheels():

@@ -11,7 +11,7 @@ import meadowrun
 from meadowrun import Deployment, PipRequirementsFile, PreinstalledInterpreter, Ssh
 
 from . import engine
-from .test_local import Base, cloudpickle_wheels
+from .test_local import IN_ENV, Base, cloudpickle_wheels, make_wheel
 
 NET = os.environ.get("MEADOWRUN_SSHNET")
 
@@ -45,6 +45,20 @@ class SshTest(Base):
         jc = asyncio.run(meadowrun.run_command(["sh", "-c", "echo on ${SSH_CONNECTION##* }"], self.host))
         self.assertEqual(jc.return_code, 0)
         self.assertIn("on 22", self.out.getvalue())
+
+    def test_a_command_runs_in_a_requirements_environment_on_a_machine(self):
+        # The wheelhouse is in /tmp, which the machines share.
+        wheels = make_wheel(os.path.join(tempfile.mkdtemp(dir=engine.setup()), "wheels"), "mrcmdreq",
+                            "def hi():\n    return 'hi from mrcmdreq'\n")
+        req = os.path.join(os.path.dirname(wheels), "requirements.txt")
+        with open(req, "w") as f:
+            f.write("--no-index\n--find-links %s\nmrcmdreq==1.0\n" % wheels)
+        one = Ssh(self.host.hosts[:1], identity_files=self.host.identity_files, known_hosts_files=self.host.known_hosts_files)
+        dep = Deployment.mirror_local(interpreter=PipRequirementsFile(req))
+        jc = asyncio.run(meadowrun.run_command(["sh", "-c", 'echo "on ${SSH_CONNECTION##* }"; exec "$@"', "sh"] + IN_ENV, one,
+                                               deployment=dep))
+        self.assertEqual(jc.return_code, 0)
+        self.assertIn("on 22\nhi from mrcmdreq in its env: True\n", self.out.getvalue())
 
     def test_a_closure_maps_over_the_machines_with_exceptions_and_retries(self):
         k = 3
