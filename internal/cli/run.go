@@ -22,6 +22,7 @@ func newRunCmd(s *streams) *cobra.Command {
 		pyEnv       envFlags
 		ports       []string
 		maxAttempts int
+		contextVars string
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARGS...]",
@@ -36,6 +37,9 @@ With --requirements FILE (or --poetry DIR, --conda-env-file FILE) the command
 runs in a Python environment that each machine builds once and keeps: its
 bin directory first on PATH and VIRTUAL_ENV set, so that python is the
 environment's (--python-version, the pip flags as for map --python).
+
+With --context-variables '{"k": "v"}' the command finds that JSON object in
+MEADOWRUN_CONTEXT_VARIABLES (the reference's context_variables).
 
 With --detach the job is submitted and its id printed: it runs on after this
 shell exits; follow it with meadowrun attach, logs or cancel.`,
@@ -76,8 +80,12 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 				}
 				dep = envDep
 			}
+			vars, err := contextVariables(cmd, contextVars)
+			if err != nil {
+				return err
+			}
 			opts := &meadowrun.CommandOptions{Options: meadowrun.Options{Resources: w.resources(cmd), Ports: ports, Output: out,
-				Deployment: dep}, Env: env}
+				Deployment: dep}, Env: env, ContextVariables: vars}
 			d, err := meadowrun.SubmitCommand(ctx, argv, host, opts, &meadowrun.SubmitOptions{MaxAttempts: maxAttempts, InProcess: !w.detach})
 			if err != nil {
 				return &exitError{exitInternal, err}
@@ -94,8 +102,21 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 	w.add(cmd.Flags())
 	cmd.Flags().StringArrayVarP(&ports, "port", "p", nil, "port or range to open on the worker's machine for the job, e.g. 8080 or 8000-8009 (repeatable)")
 	cmd.Flags().IntVar(&maxAttempts, "max-attempts", 1, "times the command is tried in all when it fails")
+	cmd.Flags().StringVar(&contextVars, "context-variables", "", "a JSON object the command finds in $MEADOWRUN_CONTEXT_VARIABLES")
 	pyEnv.add(cmd, "")
 	return cmd
+}
+
+// contextVariables parses --context-variables: empty, or a JSON object.
+func contextVariables(cmd *cobra.Command, s string) (map[string]any, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var vars map[string]any
+	if err := json.Unmarshal([]byte(s), &vars); err != nil || vars == nil {
+		return nil, usagef(cmd, "--context-variables %q: want a JSON object, e.g. '{\"k\": \"v\"}'", s)
+	}
+	return vars, nil
 }
 
 // printSubmitted reports a detached job's id: alone on stdout (or as

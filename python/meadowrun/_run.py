@@ -272,8 +272,9 @@ async def run_command(
     JobCompletion; raises MeadowrunException when the command exits
     non-zero or cannot run. With wait_for_result=False the job is
     submitted, runs on after this process, and a Job handle is returned
-    (the reference returns None)."""
-    _refuse(context_variables=context_variables, sidecar_containers=sidecar_containers)
+    (the reference returns None). context_variables, a dict encodable as
+    JSON, reach the command as that JSON in MEADOWRUN_CONTEXT_VARIABLES."""
+    _refuse(sidecar_containers=sidecar_containers)
     host = _check_host(host)
     argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
     if not argv:
@@ -281,6 +282,13 @@ async def run_command(
     dep = await _deployment(deployment)
     cli = [meadowrun_binary(), "run", "--json", "--host", host.host_url()]
     cli += _resource_flags(resources) + dep.command_flags(host) + _port_flags(ports)
+    if context_variables:
+        if not isinstance(context_variables, dict):
+            raise TypeError("meadowrun: context_variables is %r; give a dict" % (context_variables,))
+        try:
+            cli += ["--context-variables", json.dumps(context_variables, allow_nan=False)]
+        except (TypeError, ValueError) as e:
+            raise TypeError("meadowrun: context_variables cannot be encoded as JSON: %s" % e) from None
     if not wait_for_result:
         cli.append("--detach")
     e = _Engine(cli + ["--"] + argv)

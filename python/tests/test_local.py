@@ -76,6 +76,13 @@ class RunCommandTest(Base):
             run(meadowrun.run_command("true", Local(), Resources(logical_cpu=4096)))
         self.assertIn("can never fit", str(cm.exception))
 
+    def test_context_variables_reach_the_command_as_json(self):
+        script = "import json, os; print(sorted(json.loads(os.environ['MEADOWRUN_CONTEXT_VARIABLES']).items()))"
+        run(meadowrun.run_command([sys.executable, "-c", script], Local(), context_variables={"b": [1, 2], "a": "x"}))
+        self.assertIn("[('a', 'x'), ('b', [1, 2])]", self.out.getvalue())
+        with self.assertRaises(TypeError):
+            run(meadowrun.run_command("true", Local(), context_variables={"f": object()}))
+
     def test_a_detached_command_is_submitted_and_waited_for(self):
         job = run(meadowrun.run_command("sh -c 'echo detached'", Local(), wait_for_result=False))
         self.assertIsInstance(job, meadowrun.Job)
