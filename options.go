@@ -163,6 +163,15 @@ func ContainerInterpreter(repository, tag string, creds Secret) Deployment {
 	return d
 }
 
+// ContainerInterpreterAtDigest is ContainerInterpreter in the image at a
+// digest ("sha256:..."): the exact image, whatever its tags name now (the
+// reference's ContainerAtDigestInterpreter).
+func ContainerInterpreterAtDigest(repository, digest string, creds Secret) Deployment {
+	d := ContainerImageAtDigest(repository, digest, creds, nil)
+	d.interpreter = "python3"
+	return d
+}
+
 // GitRepo runs code from a git repository at a branch or commit.
 func GitRepo(repoURL, branch, commit string, env map[string]string) Deployment {
 	return Deployment{kind: "git", repoURL: repoURL, branch: branch, commit: commit, env: maps.Clone(env)}

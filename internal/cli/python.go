@@ -168,9 +168,6 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 	}
 	if w.image != "" {
 		repo, tag, digest := splitImage(w.image)
-		if digest != "" {
-			return usagef(cmd, "--python runs in an image named by tag, not by digest, for now")
-		}
 		if _, err := w.deployment(cmd); err != nil {
 			return err
 		}
@@ -178,7 +175,11 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 		if w.regUser != "" {
 			secret = meadowrun.SecretFromEnv(w.regUser, w.regPass)
 		}
-		dep = meadowrun.ContainerInterpreter(repo, tag, secret)
+		if digest != "" {
+			dep = meadowrun.ContainerInterpreterAtDigest(repo, digest, secret).WithEnv(env)
+		} else {
+			dep = meadowrun.ContainerInterpreter(repo, tag, secret).WithEnv(env)
+		}
 	}
 	if len(py.globs) > 0 {
 		dep = dep.WithGlobs(py.globs...)

@@ -305,10 +305,7 @@ class Deployment:
         if isinstance(i, InterpreterSpecFile):
             return out + _spec_flags(i)
         if isinstance(i, ContainerInterpreter):
-            if self.environment_variables:
-                raise _unsupported("environment_variables with a container image for Python functions",
-                                   "the CLI's map --python --image does not pass --env yet; set them in the image")
             return out + ["--image", "%s:%s" % (i.repository_name, i.tag)] + _secret_flags(i.username_password_secret)
         if isinstance(i, ContainerAtDigestInterpreter):
-            raise _unsupported("a Python function in a container image named by digest", "name the image by tag with container_image")
+            return out + ["--image", "%s@%s" % (i.repository_name, i.digest)] + _secret_flags(i.username_password_secret)
         raise TypeError("meadowrun: %r is not an interpreter" % (i,))

@@ -58,6 +58,7 @@ class ContainerTest(Base):
         os.environ["MR_TEST_REGISTRY_PASSWORD"] = env["REGISTRY_PASSWORD"]
         cls.secret = EnvSecret("MR_TEST_REGISTRY_USER", "MR_TEST_REGISTRY_PASSWORD")
         cls.repo, cls.tag = env["DEBIAN_IMAGE"].rsplit(":", 1)
+        cls.digest = env["DEBIAN_DIGEST"].rsplit("@", 1)[1]
 
     @classmethod
     def tearDownClass(cls):
@@ -113,6 +114,15 @@ class ContainerTest(Base):
             asyncio.run(meadowrun.run_function(fails, Local(), deployment=dep))
         self.assertEqual((cm.exception.exc_type, cm.exception.message), ("LookupError", "not in the image"))
         self.assertIn("in fails", cm.exception.traceback)
+
+    def test_environment_variables_and_an_image_named_by_digest_reach_a_function(self):
+        globs = self.code_dir()
+        for interp in (ContainerInterpreter(self.repo, self.tag, self.secret),
+                       meadowrun.ContainerAtDigestInterpreter(self.repo, self.digest, self.secret)):
+            dep = asyncio.run(Deployment.mirror_local(interpreter=interp, globs=globs, environment_variables={"MR_GREETING": "bonjour"}))
+            got = asyncio.run(meadowrun.run_function(lambda: (os.environ.get("MR_GREETING"), __import__("ctrfns").where()[0]), Local(),
+                                                     deployment=dep))
+            self.assertEqual(got, ("bonjour", True), interp)
 
     def test_without_cloudpickle_in_the_image_the_error_says_what_to_do(self):
         dep = self.deployment(self.code_dir(with_cloudpickle=False))
