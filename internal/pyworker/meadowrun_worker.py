@@ -768,7 +768,9 @@ def main():
     real_exit = os._exit
 
     def exit_after_pump(code):
-        pump.lock.acquire()
+        # Bounded: a pump stuck writing (a coordinator that stopped
+        # reading) must not keep the worker from exiting.
+        pump.lock.acquire(timeout=5)
         real_exit(code)
 
     os._exit = exit_after_pump
