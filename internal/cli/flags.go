@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"slices"
@@ -32,6 +33,8 @@ type workFlags struct {
 	image     string
 	regUser   string
 	regPass   string
+	sidecars  []string
+	ports     []string
 }
 
 func (w *workFlags) add(fs *pflag.FlagSet) {
@@ -53,6 +56,32 @@ func (w *workFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&w.image, "image", "", "run in this container image, REPOSITORY[:TAG] or REPOSITORY@sha256:DIGEST, pulled once per machine")
 	fs.StringVar(&w.regUser, "registry-user-env", "", "with --image: the environment variable that holds the registry's username")
 	fs.StringVar(&w.regPass, "registry-password-env", "", "with --image: the environment variable that holds the registry's password")
+	fs.StringArrayVar(&w.sidecars, "sidecar", nil, "with --image: a container beside each worker, 'IMAGE [ARG...]', sharing its network (reachable on localhost and as meadowrun-sidecar-N; repeatable; the registry flags log in to it too)")
+	fs.StringArrayVarP(&w.ports, "port", "p", nil, "port or range to open on the worker's machine for the job, e.g. 8080 or 8000-8009 (repeatable)")
+}
+
+// options are the Options every command that runs work shares: the
+// resources, ports and sidecars its flags ask for, with output and
+// deployment given.
+func (w *workFlags) options(cmd *cobra.Command, out io.Writer, dep meadowrun.Deployment) (meadowrun.Options, error) {
+	o := meadowrun.Options{Resources: w.resources(cmd), Ports: w.ports, Output: out, Deployment: dep}
+	if len(w.sidecars) > 0 && w.image == "" {
+		return o, usagef(cmd, "--sidecar needs --image: sidecars run beside workers in containers")
+	}
+	var secret meadowrun.Secret
+	if w.regUser != "" {
+		secret = meadowrun.SecretFromEnv(w.regUser, w.regPass)
+	}
+	for _, sc := range w.sidecars {
+		// IMAGE, then the arguments that replace its command.
+		words := strings.Fields(sc)
+		if len(words) == 0 {
+			return o, usagef(cmd, "--sidecar %q: want 'IMAGE [ARG...]', the image as REPOSITORY[:TAG] or REPOSITORY@DIGEST", sc)
+		}
+		repo, tag, digest := splitImage(words[0])
+		o.Sidecars = append(o.Sidecars, meadowrun.Container{Repository: repo, Tag: tag, Digest: digest, Args: words[1:], Credentials: secret})
+	}
+	return o, nil
 }
 
 // deployment is the deployment the flags ask for: the --image container

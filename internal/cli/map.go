@@ -129,8 +129,12 @@ installed by pip (--index-url, --extra-index-url, --find-links, --no-index).`,
 			if err != nil {
 				return err
 			}
+			o, err := w.options(cmd, taskOut, dep)
+			if err != nil {
+				return err
+			}
 			opts := &meadowrun.MapOptions{
-				Options:     meadowrun.Options{Resources: w.resources(cmd), Output: taskOut, Deployment: dep},
+				Options:     o,
 				Concurrency: jobs, MaxAttempts: maxAttempts, RetryWithMoreMemory: moreMemory,
 			}
 			m, err := meadowrun.SubmitCommands(ctx, argv, tasks, n, host, opts, &meadowrun.SubmitOptions{InProcess: !w.detach})

@@ -185,8 +185,12 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 		dep = dep.WithGlobs(py.globs...)
 	}
 	taskOut := &lockedWriter{w: &commandOutput{out: s.err, errs: s.err, keep: true}}
+	o, err := w.options(cmd, taskOut, dep)
+	if err != nil {
+		return err
+	}
 	opts := &meadowrun.MapOptions{
-		Options:     meadowrun.Options{Resources: w.resources(cmd), Output: taskOut, Deployment: dep},
+		Options:     o,
 		Concurrency: jobs, MaxAttempts: maxAttempts, RetryWithMoreMemory: moreMemory,
 	}
 	fn := meadowrun.Named[json.RawMessage, json.RawMessage](name)

@@ -20,7 +20,6 @@ func newRunCmd(s *streams) *cobra.Command {
 	var (
 		w           workFlags
 		pyEnv       envFlags
-		ports       []string
 		maxAttempts int
 		contextVars string
 	)
@@ -84,8 +83,11 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 			if err != nil {
 				return err
 			}
-			opts := &meadowrun.CommandOptions{Options: meadowrun.Options{Resources: w.resources(cmd), Ports: ports, Output: out,
-				Deployment: dep}, Env: env, ContextVariables: vars}
+			o, err := w.options(cmd, out, dep)
+			if err != nil {
+				return err
+			}
+			opts := &meadowrun.CommandOptions{Options: o, Env: env, ContextVariables: vars}
 			d, err := meadowrun.SubmitCommand(ctx, argv, host, opts, &meadowrun.SubmitOptions{MaxAttempts: maxAttempts, InProcess: !w.detach})
 			if err != nil {
 				return &exitError{exitInternal, err}
@@ -100,7 +102,6 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 		},
 	}
 	w.add(cmd.Flags())
-	cmd.Flags().StringArrayVarP(&ports, "port", "p", nil, "port or range to open on the worker's machine for the job, e.g. 8080 or 8000-8009 (repeatable)")
 	cmd.Flags().IntVar(&maxAttempts, "max-attempts", 1, "times the command is tried in all when it fails")
 	cmd.Flags().StringVar(&contextVars, "context-variables", "", "a JSON object the command finds in $MEADOWRUN_CONTEXT_VARIABLES")
 	pyEnv.add(cmd, "")

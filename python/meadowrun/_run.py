@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Callable, Dict, Generic, List, Optional, 
 import cloudpickle
 
 from . import _remote
-from ._deployment import Deployment, Resources
+from ._deployment import ContainerAtDigestInterpreter, ContainerInterpreter, Deployment, Resources, _unsupported
 from ._hosts import Host
 
 _T = TypeVar("_T")
@@ -229,12 +229,6 @@ def _check_host(host) -> Host:
     return host
 
 
-def _refuse(**given) -> None:
-    for name, v in given.items():
-        if v:
-            raise NotImplementedError("meadowrun: %s is not supported by this engine yet; leave it None" % name)
-
-
 def _resource_flags(resources: Optional[Resources]) -> List[str]:
     if resources is None:
         return []
@@ -251,6 +245,30 @@ def _port_flags(ports) -> List[str]:
     out = []
     for p in ports:
         out += ["--port", str(p)]
+    return out
+
+
+def _sidecar_flags(sidecars, dep: Deployment) -> List[str]:
+    """--sidecar flags for sidecar_containers: a ContainerInterpreter or
+    ContainerAtDigestInterpreter, or several. They log in with the
+    deployment image's credentials, so theirs must be none or the same."""
+    if sidecars is None:
+        return []
+    if isinstance(sidecars, (ContainerInterpreter, ContainerAtDigestInterpreter)):
+        sidecars = [sidecars]
+    image_secret = getattr(dep.interpreter, "username_password_secret", None)
+    out = []
+    for c in sidecars:
+        if isinstance(c, ContainerInterpreter):
+            image = "%s:%s" % (c.repository_name, c.tag)
+        elif isinstance(c, ContainerAtDigestInterpreter):
+            image = "%s@%s" % (c.repository_name, c.digest)
+        else:
+            raise TypeError("meadowrun: a sidecar container is %r; give ContainerInterpreter(repository, tag)" % (c,))
+        if c.username_password_secret is not None and c.username_password_secret != image_secret:
+            raise _unsupported("a sidecar with credentials other than its deployment image's",
+                               "give the sidecar the deployment image's secret, or none")
+        out += ["--sidecar", image]
     return out
 
 
@@ -274,14 +292,13 @@ async def run_command(
     submitted, runs on after this process, and a Job handle is returned
     (the reference returns None). context_variables, a dict encodable as
     JSON, reach the command as that JSON in MEADOWRUN_CONTEXT_VARIABLES."""
-    _refuse(sidecar_containers=sidecar_containers)
     host = _check_host(host)
     argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
     if not argv:
         raise ValueError("meadowrun: run_command needs a command")
     dep = await _deployment(deployment)
     cli = [meadowrun_binary(), "run", "--json", "--host", host.host_url()]
-    cli += _resource_flags(resources) + dep.command_flags(host) + _port_flags(ports)
+    cli += _resource_flags(resources) + dep.command_flags(host) + _port_flags(ports) + _sidecar_flags(sidecar_containers, dep)
     if context_variables:
         if not isinstance(context_variables, dict):
             raise TypeError("meadowrun: context_variables is %r; give a dict" % (context_variables,))
@@ -331,10 +348,11 @@ def _payload(args, kwargs) -> bytes:
 
 
 async def _python_map(function, inputs: List[bytes], host: Host, resources, deployment, concurrency: int,
-                      max_attempts: int, more_memory: bool, wait: bool = True) -> AsyncIterator[TaskResult]:
+                      max_attempts: int, more_memory: bool, wait: bool = True, sidecars=None,
+                      ports=None) -> AsyncIterator[TaskResult]:
     host = _check_host(host)
     dep = await _deployment(deployment)
-    flags = _resource_flags(resources) + dep.python_flags(host)
+    flags = _resource_flags(resources) + dep.python_flags(host) + _port_flags(ports) + _sidecar_flags(sidecars, dep)
     if max_attempts < 1:
         raise ValueError("meadowrun: max_num_task_attempts is %d; it must be 1 or more" % max_attempts)
     with tempfile.TemporaryDirectory(prefix="meadowrun-py-") as tmp:
@@ -463,10 +481,10 @@ async def run_function(
     comes back as a TaskException with the remote type, message and
     traceback. With wait_for_result=False the job is submitted and a Job
     handle returned (the reference returns None)."""
-    _refuse(sidecar_containers=sidecar_containers, ports=ports)
     inputs = [_payload(args or (), kwargs or {})]
     try:
-        results = [r async for r in _python_map(function, inputs, host, resources, deployment, 1, 1, False, wait_for_result)]
+        results = [r async for r in _python_map(function, inputs, host, resources, deployment, 1, 1, False, wait_for_result,
+                                                sidecar_containers, ports)]
     except _Submitted as s:
         return s.job  # type: ignore[return-value]
     return results[0].result_or_raise()
@@ -487,13 +505,12 @@ async def run_map_as_completed(
     """Runs function on each of args, num_concurrent_tasks at a time
     (default: half the tasks plus one), yielding a TaskResult per task as
     it completes; failed tasks are retried up to max_num_task_attempts."""
-    _refuse(sidecar_containers=sidecar_containers, ports=ports)
     args = list(args)
     if not args:
         return
     n = num_concurrent_tasks if num_concurrent_tasks is not None else len(args) // 2 + 1
     async for r in _python_map(function, [_payload((a,), {}) for a in args], host, resources_per_task, deployment, n,
-                               max_num_task_attempts, retry_with_more_memory):
+                               max_num_task_attempts, retry_with_more_memory, True, sidecar_containers, ports):
         yield r
 
 
@@ -517,11 +534,10 @@ async def run_map(
     returned (the reference returns None)."""
     args = list(args)
     if not wait_for_result:
-        _refuse(sidecar_containers=sidecar_containers, ports=ports)
         n = num_concurrent_tasks if num_concurrent_tasks is not None else len(args) // 2 + 1
         try:
             [r async for r in _python_map(function, [_payload((a,), {}) for a in args], host, resources_per_task, deployment, n,
-                                          max_num_task_attempts, retry_with_more_memory, False)]
+                                          max_num_task_attempts, retry_with_more_memory, False, sidecar_containers, ports)]
         except _Submitted as s:
             return s.job  # type: ignore[return-value]
     results: List[Optional[TaskResult]] = [None] * len(args)

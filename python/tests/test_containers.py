@@ -124,6 +124,17 @@ class ContainerTest(Base):
                                                      deployment=dep))
             self.assertEqual(got, ("bonjour", True), interp)
 
+    def test_a_sidecar_reaches_the_engine(self):
+        # The scratch image's command prints a line and exits at once: the
+        # job fails saying so, which shows the sidecar was started.
+        srepo, stag = containers()["SCRATCH_IMAGE"].rsplit(":", 1)
+        dep = self.deployment(self.code_dir())
+        with self.assertRaises(meadowrun.MeadowrunException) as cm:
+            asyncio.run(meadowrun.run_function(lambda: 1, Local(), deployment=dep,
+                                               sidecar_containers=ContainerInterpreter(srepo, stag, self.secret)))
+        self.assertIn("sidecar", str(cm.exception))
+        self.assertIn("hello from scratch", str(cm.exception))
+
     def test_without_cloudpickle_in_the_image_the_error_says_what_to_do(self):
         dep = self.deployment(self.code_dir(with_cloudpickle=False))
         with self.assertRaises(meadowrun.TaskException) as cm:

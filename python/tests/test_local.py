@@ -92,6 +92,22 @@ class RunCommandTest(Base):
         self.assertIn("detached", self.out.getvalue())
 
 
+class PortsTest(Base):
+    def test_a_port_another_program_holds_is_refused_for_functions_and_maps(self):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            s.listen()
+            port = s.getsockname()[1]
+            for call in (lambda: meadowrun.run_function(lambda: 1, Local(), ports=port),
+                         lambda: meadowrun.run_map(lambda x: x, [1, 2], Local(), ports=[str(port)])):
+                with self.assertRaises(meadowrun.MeadowrunException) as cm:
+                    run(call())
+                self.assertIn(str(port), str(cm.exception))
+        self.assertEqual(run(meadowrun.run_function(lambda: 2, Local(), ports=port)), 2)
+
+
 class RunFunctionTest(Base):
     def test_a_lambda_closure_runs_with_args_and_kwargs(self):
         k = 10
