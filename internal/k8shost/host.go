@@ -104,7 +104,8 @@ func Config(opts Options) (*rest.Config, string, string, error) {
 		ctxName = raw.CurrentContext
 	}
 	if len(raw.Contexts) == 0 {
-		where := "$KUBECONFIG or ~/.kube/config"
+		// The files looked at: $KUBECONFIG's, or ~/.kube/config.
+		where := strings.Join(rules.GetLoadingPrecedence(), ", ")
 		if opts.KubeConfig != "" {
 			where = opts.KubeConfig
 		}

@@ -134,14 +134,30 @@ class GoogleBucketSpec(StorageBucketSpec):
 
 
 @dataclasses.dataclass(frozen=True)
-class Kubernetes(_Unserved):
-    """A Kubernetes cluster (not served yet)."""
+class Kubernetes(Host):
+    """A Kubernetes cluster: the CLI's --host k8s://CONTEXT?namespace=...,
+    with the kubeconfig of $KUBECONFIG or ~/.kube/config. Work runs in
+    pods, reusable ones kept warm unless reusable_pods is False.
+    storage_spec and pod_customization are not served yet (the engine's
+    pod customization is a Go function)."""
 
     storage_spec: Optional[StorageBucketSpec] = None
     kube_config_context: Optional[str] = None
     kubernetes_namespace: str = "default"
     reusable_pods: bool = True
     pod_customization: Optional[Callable[[Any], Any]] = None
+
+    def host_url(self) -> str:
+        if self.storage_spec is not None:
+            raise NotImplementedError("meadowrun: Kubernetes(storage_spec=...) is not served by this engine yet; "
+                                      "leave it None: the program and files reach pods through the API server")
+        if self.pod_customization is not None:
+            raise NotImplementedError("meadowrun: Kubernetes(pod_customization=...) is not served by this engine yet; "
+                                      "the engine's is a Go function (kubernetes.Options.PodCustomization)")
+        q = [("namespace", self.kubernetes_namespace or "default")]
+        if not self.reusable_pods:
+            q.append(("reusable", "false"))
+        return "k8s://" + urllib.parse.quote(self.kube_config_context or "", safe="") + "?" + urllib.parse.urlencode(q)
 
 
 def _num(x: float) -> str:

@@ -326,12 +326,35 @@ def cloudpickle_wheels():
 
 class NotServedTest(unittest.TestCase):
     def test_hosts_the_engine_cannot_serve_raise_naming_themselves(self):
-        for host in (meadowrun.AllocEC2Instance(), meadowrun.AllocAzureVM(), meadowrun.Kubernetes(),
-                     meadowrun.AllocCloudInstance("EC2")):
+        for host in (meadowrun.AllocEC2Instance(), meadowrun.AllocAzureVM(), meadowrun.AllocCloudInstance("EC2")):
             with self.subTest(host=type(host).__name__):
                 with self.assertRaises(NotImplementedError) as cm:
                     run(meadowrun.run_command("true", host))
                 self.assertIn(type(host).__name__, str(cm.exception))
+
+    def test_kubernetes_becomes_the_clis_url_and_its_errors_are_the_engines(self):
+        k = meadowrun.Kubernetes(kube_config_context="my ctx", kubernetes_namespace="team", reusable_pods=False)
+        self.assertEqual(k.host_url(), "k8s://my%20ctx?namespace=team&reusable=false")
+        self.assertEqual(meadowrun.Kubernetes().host_url(), "k8s://?namespace=default")
+        for bad, piece in ((meadowrun.Kubernetes(pod_customization=lambda pod: pod), "pod_customization"),
+                           (meadowrun.Kubernetes(storage_spec=meadowrun.GoogleBucketSpec("b")), "storage_spec")):
+            with self.assertRaises(NotImplementedError) as cm:
+                run(meadowrun.run_command("true", bad))
+            self.assertIn(piece, str(cm.exception))
+        # The engine opens the cluster: without a kubeconfig it says which
+        # file it looked for.
+        missing = os.path.join(tempfile.mkdtemp(), "no-such-kubeconfig")
+        saved = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = missing
+        try:
+            with self.assertRaises(meadowrun.MeadowrunException) as cm:
+                run(meadowrun.run_command("true", meadowrun.Kubernetes()))
+        finally:
+            if saved is None:
+                del os.environ["KUBECONFIG"]
+            else:
+                os.environ["KUBECONFIG"] = saved
+        self.assertIn("no-such-kubeconfig", str(cm.exception))
 
     def test_deployments_the_engine_cannot_serve_raise_naming_the_piece(self):
         with self.assertRaises(NotImplementedError) as cm:
