@@ -74,3 +74,14 @@ func TestEC2LaunchesAnInstanceAndRunsAFunctionThere(t *testing.T) {
 		t.Fatalf("%d instances booted, want the first reused", n)
 	}
 }
+
+// The conformance suite on instances launched on demand: at most two,
+// of two workers each.
+func TestEC2Conformance(t *testing.T) {
+	b := ec2sim.Open(t)
+	hosttest.Run(t, hosttest.Config{
+		NewHost:      func(t *testing.T) *meadowrun.Host { return newEC2(t, options(b)) },
+		MillionTasks: millionTasks / 10,
+	})
+	t.Logf("instances booted: %v", b.Sim.Booted())
+}

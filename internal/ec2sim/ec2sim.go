@@ -18,12 +18,18 @@
 package ec2sim
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,8 +59,10 @@ type Bench struct {
 	Config, PricingConfig aws.Config
 	EC2                   *ec2.Client
 	Net                   *sshtest.Net
-	VPC, Subnet, Group    string
-	AMI                   string
+	VPC, Group            string
+	// Subnet is in zone a, Subnet2 in zone b.
+	Subnet, Subnet2 string
+	AMI             string
 	// KeyName is the key pair, KeyFile its private key.
 	KeyName, KeyFile string
 	Sim              *Sim
@@ -74,8 +82,10 @@ func Open(t *testing.T) *Bench {
 		t.Fatalf("ec2sim: CreateVpc: %v", err)
 	}
 	b.VPC = aws.ToString(vpc.Vpc.VpcId)
-	// The upper half of the network: sshnet's machines are below .100.
-	b.Subnet = b.CreateSubnet(t, prefix+"128/25", mototest.Region+"a")
+	// Above sshnet's machines (below .100): .128/26 here, .192/26 for a
+	// second subnet (Subnet2, in another zone).
+	b.Subnet = b.CreateSubnet(t, prefix+"128/26", mototest.Region+"a")
+	b.Subnet2 = b.CreateSubnet(t, prefix+"192/26", mototest.Region+"b")
 	sg, err := b.EC2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String("meadowrun-test"),
 		Description: aws.String("ssh from the tests"), VpcId: aws.String(b.VPC)})
 	if err != nil {
@@ -131,6 +141,44 @@ func Open(t *testing.T) *Bench {
 
 	b.Sim = Start(t, b.EC2, n, map[string]string{b.KeyName: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub)))})
 	return b
+}
+
+// Fault is an error a [Bench.Faulty] proxy answers instead of moto.
+type Fault struct {
+	Code, Message string
+}
+
+// Faulty returns a configuration that reaches moto through a loopback
+// proxy (stopped when t ends) that asks fail about every EC2 request,
+// by its action and form parameters, and answers those it returns a
+// fault for with that error, as EC2 does (HTTP 400, the EC2 error XML),
+// without moto seeing them: capacity and quota errors moto never makes.
+func (b *Bench) Faulty(t *testing.T, fail func(action string, form url.Values) *Fault) aws.Config {
+	t.Helper()
+	target, _ := url.Parse(b.Moto.Endpoint)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	p := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if form, err := url.ParseQuery(string(body)); err == nil && form.Get("Action") != "" {
+			if f := fail(form.Get("Action"), form); f != nil {
+				w.Header().Set("Content-Type", "text/xml")
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>%s</Code><Message>%s</Message></Error></Errors><RequestID>ec2sim-fault</RequestID></Response>`, f.Code, f.Message)
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.Close)
+	cfg := b.Config
+	cfg.BaseEndpoint = aws.String(p.URL)
+	return cfg
 }
 
 // CreateSubnet makes another subnet of the bench's VPC in zone.
@@ -382,6 +430,9 @@ func (s *Sim) halt(m *machine) {
 	}
 	exec.Command("ip", "link", "del", m.veth).Run()
 	exec.Command("ip", "netns", "del", m.ns).Run()
+	// The next bench's moto hands out the same addresses: forget this
+	// machine's link address.
+	exec.Command("ip", "neigh", "del", m.ip, "dev", fmt.Sprintf("mrbr%d", s.net.ID)).Run()
 }
 
 // Crash takes instance id's machine down without telling moto, as a
