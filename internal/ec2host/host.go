@@ -82,6 +82,9 @@ type Options struct {
 	PollInterval time.Duration
 }
 
+// listRegion is the region asked for the list of regions.
+const listRegion = "us-east-1"
+
 // ErrLaunch is wrapped when no instance could be launched: every subnet,
 // zone and type that fits was refused for want of capacity or quota.
 var ErrLaunch = errors.New("no instance could be launched")
@@ -190,7 +193,10 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 // the subnets' zones.
 func (h *Host) check(ctx context.Context) error {
 	o := h.opts
-	regions, err := o.EC2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true)})
+	// Asked of us-east-1, which answers for every region: an unknown
+	// region has no endpoint to ask.
+	regions, err := o.EC2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true)},
+		func(eo *ec2.Options) { eo.Region = listRegion })
 	if err != nil {
 		return fmt.Errorf("ec2 host: region %s: %w", o.Region, classify(err))
 	}
@@ -211,18 +217,14 @@ func (h *Host) check(ctx context.Context) error {
 		h.arch = ec2alloc.DefaultArchitecture
 	}
 	if len(o.Subnets) > 0 {
-		out, err := o.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: o.Subnets})
-		if err != nil {
-			return fmt.Errorf("ec2 host: subnets %s: %w", strings.Join(o.Subnets, ", "), classify(err))
-		}
-		for _, s := range out.Subnets {
-			h.subnet[aws.ToString(s.SubnetId)] = aws.ToString(s.AvailabilityZone)
-		}
 		for _, s := range o.Subnets {
-			z, ok := h.subnet[s]
-			if !ok {
-				return fmt.Errorf("ec2 host: subnet %s does not exist in %s", s, o.Region)
+			// One at a time, so that the error names the one missing.
+			out, err := o.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{s}})
+			if err != nil || len(out.Subnets) == 0 {
+				return fmt.Errorf("ec2 host: subnet %s does not exist in %s: %w", s, o.Region, classify(orNotFound(err)))
 			}
+			z := aws.ToString(out.Subnets[0].AvailabilityZone)
+			h.subnet[s] = z
 			if !slices.Contains(h.zones, z) {
 				h.zones = append(h.zones, z)
 			}
