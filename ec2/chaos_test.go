@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
