@@ -236,7 +236,7 @@ func ParseURL(raw string) (AllocEC2Instance, error) {
 		return AllocEC2Instance{}, fmt.Errorf("ec2: %w", err)
 	}
 	if u.Scheme != "ec2" {
-		return AllocEC2Instance{}, fmt.Errorf("ec2: URL %q: want ec2://REGION?ami=...", raw)
+		return AllocEC2Instance{}, fmt.Errorf("ec2: URL %q: want ec2://REGION?ami=AMI&key_name=K&key=FILE", raw)
 	}
 	return fromURL(u)
 }
