@@ -125,6 +125,7 @@ type Host struct {
 type instance struct {
 	id, addr string
 	ready    chan struct{} // closed once agent or err is set
+	launched bool          // by this host
 	agent    *sshhost.Host
 	err      error
 	workers  int
@@ -359,7 +360,12 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		if err == nil && len(booked) == 1 {
 			id, addr = booked[0].InstanceID, booked[0].Address
 		} else if err == nil {
-			id, addr, err = h.launch(ctx, spec.Resources, wid)
+			if id, addr, err = h.launch(ctx, spec.Resources, wid); err == nil {
+				h.mu.Lock()
+				h.instances[id] = &instance{id: id, addr: addr, ready: make(chan struct{}), launched: true}
+				go h.connect(h.instances[id])
+				h.mu.Unlock()
+			}
 		}
 		h.launchMu.Unlock()
 		if err != nil {
@@ -442,10 +448,14 @@ func (h *Host) connect(inst *instance) {
 		fail(err)
 		return
 	}
+	start := time.Now()
 	for {
 		_, err := a.Fit(ctx, driver.Resources{LogicalCPU: 0.001})
 		if err == nil || errors.Is(err, driver.ErrNeverFits) {
 			inst.agent = a
+			if inst.launched {
+				fmt.Fprintf(h.opts.Log, "meadowrun: ec2 host: the agent on %s answers after %v (boot and upload)\n", inst.id, time.Since(start).Round(time.Millisecond))
+			}
 			return
 		}
 		if !errors.Is(err, driver.ErrUnreachable) || ctx.Err() != nil {

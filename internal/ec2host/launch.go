@@ -103,9 +103,10 @@ func (h *Host) launch(ctx context.Context, r driver.Resources, wid string) (id, 
 		o := ch.Instances[0].Offer
 		subnets := h.subnetsIn(o.Zone)
 		for _, s := range subnets {
+			start := time.Now()
 			id, err := h.runInstance(ctx, o, s)
 			if err == nil {
-				return h.registerRunning(ctx, id, o, r, wid)
+				return h.registerRunning(ctx, id, o, r, wid, start)
 			}
 			if !slices.Contains(capacityCodes, code(err)) {
 				return "", "", fmt.Errorf("ec2 host: launching a %s instance: %w", o.Type.Name, classify(err))
@@ -193,7 +194,7 @@ func (h *Host) runInstance(ctx context.Context, o ec2alloc.Offer, s string) (str
 
 // registerRunning waits for the instance to run, registers it in the
 // table with the worker booked, and returns its address.
-func (h *Host) registerRunning(ctx context.Context, id string, o ec2alloc.Offer, r driver.Resources, wid string) (string, string, error) {
+func (h *Host) registerRunning(ctx context.Context, id string, o ec2alloc.Offer, r driver.Resources, wid string, start time.Time) (string, string, error) {
 	fail := func(err error) (string, string, error) {
 		// Not left running for nothing.
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -256,7 +257,8 @@ func (h *Host) registerRunning(ctx context.Context, id string, o ec2alloc.Offer,
 	if err := h.table.Register(context.WithoutCancel(ctx), rec, []string{wid}, per); err != nil {
 		return fail(err)
 	}
-	fmt.Fprintf(h.opts.Log, "meadowrun: ec2 host: launched %s, a %s %s instance in %s at %s ($%g/h)\n", id, o.Type.Name, o.Market, o.Zone, addr, o.Price)
+	fmt.Fprintf(h.opts.Log, "meadowrun: ec2 host: launched %s, a %s %s instance in %s at %s ($%g/h), running and registered after %v\n",
+		id, o.Type.Name, o.Market, o.Zone, addr, o.Price, time.Since(start).Round(time.Millisecond))
 	return id, addr, nil
 }
 
