@@ -9,18 +9,21 @@
 //
 // Importing the package registers the ec2:// scheme of meadowrun.OpenHost:
 //
-//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME
+//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR
 //
 // It uses aws-sdk-go-v2 only. See docs/ec2.md.
 package ec2
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -84,6 +87,11 @@ type AllocEC2Instance struct {
 	// "meadowrun_ec2_alloc_table", the reference's. It is created when
 	// missing.
 	TableName string
+	// CacheDir keeps the region's catalog (instance types and prices,
+	// slow to load) for an hour between processes; "" means
+	// meadowrun/ec2 in the user's cache directory ($XDG_CACHE_HOME or
+	// ~/.cache), "none" keeps it in this process only.
+	CacheDir string
 	// SpotAdvisor is the Spot Instance Advisor's data
 	// (spot-advisor-data.json) for spot interruption rates; without it
 	// every spot type counts as interrupted 80% of the time, so spot is
@@ -144,6 +152,7 @@ func newHost(ctx context.Context, o AllocEC2Instance) (*meadowrun.Host, error) {
 		InstanceProfile: o.InstanceProfile, KeyName: o.KeyName, KeyFile: o.KeyFile, User: o.User, PrivateAddress: o.PrivateAddress,
 		InstanceTypes: o.InstanceTypes, MaxInstances: o.MaxInstances, IdleTimeout: o.IdleTimeout, BootTimeout: o.BootTimeout,
 		TableName: o.TableName, SpotAdvisor: o.SpotAdvisor, Binaries: o.Binaries, Log: o.Log,
+		CatalogKey: catalogKey(cfg, pcfg, o.SpotAdvisor), CacheDir: cacheDir(o.CacheDir),
 		EC2: awsec2.NewFromConfig(cfg), DynamoDB: dynamodb.NewFromConfig(cfg), Pricing: pricing.NewFromConfig(pcfg)})
 	if err != nil {
 		return nil, err
@@ -155,6 +164,26 @@ func newHost(ctx context.Context, o AllocEC2Instance) (*meadowrun.Host, error) {
 		u = URL(o)
 	}
 	return meadowrun.NewHost(d, meadowrun.HostOptions{URL: u, Digest: d.ExpectedDigest()}), nil
+}
+
+// catalogKey names where a catalog comes from: the region, the endpoints
+// and the spot advisor data.
+func catalogKey(cfg, pcfg aws.Config, advisor []byte) string {
+	sum := sha256.Sum256(advisor)
+	return strings.Join([]string{cfg.Region, aws.ToString(cfg.BaseEndpoint), aws.ToString(pcfg.BaseEndpoint), hex.EncodeToString(sum[:])}, "|")
+}
+
+func cacheDir(d string) string {
+	switch d {
+	case "none":
+		return ""
+	case "":
+		if c, err := os.UserCacheDir(); err == nil {
+			return filepath.Join(c, "meadowrun", "ec2")
+		}
+		return ""
+	}
+	return d
 }
 
 // awsConfig returns o's AWS configuration, or the environment's.
@@ -221,6 +250,7 @@ func URL(o AllocEC2Instance) string {
 		q.Set("boot_timeout", o.BootTimeout.String())
 	}
 	set("table", o.TableName)
+	set("cache", o.CacheDir)
 	s := "ec2://" + o.Region
 	if len(q) > 0 {
 		s += "?" + q.Encode()
@@ -241,7 +271,7 @@ func ParseURL(raw string) (AllocEC2Instance, error) {
 	return fromURL(u)
 }
 
-var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table"}
+var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache"}
 
 func fromURL(u *url.URL) (AllocEC2Instance, error) {
 	if u.Path != "" && u.Path != "/" || u.User != nil {
@@ -258,7 +288,7 @@ func fromURL(u *url.URL) (AllocEC2Instance, error) {
 		}
 	}
 	o := AllocEC2Instance{Region: u.Host, AMI: q.Get("ami"), Subnets: q["subnet"], SecurityGroups: q["sg"], InstanceProfile: q.Get("profile"),
-		KeyName: q.Get("key_name"), KeyFile: q.Get("key"), User: q.Get("user"), InstanceTypes: q["type"], TableName: q.Get("table")}
+		KeyName: q.Get("key_name"), KeyFile: q.Get("key"), User: q.Get("user"), InstanceTypes: q["type"], TableName: q.Get("table"), CacheDir: q.Get("cache")}
 	if v := q.Get("private"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

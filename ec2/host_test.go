@@ -28,7 +28,7 @@ func options(b *ec2sim.Bench) ec2.AllocEC2Instance {
 	cfg, pcfg := b.Config, b.PricingConfig
 	return ec2.AllocEC2Instance{AMI: b.AMI, Subnets: []string{b.Subnet}, SecurityGroups: []string{b.Group},
 		KeyName: b.KeyName, KeyFile: b.KeyFile, User: "root", PrivateAddress: true, InstanceTypes: []string{testType},
-		MaxInstances: 2, BootTimeout: time.Minute, AWSConfig: &cfg, PricingConfig: &pcfg}
+		MaxInstances: 2, BootTimeout: time.Minute, AWSConfig: &cfg, PricingConfig: &pcfg, CacheDir: b.Dir}
 }
 
 func newEC2(t *testing.T, o ec2.AllocEC2Instance) *meadowrun.Host {

@@ -229,7 +229,7 @@ func TestEC2BadInputIsAClearError(t *testing.T) {
 func TestEC2URL(t *testing.T) {
 	o := ec2.AllocEC2Instance{Region: "us-east-2", AMI: "ami-1", Subnets: []string{"subnet-a", "subnet-b"}, SecurityGroups: []string{"sg-1"},
 		InstanceProfile: "p", KeyName: "k", KeyFile: "/keys/k.pem", User: "admin", PrivateAddress: true, InstanceTypes: []string{"m6i.large"},
-		MaxInstances: 3, IdleTimeout: 2 * time.Minute, BootTimeout: time.Minute, TableName: "tbl"}
+		MaxInstances: 3, IdleTimeout: 2 * time.Minute, BootTimeout: time.Minute, TableName: "tbl", CacheDir: "/cache"}
 	u := ec2.URL(o)
 	back, err := ec2.ParseURL(u)
 	if err != nil {

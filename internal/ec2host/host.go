@@ -77,6 +77,12 @@ type Options struct {
 	EC2      EC2API
 	DynamoDB ec2alloc.DynamoDBAPI
 	Pricing  ec2alloc.PricingAPI
+	// CatalogKey names where the catalog comes from (region, endpoints,
+	// spot advisor data): catalogs are cached by it. "" means Region.
+	CatalogKey string
+	// CacheDir keeps catalogs between processes; "" keeps them in this
+	// process only.
+	CacheDir string
 	// PollInterval is how often an instance's state is read while it
 	// boots; 0 means 1 s.
 	PollInterval time.Duration
@@ -252,40 +258,6 @@ func orNotFound(err error) error {
 		return errors.New("not found")
 	}
 	return err
-}
-
-// loadCatalog returns the region's instance types and prices, loading
-// them on first use, cut down to Options.InstanceTypes when given.
-func (h *Host) loadCatalog(ctx context.Context) (*ec2alloc.Catalog, error) {
-	h.catMu.Lock()
-	defer h.catMu.Unlock()
-	if h.catalog != nil {
-		return h.catalog, nil
-	}
-	lo := ec2alloc.LoadOptions{Region: h.opts.Region, EC2: h.opts.EC2, Pricing: h.opts.Pricing}
-	if h.opts.SpotAdvisor != nil {
-		lo.SpotAdvisor = strings.NewReader(string(h.opts.SpotAdvisor))
-	}
-	c, err := ec2alloc.LoadCatalog(ctx, lo)
-	if err != nil {
-		return nil, fmt.Errorf("ec2 host: %w", err)
-	}
-	if len(h.opts.InstanceTypes) > 0 {
-		var keep []ec2alloc.InstanceType
-		for _, t := range c.Types {
-			if slices.Contains(h.opts.InstanceTypes, t.Name) {
-				keep = append(keep, t)
-			}
-		}
-		for _, n := range h.opts.InstanceTypes {
-			if !slices.ContainsFunc(keep, func(t ec2alloc.InstanceType) bool { return t.Name == n }) {
-				return nil, fmt.Errorf("ec2 host: instance type %s is not offered in %s", n, h.opts.Region)
-			}
-		}
-		c.Types = keep
-	}
-	h.catalog = c
-	return c, nil
 }
 
 // Name implements driver.Host.

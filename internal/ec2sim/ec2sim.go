@@ -66,6 +66,8 @@ type Bench struct {
 	// KeyName is the key pair, KeyFile its private key.
 	KeyName, KeyFile string
 	Sim              *Sim
+	// Dir is a directory of the bench's, removed when the test ends.
+	Dir string
 }
 
 // Open starts the bench; everything stops when t ends.
@@ -73,7 +75,7 @@ func Open(t *testing.T) *Bench {
 	t.Helper()
 	n := sshtest.Open(t)
 	moto := mototest.Start(t)
-	b := &Bench{Moto: moto, Config: moto.Config(), Net: n}
+	b := &Bench{Moto: moto, Config: moto.Config(), Net: n, Dir: t.TempDir()}
 	b.EC2 = ec2.NewFromConfig(b.Config)
 	ctx := t.Context()
 	prefix := fmt.Sprintf("10.99.%d.", n.ID)
