@@ -9,7 +9,8 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/cli"
-	// Register the inprocess://, ssh:// and k8s:// host schemes.
+	// Register the ec2://, inprocess://, ssh:// and k8s:// host schemes.
+	_ "github.com/meadowrun-go/meadowrun/ec2"
 	_ "github.com/meadowrun-go/meadowrun/inprocess"
 	_ "github.com/meadowrun-go/meadowrun/kubernetes"
 	_ "github.com/meadowrun-go/meadowrun/ssh"

@@ -637,10 +637,12 @@ func (r *Job) settle(c *workerConn, done []settled) {
 	}
 	acts := r.pumpLocked()
 	r.mu.Unlock()
-	r.do(acts)
+	// Noted before the retries are sent: a retry that fails at once must
+	// find the job's log (TaskError.LogFile) holding this note.
 	for _, d := range retried {
 		r.spec.Logs.note(fmt.Sprintf("task %d attempt %d failed (%s), retrying", d.t.index, d.t.attempt-1, d.te.Kind))
 	}
+	r.do(acts)
 	if len(final) > 0 {
 		r.finishAll(final)
 	}

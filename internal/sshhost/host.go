@@ -94,6 +94,10 @@ type Options struct {
 	// FromURL says the host was opened from an ssh:// URL: messages then
 	// name the URL's parameters (key=FILE) rather than Options fields.
 	FromURL bool
+	// Programs, when not nil, is shared with other hosts (one per EC2
+	// instance, say) instead of being made from Binary and Binaries;
+	// Close leaves it open.
+	Programs *agentclient.Programs
 }
 
 // Host is a set of machines reached over SSH: an agentclient.Host whose
@@ -160,7 +164,7 @@ func New(opts Options) (*Host, error) {
 			ConnectTimeout: e.connectTimeout, KeepAlive: e.keepAlive, KeepAliveMisses: e.keepAliveMax})
 	}
 	h.Host, err = agentclient.New(agentclient.Options{Kind: "ssh host", GiveUpAfter: opts.GiveUpAfter,
-		Binary: opts.Binary, Binaries: opts.Binaries, Log: opts.Log}, machines)
+		Binary: opts.Binary, Binaries: opts.Binaries, Log: opts.Log, Programs: opts.Programs}, machines)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,614 @@
+// Package ec2host is the EC2 driver behind package ec2: workers run on EC2
+// instances that it launches or reuses, and reaches over SSH with the
+// machinery of SSH hosts (package sshhost: the agent, program shipping,
+// lost machines).
+//
+// A worker is first booked, through internal/ec2alloc's allocation table
+// in DynamoDB, on a running instance of the same launch settings that has
+// room, of this process or another. When none has, the cheapest instance
+// type that holds the worker is launched (RunInstances with the key pair,
+// a user data that gives the instance the SSH host key this process
+// trusts, and tags), in the first subnet of its zone; when AWS has no
+// capacity or the account no quota for it, the next subnet, zone or type
+// is tried, and the error names every attempt when none is left. The
+// instance is registered in the table with the worker booked, and the
+// worker starts once its agent answers over SSH.
+package ec2host
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
+	"github.com/meadowrun-go/meadowrun/internal/sshhost"
+)
+
+// EC2API is the part of the EC2 client the host calls; *ec2.Client
+// implements it.
+type EC2API interface {
+	ec2alloc.EC2API
+	ec2.DescribeInstancesAPIClient
+	ec2.DescribeImagesAPIClient
+	ec2.DescribeSubnetsAPIClient
+	ec2.DescribeSecurityGroupsAPIClient
+	DescribeRegions(context.Context, *ec2.DescribeRegionsInput, ...func(*ec2.Options)) (*ec2.DescribeRegionsOutput, error)
+	DescribeKeyPairs(context.Context, *ec2.DescribeKeyPairsInput, ...func(*ec2.Options)) (*ec2.DescribeKeyPairsOutput, error)
+	RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
+	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+}
+
+// Options configure New; package ec2's AllocEC2Instance documents them.
+type Options struct {
+	Region          string
+	AMI             string
+	Subnets         []string
+	SecurityGroups  []string
+	InstanceProfile string
+	KeyName         string
+	KeyFile         string
+	User            string
+	PrivateAddress  bool
+	InstanceTypes   []string
+	MaxInstances    int
+	IdleTimeout     time.Duration
+	BootTimeout     time.Duration
+	TableName       string
+	SpotAdvisor     []byte
+	Binaries        map[string]string
+	Log             io.Writer
+
+	EC2      EC2API
+	DynamoDB ec2alloc.DynamoDBAPI
+	Pricing  ec2alloc.PricingAPI
+	// CatalogKey names where the catalog comes from (region, endpoints,
+	// spot advisor data): catalogs are cached by it. "" means Region.
+	CatalogKey string
+	// CacheDir keeps catalogs between processes; "" keeps them in this
+	// process only.
+	CacheDir string
+	// PollInterval is how often an instance's state is read while it
+	// boots; 0 means 1 s.
+	PollInterval time.Duration
+}
+
+// listRegion is the region asked for the list of regions.
+const listRegion = "us-east-1"
+
+// ErrLaunch is wrapped when no instance could be launched: every subnet,
+// zone and type that fits was refused for want of capacity or quota.
+var ErrLaunch = errors.New("no instance could be launched")
+
+// Tag keys on the instances the host launches.
+const (
+	TagManaged   = "meadowrun:managed"
+	TagHostKey   = "meadowrun:host-key"
+	TagLaunchKey = "meadowrun:launch-key"
+)
+
+// Host is the EC2 driver.Host.
+type Host struct {
+	opts   Options
+	arch   string   // the AMI's
+	zones  []string // of the subnets, in their order
+	subnet map[string]string
+	key    string // launch key
+	table  *ec2alloc.Table
+	progs  *agentclient.Programs
+	dir    string // known_hosts files
+	sess   string
+
+	catMu   sync.Mutex
+	catalog *ec2alloc.Catalog
+
+	launchMu sync.Mutex
+
+	mu        sync.Mutex
+	closed    bool
+	n         int // workers started
+	instances map[string]*instance
+	releases  sync.WaitGroup
+	stopSweep chan struct{}
+}
+
+// instance is an instance this process has booked workers on.
+type instance struct {
+	id, addr string
+	ready    chan struct{} // closed once agent or err is set
+	launched bool          // by this host
+	agent    *sshhost.Host
+	err      error
+	workers  int
+}
+
+// New checks the options against the region (its name, the AMI, subnets,
+// security groups and key pair exist) and prepares the host; instances
+// are launched when work runs.
+func New(ctx context.Context, opts Options) (*Host, error) {
+	if opts.Region == "" {
+		return nil, errors.New("ec2 host: no region: give Region (region in the URL), or set $AWS_REGION")
+	}
+	if opts.AMI == "" {
+		return nil, errors.New("ec2 host: no AMI: give the image to launch instances of (AMI, ami= in the URL)")
+	}
+	if opts.KeyName == "" || opts.KeyFile == "" {
+		return nil, errors.New("ec2 host: give the key pair instances are launched with (KeyName) and its private key (KeyFile)")
+	}
+	if opts.User == "" {
+		opts.User = "ubuntu"
+	}
+	if opts.MaxInstances <= 0 {
+		opts.MaxInstances = 8
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 5 * time.Minute
+	}
+	if opts.BootTimeout <= 0 {
+		opts.BootTimeout = 5 * time.Minute
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = os.Stderr
+	}
+	h := &Host{opts: opts, subnet: map[string]string{}, instances: map[string]*instance{}, stopSweep: make(chan struct{})}
+	if err := h.check(ctx); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{opts.AMI, strings.Join(opts.Subnets, ","), strings.Join(opts.SecurityGroups, ","),
+		opts.InstanceProfile, opts.KeyName, opts.User}, "\x00")))
+	h.key = hex.EncodeToString(sum[:8])
+	h.table = ec2alloc.NewTable(opts.DynamoDB, opts.TableName)
+	if err := h.table.Create(ctx); err != nil {
+		return nil, fmt.Errorf("ec2 host: %w", err)
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	host, _ := os.Hostname()
+	h.sess = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+	var err error
+	if h.dir, err = os.MkdirTemp("", "meadowrun-ec2-"); err != nil {
+		return nil, fmt.Errorf("ec2 host: %w", err)
+	}
+	if h.progs, err = agentclient.NewPrograms("ec2 host", "", opts.Binaries); err != nil {
+		os.RemoveAll(h.dir)
+		return nil, err
+	}
+	go h.sweepLoop()
+	return h, nil
+}
+
+// check verifies that the region, the AMI, the subnets, the security
+// groups and the key pair exist, and learns the AMI's architecture and
+// the subnets' zones.
+func (h *Host) check(ctx context.Context) error {
+	o := h.opts
+	// Asked of us-east-1, which answers for every region: an unknown
+	// region has no endpoint to ask.
+	regions, err := o.EC2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true)},
+		func(eo *ec2.Options) { eo.Region = listRegion })
+	if err != nil {
+		return fmt.Errorf("ec2 host: region %s: %w", o.Region, classify(err))
+	}
+	var names []string
+	for _, r := range regions.Regions {
+		names = append(names, aws.ToString(r.RegionName))
+	}
+	if !slices.Contains(names, o.Region) {
+		slices.Sort(names)
+		return fmt.Errorf("ec2 host: unknown region %q (regions: %s)", o.Region, strings.Join(names, ", "))
+	}
+	imgs, err := o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{o.AMI}})
+	if err != nil || len(imgs.Images) == 0 {
+		return fmt.Errorf("ec2 host: AMI %s does not exist in %s, or may not be used: %w", o.AMI, o.Region, classify(orNotFound(err)))
+	}
+	h.arch = string(imgs.Images[0].Architecture)
+	if h.arch == "" {
+		h.arch = ec2alloc.DefaultArchitecture
+	}
+	if len(o.Subnets) > 0 {
+		for _, s := range o.Subnets {
+			// One at a time, so that the error names the one missing.
+			out, err := o.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{s}})
+			if err != nil || len(out.Subnets) == 0 {
+				return fmt.Errorf("ec2 host: subnet %s does not exist in %s: %w", s, o.Region, classify(orNotFound(err)))
+			}
+			z := aws.ToString(out.Subnets[0].AvailabilityZone)
+			h.subnet[s] = z
+			if !slices.Contains(h.zones, z) {
+				h.zones = append(h.zones, z)
+			}
+		}
+	}
+	if len(o.SecurityGroups) > 0 {
+		out, err := o.EC2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: o.SecurityGroups})
+		if err != nil || len(out.SecurityGroups) < len(o.SecurityGroups) {
+			return fmt.Errorf("ec2 host: security groups %s: %w", strings.Join(o.SecurityGroups, ", "), classify(orNotFound(err)))
+		}
+	}
+	kp, err := o.EC2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{o.KeyName}})
+	if err != nil || len(kp.KeyPairs) == 0 {
+		return fmt.Errorf("ec2 host: key pair %s does not exist in %s: %w", o.KeyName, o.Region, classify(orNotFound(err)))
+	}
+	if _, err := os.Stat(o.KeyFile); err != nil {
+		return fmt.Errorf("ec2 host: the private key of key pair %s: %w", o.KeyName, err)
+	}
+	return nil
+}
+
+func orNotFound(err error) error {
+	if err == nil {
+		return errors.New("not found")
+	}
+	return err
+}
+
+// Name implements driver.Host.
+func (h *Host) Name() string { return "ec2 host " + h.opts.Region }
+
+// ExpectedDigest is the build ID workers must report: this program's.
+func (h *Host) ExpectedDigest() string { return h.progs.SelfDigest() }
+
+// Capabilities implements driver.Host: the agent's, over SSH, except
+// ports, which would need the security group opened for the job.
+func (h *Host) Capabilities() driver.Capabilities {
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true,
+		Runtimes:    []driver.Runtime{driver.RuntimePython},
+		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer, driver.DeployEnvironment}}
+}
+
+func (h *Host) request(r driver.Resources) ec2alloc.Request {
+	return ec2alloc.Request{Resources: r, Workers: 1, Architecture: h.arch, Zones: h.zones}
+}
+
+// Fit implements driver.Host: how many workers of r MaxInstances
+// instances of the roomiest type that holds one can run, or ErrNeverFits
+// when no type holds one.
+func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
+	c, err := h.loadCatalog(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := ec2alloc.Choose(c, h.request(r)); err != nil {
+		if errors.Is(err, ec2alloc.ErrNoFit) {
+			return 0, fmt.Errorf("ec2 host: a worker of %s %w: %w", r, driver.ErrNeverFits, err)
+		}
+		return 0, fmt.Errorf("ec2 host: %w", err)
+	}
+	k := 0
+	for i := range c.Types {
+		if slices.Contains(c.Types[i].Architectures, h.arch) {
+			k = max(k, ec2alloc.WorkersPerInstance(&c.Types[i], r))
+		}
+	}
+	return max(1, k) * h.opts.MaxInstances, nil
+}
+
+// Start implements driver.Host: the worker is booked on a running
+// instance with room, else on a new one, and started there once its agent
+// answers.
+func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
+	if len(spec.Ports) > 0 {
+		return nil, fmt.Errorf("ec2 host: ports are %w yet", driver.ErrUnsupported)
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, errors.New("ec2 host: closed")
+	}
+	h.n++
+	wid := fmt.Sprintf("%s-%d", h.sess, h.n)
+	h.mu.Unlock()
+	req := ec2alloc.AllocRequest{Workers: []string{wid}, Resources: spec.Resources, LaunchKey: h.key, Architecture: h.arch}
+	booked, _, err := h.table.Allocate(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("ec2 host: %w", err)
+	}
+	var id, addr string
+	if len(booked) == 1 {
+		id, addr = booked[0].InstanceID, booked[0].Address
+	} else {
+		// One launch at a time: a worker that waited may find room on
+		// the instance the one before it launched.
+		h.launchMu.Lock()
+		booked, _, err = h.table.Allocate(ctx, req)
+		if err == nil && len(booked) == 1 {
+			id, addr = booked[0].InstanceID, booked[0].Address
+		} else if err == nil {
+			if id, addr, err = h.launch(ctx, spec.Resources, wid); err == nil {
+				h.mu.Lock()
+				h.instances[id] = &instance{id: id, addr: addr, ready: make(chan struct{}), launched: true}
+				go h.connect(h.instances[id])
+				h.mu.Unlock()
+			}
+		}
+		h.launchMu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	}
+	inst, err := h.use(ctx, id, addr)
+	if err == nil {
+		var w driver.Worker
+		if w, err = inst.agent.Start(ctx, spec); err == nil {
+			return h.wrap(inst, wid, w), nil
+		}
+	}
+	h.unuse(inst, id)
+	h.release(id, wid)
+	return nil, err
+}
+
+// use returns the instance id, connected (waiting for it to boot when
+// new), counting one more worker on it.
+func (h *Host) use(ctx context.Context, id, addr string) (*instance, error) {
+	h.mu.Lock()
+	inst := h.instances[id]
+	if inst == nil {
+		inst = &instance{id: id, addr: addr, ready: make(chan struct{})}
+		h.instances[id] = inst
+		go h.connect(inst)
+	}
+	inst.workers++
+	h.mu.Unlock()
+	select {
+	case <-inst.ready:
+	case <-ctx.Done():
+		return inst, ctx.Err()
+	}
+	return inst, inst.err
+}
+
+// unuse counts a worker off inst; an instance that could not be reached
+// is forgotten, so that the next worker tries again.
+func (h *Host) unuse(inst *instance, id string) {
+	if inst == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	inst.workers--
+	select {
+	case <-inst.ready:
+		if inst.err != nil && inst.workers == 0 && h.instances[id] == inst {
+			delete(h.instances, id)
+		}
+	default:
+	}
+}
+
+// connect reaches the instance's agent, retrying while it boots, until
+// BootTimeout.
+func (h *Host) connect(inst *instance) {
+	defer close(inst.ready)
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BootTimeout)
+	defer cancel()
+	fail := func(err error) { inst.err = fmt.Errorf("ec2 host: instance %s (%s): %w", inst.id, inst.addr, err) }
+	kh := filepath.Join(h.dir, inst.id+".known_hosts")
+	if _, err := os.Stat(kh); err != nil {
+		key, err := h.hostKeyOf(ctx, inst.id)
+		if err != nil {
+			fail(err)
+			return
+		}
+		if err := os.WriteFile(kh, []byte(inst.addr+" "+key+"\n"), 0o600); err != nil {
+			fail(err)
+			return
+		}
+	}
+	a, err := sshhost.New(sshhost.Options{Machines: []string{h.opts.User + "@" + inst.addr + ":22"}, ConfigFile: "none",
+		IdentityFiles: []string{h.opts.KeyFile}, NoAgent: true, KnownHostsFiles: []string{kh},
+		ConnectTimeout: 5 * time.Second, GiveUpAfter: 30 * time.Second, Programs: h.progs, Log: h.opts.Log})
+	if err != nil {
+		fail(err)
+		return
+	}
+	start := time.Now()
+	for {
+		_, err := a.Fit(ctx, driver.Resources{LogicalCPU: 0.001})
+		if err == nil || errors.Is(err, driver.ErrNeverFits) {
+			inst.agent = a
+			if inst.launched {
+				fmt.Fprintf(h.opts.Log, "meadowrun: ec2 host: the agent on %s answers after %v (boot and upload)\n", inst.id, time.Since(start).Round(time.Millisecond))
+			}
+			return
+		}
+		if !errors.Is(err, driver.ErrUnreachable) || ctx.Err() != nil {
+			a.Close()
+			if ctx.Err() != nil {
+				err = fmt.Errorf("not reachable over SSH within %v (BootTimeout): %w", h.opts.BootTimeout, err)
+			}
+			fail(err)
+			return
+		}
+		h.mu.Lock()
+		closed := h.closed
+		h.mu.Unlock()
+		if closed {
+			a.Close()
+			fail(errors.New("host closed"))
+			return
+		}
+		time.Sleep(h.opts.PollInterval / 4)
+	}
+}
+
+// hostKeyOf reads the host key the instance was launched with from its
+// tag.
+func (h *Host) hostKeyOf(ctx context.Context, id string) (string, error) {
+	out, err := h.opts.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		return "", classify(err)
+	}
+	for _, r := range out.Reservations {
+		for _, i := range r.Instances {
+			for _, t := range i.Tags {
+				if aws.ToString(t.Key) == TagHostKey {
+					return aws.ToString(t.Value), nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("no %s tag: it was not launched by meadowrun", TagHostKey)
+}
+
+// wrap returns w, whose end releases its booking.
+func (h *Host) wrap(inst *instance, wid string, w driver.Worker) driver.Worker {
+	ew := &worker{Worker: w, inst: inst, done: make(chan struct{})}
+	h.releases.Add(1)
+	go func() {
+		defer h.releases.Done()
+		<-w.Done()
+		ew.exit = w.Exit()
+		h.release(inst.id, wid)
+		h.unuse(inst, inst.id)
+		if ew.exit.Lost {
+			h.checkGone(inst)
+		}
+		close(ew.done)
+	}()
+	return ew
+}
+
+// release frees the worker's booking.
+func (h *Host) release(id, wid string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.table.Release(ctx, id, wid); err != nil && !errors.Is(err, ec2alloc.ErrNotBooked) && !errors.Is(err, ec2alloc.ErrNotRegistered) {
+		fmt.Fprintf(h.opts.Log, "meadowrun: ec2 host: %v\n", err)
+	}
+}
+
+// checkGone deregisters an instance whose worker was lost when EC2 says
+// it is no longer running, and forgets it.
+func (h *Host) checkGone(inst *instance) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	state, err := h.state(ctx, inst.id)
+	if err != nil || state == types.InstanceStateNameRunning || state == types.InstanceStateNamePending {
+		return
+	}
+	h.table.Deregister(ctx, inst.id)
+	h.forget(inst)
+}
+
+func (h *Host) forget(inst *instance) {
+	h.mu.Lock()
+	if h.instances[inst.id] == inst {
+		delete(h.instances, inst.id)
+	}
+	h.mu.Unlock()
+	<-inst.ready
+	if inst.agent != nil {
+		inst.agent.Close()
+	}
+}
+
+// state returns the instance's state; "" (and no error) when EC2 does not
+// know it any more.
+func (h *Host) state(ctx context.Context, id string) (types.InstanceStateName, error) {
+	out, err := h.opts.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		if code(err) == "InvalidInstanceID.NotFound" {
+			return "", nil
+		}
+		return "", classify(err)
+	}
+	for _, r := range out.Reservations {
+		for _, i := range r.Instances {
+			if i.State != nil {
+				return i.State.Name, nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// worker is a worker on an instance.
+type worker struct {
+	driver.Worker
+	inst *instance
+	done chan struct{}
+	exit driver.ExitStatus
+}
+
+// Done implements driver.Worker: closed once the booking is released too.
+func (w *worker) Done() <-chan struct{} { return w.done }
+
+// Exit implements driver.Worker.
+func (w *worker) Exit() driver.ExitStatus { return w.exit }
+
+// Machine implements driver.Worker: the instance.
+func (w *worker) Machine() string { return w.inst.id }
+
+// ExpectedDigest is the build ID the worker reports.
+func (w *worker) ExpectedDigest() string {
+	if d, ok := w.Worker.(interface{ ExpectedDigest() string }); ok {
+		return d.ExpectedDigest()
+	}
+	return ""
+}
+
+// Close implements driver.Host: workers are killed and their bookings
+// released; instances keep running until they have been idle for
+// IdleTimeout.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	close(h.stopSweep)
+	insts := make([]*instance, 0, len(h.instances))
+	for _, i := range h.instances {
+		insts = append(insts, i)
+	}
+	h.mu.Unlock()
+	for _, i := range insts {
+		select {
+		case <-i.ready:
+			if i.agent != nil {
+				i.agent.Close()
+			}
+		default:
+		}
+	}
+	h.releases.Wait()
+	h.progs.Close()
+	os.RemoveAll(h.dir)
+	return nil
+}
+
+// Instances lists the ids of the instances this host has workers on or
+// connected to.
+func (h *Host) Instances() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for id := range h.instances {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Table is the allocation table the host books workers in.
+func (h *Host) Table() *ec2alloc.Table { return h.table }
