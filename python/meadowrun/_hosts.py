@@ -91,13 +91,41 @@ class AllocVM(_Unserved, abc.ABC):
 
 @dataclasses.dataclass(frozen=True)
 class AllocEC2Instance(AllocVM):
-    """A dynamically allocated EC2 instance (not served yet)."""
+    """EC2 instances launched or reused on demand: the CLI's --host
+    ec2://REGION?ami=...; credentials from the environment
+    ($AWS_ACCESS_KEY_ID, ...). The engine logs in with an EC2 key pair:
+    key_name and key_file (not in the reference, whose key pair
+    `meadowrun ec2 install` made) name it and its private key file. A
+    subnet_id may list several, comma-separated, tried in order."""
 
     region_name: Optional[str] = None
     ami_id: Optional[str] = None
     subnet_id: Optional[str] = None
     security_group_ids: Union[str, Sequence[str], None] = None
     iam_role_instance_profile: Optional[str] = None
+    key_name: Optional[str] = None
+    key_file: Optional[str] = None
+
+    def host_url(self) -> str:
+        if not self.region_name:
+            raise ValueError("meadowrun: AllocEC2Instance needs region_name, e.g. AllocEC2Instance('us-east-2', ami_id=...)")
+        q = []
+        if self.ami_id:
+            q.append(("ami", self.ami_id))
+        for sn in (self.subnet_id or "").split(","):
+            if sn.strip():
+                q.append(("subnet", sn.strip()))
+        sgs = self.security_group_ids
+        if isinstance(sgs, str):
+            sgs = [sgs]
+        q += [("sg", g) for g in sgs or ()]
+        if self.iam_role_instance_profile:
+            q.append(("profile", self.iam_role_instance_profile))
+        if self.key_name:
+            q.append(("key_name", self.key_name))
+        if self.key_file:
+            q.append(("key", self.key_file))
+        return "ec2://" + self.region_name + ("?" + urllib.parse.urlencode(q) if q else "")
 
 
 @dataclasses.dataclass(frozen=True)

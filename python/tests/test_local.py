@@ -326,7 +326,7 @@ def cloudpickle_wheels():
 
 class NotServedTest(unittest.TestCase):
     def test_hosts_the_engine_cannot_serve_raise_naming_themselves(self):
-        for host in (meadowrun.AllocEC2Instance(), meadowrun.AllocAzureVM(), meadowrun.AllocCloudInstance("EC2")):
+        for host in (meadowrun.AllocAzureVM(), meadowrun.AllocCloudInstance("AzureVM")):
             with self.subTest(host=type(host).__name__):
                 with self.assertRaises(NotImplementedError) as cm:
                     run(meadowrun.run_command("true", host))
@@ -355,6 +355,25 @@ class NotServedTest(unittest.TestCase):
             else:
                 os.environ["KUBECONFIG"] = saved
         self.assertIn("no-such-kubeconfig", str(cm.exception))
+
+    def test_ec2_becomes_the_clis_url_and_its_errors_are_the_engines(self):
+        h = meadowrun.AllocEC2Instance("us-east-2", "ami-1", "subnet-a,subnet-b", ["sg-1", "sg-2"], "prof",
+                                       key_name="k", key_file="/keys/k.pem")
+        self.assertEqual(h.host_url(), "ec2://us-east-2?ami=ami-1&subnet=subnet-a&subnet=subnet-b&sg=sg-1&sg=sg-2"
+                                       "&profile=prof&key_name=k&key=%2Fkeys%2Fk.pem")
+        self.assertEqual(meadowrun.AllocCloudInstance("EC2", "eu-west-1").host_url(), "ec2://eu-west-1")
+        with self.assertRaises(ValueError):
+            run(meadowrun.run_command("true", meadowrun.AllocEC2Instance()))
+        # The engine opens the host: without credentials it says which
+        # variables to set, before any AWS call.
+        saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_")}
+        try:
+            with self.assertRaises(meadowrun.MeadowrunException) as cm:
+                run(meadowrun.run_command("true", meadowrun.AllocEC2Instance("us-east-2", "ami-1")))
+        finally:
+            os.environ.update(saved)
+        self.assertIn("no AWS credentials", str(cm.exception))
+        self.assertIn("AWS_ACCESS_KEY_ID", str(cm.exception))
 
     def test_deployments_the_engine_cannot_serve_raise_naming_the_piece(self):
         with self.assertRaises(NotImplementedError) as cm:
