@@ -161,7 +161,9 @@ func (e *Engine) Ensure(ctx context.Context, ref string, auth *Auth) error {
 	}
 	e.mu.Lock()
 	p := e.pulls[ref]
-	if p == nil || p.err != nil && isDone(p.done) {
+	// p.err may be read only once p.done is closed: its writer closes it
+	// after writing.
+	if p == nil || isDone(p.done) && p.err != nil {
 		p = &pull{done: make(chan struct{})}
 		e.pulls[ref] = p
 		e.mu.Unlock()
