@@ -100,7 +100,8 @@ type AllocEC2Instance struct {
 	// AWSConfig, when not nil, is the AWS configuration (credentials,
 	// region, endpoint) of the EC2 and DynamoDB clients; nil means the
 	// environment's: $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY,
-	// $AWS_SESSION_TOKEN and $AWS_ENDPOINT_URL. (Shared config files,
+	// $AWS_SESSION_TOKEN, $AWS_ENDPOINT_URL and, for the Pricing API,
+	// $AWS_ENDPOINT_URL_PRICING. (Shared config files,
 	// SSO and instance roles need a configuration made with
 	// aws-sdk-go-v2/config by the caller.)
 	AWSConfig *aws.Config
@@ -145,6 +146,9 @@ func newHost(ctx context.Context, o AllocEC2Instance) (*meadowrun.Host, error) {
 	}
 	pcfg := cfg.Copy()
 	pcfg.Region = "us-east-1"
+	if e := os.Getenv("AWS_ENDPOINT_URL_PRICING"); e != "" && fromEnv {
+		pcfg.BaseEndpoint = aws.String(e)
+	}
 	if o.PricingConfig != nil {
 		pcfg = o.PricingConfig.Copy()
 	}

@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/ec2"
 	"github.com/meadowrun-go/meadowrun/hosttest"
+	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
 	"github.com/meadowrun-go/meadowrun/internal/ec2sim"
 )
 
@@ -268,4 +270,27 @@ func TestEC2URL(t *testing.T) {
 			t.Fatalf("driver %v, %v", drv, err)
 		}
 	})
+}
+
+// An instance launched that never answers over SSH fails the call after
+// BootTimeout, and is deregistered and terminated: it is not booked again.
+func TestEC2AnInstanceThatNeverAnswersIsTerminated(t *testing.T) {
+	b := ec2sim.Open(t)
+	b.Sim.Pause()
+	o := options(b)
+	o.BootTimeout = 3 * time.Second
+	h := newEC2(t, o)
+	start := time.Now()
+	_, err := meadowrun.RunFunction(t.Context(), ec2Where.With(1), h, &meadowrun.Options{LogDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "not reachable over SSH within 3s") {
+		t.Fatalf("error %v, want one saying the instance did not answer within BootTimeout", err)
+	}
+	t.Logf("after %v: %v", time.Since(start), err)
+	if n := len(instancesIn(t, b)[types.InstanceStateNameTerminated]); n != 1 {
+		t.Fatalf("%d instances terminated, want the one launched", n)
+	}
+	recs, err := ec2alloc.NewTable(dynamodb.NewFromConfig(b.Config), "").List(t.Context())
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("allocation table %v, %v: want it empty", recs, err)
+	}
 }

@@ -83,8 +83,10 @@ export MEADOWRUN_REQUIRE_PYTHON=1
 # The Python client's tests (python/) fail rather than skip when python3
 # cannot import cloudpickle (preinstalled with the machine's Python).
 export MEADOWRUN_REQUIRE_CLOUDPICKLE=1
-# The EC2 allocation tests run against moto_server (preinstalled with the
-# machine's Python) and fail rather than skip without it.
+# The EC2 allocation tests and the EC2 host's (conformance suite
+# included) run against moto_server (preinstalled with the machine's
+# Python) and fail rather than skip without it; the host's instances are
+# simulated on the SSH network above (internal/ec2sim, docs/ec2.md).
 export MEADOWRUN_REQUIRE_MOTO=1
 
 step "all tests, race detector on"

@@ -400,7 +400,10 @@ func (h *Host) connect(inst *instance) {
 	defer close(inst.ready)
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BootTimeout)
 	defer cancel()
-	fail := func(err error) { inst.err = fmt.Errorf("ec2 host: instance %s (%s): %w", inst.id, inst.addr, err) }
+	fail := func(err error) {
+		inst.err = fmt.Errorf("ec2 host: instance %s (%s): %w", inst.id, inst.addr, err)
+		h.drop(inst)
+	}
 	kh := filepath.Join(h.dir, inst.id+".known_hosts")
 	if _, err := os.Stat(kh); err != nil {
 		key, err := h.hostKeyOf(ctx, inst.id)
@@ -448,6 +451,28 @@ func (h *Host) connect(inst *instance) {
 		}
 		time.Sleep(h.opts.PollInterval / 4)
 	}
+}
+
+// drop takes an instance that could not be reached out of use: one this
+// host launched is deregistered and terminated (it never served, and a
+// broken instance would be booked again and again); another client's is
+// deregistered when EC2 no longer runs it.
+func (h *Host) drop(inst *instance) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if !inst.launched {
+		if state, err := h.state(ctx, inst.id); err != nil || state == types.InstanceStateNameRunning || state == types.InstanceStateNamePending {
+			return
+		}
+		h.table.Deregister(ctx, inst.id)
+		return
+	}
+	h.table.Deregister(ctx, inst.id)
+	if _, err := h.opts.EC2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{inst.id}}); err != nil {
+		fmt.Fprintf(h.opts.Log, "meadowrun: ec2 host: terminating %s, which could not be reached: %v\n", inst.id, classify(err))
+		return
+	}
+	fmt.Fprintf(h.opts.Log, "meadowrun: ec2 host: terminated %s, which could not be reached: %v\n", inst.id, inst.err)
 }
 
 // hostKeyOf reads the host key the instance was launched with from its

@@ -206,8 +206,18 @@ type Sim struct {
 	machines map[string]*machine
 	next     int
 	booted   []string // instance ids, in boot order
+	paused   bool
 	stop     chan struct{}
 	done     chan struct{}
+}
+
+// Pause keeps instances that start running from now on from booting
+// (while paused, and after): they never answer, as an instance whose
+// image is broken would not.
+func (s *Sim) Pause() {
+	s.mu.Lock()
+	s.paused = true
+	s.mu.Unlock()
 }
 
 type machine struct {
@@ -273,6 +283,10 @@ func (s *Sim) sync() {
 	var boot []types.Instance
 	for id, i := range running {
 		if _, ok := s.machines[id]; !ok {
+			if s.paused {
+				s.machines[id] = &machine{id: id} // never booted
+				continue
+			}
 			boot = append(boot, i)
 		}
 	}
