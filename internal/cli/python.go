@@ -57,8 +57,9 @@ func (p *envFlags) add(cmd *cobra.Command, what string) {
 }
 
 // environment returns the deployment of an environment flag, with env,
-// or ok false when none was given.
-func (p *envFlags) environment(cmd *cobra.Command, env map[string]string) (d meadowrun.Deployment, ok bool, err error) {
+// or ok false when none was given; image is --image's, which brings its
+// own environment.
+func (p *envFlags) environment(cmd *cobra.Command, env map[string]string, image string) (d meadowrun.Deployment, ok bool, err error) {
 	var set []string
 	for _, name := range []string{"requirements", "poetry", "conda-env-file"} {
 		if cmd.Flags().Changed(name) {
@@ -76,6 +77,8 @@ func (p *envFlags) environment(cmd *cobra.Command, env map[string]string) (d mea
 		return d, false, nil
 	case cmd.Flags().Changed("interpreter"):
 		return d, false, usagef(cmd, "--interpreter and %s: the environment has its own interpreter", set[0])
+	case image != "":
+		return d, false, usagef(cmd, "--image and an environment flag: a container image brings its own environment")
 	}
 	switch {
 	case p.requirements != "":
@@ -156,14 +159,11 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 		return &exitError{exitInternal, err}
 	}
 	dep := meadowrun.PreinstalledInterpreter(py.interpreter, env)
-	envDep, isEnv, err := py.environment(cmd, env)
+	envDep, isEnv, err := py.environment(cmd, env, w.image)
 	if err != nil {
 		return err
 	}
 	if isEnv {
-		if w.image != "" {
-			return usagef(cmd, "--image and an environment flag: a container image brings its own environment")
-		}
 		dep = envDep
 	}
 	if w.image != "" {

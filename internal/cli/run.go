@@ -69,14 +69,11 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 			if err != nil {
 				return err
 			}
-			envDep, isEnv, err := pyEnv.environment(cmd, nil)
+			envDep, isEnv, err := pyEnv.environment(cmd, nil, w.image)
 			if err != nil {
 				return err
 			}
 			if isEnv {
-				if w.image != "" {
-					return usagef(cmd, "--image and an environment flag: a container image brings its own environment")
-				}
 				dep = envDep
 			}
 			vars, err := contextVariables(cmd, contextVars)

@@ -27,3 +27,14 @@ def setup():
         os.environ[var] = d
     os.environ.pop("MEADOWRUN_HOST", None)
     return _tmp.name
+
+
+def read_env_file(path):
+    """The KEY=VALUE lines of a test component's file (sshnet.env,
+    containers.env) as a dict."""
+    env = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.strip().partition("=")
+            env[k] = v
+    return env

@@ -12,18 +12,14 @@ import unittest
 import meadowrun
 from meadowrun import ContainerInterpreter, Deployment, EnvSecret, Local
 
+from . import engine
 from .test_local import Base
 
 DIR = os.environ.get("MEADOWRUN_CONTAINERS")
 
 
 def containers():
-    env = {}
-    with open(os.path.join(DIR, "containers.env")) as f:
-        for line in f:
-            k, _, v = line.strip().partition("=")
-            env[k] = v
-    return env
+    return engine.read_env_file(os.path.join(DIR, "containers.env"))
 
 
 # A module that travels into the containers: where a function ran.

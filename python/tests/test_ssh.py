@@ -17,12 +17,7 @@ NET = os.environ.get("MEADOWRUN_SSHNET")
 
 
 def sshnet():
-    env = {}
-    with open(os.path.join(NET, "sshnet.env")) as f:
-        for line in f:
-            k, _, v = line.strip().partition("=")
-            env[k] = v
-    return env
+    return engine.read_env_file(os.path.join(NET, "sshnet.env"))
 
 
 @unittest.skipUnless(NET, "MEADOWRUN_SSHNET is not set: start the machines with scripts/sshnet.sh up DIR")
