@@ -63,12 +63,12 @@ type workerConn struct {
 	// startedKey is the key the worker last announced it was about to
 	// run (a Started frame, or the result log's running key).
 	startedKey uint64
-	run      *Job       // the job the connection is lent to, nil when idle
-	holding  bool       // Hold was sent: results may wait in the worker's result log
-	dead     bool
-	oneJob   bool // serves the job it was started for only
-	idleAt   time.Time
-	gone     chan struct{} // closed when the reader has finished
+	run        *Job // the job the connection is lent to, nil when idle
+	holding    bool // Hold was sent: results may wait in the worker's result log
+	dead       bool
+	oneJob     bool // serves the job it was started for only
+	idleAt     time.Time
+	gone       chan struct{} // closed when the reader has finished
 }
 
 // connect waits for a new worker's Hello and starts reading its stream.
