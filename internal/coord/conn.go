@@ -69,6 +69,9 @@ type workerConn struct {
 	oneJob     bool // serves the job it was started for only
 	idleAt     time.Time
 	gone       chan struct{} // closed when the reader has finished
+	// results and done are the reader's buffers, reused for every frame.
+	results []wire.Result
+	done    []settled
 }
 
 // connect waits for a new worker's Hello and starts reading its stream.
@@ -292,12 +295,14 @@ func (c *workerConn) read(rd *wire.Reader) {
 		}
 		switch typ {
 		case wire.TypeResults:
-			rs, err := wire.DecodeResults(body)
+			rs, err := wire.AppendResults(c.results[:0], body)
 			if err != nil {
 				streamErr = err
 				break
 			}
 			c.deliver(rs)
+			clear(rs)
+			c.results = rs[:0]
 		case wire.TypeLog:
 			l, err := wire.DecodeLog(body)
 			if err != nil {
@@ -373,7 +378,7 @@ func (c *workerConn) read(rd *wire.Reader) {
 
 func (c *workerConn) deliver(rs []wire.Result) {
 	var run *Job
-	done := make([]settled, 0, len(rs))
+	done := c.done[:0]
 	c.mu.Lock()
 	for _, r := range rs {
 		// Results arrive in the order tasks were sent: skip to the key.
@@ -401,8 +406,11 @@ func (c *workerConn) deliver(rs []wire.Result) {
 	}
 	c.mu.Unlock()
 	if run != nil {
+		// completed is done with the slice when it returns.
 		run.completed(c, done)
 	}
+	clear(done)
+	c.done = done[:0]
 }
 
 // started marks the task with key as running. Every task sent before it
