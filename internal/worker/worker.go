@@ -346,7 +346,7 @@ func (s *server) execute(ctx context.Context) error {
 		delete(s.canceled, t.Key)
 		entry, defined := s.funcs[t.Func]
 		name := s.names[t.Func]
-		taskCtx, cancel := context.WithCancel(ctx)
+		taskCtx, cancel := newTaskContext(ctx)
 		s.running, s.cancelFn = t.Key, cancel
 		hold := s.hold
 		s.mu.Unlock()
