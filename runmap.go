@@ -201,8 +201,7 @@ func RunMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], ho
 }
 
 // startMap starts a map over args, or, when args is nil, over list (read
-// by index: a slice needs no coroutine switch per argument, as iter.Pull
-// does).
+// by index).
 func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq[A], list []A, n int, host *Host, opts *MapOptions) (*MapJob[R], error) {
 	if f.name == "" {
 		return nil, errors.New("meadowrun: RunMap: the function has no name (use Register or Named)")
@@ -242,7 +241,7 @@ func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq
 	var next func() (A, bool)
 	var stop func()
 	if args != nil {
-		next, stop = iter.Pull(args)
+		next, stop = pullBatched(args)
 	} else {
 		i := 0
 		next = func() (A, bool) {
