@@ -200,6 +200,7 @@ func (f *feeder) step() bool {
 	// a single call holds two (the second read finds the end), later ones
 	// grow to feedBatch.
 	slab := make([]task, min(feedBatch, max(2, f.index)))
+	batch = make([]*task, 0, len(slab))
 	for more && len(batch)+len(bad) < len(slab) {
 		payload, encErr, ok := f.next()
 		if !ok {
