@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"unsafe"
 )
 
 // Codecs name how a value crosses the process boundary. They are part of
@@ -147,7 +148,9 @@ func integerCodec[T any](signed bool, format func([]byte, T) []byte, parse func(
 		app:  format,
 		dec: func(b []byte) (T, error) {
 			if plainInteger(b, signed) {
-				if v, err := parse(string(b)); err == nil {
+				// strconv keeps no reference to its input (its errors
+				// copy it), so b is read in place instead of copied.
+				if v, err := parse(unsafe.String(unsafe.SliceData(b), len(b))); err == nil {
 					return v, nil
 				}
 			}

@@ -26,10 +26,25 @@ var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // newTaskContext returns a cancellable child of parent and its cancel
 // function, cheaply when parent is never done.
 func newTaskContext(parent context.Context) (context.Context, func()) {
+	var slab []taskContext
+	return newTaskContextFrom(parent, &slab)
+}
+
+// taskSlab is how many task contexts are allocated together.
+const taskSlab = 64
+
+// newTaskContextFrom is newTaskContext taking the context from *slab,
+// refilled taskSlab at a time: one allocation per taskSlab tasks.
+func newTaskContextFrom(parent context.Context, slab *[]taskContext) (context.Context, func()) {
 	if parent.Done() != nil {
 		return context.WithCancel(parent)
 	}
-	c := &taskContext{Context: parent}
+	if len(*slab) == 0 {
+		*slab = make([]taskContext, taskSlab)
+	}
+	c := &(*slab)[0]
+	*slab = (*slab)[1:]
+	c.Context = parent
 	return c, c.cancel
 }
 

@@ -70,6 +70,7 @@ type server struct {
 	hold     bool // the coordinator sent Hold: results may wait in the result log
 	cancelFn context.CancelFunc
 	canceled map[uint64]bool
+	ctxSlab  []taskContext // used by execute only
 }
 
 // Serve speaks the worker side of the protocol on r and w until the
@@ -346,7 +347,7 @@ func (s *server) execute(ctx context.Context) error {
 		delete(s.canceled, t.Key)
 		entry, defined := s.funcs[t.Func]
 		name := s.names[t.Func]
-		taskCtx, cancel := newTaskContext(ctx)
+		taskCtx, cancel := newTaskContextFrom(ctx, &s.ctxSlab)
 		s.running, s.cancelFn = t.Key, cancel
 		hold := s.hold
 		s.mu.Unlock()
