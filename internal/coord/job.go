@@ -127,7 +127,7 @@ type Job struct {
 // borrowed for them.
 type lane struct {
 	mult     int
-	queue    []*task
+	queue    taskQueue
 	conns    []*workerConn
 	starting int // acquisitions in progress
 	spec     driver.WorkerSpec
@@ -225,7 +225,7 @@ func (f *feeder) step() bool {
 	r.mu.Lock()
 	r.outstanding += len(batch) + len(bad)
 	l := r.laneLocked(1)
-	l.queue = append(l.queue, batch...)
+	l.queue.pushBack(batch)
 	if !more {
 		r.feederDone = true
 	}
@@ -301,7 +301,7 @@ func (r *Job) pumpLocked() []action {
 	for _, l := range r.lanes {
 		acts = r.dispatchLocked(l, acts)
 		// Borrow more workers while tasks wait.
-		for len(l.queue) > 0 && len(l.conns)+l.starting < r.want(l) {
+		for l.queue.len() > 0 && len(l.conns)+l.starting < r.want(l) {
 			if c := r.spec.Pool.tryIdle(r, l.key); c != nil {
 				l.conns = append(l.conns, c)
 				r.held[c] = 0
@@ -312,7 +312,7 @@ func (r *Job) pumpLocked() []action {
 			go r.acquire(l)
 		}
 		// Give back workers the lane no longer needs, warm.
-		if len(l.queue) == 0 && (l.mult > 1 || r.feederDone) {
+		if l.queue.len() == 0 && (l.mult > 1 || r.feederDone) {
 			keep := l.conns[:0]
 			for _, c := range l.conns {
 				if r.held[c] == 0 {
@@ -333,13 +333,13 @@ func (r *Job) dispatchLocked(l *lane, acts []action) []action {
 	limit := r.batchLimitLocked()
 	slots := max(len(l.conns)+l.starting, r.want(l))
 	for _, c := range l.conns {
-		q := l.queue
-		if len(q) == 0 {
+		q := &l.queue
+		if q.len() == 0 {
 			break
 		}
 		held := r.held[c]
 		limit := limit
-		if len(q[0].payload) > 1<<20 {
+		if len(q.front().payload) > 1<<20 {
 			// Big arguments: one running, one on its way.
 			limit = 2
 		}
@@ -347,9 +347,9 @@ func (r *Job) dispatchLocked(l *lane, acts []action) []action {
 			// Top a worker up in large batches, not one task per result.
 			continue
 		}
-		n := min(len(q), limit-held)
+		n := min(q.len(), limit-held)
 		// Leave work for the other workers of the lane.
-		total := len(q)
+		total := q.len()
 		for _, oc := range l.conns {
 			total += r.held[oc]
 		}
@@ -358,20 +358,11 @@ func (r *Job) dispatchLocked(l *lane, acts []action) []action {
 		}
 		// Large payloads go a few at a time: a worker should not have to
 		// read half a gigabyte before it starts.
-		bytes := 0
-		for i := 0; i < n; i++ {
-			bytes += len(q[i].payload)
-			if bytes > maxBatchBytes && i > 0 {
-				n = i
-				break
-			}
-		}
 		if n <= 0 {
 			continue
 		}
-		batch := make([]*task, n)
-		copy(batch, q[:n])
-		l.queue = q[n:]
+		n = q.prefixUnder(n, maxBatchBytes)
+		batch := q.popFront(n)
 		r.held[c] = held + n
 		acts = append(acts, action{c: c, batch: batch})
 	}
@@ -435,7 +426,7 @@ func (r *Job) do(acts []action) {
 			continue
 		}
 		l := r.laneLocked(a.batch[0].lane)
-		l.queue = append(a.batch, l.queue...)
+		l.queue.pushFront(a.batch)
 		delete(r.held, a.c)
 		l.conns = slices.DeleteFunc(l.conns, func(x *workerConn) bool { return x == a.c })
 		var more []action
@@ -574,11 +565,17 @@ func (r *Job) workerDied(c *workerConn, lost []*task, running bool, st driver.Ex
 // requeueFrontAndUnlock puts ts, each marked, back at the front of their
 // lanes in their order, unlocks r.mu (held by the caller) and dispatches.
 func (r *Job) requeueFrontAndUnlock(ts []*task, mark func(*task)) {
-	for i := len(ts) - 1; i >= 0; i-- {
-		t := ts[i]
+	byLane := map[int][]*task{}
+	var lanes []int
+	for _, t := range ts {
 		mark(t)
-		l := r.laneLocked(t.lane)
-		l.queue = append([]*task{t}, l.queue...)
+		if _, ok := byLane[t.lane]; !ok {
+			lanes = append(lanes, t.lane)
+		}
+		byLane[t.lane] = append(byLane[t.lane], t)
+	}
+	for _, mult := range lanes {
+		r.laneLocked(mult).queue.pushFront(byLane[mult])
 	}
 	acts := r.pumpLocked()
 	r.maybeCloseLocked()
@@ -633,7 +630,7 @@ func (r *Job) settle(c *workerConn, done []settled) {
 			}
 		}
 		l := r.laneLocked(t.lane)
-		l.queue = append(l.queue, t)
+		l.queue.pushBack([]*task{t})
 		retried = append(retried, d)
 	}
 	acts := r.pumpLocked()
@@ -704,8 +701,7 @@ func (r *Job) Stop(err error) {
 	var queued []*task
 	var kill, release []*workerConn
 	for _, l := range r.lanes {
-		queued = append(queued, l.queue...)
-		l.queue = nil
+		queued = append(queued, l.queue.drain()...)
 		for _, c := range l.conns {
 			if r.held[c] > 0 {
 				kill = append(kill, c)
