@@ -250,7 +250,7 @@ func (r *Job) laneLocked(mult int) *lane {
 	if l == nil {
 		spec := r.spec.Worker
 		spec.Resources = r.spec.Resources(mult)
-		key := r.spec.PoolKey + "|" + spec.Resources.String()
+		key := laneKey(r.spec.PoolKey, spec.Resources)
 		if len(spec.Ports)+len(spec.Sidecars) > 0 {
 			// Workers with ports or sidecars are not interchangeable.
 			key += fmt.Sprintf("|%v|%v", spec.Ports, spec.Sidecars)
@@ -259,6 +259,39 @@ func (r *Job) laneLocked(mult int) *lane {
 		r.lanes[mult] = l
 	}
 	return l
+}
+
+// laneKeys caches laneKey: a warm call would otherwise format its
+// resources for every call.
+var laneKeys struct {
+	sync.Mutex
+	m map[laneKeyOf]string
+}
+
+type laneKeyOf struct {
+	pool, flags                   string
+	cpu, gpus, evict              float64
+	mem, gpuMem, ephemeral, flagN int64
+}
+
+// laneKey is the pool key of workers of deployment pool with resources res.
+func laneKey(pool string, res driver.Resources) string {
+	k := laneKeyOf{pool: pool, cpu: res.LogicalCPU, gpus: res.GPUs, evict: res.MaxEvictionRate,
+		mem: res.MemoryBytes, gpuMem: res.GPUMemoryBytes, ephemeral: res.EphemeralBytes, flagN: int64(len(res.Flags))}
+	if len(res.Flags) > 0 {
+		k.flags = fmt.Sprintf("%q", res.Flags)
+	}
+	laneKeys.Lock()
+	defer laneKeys.Unlock()
+	if s, ok := laneKeys.m[k]; ok {
+		return s
+	}
+	if laneKeys.m == nil || len(laneKeys.m) >= 1024 {
+		laneKeys.m = map[laneKeyOf]string{}
+	}
+	s := pool + "|" + res.String()
+	laneKeys.m[k] = s
+	return s
 }
 
 // want is how many workers a lane may use: the job's concurrency in the
