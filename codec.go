@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"unsafe"
 )
 
 // Codecs name how a value crosses the process boundary. They are part of
@@ -21,6 +22,9 @@ type codec[T any] struct {
 	name string
 	enc  func(T) ([]byte, error)
 	dec  func([]byte) (T, error)
+	// app, when set, appends the encoding of a value to a buffer, so that
+	// the arguments of a map share allocations.
+	app func([]byte, T) []byte
 }
 
 // codecFor picks the codec of T and checks that T can be encoded at all,
@@ -141,9 +145,12 @@ func integerCodec[T any](signed bool, format func([]byte, T) []byte, parse func(
 	return codec[T]{
 		name: codecJSON,
 		enc:  func(v T) ([]byte, error) { return format(make([]byte, 0, 8), v), nil },
+		app:  format,
 		dec: func(b []byte) (T, error) {
 			if plainInteger(b, signed) {
-				if v, err := parse(string(b)); err == nil {
+				// strconv keeps no reference to its input (its errors
+				// copy it), so b is read in place instead of copied.
+				if v, err := parse(unsafe.String(unsafe.SliceData(b), len(b))); err == nil {
 					return v, nil
 				}
 			}

@@ -129,7 +129,7 @@ func collectResults[R any](results iter.Seq[TaskResult[R]], total int) ([]R, err
 // (the reference's wait_for_result=False). The job is not tied to ctx,
 // which only bounds the start; use MapJob.Cancel to stop it.
 func StartMap[A, R any](ctx context.Context, f Func[A, R], args []A, host *Host, opts *MapOptions) (*MapJob[R], error) {
-	return startMap(ctx, context.WithoutCancel(ctx), f, slices.Values(args), len(args), host, opts)
+	return startMap(ctx, context.WithoutCancel(ctx), f, nil, args, len(args), host, opts)
 }
 
 // RunMap runs f on every argument, in parallel, and returns the results in
@@ -148,7 +148,7 @@ func RunMap[A, R any](ctx context.Context, f Func[A, R], args []A, host *Host, o
 		}
 		return []R{}, nil
 	}
-	m, err := startMap(ctx, ctx, f, slices.Values(args), len(args), host, opts)
+	m, err := startMap(ctx, ctx, f, nil, args, len(args), host, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +187,7 @@ func RunMapAsCompleted[A, R any](ctx context.Context, f Func[A, R], args []A, ho
 // bounded memory.
 func RunMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], host *Host, opts *MapOptions) iter.Seq[TaskResult[R]] {
 	return func(yield func(TaskResult[R]) bool) {
-		m, err := startMap(ctx, ctx, f, args, -1, host, opts)
+		m, err := startMap(ctx, ctx, f, args, nil, -1, host, opts)
 		if err != nil {
 			yield(TaskResult[R]{TaskID: -1, Err: err})
 			return
@@ -200,7 +200,9 @@ func RunMapSeq[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], ho
 	}
 }
 
-func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq[A], n int, host *Host, opts *MapOptions) (*MapJob[R], error) {
+// startMap starts a map over args, or, when args is nil, over list (read
+// by index).
+func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq[A], list []A, n int, host *Host, opts *MapOptions) (*MapJob[R], error) {
 	if f.name == "" {
 		return nil, errors.New("meadowrun: RunMap: the function has no name (use Register or Named)")
 	}
@@ -236,11 +238,36 @@ func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq
 	if n >= 0 {
 		spec.Concurrency = min(spec.Concurrency, max(n, 1))
 	}
-	next, stop := iter.Pull(args)
+	var next func() (A, bool)
+	var stop func()
+	if args != nil {
+		next, stop = pullBatched(args)
+	} else {
+		i := 0
+		next = func() (A, bool) {
+			if i == len(list) {
+				var zero A
+				return zero, false
+			}
+			i++
+			return list[i-1], true
+		}
+	}
+	var slab []byte
 	pull := func() ([]byte, error, bool) {
 		a, ok := next()
 		if !ok {
 			return nil, nil, false
+		}
+		if app := f.argCodec.app; app != nil {
+			// Small encodings share a slab: one allocation per few
+			// hundred arguments instead of one each.
+			if cap(slab)-len(slab) < 32 {
+				slab = make([]byte, 0, 4096)
+			}
+			start := len(slab)
+			slab = app(slab, a)
+			return slab[start:len(slab):len(slab)], nil, true
 		}
 		b, err := f.argCodec.enc(a)
 		return b, err, true

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/url"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -190,7 +189,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				payload, _ = json.Marshal(CommandTask{Args: rec.Command, Env: spec.Env, Dir: spec.Dir})
 			}
 			mo := &MapOptions{Options: opts, Concurrency: 1, MaxAttempts: spec.MaxAttempts}
-			m, err := startMap(ctx, context.WithoutCancel(ctx), rawFunc(wireFunc(desc)), slices.Values([]rawArg{{B: payload}}), 1, host, mo)
+			m, err := startMap(ctx, context.WithoutCancel(ctx), rawFunc(wireFunc(desc)), nil, []rawArg{{B: payload}}, 1, host, mo)
 			if err != nil {
 				return fail(err)
 			}
@@ -257,7 +256,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 		case "map":
 			mo := &MapOptions{Options: opts, Concurrency: spec.Concurrency, MaxAttempts: spec.MaxAttempts,
 				RetryWithMoreMemory: spec.RetryWithMoreMemory}
-			m, err := startMap(ctx, context.WithoutCancel(ctx), rawFunc(wireFunc(rec.Function)), run.Args(), rec.Total, host, mo)
+			m, err := startMap(ctx, context.WithoutCancel(ctx), rawFunc(wireFunc(rec.Function)), run.Args(), nil, rec.Total, host, mo)
 			if err != nil {
 				return fail(err)
 			}

@@ -21,12 +21,24 @@ const helloTimeout = 30 * time.Second
 // after its stream ended, before calling it lost.
 const lostGrace = 5 * time.Second
 
-// inflight is a task sent on a connection and not yet answered.
+// inflight is a batch of tasks sent on a connection in one frame, those
+// not yet answered: tasks[i] has key key+i. Bookkeeping per batch, not
+// per task, is what keeps a map of short tasks cheap on the client.
 type inflight struct {
-	key     uint64
-	run     *Job
-	task    *task
-	started bool // the worker announced it was about to run it
+	key   uint64
+	run   *Job
+	tasks []*task
+}
+
+// find returns the batch and position in it of the task with key, or -1.
+func findKey(fs []inflight, key uint64) (int, int) {
+	for bi := range fs {
+		f := &fs[bi]
+		if key >= f.key && key-f.key < uint64(len(f.tasks)) {
+			return bi, int(key - f.key)
+		}
+	}
+	return -1, -1
 }
 
 // workerConn is a connected, handshaken worker: the protocol stream, the
@@ -48,12 +60,18 @@ type workerConn struct {
 	nextFunc uint64
 	nextKey  uint64
 	inflight []inflight // in the order sent, which is the order the worker answers
-	run      *Job       // the job the connection is lent to, nil when idle
-	holding  bool       // Hold was sent: results may wait in the worker's result log
-	dead     bool
-	oneJob   bool // serves the job it was started for only
-	idleAt   time.Time
-	gone     chan struct{} // closed when the reader has finished
+	// startedKey is the key the worker last announced it was about to
+	// run (a Started frame, or the result log's running key).
+	startedKey uint64
+	run        *Job // the job the connection is lent to, nil when idle
+	holding    bool // Hold was sent: results may wait in the worker's result log
+	dead       bool
+	oneJob     bool // serves the job it was started for only
+	idleAt     time.Time
+	gone       chan struct{} // closed when the reader has finished
+	// results and done are the reader's buffers, reused for every frame.
+	results []wire.Result
+	done    []settled
 }
 
 // connect waits for a new worker's Hello and starts reading its stream.
@@ -239,9 +257,9 @@ func (c *workerConn) send(run *Job, fn wire.Function, command bool, digest strin
 		fid = id
 	}
 	b := wire.NewBatch(len(ts))
+	c.inflight = append(c.inflight, inflight{key: c.nextKey + 1, run: run, tasks: ts})
 	for _, t := range ts {
 		c.nextKey++
-		c.inflight = append(c.inflight, inflight{key: c.nextKey, run: run, task: t})
 		b.AddTask(wire.Task{Key: c.nextKey, Func: fid, Payload: t.payload})
 	}
 	// Frames are written under c.mu so that the wire order is the order
@@ -277,12 +295,14 @@ func (c *workerConn) read(rd *wire.Reader) {
 		}
 		switch typ {
 		case wire.TypeResults:
-			rs, err := wire.DecodeResults(body)
+			rs, err := wire.AppendResults(c.results[:0], body)
 			if err != nil {
 				streamErr = err
 				break
 			}
 			c.deliver(rs)
+			clear(rs)
+			c.results = rs[:0]
 		case wire.TypeLog:
 			l, err := wire.DecodeLog(body)
 			if err != nil {
@@ -329,28 +349,28 @@ func (c *workerConn) read(rd *wire.Reader) {
 	lost := c.inflight
 	c.inflight = nil
 	run := c.run
+	// Tasks run in the order sent, and the worker sends every result
+	// before it starts the next task: only the first task still in flight
+	// can have been running.
+	running := len(lost) > 0 && lost[0].key == c.startedKey && c.startedKey != 0
 	c.mu.Unlock()
 	if run == nil && len(lost) > 0 {
 		run = lost[0].run
 	}
-	// Tasks run in the order sent, and the worker sends every result
-	// before it starts the next task: only the first task still in flight
-	// can have been running.
-	running := len(lost) > 0 && lost[0].started
+	var ts []*task
+	for _, f := range lost {
+		ts = append(ts, f.tasks...)
+	}
 	if len(st.Output) > 0 && run != nil {
 		// What the worker printed last, recovered from its output after
 		// it died, belongs to the task it was running.
 		if running {
-			run.spec.Logs.write(lost[0].task.index+1, "", st.Output, true)
+			run.spec.Logs.write(ts[0].index+1, "", st.Output, true)
 		} else {
 			run.spec.Logs.write(0, c.w.Name(), st.Output, true)
 		}
 	}
 	if run != nil {
-		ts := make([]*task, len(lost))
-		for i, f := range lost {
-			ts[i] = f.task
-		}
 		run.workerDied(c, ts, running, st)
 	}
 	c.pool.dropped(c)
@@ -358,29 +378,39 @@ func (c *workerConn) read(rd *wire.Reader) {
 
 func (c *workerConn) deliver(rs []wire.Result) {
 	var run *Job
-	done := make([]settled, 0, len(rs))
+	done := c.done[:0]
 	c.mu.Lock()
 	for _, r := range rs {
 		// Results arrive in the order tasks were sent: skip to the key.
-		i := 0
-		for i < len(c.inflight) && c.inflight[i].key != r.Key {
-			i++
-		}
-		if i == len(c.inflight) {
+		// A key before the first in flight was answered already (a result
+		// both on the stream and in the result log).
+		bi, i := findKey(c.inflight, r.Key)
+		if bi < 0 {
 			continue
 		}
-		f := c.inflight[i]
-		c.inflight = c.inflight[i+1:]
+		c.inflight = c.inflight[bi:]
+		f := &c.inflight[0]
+		t := f.tasks[i]
 		run = f.run // a worker serves one job at a time
-		done = append(done, settled{t: f.task, res: r})
+		if i+1 == len(f.tasks) {
+			c.inflight[0] = inflight{}
+			c.inflight = c.inflight[1:]
+		} else {
+			f.tasks = f.tasks[i+1:]
+			f.key += uint64(i + 1)
+		}
+		done = append(done, settled{t: t, res: r})
 	}
 	if len(c.inflight) == 0 {
 		c.inflight = nil // let the backing array go
 	}
 	c.mu.Unlock()
 	if run != nil {
+		// completed is done with the slice when it returns.
 		run.completed(c, done)
 	}
+	clear(done)
+	c.done = done[:0]
 }
 
 // started marks the task with key as running. Every task sent before it
@@ -388,11 +418,8 @@ func (c *workerConn) deliver(rs []wire.Result) {
 func (c *workerConn) started(key uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i := range c.inflight {
-		if c.inflight[i].key == key {
-			c.inflight[i].started = true
-			return
-		}
+	if bi, _ := findKey(c.inflight, key); bi >= 0 {
+		c.startedKey = key
 	}
 }
 
@@ -401,11 +428,8 @@ func (c *workerConn) log(l wire.Log) {
 	var run *Job
 	var t *task
 	run = c.run
-	for _, f := range c.inflight {
-		if f.key == l.Key {
-			run, t = f.run, f.task
-			break
-		}
+	if bi, i := findKey(c.inflight, l.Key); bi >= 0 {
+		run, t = c.inflight[bi].run, c.inflight[bi].tasks[i]
 	}
 	c.mu.Unlock()
 	if run == nil {

@@ -127,7 +127,7 @@ type Job struct {
 // borrowed for them.
 type lane struct {
 	mult     int
-	queue    []*task
+	queue    taskQueue
 	conns    []*workerConn
 	starting int // acquisitions in progress
 	spec     driver.WorkerSpec
@@ -200,6 +200,7 @@ func (f *feeder) step() bool {
 	// a single call holds two (the second read finds the end), later ones
 	// grow to feedBatch.
 	slab := make([]task, min(feedBatch, max(2, f.index)))
+	batch = make([]*task, 0, len(slab))
 	for more && len(batch)+len(bad) < len(slab) {
 		payload, encErr, ok := f.next()
 		if !ok {
@@ -224,7 +225,7 @@ func (f *feeder) step() bool {
 	r.mu.Lock()
 	r.outstanding += len(batch) + len(bad)
 	l := r.laneLocked(1)
-	l.queue = append(l.queue, batch...)
+	l.queue.pushBack(batch)
 	if !more {
 		r.feederDone = true
 	}
@@ -249,7 +250,7 @@ func (r *Job) laneLocked(mult int) *lane {
 	if l == nil {
 		spec := r.spec.Worker
 		spec.Resources = r.spec.Resources(mult)
-		key := r.spec.PoolKey + "|" + spec.Resources.String()
+		key := laneKey(r.spec.PoolKey, spec.Resources)
 		if len(spec.Ports)+len(spec.Sidecars) > 0 {
 			// Workers with ports or sidecars are not interchangeable.
 			key += fmt.Sprintf("|%v|%v", spec.Ports, spec.Sidecars)
@@ -258,6 +259,39 @@ func (r *Job) laneLocked(mult int) *lane {
 		r.lanes[mult] = l
 	}
 	return l
+}
+
+// laneKeys caches laneKey: a warm call would otherwise format its
+// resources for every call.
+var laneKeys struct {
+	sync.Mutex
+	m map[laneKeyOf]string
+}
+
+type laneKeyOf struct {
+	pool, flags                   string
+	cpu, gpus, evict              float64
+	mem, gpuMem, ephemeral, flagN int64
+}
+
+// laneKey is the pool key of workers of deployment pool with resources res.
+func laneKey(pool string, res driver.Resources) string {
+	k := laneKeyOf{pool: pool, cpu: res.LogicalCPU, gpus: res.GPUs, evict: res.MaxEvictionRate,
+		mem: res.MemoryBytes, gpuMem: res.GPUMemoryBytes, ephemeral: res.EphemeralBytes, flagN: int64(len(res.Flags))}
+	if len(res.Flags) > 0 {
+		k.flags = fmt.Sprintf("%q", res.Flags)
+	}
+	laneKeys.Lock()
+	defer laneKeys.Unlock()
+	if s, ok := laneKeys.m[k]; ok {
+		return s
+	}
+	if laneKeys.m == nil || len(laneKeys.m) >= 1024 {
+		laneKeys.m = map[laneKeyOf]string{}
+	}
+	s := pool + "|" + res.String()
+	laneKeys.m[k] = s
+	return s
 }
 
 // want is how many workers a lane may use: the job's concurrency in the
@@ -300,7 +334,7 @@ func (r *Job) pumpLocked() []action {
 	for _, l := range r.lanes {
 		acts = r.dispatchLocked(l, acts)
 		// Borrow more workers while tasks wait.
-		for len(l.queue) > 0 && len(l.conns)+l.starting < r.want(l) {
+		for l.queue.len() > 0 && len(l.conns)+l.starting < r.want(l) {
 			if c := r.spec.Pool.tryIdle(r, l.key); c != nil {
 				l.conns = append(l.conns, c)
 				r.held[c] = 0
@@ -311,7 +345,7 @@ func (r *Job) pumpLocked() []action {
 			go r.acquire(l)
 		}
 		// Give back workers the lane no longer needs, warm.
-		if len(l.queue) == 0 && (l.mult > 1 || r.feederDone) {
+		if l.queue.len() == 0 && (l.mult > 1 || r.feederDone) {
 			keep := l.conns[:0]
 			for _, c := range l.conns {
 				if r.held[c] == 0 {
@@ -332,13 +366,13 @@ func (r *Job) dispatchLocked(l *lane, acts []action) []action {
 	limit := r.batchLimitLocked()
 	slots := max(len(l.conns)+l.starting, r.want(l))
 	for _, c := range l.conns {
-		q := l.queue
-		if len(q) == 0 {
+		q := &l.queue
+		if q.len() == 0 {
 			break
 		}
 		held := r.held[c]
 		limit := limit
-		if len(q[0].payload) > 1<<20 {
+		if len(q.front().payload) > 1<<20 {
 			// Big arguments: one running, one on its way.
 			limit = 2
 		}
@@ -346,9 +380,9 @@ func (r *Job) dispatchLocked(l *lane, acts []action) []action {
 			// Top a worker up in large batches, not one task per result.
 			continue
 		}
-		n := min(len(q), limit-held)
+		n := min(q.len(), limit-held)
 		// Leave work for the other workers of the lane.
-		total := len(q)
+		total := q.len()
 		for _, oc := range l.conns {
 			total += r.held[oc]
 		}
@@ -357,20 +391,11 @@ func (r *Job) dispatchLocked(l *lane, acts []action) []action {
 		}
 		// Large payloads go a few at a time: a worker should not have to
 		// read half a gigabyte before it starts.
-		bytes := 0
-		for i := 0; i < n; i++ {
-			bytes += len(q[i].payload)
-			if bytes > maxBatchBytes && i > 0 {
-				n = i
-				break
-			}
-		}
 		if n <= 0 {
 			continue
 		}
-		batch := make([]*task, n)
-		copy(batch, q[:n])
-		l.queue = q[n:]
+		n = q.prefixUnder(n, maxBatchBytes)
+		batch := q.popFront(n)
 		r.held[c] = held + n
 		acts = append(acts, action{c: c, batch: batch})
 	}
@@ -434,7 +459,7 @@ func (r *Job) do(acts []action) {
 			continue
 		}
 		l := r.laneLocked(a.batch[0].lane)
-		l.queue = append(a.batch, l.queue...)
+		l.queue.pushFront(a.batch)
 		delete(r.held, a.c)
 		l.conns = slices.DeleteFunc(l.conns, func(x *workerConn) bool { return x == a.c })
 		var more []action
@@ -573,11 +598,17 @@ func (r *Job) workerDied(c *workerConn, lost []*task, running bool, st driver.Ex
 // requeueFrontAndUnlock puts ts, each marked, back at the front of their
 // lanes in their order, unlocks r.mu (held by the caller) and dispatches.
 func (r *Job) requeueFrontAndUnlock(ts []*task, mark func(*task)) {
-	for i := len(ts) - 1; i >= 0; i-- {
-		t := ts[i]
+	byLane := map[int][]*task{}
+	var lanes []int
+	for _, t := range ts {
 		mark(t)
-		l := r.laneLocked(t.lane)
-		l.queue = append([]*task{t}, l.queue...)
+		if _, ok := byLane[t.lane]; !ok {
+			lanes = append(lanes, t.lane)
+		}
+		byLane[t.lane] = append(byLane[t.lane], t)
+	}
+	for _, mult := range lanes {
+		r.laneLocked(mult).queue.pushFront(byLane[mult])
 	}
 	acts := r.pumpLocked()
 	r.maybeCloseLocked()
@@ -632,7 +663,7 @@ func (r *Job) settle(c *workerConn, done []settled) {
 			}
 		}
 		l := r.laneLocked(t.lane)
-		l.queue = append(l.queue, t)
+		l.queue.pushBack([]*task{t})
 		retried = append(retried, d)
 	}
 	acts := r.pumpLocked()
@@ -705,8 +736,7 @@ func (r *Job) Stop(err error) {
 	var queued []*task
 	var kill, release []*workerConn
 	for _, l := range r.lanes {
-		queued = append(queued, l.queue...)
-		l.queue = nil
+		queued = append(queued, l.queue.drain()...)
 		for _, c := range l.conns {
 			if r.held[c] > 0 {
 				kill = append(kill, c)

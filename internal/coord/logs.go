@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // Logs collects a job's output: it splits it into lines, prefixes each
@@ -23,6 +24,9 @@ type Logs struct {
 	fileErr error
 	partial map[string][]byte
 	closed  bool
+	// opened is set once the file exists: Existing is asked once per
+	// result, and must not take mu for it.
+	opened atomic.Bool
 }
 
 // NewLogs makes the sink of job jobID's output: lines are streamed to out
@@ -37,9 +41,7 @@ func (s *Logs) Path() string { return s.path }
 // Existing returns the log file's path if anything was written to it so
 // far, and "" otherwise: results never name a log that does not exist.
 func (s *Logs) Existing() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.file == nil {
+	if !s.opened.Load() {
 		return ""
 	}
 	return s.path
@@ -102,6 +104,7 @@ func (s *Logs) emitLocked(lines []byte) {
 			s.fileErr = err
 		} else {
 			s.file, s.fileErr = os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			s.opened.Store(s.file != nil)
 		}
 		if s.fileErr != nil && s.out != nil {
 			fmt.Fprintf(s.out, "[meadowrun] cannot keep the job log: %v\n", s.fileErr)

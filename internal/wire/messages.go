@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 )
 
 // Hello is the first frame a worker sends. It describes the worker and
@@ -228,10 +229,14 @@ func AppendTaskHeader(dst []byte, t Task, payloadLen int) []byte {
 }
 
 // DecodeResults parses the body of a Results frame. Payloads alias body.
-func DecodeResults(body []byte) ([]Result, error) {
+func DecodeResults(body []byte) ([]Result, error) { return AppendResults(nil, body) }
+
+// AppendResults is DecodeResults appending to dst, so that a reader can
+// reuse one slice for every frame.
+func AppendResults(dst []Result, body []byte) ([]Result, error) {
 	d := decoder{b: body}
 	n := d.count(5)
-	rs := make([]Result, 0, n)
+	rs := slices.Grow(dst, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		rs = append(rs, d.result())
 	}

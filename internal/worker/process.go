@@ -58,6 +58,13 @@ func RunProcess(reg *registry.Registry) int {
 	for _, fd := range []int{fdTasks, fdResults, fdLog} {
 		syscall.CloseOnExec(fd)
 	}
+	// Non-blocking, the protocol streams go through the runtime's poller:
+	// a task that arrives wakes the reading goroutine on a thread that
+	// then runs the task itself, instead of a thread blocked in read(2)
+	// waking another to run it. (The host does not use its copies of
+	// these ends, so the flag changes nothing for it.)
+	syscall.SetNonblock(fdTasks, true)
+	syscall.SetNonblock(fdResults, true)
 	in := os.NewFile(uintptr(fdTasks), "meadowrun-tasks")
 	out := os.NewFile(uintptr(fdResults), "meadowrun-results")
 	if in == nil || out == nil {

@@ -70,6 +70,7 @@ type server struct {
 	hold     bool // the coordinator sent Hold: results may wait in the result log
 	cancelFn context.CancelFunc
 	canceled map[uint64]bool
+	ctxSlab  []taskContext // used by execute only
 }
 
 // Serve speaks the worker side of the protocol on r and w until the
@@ -226,8 +227,9 @@ type sender struct {
 	pump      *logPump       // nil when output is not captured
 	log       *shm.ResultLog // nil without a result log
 	pending   []wire.Result
-	logged    bool // every pending result is in the log
-	lastWrite time.Time
+	logged    bool          // every pending result is in the log
+	lastWrite time.Duration // since epoch
+	epoch     time.Time     // monotonic base of lastWrite and task times: one clock read per time, not two
 }
 
 // holdFor is how long held results may wait for the next write.
@@ -255,9 +257,9 @@ func (b *sender) add(r wire.Result, hold bool) error {
 
 // start announces the task with key: sending the results held and a
 // Started frame, or, holding, recording key in the result log.
-func (b *sender) start(key uint64, hold bool, now time.Time) error {
+func (b *sender) start(key uint64, hold bool, now time.Duration) error {
 	if hold && b.log != nil {
-		if len(b.pending) > 0 && (!b.logged || now.Sub(b.lastWrite) >= holdFor) {
+		if len(b.pending) > 0 && (!b.logged || now-b.lastWrite >= holdFor) {
 			if err := b.flush(); err != nil {
 				return err
 			}
@@ -300,7 +302,7 @@ func (b *sender) writeResults() {
 	b.w.WriteFrame(wire.TypeResults, fb.Parts()...)
 	clear(b.pending)
 	b.pending = b.pending[:0]
-	b.lastWrite = time.Now()
+	b.lastWrite = time.Since(b.epoch)
 }
 
 func (b *sender) flushWriter() error {
@@ -313,7 +315,7 @@ func (b *sender) flushWriter() error {
 // execute runs queued tasks in order and sends their results, batching the
 // results of tasks that complete back to back.
 func (s *server) execute(ctx context.Context) error {
-	out := &sender{w: s.w, pump: s.pump, log: s.opts.ResultLog}
+	out := &sender{w: s.w, pump: s.pump, log: s.opts.ResultLog, epoch: time.Now()}
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
@@ -346,7 +348,7 @@ func (s *server) execute(ctx context.Context) error {
 		delete(s.canceled, t.Key)
 		entry, defined := s.funcs[t.Func]
 		name := s.names[t.Func]
-		taskCtx, cancel := context.WithCancel(ctx)
+		taskCtx, cancel := newTaskContextFrom(ctx, &s.ctxSlab)
 		s.running, s.cancelFn = t.Key, cancel
 		hold := s.hold
 		s.mu.Unlock()
@@ -356,7 +358,7 @@ func (s *server) execute(ctx context.Context) error {
 			// ahead of its result.
 			s.pump.switchTo(t.Key)
 		}
-		start := time.Now()
+		start := time.Since(out.epoch)
 		if err := out.start(t.Key, hold, start); err != nil {
 			cancel()
 			return err
@@ -380,7 +382,7 @@ func (s *server) execute(ctx context.Context) error {
 				res = failureResult(t.Key, st, f)
 			}
 		}
-		elapsed := time.Since(start)
+		elapsed := time.Since(out.epoch) - start
 		res.Nanos = uint64(elapsed)
 		if s.opts.MeasureMemory && elapsed >= time.Millisecond {
 			res.PeakMemory = peakRSS()
