@@ -427,7 +427,18 @@ func (h *Host) connect(inst *instance) {
 	for {
 		_, err := a.Fit(ctx, driver.Resources{LogicalCPU: 0.001})
 		if err == nil || errors.Is(err, driver.ErrNeverFits) {
-			inst.agent = a
+			h.mu.Lock()
+			closed := h.closed
+			if !closed {
+				inst.agent = a
+			}
+			h.mu.Unlock()
+			if closed {
+				// Nothing may stay connected after Close.
+				a.Close()
+				inst.err = fmt.Errorf("ec2 host: instance %s: host closed", inst.id)
+				return
+			}
 			if inst.launched {
 				fmt.Fprintf(h.opts.Log, "meadowrun: ec2 host: the agent on %s answers after %v (boot and upload)\n", inst.id, time.Since(start).Round(time.Millisecond))
 			}
@@ -614,6 +625,14 @@ func (h *Host) Close() error {
 				i.agent.Close()
 			}
 		default:
+			// Still connecting: it sees the host closed, or set its
+			// agent before Close began and closes it here once ready.
+			go func() {
+				<-i.ready
+				if i.agent != nil {
+					i.agent.Close()
+				}
+			}()
 		}
 	}
 	h.releases.Wait()
