@@ -656,3 +656,31 @@ func (h *Host) Instances() []string {
 
 // Table is the allocation table the host books workers in.
 func (h *Host) Table() *ec2alloc.Table { return h.table }
+
+// Describe implements driver.Describer: the instances of the allocation
+// table launched with this host's settings, what they offer (their
+// type's capacity, as booked) and where they are; none before the first
+// launch.
+func (h *Host) Describe(ctx context.Context) []driver.Machine {
+	recs, err := h.table.List(ctx)
+	if err != nil {
+		return []driver.Machine{{Name: h.Name(), Err: err}}
+	}
+	var out []driver.Machine
+	for _, r := range recs {
+		if r.LaunchKey != h.key {
+			continue
+		}
+		arch := r.Architecture
+		if arch == "x86_64" {
+			arch = "amd64"
+		}
+		m := driver.Machine{Name: fmt.Sprintf("%s %s %s %s %s", r.InstanceID, r.Type, r.Market, r.Zone, r.Address), Platform: "linux/" + arch,
+			Capacity: driver.Resources{LogicalCPU: float64(r.Total.MilliCPU) / 1000, MemoryBytes: r.Total.MemoryBytes, GPUs: float64(r.Total.MilliGPUs) / 1000, Flags: r.Flags}}
+		if r.PreventFurtherAllocation {
+			m.Err = errors.New("taking no more workers")
+		}
+		out = append(out, m)
+	}
+	return out
+}
