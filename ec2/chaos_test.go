@@ -2,6 +2,9 @@ package ec2_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,4 +70,71 @@ func TestEC2AnInstanceTerminatedMidMapLosesNoTask(t *testing.T) {
 		}
 	}
 	t.Logf("instances booted: %v", b.Sim.Booted())
+}
+
+// Two clients mapping at once on one allocation table: no instance ever
+// has more workers booked than its type holds, and every task's result
+// arrives once. (moto does not make conditional writes atomic, as
+// DynamoDB does: both clients reach it through mototest's
+// one-request-at-a-time proxy.)
+func TestEC2TwoClientsAtOnceNeverOverbookAnInstance(t *testing.T) {
+	b := ec2sim.Open(t)
+	cfg := b.Moto.Atomic(t)
+	o := options(b)
+	o.AWSConfig = &cfg
+	hs := []*meadowrun.Host{newEC2(t, o), newEC2(t, o)}
+	tbl := ec2alloc.NewTable(dynamodb.NewFromConfig(b.Config), "")
+	stop := make(chan struct{})
+	watched := make(chan error, 1)
+	go func() {
+		var bad error
+		defer func() { watched <- bad }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			recs, err := tbl.List(context.Background())
+			if err != nil {
+				continue // the table is created by the first host
+			}
+			for _, r := range recs {
+				f := r.Free
+				if f.MilliCPU < 0 || f.MemoryBytes < 0 || len(r.Workers) > 2 {
+					bad = fmt.Errorf("instance %s overbooked: %d workers, free %+v", r.InstanceID, len(r.Workers), f)
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make([]error, len(hs))
+	for i, h := range hs {
+		wg.Go(func() {
+			args := make([]int, 12)
+			for j := range args {
+				args[j] = 100*i + j
+			}
+			got, err := meadowrun.RunMap(context.Background(), ec2Slow, args, h, &meadowrun.MapOptions{
+				Options: meadowrun.Options{LogDir: t.TempDir()}, Concurrency: 4})
+			if err == nil {
+				for j, x := range args {
+					if got[j] != 10*x {
+						err = fmt.Errorf("task %d returned %d", j, got[j])
+					}
+				}
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	close(stop)
+	if err := errors.Join(append(errs, <-watched)...); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := tbl.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("instances booted: %d; in the table: %d", len(b.Sim.Booted()), len(recs))
 }

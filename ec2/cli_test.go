@@ -48,6 +48,12 @@ func TestEC2FromTheCommandLine(t *testing.T) {
 	if !strings.Contains(got, "4 succeeded") {
 		t.Fatalf("map output %q", got)
 	}
+	got = run("", "hosts", "--host", u)
+	for id := range b.Sim.Running() {
+		if !strings.Contains(got, id+" t3.medium") {
+			t.Fatalf("hosts output %q does not list instance %s", got, id)
+		}
+	}
 }
 
 func deref(p *string) string {

@@ -160,8 +160,12 @@ func TestEC2InstancesAreReusedByOtherClientsAndTerminatedWhenIdle(t *testing.T) 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(out.String(), "idle") {
-		t.Errorf("the host's log does not tell of the termination:\n%s", out)
+	// The line is written once TerminateInstances has returned.
+	for !strings.Contains(out.String(), "idle for") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the host's log does not tell of the termination:\n%s", out)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

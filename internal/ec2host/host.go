@@ -427,7 +427,18 @@ func (h *Host) connect(inst *instance) {
 	for {
 		_, err := a.Fit(ctx, driver.Resources{LogicalCPU: 0.001})
 		if err == nil || errors.Is(err, driver.ErrNeverFits) {
-			inst.agent = a
+			h.mu.Lock()
+			closed := h.closed
+			if !closed {
+				inst.agent = a
+			}
+			h.mu.Unlock()
+			if closed {
+				// Nothing may stay connected after Close.
+				a.Close()
+				inst.err = fmt.Errorf("ec2 host: instance %s: host closed", inst.id)
+				return
+			}
 			if inst.launched {
 				fmt.Fprintf(h.opts.Log, "meadowrun: ec2 host: the agent on %s answers after %v (boot and upload)\n", inst.id, time.Since(start).Round(time.Millisecond))
 			}
@@ -614,6 +625,14 @@ func (h *Host) Close() error {
 				i.agent.Close()
 			}
 		default:
+			// Still connecting: it sees the host closed, or set its
+			// agent before Close began and closes it here once ready.
+			go func() {
+				<-i.ready
+				if i.agent != nil {
+					i.agent.Close()
+				}
+			}()
 		}
 	}
 	h.releases.Wait()
@@ -637,3 +656,31 @@ func (h *Host) Instances() []string {
 
 // Table is the allocation table the host books workers in.
 func (h *Host) Table() *ec2alloc.Table { return h.table }
+
+// Describe implements driver.Describer: the instances of the allocation
+// table launched with this host's settings, what they offer (their
+// type's capacity, as booked) and where they are; none before the first
+// launch.
+func (h *Host) Describe(ctx context.Context) []driver.Machine {
+	recs, err := h.table.List(ctx)
+	if err != nil {
+		return []driver.Machine{{Name: h.Name(), Err: err}}
+	}
+	var out []driver.Machine
+	for _, r := range recs {
+		if r.LaunchKey != h.key {
+			continue
+		}
+		arch := r.Architecture
+		if arch == "x86_64" {
+			arch = "amd64"
+		}
+		m := driver.Machine{Name: fmt.Sprintf("%s %s %s %s %s", r.InstanceID, r.Type, r.Market, r.Zone, r.Address), Platform: "linux/" + arch,
+			Capacity: driver.Resources{LogicalCPU: float64(r.Total.MilliCPU) / 1000, MemoryBytes: r.Total.MemoryBytes, GPUs: float64(r.Total.MilliGPUs) / 1000, Flags: r.Flags}}
+		if r.PreventFurtherAllocation {
+			m.Err = errors.New("taking no more workers")
+		}
+		out = append(out, m)
+	}
+	return out
+}
