@@ -5,9 +5,11 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -227,4 +229,64 @@ func TestKubernetesSingleUsePodsAreRemoved(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+var k8sHog = meadowrun.Register("k8s.Hog", func(ctx context.Context, mb int) (int, error) {
+	// mb MiB of anonymous memory faulted in by the kernel in one call
+	// (MAP_POPULATE), far faster than the agent's watchdog samples: the
+	// pod's own limit, which the kubelet sets a little above the
+	// worker's, is what stops it, by the kernel's OOM killer.
+	b, err := syscall.Mmap(-1, 0, mb<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_POPULATE)
+	if err != nil {
+		return 0, err
+	}
+	defer syscall.Munmap(b)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	return len(b) >> 20, nil
+})
+
+func TestKubernetesPodMemoryLimitKillsAreOOM(t *testing.T) {
+	c := k8stest.Require(t)
+	h := newK8s(t, c, kubernetes.Options{})
+	ctx := context.Background()
+	t.Run("a worker killed by the kernel at the pod's limit fails with KindOOM", func(t *testing.T) {
+		_, err := meadowrun.RunFunction(ctx, k8sHog.With(1024), h,
+			&meadowrun.Options{LogDir: t.TempDir(), Resources: &meadowrun.Resources{MemoryGB: 0.0625}})
+		var te *meadowrun.TaskError
+		if !errors.As(err, &te) || te.Kind != meadowrun.KindOOM || te.LimitBytes != 64<<20 {
+			t.Fatalf("error = %v, want KindOOM with a 64 MiB limit", err)
+		}
+		t.Logf("%v (peak seen %d MiB)", err, te.PeakMemoryBytes>>20)
+	})
+	t.Run("retries with more memory run in pods with higher limits", func(t *testing.T) {
+		// 300 MiB: over 128 MiB (attempt 1) and 256 MiB (attempt 2),
+		// within 384 MiB (attempt 3).
+		var rs []meadowrun.TaskResult[int]
+		for r := range meadowrun.RunMapAsCompleted(ctx, k8sHog, []int{300}, h, &meadowrun.MapOptions{
+			Options:     meadowrun.Options{LogDir: t.TempDir(), Resources: &meadowrun.Resources{MemoryGB: 0.125}},
+			MaxAttempts: 3, RetryWithMoreMemory: true}) {
+			rs = append(rs, r)
+		}
+		if len(rs) != 1 || rs[0].Err != nil || rs[0].Value != 300 || rs[0].Attempt != 3 {
+			t.Fatalf("results %+v: want success on attempt 3, with three times the memory", rs)
+		}
+		pods, err := client(t, c).CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "meadowrun.dev/managed=true"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		limits := map[int64]bool{}
+		for _, p := range pods.Items {
+			if q, ok := p.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory]; ok {
+				limits[q.Value()>>20] = true
+			}
+		}
+		// The worker's limit and 64 MiB for the agent.
+		for _, want := range []int64{128 + 64, 256 + 64, 384 + 64} {
+			if !limits[want] {
+				t.Errorf("no pod with a memory limit of %d MiB (pods have %v)", want, limits)
+			}
+		}
+	})
 }
