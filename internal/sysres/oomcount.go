@@ -8,8 +8,9 @@ import (
 )
 
 // OOMCounter reads the kernel's count of OOM kills in this process's own
-// memory cgroup: the oom_kill line of memory.events (v2) or of
-// memory.oom_control (v1, kernel 4.13 or later).
+// memory cgroup: the oom_kill line of memory.events.local or
+// memory.events (v2), or of memory.oom_control (v1, kernel 4.13 or later,
+// this cgroup's kills only).
 //
 // It is what the watchdog lacks inside a container with a memory limit
 // (a Kubernetes pod): a worker that allocates faster than the watchdog
@@ -33,7 +34,11 @@ func newOOMCounter(procRoot, cgRoot string) (*OOMCounter, error) {
 	}
 	var candidates []string
 	for _, d := range v.v2Chain() {
-		candidates = append(candidates, filepath.Join(d, "memory.events"))
+		// memory.events counts the kills of the cgroups below too (a
+		// cgroup limiter's workers); memory.events.local, where the
+		// kernel has it, only this cgroup's, where the watchdog's
+		// workers are.
+		candidates = append(candidates, filepath.Join(d, "memory.events.local"), filepath.Join(d, "memory.events"))
 	}
 	for _, d := range v.v1Chain("memory", "memory.limit_in_bytes") {
 		candidates = append(candidates, filepath.Join(d, "memory.oom_control"))

@@ -41,6 +41,18 @@ func TestOOMCounter(t *testing.T) {
 			want:     1,
 		},
 		{
+			name: "v2's count of this cgroup's own kills is preferred to the count of its subtree",
+			proc: map[string]string{"self/cgroup": "0::/jobs/a\n"},
+			cgroup: map[string]string{
+				"cgroup.controllers":         "memory\n",
+				"jobs/a/cgroup.controllers":  "memory\n",
+				"jobs/a/memory.events":       "low 0\nhigh 0\nmax 4\noom 7\noom_kill 7\n",
+				"jobs/a/memory.events.local": "low 0\nhigh 0\nmax 1\noom 2\noom_kill 2\n",
+			},
+			wantPath: "jobs/a/memory.events.local",
+			want:     2,
+		},
+		{
 			name: "a kernel without the counter has none",
 			proc: map[string]string{"self/cgroup": "5:memory:/\n"},
 			cgroup: map[string]string{
