@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -267,30 +268,7 @@ func TestKubernetesPodMemoryLimitKillsAreOOM(t *testing.T) {
 		// The pods made for the attempts, seen as they are created: a pod
 		// of an earlier attempt may be gone by the end, removed to make
 		// room for the next one.
-		sel := "meadowrun.dev/managed=true"
-		l, err := client(t, c).CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := client(t, c).CoreV1().Pods(c.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: l.ResourceVersion})
-		if err != nil {
-			t.Fatal(err)
-		}
-		limits := map[int64]bool{}
-		watched := make(chan struct{})
-		go func() {
-			defer close(watched)
-			for ev := range w.ResultChan() {
-				if st, ok := ev.Object.(*metav1.Status); ok {
-					t.Errorf("watching pods: %s", st.Message)
-				}
-				if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
-					if q, ok := p.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory]; ok {
-						limits[q.Value()>>20] = true
-					}
-				}
-			}
-		}()
+		seen := watchPodMemoryLimits(t, c)
 		// 300 MiB: over 128 MiB (attempt 1) and 256 MiB (attempt 2),
 		// within 384 MiB (attempt 3).
 		var rs []meadowrun.TaskResult[int]
@@ -302,8 +280,7 @@ func TestKubernetesPodMemoryLimitKillsAreOOM(t *testing.T) {
 		if len(rs) != 1 || rs[0].Err != nil || rs[0].Value != 300 || rs[0].Attempt != 3 {
 			t.Fatalf("results %+v: want success on attempt 3, with three times the memory", rs)
 		}
-		w.Stop()
-		<-watched
+		limits := seen()
 		// The worker's limit and 64 MiB for the agent.
 		for _, want := range []int64{128 + 64, 256 + 64, 384 + 64} {
 			if !limits[want] {
@@ -311,4 +288,75 @@ func TestKubernetesPodMemoryLimitKillsAreOOM(t *testing.T) {
 			}
 		}
 	})
+}
+
+// watchPodMemoryLimits records the memory limits (MiB) of the managed pods
+// that exist or are created until the function it returns is called,
+// which returns them. A watch the API server ends is resumed.
+func watchPodMemoryLimits(t *testing.T, c k8stest.Cluster) func() map[int64]bool {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pods := client(t, c).CoreV1().Pods(c.Namespace)
+	sel := "meadowrun.dev/managed=true"
+	var mu sync.Mutex
+	limits := map[int64]bool{}
+	add := func(p *corev1.Pod) {
+		if q, ok := p.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory]; ok {
+			mu.Lock()
+			limits[q.Value()>>20] = true
+			mu.Unlock()
+		}
+	}
+	ready := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		first := true
+		for ctx.Err() == nil {
+			l, err := pods.List(ctx, metav1.ListOptions{LabelSelector: sel})
+			if err == nil {
+				for i := range l.Items {
+					add(&l.Items[i])
+				}
+				var w watch.Interface
+				w, err = pods.Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: l.ResourceVersion})
+				if err == nil {
+					if first {
+						first = false
+						close(ready)
+					}
+					for ev := range w.ResultChan() {
+						if p, ok := ev.Object.(*corev1.Pod); ok {
+							add(p)
+						}
+					}
+					w.Stop()
+				}
+			}
+			if err != nil && ctx.Err() == nil {
+				if first {
+					// The test goes on; pods are seen from the next try.
+					first = false
+					close(ready)
+				}
+				t.Logf("watching pods: %v", err)
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		if first {
+			close(ready)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	<-ready
+	return func() map[int64]bool {
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return limits
+	}
 }

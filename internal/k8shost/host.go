@@ -74,6 +74,7 @@ type Host struct {
 	mu     sync.Mutex
 	pods   map[string]*pod // by name
 	closed bool
+	done   chan struct{} // closed by Close: the reaper stops
 }
 
 // pod is a pod of this host's.
@@ -81,6 +82,7 @@ type pod struct {
 	name, key string
 	agent     *agentclient.Host // once running
 	workers   int
+	idleSince time.Time // when workers last fell to 0
 	created   time.Time
 	pending   bool // created, not scheduled yet
 	starting  bool // being started by a Start call
@@ -168,7 +170,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		opts.Log = os.Stderr
 	}
 	opts.ReusablePods = !opts.SingleUsePods
-	h := &Host{opts: opts, cs: cs, rest: cfg, ns: ns, context: ctxName, server: cfg.Host, pods: map[string]*pod{}}
+	h := &Host{opts: opts, cs: cs, rest: cfg, ns: ns, context: ctxName, server: cfg.Host, pods: map[string]*pod{}, done: make(chan struct{})}
 	b := make([]byte, 6)
 	rand.Read(b)
 	host, _ := os.Hostname()
@@ -195,7 +197,39 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	if h.progs, err = agentclient.NewPrograms("kubernetes host", opts.Binary, opts.Binaries); err != nil {
 		return nil, err
 	}
+	go h.reap()
 	return h, nil
+}
+
+// reap lets go of the host's pods that have been idle (no worker) for
+// IdleTimeout, until Close. The agent of a pod counts its idle time only
+// while no client is connected, so without this a long-lived host would
+// hold its idle pods, and their share of the cluster, for as long as it
+// lives: other hosts' pods, in this process or another, could then stay
+// unschedulable. A pod this host created is removed; one it adopted is
+// left to its agent's own idle timeout.
+func (h *Host) reap() {
+	every := min(max(h.opts.IdleTimeout/4, 250*time.Millisecond), 10*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		var idle []*pod
+		for _, p := range h.pods {
+			if p.agent != nil && p.workers == 0 && !p.starting && !p.pending && time.Since(p.idleSince) > h.opts.IdleTimeout {
+				idle = append(idle, p)
+			}
+		}
+		h.mu.Unlock()
+		for _, p := range idle {
+			h.forgetIf(p, func() bool { return p.workers == 0 && !p.starting && time.Since(p.idleSince) > h.opts.IdleTimeout })
+		}
+	}
 }
 
 // Namespace is the namespace the host's pods are in.
@@ -396,7 +430,7 @@ func (h *Host) startOnExisting(ctx context.Context, key string, spec driver.Work
 		for _, p := range mine {
 			h.mu.Lock()
 			busy := p.workers > 0
-			if busy != (pass == 1) {
+			if busy != (pass == 1) || h.pods[p.name] != p {
 				h.mu.Unlock()
 				continue
 			}
@@ -408,6 +442,9 @@ func (h *Host) startOnExisting(ctx context.Context, key string, spec driver.Work
 			}
 			h.mu.Lock()
 			p.workers--
+			if p.workers == 0 {
+				p.idleSince = time.Now()
+			}
 			h.mu.Unlock()
 			if errors.Is(err, driver.ErrUnreachable) || !errors.Is(err, driver.ErrNoCapacity) {
 				if ctx.Err() != nil {
@@ -502,9 +539,12 @@ func (h *Host) makeWay(key string) {
 }
 
 // forget stops using p and removes its Job, unless another process made it.
-func (h *Host) forget(p *pod) {
+func (h *Host) forget(p *pod) { h.forgetIf(p, func() bool { return true }) }
+
+// forgetIf is forget when cond, called with h.mu held, is true.
+func (h *Host) forgetIf(p *pod, cond func() bool) {
 	h.mu.Lock()
-	if h.pods[p.name] != p {
+	if h.pods[p.name] != p || !cond() {
 		h.mu.Unlock()
 		return
 	}
@@ -546,6 +586,9 @@ func (h *Host) wrap(p *pod, w driver.Worker) driver.Worker {
 		}
 		h.mu.Lock()
 		p.workers--
+		if p.workers == 0 {
+			p.idleSince = time.Now()
+		}
 		drop := !h.opts.ReusablePods && p.workers == 0
 		h.mu.Unlock()
 		if drop || kw.exit.Lost {
@@ -581,6 +624,9 @@ func (w *worker) ExpectedDigest() string { return w.h.ExpectedDigest() }
 // removed, reusable ones stay until their agents' idle timeout.
 func (h *Host) Close() error {
 	h.mu.Lock()
+	if !h.closed {
+		close(h.done)
+	}
 	h.closed = true
 	pods := make([]*pod, 0, len(h.pods))
 	for _, p := range h.pods {
