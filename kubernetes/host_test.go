@@ -44,6 +44,13 @@ func newK8s(t *testing.T, c k8stest.Cluster, opts kubernetes.Options) *meadowrun
 		// Pods left idle by a test end soon, making way for others.
 		opts.IdleTimeout = 15 * time.Second
 	}
+	if opts.ScheduleTimeout == 0 {
+		// The test node has 2 CPUs, two pods of the default size: a pod
+		// may wait for those of earlier tests' hosts, in this process or
+		// in the supervisors of detached jobs, which keep theirs until
+		// they exit (the URL carries this to them).
+		opts.ScheduleTimeout = 5 * time.Minute
+	}
 	if opts.Log == nil {
 		opts.Log = &hosttest.SyncBuffer{}
 		if testing.Verbose() {
