@@ -50,9 +50,9 @@ fi
 # ${MEADOWRUN_K8S_CACHE:-~/.cache/meadowrun-k8s} does not hold them yet
 # (they are kept there, keyed by scripts/k8stools' go.mod and go.sum),
 # seconds when it does. The build starts now, in the background and at the
-# lowest CPU priority, so that it takes only the time the checks and
-# tests below leave idle (they wait on processes, networks and sleeps) and
-# never slows them down; the Kubernetes step at the end waits for it.
+# lowest CPU priority, so that it mostly takes the CPU time the checks and
+# tests below leave idle (they wait on processes, networks and sleeps)
+# rather than slow them down; the Kubernetes step at the end waits for it.
 # setsid makes it a process group of its own, which cleanup kills whole.
 k8s_build_log=$k8s_dir/build.log
 step "Kubernetes binaries: building in the background (log in $k8s_build_log)"
