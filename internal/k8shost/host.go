@@ -221,13 +221,13 @@ func (h *Host) reap() {
 		h.mu.Lock()
 		var idle []*pod
 		for _, p := range h.pods {
-			if p.agent != nil && p.workers == 0 && !p.starting && !p.pending && time.Since(p.idleSince) > h.opts.IdleTimeout {
+			if h.reapable(p) {
 				idle = append(idle, p)
 			}
 		}
 		h.mu.Unlock()
 		for _, p := range idle {
-			h.forgetIf(p, func() bool { return p.workers == 0 && !p.starting && time.Since(p.idleSince) > h.opts.IdleTimeout })
+			h.forgetIf(p, func() bool { return h.reapable(p) })
 		}
 	}
 }
@@ -368,6 +368,7 @@ func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (dri
 	if errors.As(err, &pe) {
 		h.mu.Lock()
 		p.pending, p.starting = true, false
+		p.idleSince = time.Now() // a job that still wants it comes back soon
 		h.mu.Unlock()
 		h.makeWay(p.key)
 		return nil, fmt.Errorf("kubernetes: %w: %s", driver.ErrNoCapacity, pe.msg)
@@ -536,6 +537,18 @@ func (h *Host) makeWay(key string) {
 	for _, p := range idle {
 		h.forget(p)
 	}
+}
+
+// reapable says, with h.mu held, whether p has been of no use for
+// IdleTimeout: running with no worker, or waiting for the scheduler with
+// no job asking for it (a pod left pending when its job ended would
+// otherwise start later, hold its CPUs, and wait 2 minutes for an agent
+// that never comes).
+func (h *Host) reapable(p *pod) bool {
+	if p.starting || p.workers > 0 || time.Since(p.idleSince) <= h.opts.IdleTimeout {
+		return false
+	}
+	return (p.agent != nil && !p.pending) || (p.agent == nil && p.pending)
 }
 
 // forget stops using p and removes its Job, unless another process made it.
