@@ -5,10 +5,14 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -39,6 +43,13 @@ func newK8s(t *testing.T, c k8stest.Cluster, opts kubernetes.Options) *meadowrun
 	if opts.IdleTimeout == 0 {
 		// Pods left idle by a test end soon, making way for others.
 		opts.IdleTimeout = 15 * time.Second
+	}
+	if opts.ScheduleTimeout == 0 {
+		// The test node has 2 CPUs, two pods of the default size: a pod
+		// may wait for those of earlier tests' hosts, in this process or
+		// in the supervisors of detached jobs, which keep theirs until
+		// they exit (the URL carries this to them).
+		opts.ScheduleTimeout = 5 * time.Minute
 	}
 	if opts.Log == nil {
 		opts.Log = &hosttest.SyncBuffer{}
@@ -226,5 +237,136 @@ func TestKubernetesSingleUsePodsAreRemoved(t *testing.T) {
 			t.Fatalf("pod %s still there a minute after Close", got)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+var k8sHog = meadowrun.Register("k8s.Hog", func(ctx context.Context, mb int) (int, error) {
+	// mb MiB of anonymous memory faulted in by the kernel in one call
+	// (MAP_POPULATE), far faster than the agent's watchdog samples: the
+	// pod's own limit, which the kubelet sets a little above the
+	// worker's, is what stops it, by the kernel's OOM killer.
+	b, err := syscall.Mmap(-1, 0, mb<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_POPULATE)
+	if err != nil {
+		return 0, err
+	}
+	defer syscall.Munmap(b)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	return len(b) >> 20, nil
+})
+
+func TestKubernetesPodMemoryLimitKillsAreOOM(t *testing.T) {
+	c := k8stest.Require(t)
+	h := newK8s(t, c, kubernetes.Options{})
+	ctx := context.Background()
+	t.Run("a worker killed by the kernel at the pod's limit fails with KindOOM", func(t *testing.T) {
+		_, err := meadowrun.RunFunction(ctx, k8sHog.With(1024), h,
+			&meadowrun.Options{LogDir: t.TempDir(), Resources: &meadowrun.Resources{MemoryGB: 0.0625}})
+		var te *meadowrun.TaskError
+		if !errors.As(err, &te) || te.Kind != meadowrun.KindOOM || te.LimitBytes != 64<<20 {
+			t.Fatalf("error = %v, want KindOOM with a 64 MiB limit", err)
+		}
+		// Which of the two killed it depends on where the agent's watchdog
+		// samples fall: the kernel, at the pod's limit, most often.
+		t.Logf("%v (peak seen by the watchdog %d MiB)", err, te.PeakMemoryBytes>>20)
+	})
+	t.Run("retries with more memory run in pods with higher limits", func(t *testing.T) {
+		// The pods made for the attempts, seen as they are created: a pod
+		// of an earlier attempt may be gone by the end, removed to make
+		// room for the next one.
+		seen := watchPodMemoryLimits(t, c)
+		// 300 MiB: over 128 MiB (attempt 1) and 256 MiB (attempt 2),
+		// within 384 MiB (attempt 3).
+		var rs []meadowrun.TaskResult[int]
+		for r := range meadowrun.RunMapAsCompleted(ctx, k8sHog, []int{300}, h, &meadowrun.MapOptions{
+			Options:     meadowrun.Options{LogDir: t.TempDir(), Resources: &meadowrun.Resources{MemoryGB: 0.125}},
+			MaxAttempts: 3, RetryWithMoreMemory: true}) {
+			rs = append(rs, r)
+		}
+		// Attempt 3 at the earliest: an attempt whose worker was lost
+		// rather than killed for memory (seen once on a loaded machine:
+		// "the machine was lost") runs again with the same memory.
+		if len(rs) != 1 || rs[0].Err != nil || rs[0].Value != 300 || rs[0].Attempt < 3 {
+			t.Fatalf("results %+v: want success on attempt 3 or later, with three times the memory", rs)
+		}
+		limits := seen()
+		// The worker's limit and 64 MiB for the agent.
+		for _, want := range []int64{128 + 64, 256 + 64, 384 + 64} {
+			if !limits[want] {
+				t.Errorf("no pod with a memory limit of %d MiB (pods have %v)", want, limits)
+			}
+		}
+	})
+}
+
+// watchPodMemoryLimits records the memory limits (MiB) of the managed pods
+// that exist or are created until the function it returns is called,
+// which returns them. A watch the API server ends is resumed.
+func watchPodMemoryLimits(t *testing.T, c k8stest.Cluster) func() map[int64]bool {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pods := client(t, c).CoreV1().Pods(c.Namespace)
+	sel := "meadowrun.dev/managed=true"
+	var mu sync.Mutex
+	limits := map[int64]bool{}
+	add := func(p *corev1.Pod) {
+		if q, ok := p.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory]; ok {
+			mu.Lock()
+			limits[q.Value()>>20] = true
+			mu.Unlock()
+		}
+	}
+	ready := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		first := true
+		for ctx.Err() == nil {
+			l, err := pods.List(ctx, metav1.ListOptions{LabelSelector: sel})
+			if err == nil {
+				for i := range l.Items {
+					add(&l.Items[i])
+				}
+				var w watch.Interface
+				w, err = pods.Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: l.ResourceVersion})
+				if err == nil {
+					if first {
+						first = false
+						close(ready)
+					}
+					for ev := range w.ResultChan() {
+						if p, ok := ev.Object.(*corev1.Pod); ok {
+							add(p)
+						}
+					}
+					w.Stop()
+				}
+			}
+			if err != nil && ctx.Err() == nil {
+				if first {
+					// The test goes on; pods are seen from the next try.
+					first = false
+					close(ready)
+				}
+				t.Logf("watching pods: %v", err)
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		if first {
+			close(ready)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	<-ready
+	return func() map[int64]bool {
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return limits
 	}
 }

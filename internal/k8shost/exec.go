@@ -41,6 +41,8 @@ type execStream struct {
 	done   chan struct{}
 	stderr bytes.Buffer // valid after done
 	err    error        // valid after done
+
+	closeOnce sync.Once
 }
 
 func (s *execStream) Read(p []byte) (int, error)  { return s.out.Read(p) }
@@ -48,11 +50,32 @@ func (s *execStream) Write(p []byte) (int, error) { return s.in.Write(p) }
 
 // Close implements io.Closer.
 func (s *execStream) Close() error {
-	s.in.Close()
-	s.cancel()
-	s.out.Close()
+	s.closeOnce.Do(s.close)
 	return nil
 }
+
+func (s *execStream) close() {
+	s.in.Close()
+	// The end of standard input is sent, and the session given
+	// closeGrace to end by itself (its output drained), before it is cut:
+	// the command in the pod then sees its input end and exits, rather
+	// than depend on how the kubelet treats a session cut short (it does
+	// not kill an exec'd process whose client went). A dial process left
+	// running would hold its agent connection open, and keep the agent,
+	// and its pod, from ever going idle.
+	go func() {
+		go io.Copy(io.Discard, s.out)
+		select {
+		case <-s.done:
+		case <-time.After(closeGrace):
+		}
+		s.cancel()
+		s.out.Close()
+	}()
+}
+
+// closeGrace is how long a closed exec session has to end by itself.
+const closeGrace = 5 * time.Second
 
 // CloseWrite closes the command's standard input only.
 func (s *execStream) CloseWrite() error { return s.in.Close() }
@@ -156,6 +179,11 @@ type link struct {
 	mu   sync.Mutex
 	sock string
 	exe  string
+	// conns are the streams Dial opened, closed with the link: like an
+	// SSH connection's channels, they must not outlive it (an exec
+	// session left open keeps its agent, and so its pod, from going idle).
+	conns  map[*execStream]struct{}
+	closed bool
 }
 
 // Bootstrap implements agentclient.Link: one exec uploads the program
@@ -234,6 +262,23 @@ func (l *link) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, l.t.pod, err)
 	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		s.Close()
+		return nil, fmt.Errorf("%w: pod %s: the connection is closed", driver.ErrUnreachable, l.t.pod)
+	}
+	if l.conns == nil {
+		l.conns = map[*execStream]struct{}{}
+	}
+	l.conns[s] = struct{}{}
+	l.mu.Unlock()
+	go func() {
+		<-s.done
+		l.mu.Lock()
+		delete(l.conns, s)
+		l.mu.Unlock()
+	}()
 	return s, nil
 }
 
@@ -241,4 +286,14 @@ func (l *link) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
 func (l *link) KeepAlive() error { return l.t.h.podRunning(context.Background(), l.t.pod) }
 
 // Close implements agentclient.Link: streams are closed by their users.
-func (l *link) Close() error { return nil }
+func (l *link) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	for s := range conns {
+		s.Close()
+	}
+	return nil
+}

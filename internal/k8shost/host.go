@@ -74,6 +74,7 @@ type Host struct {
 	mu     sync.Mutex
 	pods   map[string]*pod // by name
 	closed bool
+	done   chan struct{} // closed by Close: the reaper stops
 }
 
 // pod is a pod of this host's.
@@ -81,6 +82,7 @@ type pod struct {
 	name, key string
 	agent     *agentclient.Host // once running
 	workers   int
+	idleSince time.Time // when workers last fell to 0
 	created   time.Time
 	pending   bool // created, not scheduled yet
 	starting  bool // being started by a Start call
@@ -169,7 +171,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		opts.Log = os.Stderr
 	}
 	opts.ReusablePods = !opts.SingleUsePods
-	h := &Host{opts: opts, cs: cs, rest: cfg, ns: ns, context: ctxName, server: cfg.Host, pods: map[string]*pod{}}
+	h := &Host{opts: opts, cs: cs, rest: cfg, ns: ns, context: ctxName, server: cfg.Host, pods: map[string]*pod{}, done: make(chan struct{})}
 	b := make([]byte, 6)
 	rand.Read(b)
 	host, _ := os.Hostname()
@@ -196,7 +198,39 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	if h.progs, err = agentclient.NewPrograms("kubernetes host", opts.Binary, opts.Binaries); err != nil {
 		return nil, err
 	}
+	go h.reap()
 	return h, nil
+}
+
+// reap lets go of the host's pods that have been idle (no worker) for
+// IdleTimeout, until Close. The agent of a pod counts its idle time only
+// while no client is connected, so without this a long-lived host would
+// hold its idle pods, and their share of the cluster, for as long as it
+// lives: other hosts' pods, in this process or another, could then stay
+// unschedulable. A pod this host created is removed; one it adopted is
+// left to its agent's own idle timeout.
+func (h *Host) reap() {
+	every := min(max(h.opts.IdleTimeout/4, 250*time.Millisecond), 10*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		var idle []*pod
+		for _, p := range h.pods {
+			if h.reapable(p) {
+				idle = append(idle, p)
+			}
+		}
+		h.mu.Unlock()
+		for _, p := range idle {
+			h.forgetIf(p, func() bool { return h.reapable(p) })
+		}
+	}
 }
 
 // Namespace is the namespace the host's pods are in.
@@ -335,6 +369,7 @@ func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (dri
 	if errors.As(err, &pe) {
 		h.mu.Lock()
 		p.pending, p.starting = true, false
+		p.idleSince = time.Now() // a job that still wants it comes back soon
 		h.mu.Unlock()
 		h.makeWay(p.key)
 		return nil, fmt.Errorf("kubernetes: %w: %s", driver.ErrNoCapacity, pe.msg)
@@ -397,7 +432,7 @@ func (h *Host) startOnExisting(ctx context.Context, key string, spec driver.Work
 		for _, p := range mine {
 			h.mu.Lock()
 			busy := p.workers > 0
-			if busy != (pass == 1) {
+			if busy != (pass == 1) || h.pods[p.name] != p {
 				h.mu.Unlock()
 				continue
 			}
@@ -409,6 +444,9 @@ func (h *Host) startOnExisting(ctx context.Context, key string, spec driver.Work
 			}
 			h.mu.Lock()
 			p.workers--
+			if p.workers == 0 {
+				p.idleSince = time.Now()
+			}
 			h.mu.Unlock()
 			if errors.Is(err, driver.ErrUnreachable) || !errors.Is(err, driver.ErrNoCapacity) {
 				if ctx.Err() != nil {
@@ -502,10 +540,25 @@ func (h *Host) makeWay(key string) {
 	}
 }
 
+// reapable says, with h.mu held, whether p has been of no use for
+// IdleTimeout: running with no worker, or waiting for the scheduler with
+// no job asking for it (a pod left pending when its job ended would
+// otherwise start later, hold its CPUs, and wait 2 minutes for an agent
+// that never comes).
+func (h *Host) reapable(p *pod) bool {
+	if p.starting || p.workers > 0 || time.Since(p.idleSince) <= h.opts.IdleTimeout {
+		return false
+	}
+	return (p.agent != nil && !p.pending) || (p.agent == nil && p.pending)
+}
+
 // forget stops using p and removes its Job, unless another process made it.
-func (h *Host) forget(p *pod) {
+func (h *Host) forget(p *pod) { h.forgetIf(p, func() bool { return true }) }
+
+// forgetIf is forget when cond, called with h.mu held, is true.
+func (h *Host) forgetIf(p *pod, cond func() bool) {
 	h.mu.Lock()
-	if h.pods[p.name] != p {
+	if h.pods[p.name] != p || !cond() {
 		h.mu.Unlock()
 		return
 	}
@@ -547,6 +600,9 @@ func (h *Host) wrap(p *pod, w driver.Worker) driver.Worker {
 		}
 		h.mu.Lock()
 		p.workers--
+		if p.workers == 0 {
+			p.idleSince = time.Now()
+		}
 		drop := !h.opts.ReusablePods && p.workers == 0
 		h.mu.Unlock()
 		if drop || kw.exit.Lost {
@@ -582,6 +638,9 @@ func (w *worker) ExpectedDigest() string { return w.h.ExpectedDigest() }
 // removed, reusable ones stay until their agents' idle timeout.
 func (h *Host) Close() error {
 	h.mu.Lock()
+	if !h.closed {
+		close(h.done)
+	}
 	h.closed = true
 	pods := make([]*pod, 0, len(h.pods))
 	for _, p := range h.pods {

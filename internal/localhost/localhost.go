@@ -81,6 +81,10 @@ type Host struct {
 	exe     string
 	cap     sysres.Capacity
 	limiter sysres.Limiter
+	// ooms counts the kernel's OOM kills in this process's memory cgroup,
+	// when the watchdog enforces limits (nil otherwise): in a container
+	// with a memory limit, a worker may reach it between two samples.
+	ooms *sysres.OOMCounter
 
 	mu      sync.Mutex
 	closed  bool
@@ -134,6 +138,9 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, fmt.Errorf("local host: memory enforcement: %w", err)
 	}
 	h.limiter = lim
+	if lim.Kind() == sysres.KindWatchdog {
+		h.ooms, _ = sysres.NewOOMCounter()
+	}
 	return h, nil
 }
 
@@ -469,6 +476,10 @@ func (h *Host) start(spec driver.WorkerSpec, gpus, ports []int, so StartOptions)
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("local host: memory group for worker %s: %w", spec.Name, err)
 	}
+	var oomBase int64
+	if h.ooms != nil {
+		oomBase, _ = h.ooms.Count()
+	}
 	if err := cmd.Start(); err != nil {
 		group.Close()
 		closeAll()
@@ -486,7 +497,7 @@ func (h *Host) start(spec driver.WorkerSpec, gpus, ports []int, so StartOptions)
 	ps.handedOver()
 	p := &proc{
 		h: h, spec: spec, gpus: gpus, ports: ports, tmp: tmp,
-		run:  &processRunner{name: spec.Name, cmd: cmd, group: group, limit: spec.Resources.MemoryBytes},
+		run:  &processRunner{name: spec.Name, cmd: cmd, group: group, limit: spec.Resources.MemoryBytes, ooms: h.ooms, oomBase: oomBase},
 		conn: &pipeConn{r: ps.resR, w: ps.taskW}, logR: ps.logR, rlog: rlog,
 		done: make(chan struct{}),
 	}
@@ -636,6 +647,10 @@ type processRunner struct {
 	cmd   *exec.Cmd
 	group sysres.Group
 	limit int64
+	// ooms, when set, is the enclosing cgroup's OOM kill count, oomBase
+	// its value when the worker started.
+	ooms    *sysres.OOMCounter
+	oomBase int64
 }
 
 func (r *processRunner) kill() error {
@@ -665,6 +680,16 @@ func (r *processRunner) wait() driver.ExitStatus {
 	}
 	if oom, err := r.group.OOMKilled(); err == nil {
 		st.OOMKilled = oom
+	}
+	// The watchdog sees only its own kills. A worker with a limit that
+	// died of SIGKILL while the kernel killed for memory in this
+	// process's cgroup (the container's limit, a little above the
+	// worker's) was that kill. Another worker killed in the same cgroup
+	// at the same moment would be taken for it too.
+	if !st.OOMKilled && r.ooms != nil && r.limit > 0 && st.Signal == syscall.SIGKILL.String() {
+		if n, err := r.ooms.Count(); err == nil && n > r.oomBase {
+			st.OOMKilled = true
+		}
 	}
 	r.group.Close()
 	return st
