@@ -460,7 +460,7 @@ down() {
 	grep " /run/netns/cni-" /proc/mounts | awk '{print $2}' | xargs -r -n1 umount -l 2>/dev/null || true
 	# Their files, now unmounted, would stay listed by ip netns.
 	for f in /run/netns/cni-*; do
-		[ -e "$f" ] && ! grep -q " $f " /proc/mounts && rm -f "$f"
+		[ -e "$f" ] && ! grep -q " $f " /proc/mounts && rm -f "$f" || true
 	done
 	ip link del "$BRIDGE" 2>/dev/null || true
 	# kube-proxy's and the kubelet's iptables chains (KUBE-*), and the CNI
