@@ -28,25 +28,7 @@ func motoCatalog(t *testing.T) (*ec2alloc.Catalog, []ec2alloctest.Type) {
 	ctx := t.Context()
 	moto := mototest.Start(t)
 	ec2c := ec2.NewFromConfig(moto.Config())
-	var types []ec2alloctest.Type
-	p := ec2.NewDescribeInstanceTypesPaginator(ec2c, &ec2.DescribeInstanceTypesInput{})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			t.Fatalf("DescribeInstanceTypes on moto: %v", err)
-		}
-		for _, it := range page.InstanceTypes {
-			ty := ec2alloctest.Type{Name: string(it.InstanceType), VCPU: int(aws.ToInt32(it.VCpuInfo.DefaultVCpus)), MemoryMiB: aws.ToInt64(it.MemoryInfo.SizeInMiB)}
-			if it.ProcessorInfo != nil {
-				ty.Intel = aws.ToString(it.ProcessorInfo.Manufacturer) == "Intel"
-			}
-			if it.GpuInfo != nil && len(it.GpuInfo.Gpus) > 0 {
-				ty.GPUs = int(aws.ToInt32(it.GpuInfo.Gpus[0].Count))
-				ty.GPUName = aws.ToString(it.GpuInfo.Gpus[0].Name)
-			}
-			types = append(types, ty)
-		}
-	}
+	types := ec2alloctest.DescribeTypes(t, ec2c)
 	fake := ec2alloctest.PricingServer(t, mototest.Region, types)
 	pcfg := moto.Config()
 	pcfg.BaseEndpoint = aws.String(fake.URL)

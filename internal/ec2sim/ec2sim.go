@@ -118,25 +118,7 @@ func Open(t *testing.T) *Bench {
 		t.Fatalf("ec2sim: ImportKeyPair: %v", err)
 	}
 
-	var tys []ec2alloctest.Type
-	p := ec2.NewDescribeInstanceTypesPaginator(b.EC2, &ec2.DescribeInstanceTypesInput{})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			t.Fatalf("ec2sim: DescribeInstanceTypes: %v", err)
-		}
-		for _, it := range page.InstanceTypes {
-			ty := ec2alloctest.Type{Name: string(it.InstanceType), VCPU: int(aws.ToInt32(it.VCpuInfo.DefaultVCpus)), MemoryMiB: aws.ToInt64(it.MemoryInfo.SizeInMiB)}
-			if it.ProcessorInfo != nil {
-				ty.Intel = aws.ToString(it.ProcessorInfo.Manufacturer) == "Intel"
-			}
-			if it.GpuInfo != nil && len(it.GpuInfo.Gpus) > 0 {
-				ty.GPUs = int(aws.ToInt32(it.GpuInfo.Gpus[0].Count))
-				ty.GPUName = aws.ToString(it.GpuInfo.Gpus[0].Name)
-			}
-			tys = append(tys, ty)
-		}
-	}
+	tys := ec2alloctest.DescribeTypes(t, b.EC2)
 	fake := ec2alloctest.PricingServer(t, mototest.Region, tys)
 	b.PricingConfig = moto.Config()
 	b.PricingConfig.BaseEndpoint = aws.String(fake.URL)

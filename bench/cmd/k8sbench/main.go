@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -130,18 +129,8 @@ func run(quick bool) error {
 	if err != nil {
 		return err
 	}
-	var rtt []time.Duration
-	for range 50 {
-		t := time.Now()
-		c, err := net.Dial("tcp", u.Host)
-		if err == nil {
-			rtt = append(rtt, time.Since(t))
-			c.Close()
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	rtt := benchmain.DialTimes(u.Host, 50, 5*time.Millisecond)
 	slices.Sort(lat)
-	slices.Sort(rtt)
 	if len(rtt) == 0 {
 		return fmt.Errorf("the API server at %s could not be dialled", u.Host)
 	}

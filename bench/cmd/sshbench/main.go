@@ -18,7 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,7 +145,7 @@ func run(quick bool) error {
 	if quick {
 		calls = 50
 	}
-	var lat, rtt []time.Duration
+	var lat []time.Duration
 	for i := range calls {
 		start := time.Now()
 		if _, err := meadowrun.RunFunction(ctx, inc.With(i), one, o); err != nil {
@@ -156,17 +155,8 @@ func run(quick bool) error {
 	}
 	// The round trip, measured apart: every connection makes sshd start a
 	// process, which would disturb the calls above.
-	for range 50 {
-		start := time.Now()
-		c, err := net.Dial("tcp", n.Addr("h1"))
-		if err == nil {
-			rtt = append(rtt, time.Since(start))
-			c.Close()
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rtt := benchmain.DialTimes(n.Addr("h1"), 50, 20*time.Millisecond)
 	slices.Sort(lat)
-	slices.Sort(rtt)
 	slow := 0
 	for _, d := range lat {
 		if d > 10*time.Millisecond {

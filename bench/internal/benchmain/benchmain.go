@@ -5,6 +5,7 @@ package benchmain
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"time"
@@ -30,4 +31,20 @@ func Median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// DialTimes measures the TCP round trip to addr: n connects, pause apart,
+// sorted; connects that fail are left out.
+func DialTimes(addr string, n int, pause time.Duration) []time.Duration {
+	var rtt []time.Duration
+	for range n {
+		start := time.Now()
+		if c, err := net.Dial("tcp", addr); err == nil {
+			rtt = append(rtt, time.Since(start))
+			c.Close()
+		}
+		time.Sleep(pause)
+	}
+	slices.Sort(rtt)
+	return rtt
 }

@@ -17,6 +17,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
 	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
 )
 
@@ -180,4 +183,30 @@ func AdvisorJSON(region string, names []string) string {
 		"spot_advisor": map[string]any{region: map[string]any{"Linux": linux}},
 	})
 	return string(b)
+}
+
+// DescribeTypes lists the instance types client's EC2 (moto) describes,
+// as the Pricing fake takes them.
+func DescribeTypes(t testing.TB, client *ec2.Client) []Type {
+	t.Helper()
+	var types []Type
+	p := ec2.NewDescribeInstanceTypesPaginator(client, &ec2.DescribeInstanceTypesInput{})
+	for p.HasMorePages() {
+		page, err := p.NextPage(t.Context())
+		if err != nil {
+			t.Fatalf("DescribeInstanceTypes: %v", err)
+		}
+		for _, it := range page.InstanceTypes {
+			ty := Type{Name: string(it.InstanceType), VCPU: int(aws.ToInt32(it.VCpuInfo.DefaultVCpus)), MemoryMiB: aws.ToInt64(it.MemoryInfo.SizeInMiB)}
+			if it.ProcessorInfo != nil {
+				ty.Intel = aws.ToString(it.ProcessorInfo.Manufacturer) == "Intel"
+			}
+			if it.GpuInfo != nil && len(it.GpuInfo.Gpus) > 0 {
+				ty.GPUs = int(aws.ToInt32(it.GpuInfo.Gpus[0].Count))
+				ty.GPUName = aws.ToString(it.GpuInfo.Gpus[0].Name)
+			}
+			types = append(types, ty)
+		}
+	}
+	return types
 }
