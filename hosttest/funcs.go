@@ -89,7 +89,10 @@ var (
 		for i := 0; i < len(b); i += 4096 {
 			b[i] = 1
 		}
-		time.Sleep(50 * time.Millisecond) // let the watchdog, where used, see it
+		// Held for five of the watchdog's 50 ms sampling intervals, where it
+		// is used (a pod's agent has no writable cgroup): one interval was
+		// missed on a loaded CI machine.
+		time.Sleep(250 * time.Millisecond)
 		return len(b) >> 20, nil
 	})
 	badResult = meadowrun.Register("hosttest.BadResult", func(ctx context.Context, x int) (unencodable, error) {

@@ -82,7 +82,7 @@ def Alloc(mb):
     try:
         for i in range(0, len(m), 4096):
             m[i] = 1
-        time.sleep(0.05)  # let the watchdog, where used, see it
+        time.sleep(0.25)  # five watchdog intervals, where one is used
         return len(m) >> 20
     finally:
         m.close()
