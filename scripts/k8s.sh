@@ -372,7 +372,7 @@ up() {
 	wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 	local P=$D/pki
 	start kube-apiserver kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-		--bind-address=127.0.0.1 --secure-port=$API_PORT --advertise-address="$HOST_IP" \
+		--bind-address=0.0.0.0 --secure-port=$API_PORT --advertise-address="$HOST_IP" \
 		--service-cluster-ip-range=$SVC_CIDR --allow-privileged=true \
 		--client-ca-file="$P/ca.crt" --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
 		--kubelet-client-certificate="$P/apiserver-kubelet-client.crt" --kubelet-client-key="$P/apiserver-kubelet-client.key" \
