@@ -36,6 +36,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+	"github.com/meadowrun-go/meadowrun/internal/bucket"
 )
 
 // Options configure New; see kubernetes.Options for their meaning.
@@ -53,6 +54,8 @@ type Options struct {
 	Binary          string
 	Binaries        map[string]string
 	Log             io.Writer
+	// Storage, when not nil, is the bucket pods fetch the program from.
+	Storage *StorageSpec
 	// ReusablePods is !SingleUsePods.
 	ReusablePods bool
 }
@@ -70,6 +73,10 @@ type Host struct {
 	server  string
 	progs   *agentclient.Programs
 	owner   string
+
+	store    bucket.Store // Options.Storage's, or nil
+	uploadMu sync.Mutex
+	uploads  map[string]*upload // by key
 
 	mu     sync.Mutex
 	pods   map[string]*pod // by name
@@ -194,6 +201,12 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		default:
 			return nil, fmt.Errorf("kubernetes: the API server %s of context %s: %w", cfg.Host, ctxName, h.classify(err))
 		}
+	}
+	if opts.Storage != nil {
+		if h.store, err = h.openStorage(cctx); err != nil {
+			return nil, err
+		}
+		h.uploads = map[string]*upload{}
 	}
 	if h.progs, err = agentclient.NewPrograms("kubernetes host", opts.Binary, opts.Binaries); err != nil {
 		return nil, err
