@@ -22,6 +22,7 @@ import (
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/hosttest"
 	"github.com/meadowrun-go/meadowrun/internal/bucket"
+	"github.com/meadowrun-go/meadowrun/internal/fakegcs"
 	"github.com/meadowrun-go/meadowrun/internal/k8stest"
 	"github.com/meadowrun-go/meadowrun/internal/mototest"
 	"github.com/meadowrun-go/meadowrun/kubernetes"
@@ -209,4 +210,42 @@ func TestStorageBucketS3(t *testing.T) {
 			t.Fatalf("bucket without storage: %v", err)
 		}
 	})
+}
+
+// A Google Cloud Storage bucket (fake-gcs-server, without credentials):
+// the program is written once and each new pod downloads it.
+func TestStorageBucketGCS(t *testing.T) {
+	c := k8stest.Require(t)
+	ctx := context.Background()
+	s := fakegcs.Start(t, "127.0.0.1")
+	s.CreateBucket(t, "meadowrun-programs")
+	p := newStoreProxy(t, nodeIP(t, c), s.URL)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := bucket.ProgramKey(fmt.Sprintf("%x", sha256.Sum256(prog)))
+	log := &hosttest.SyncBuffer{}
+	h := newK8s(t, c, kubernetes.Options{SingleUsePods: true, Log: log,
+		StorageSpec: kubernetes.GoogleBucketSpec{Bucket: "meadowrun-programs", EmulatorEndpoint: p.URL}})
+	for i := range 2 {
+		if _, err := meadowrun.RunFunction(ctx, k8sWhere.With(i), h, &meadowrun.Options{LogDir: t.TempDir()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := p.count(http.MethodPost, "/upload/storage/v1/b/meadowrun-programs/o"); n != 1 {
+		t.Errorf("the program was written %d times to the bucket, want once", n)
+	}
+	if n := p.count(http.MethodGet, "/storage/v1/b/meadowrun-programs/o/"+key); n != 2+1 {
+		// Two pods, and the client's own look-up before writing.
+		t.Errorf("the object was read %d times, want 3 (the client's look-up, one download per pod); host log:\n%s", n, log)
+	}
+	if _, err := kubernetes.NewHost(ctx, kubernetes.Options{KubeConfig: c.KubeConfig, Namespace: c.Namespace,
+		StorageSpec: kubernetes.GoogleBucketSpec{Bucket: "nope", EmulatorEndpoint: s.URL}}); !errors.Is(err, bucket.ErrNoBucket) {
+		t.Fatalf("a bucket that does not exist: %v", err)
+	}
 }
