@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -231,7 +232,11 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	how = strings.TrimSpace(how)
 	if why, ok := strings.CutPrefix(how, "upload"); ok {
 		if why = strings.TrimSpace(why); viaBucket {
-			fmt.Fprintf(l.t.h.opts.Log, "[meadowrun] pod %s could not download the program from the %s (%s): it goes through the API server\n", pod, l.t.h.store, why)
+			at := fetch.URL
+			if u, err := url.Parse(fetch.URL); err == nil {
+				at = u.Scheme + "://" + u.Host // not the signature
+			}
+			fmt.Fprintf(l.t.h.opts.Log, "[meadowrun] pod %s could not download the program from the %s through %s (%s): it goes through the API server\n", pod, l.t.h.store, at, why)
 		}
 		f, err := bin.Open()
 		if err != nil {
