@@ -28,6 +28,11 @@ import (
 	"github.com/meadowrun-go/meadowrun/kubernetes"
 )
 
+var k8sReadFile = meadowrun.Register("k8s.ReadFile", func(ctx context.Context, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	return string(b), err
+})
+
 // storeProxy is a reverse proxy to an object store on the node's
 // address, which pods reach, that counts requests by method and path.
 type storeProxy struct {
@@ -115,7 +120,7 @@ func TestStorageBucketS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	sha := fmt.Sprintf("%x", sha256.Sum256(prog))
-	key := "/" + name + "/" + bucket.ProgramKey(sha)
+	key := "/" + name + "/" + bucket.ContentKey(sha)
 
 	log := &hosttest.SyncBuffer{}
 	h := newK8s(t, c, kubernetes.Options{SingleUsePods: true, StorageSpec: spec, Log: log})
@@ -128,7 +133,7 @@ func TestStorageBucketS3(t *testing.T) {
 	if n := p.count(http.MethodGet, key); n != 1 {
 		t.Errorf("the pod downloaded the program %d times from the bucket, want once; host log:\n%s", n, log)
 	}
-	head, err := s3c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(name), Key: aws.String(bucket.ProgramKey(sha))})
+	head, err := s3c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(name), Key: aws.String(bucket.ContentKey(sha))})
 	if st, _ := os.Stat(exe); err != nil || aws.ToInt64(head.ContentLength) != st.Size() {
 		t.Fatalf("the program in the bucket: %v, %v bytes; want %d", err, head, st.Size())
 	}
@@ -143,6 +148,25 @@ func TestStorageBucketS3(t *testing.T) {
 		}
 		if n := p.count(http.MethodGet, key); n != 2 {
 			t.Fatalf("the program was downloaded %d times, want twice (a new pod of each host)", n)
+		}
+	})
+	t.Run("the deployment's files come from the bucket", func(t *testing.T) {
+		const path = "testdata/bucket-file.txt"
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fkey := "/" + name + "/" + bucket.ContentKey(fmt.Sprintf("%x", sha256.Sum256(want)))
+		got, err := meadowrun.RunFunction(ctx, k8sReadFile.With(path), h,
+			&meadowrun.Options{LogDir: t.TempDir(), Deployment: meadowrun.MirrorLocal([]string{path}, nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != string(want) {
+			t.Fatalf("the task read %q, want %q", got, want)
+		}
+		if puts, gets := p.count(http.MethodPut, fkey), p.count(http.MethodGet, fkey); puts != 1 || gets != 1 {
+			t.Fatalf("the file was written %d times and downloaded %d times, want once each; host log:\n%s", puts, gets, log)
 		}
 	})
 	t.Run("a pod that cannot reach the bucket gets the program through the API server", func(t *testing.T) {
@@ -229,7 +253,7 @@ func TestStorageBucketGCS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := bucket.ProgramKey(fmt.Sprintf("%x", sha256.Sum256(prog)))
+	key := bucket.ContentKey(fmt.Sprintf("%x", sha256.Sum256(prog)))
 	log := &hosttest.SyncBuffer{}
 	h := newK8s(t, c, kubernetes.Options{SingleUsePods: true, Log: log,
 		StorageSpec: kubernetes.GoogleBucketSpec{Bucket: "meadowrun-programs", EmulatorEndpoint: p.URL}})

@@ -5,9 +5,9 @@
 // gives it (a presigned URL, or a URL and an authorization header), so that
 // many pods starting at once do not each pull it through the API server.
 //
-// Keys are chosen by the caller; [ProgramKey] is the key of a program by
-// its sha256. An object once written under a content key is never written
-// again (Exists is asked first).
+// Keys are chosen by the caller; [ContentKey] is the key of content (a
+// program, a file of a deployment) by its sha256. An object once written
+// under a content key is never written again (Exists is asked first).
 package bucket
 
 import (
@@ -54,5 +54,5 @@ var (
 	ErrDenied = errors.New("access denied")
 )
 
-// ProgramKey is the key of a program whose content has sha256 sha (hex).
-func ProgramKey(sha string) string { return "meadowrun/programs/" + sha }
+// ContentKey is the key of content whose sha256 is sha (hex).
+func ContentKey(sha string) string { return "meadowrun/content/" + sha }

@@ -37,7 +37,7 @@ func TestGCS(t *testing.T) {
 	if err := b.Check(ctx); err != nil {
 		t.Fatal(err)
 	}
-	key := bucket.ProgramKey("abc")
+	key := bucket.ContentKey("abc")
 	if ok, err := b.Exists(ctx, key); ok || err != nil {
 		t.Fatalf("Exists before Put = %v, %v", ok, err)
 	}

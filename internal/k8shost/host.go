@@ -391,7 +391,7 @@ func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (dri
 		h.forget(p)
 		return nil, err
 	}
-	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
+	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
 		[]agentclient.MachineConfig{{Name: p.name, Transport: &transport{h: h, pod: p.name, id: machineID(p.name)}, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
 	if err != nil {
 		h.forget(p)

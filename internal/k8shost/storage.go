@@ -110,7 +110,33 @@ func (h *Host) programFetch(ctx context.Context, pod string, bin *agentclient.Pr
 	if h.store == nil {
 		return bucket.Fetch{}, false
 	}
-	key := bucket.ProgramKey(bin.SHA)
+	f, err := h.offer(ctx, bin.SHA, bin.Size, bin.Path)
+	if err != nil {
+		fmt.Fprintf(h.opts.Log, "[meadowrun] pod %s: the program goes through the API server: %v\n", pod, err)
+		return bucket.Fetch{}, false
+	}
+	return f, true
+}
+
+// contentStore is the agentclient.ContentStore of a host with a bucket:
+// agents in pods download deployment files from it.
+type contentStore struct{ h *Host }
+
+// Download implements agentclient.ContentStore.
+func (c contentStore) Download(ctx context.Context, sha string, size int64, path string) (agentclient.Download, bool) {
+	f, err := c.h.offer(ctx, sha, size, path)
+	if err != nil {
+		fmt.Fprintf(c.h.opts.Log, "[meadowrun] content %.12s goes through the API server: %v\n", sha, err)
+		return agentclient.Download{}, false
+	}
+	return agentclient.Download{URL: f.URL, Header: f.Header}, true
+}
+
+// offer writes the size bytes of the file at path, of sha256 sha, to the
+// bucket unless they are there (asked once per process and content), and
+// returns how a pod downloads them.
+func (h *Host) offer(ctx context.Context, sha string, size int64, path string) (bucket.Fetch, error) {
+	key := bucket.ContentKey(sha)
 	h.uploadMu.Lock()
 	u := h.uploads[key]
 	if u == nil {
@@ -120,38 +146,40 @@ func (h *Host) programFetch(ctx context.Context, pod string, bin *agentclient.Pr
 	h.uploadMu.Unlock()
 	u.mu.Lock()
 	if !u.done {
-		u.err = h.putProgram(ctx, key, bin)
+		u.err = h.put(ctx, key, size, path)
 		u.done = u.err == nil
 	}
 	err := u.err
 	u.mu.Unlock()
 	if err != nil {
-		fmt.Fprintf(h.opts.Log, "[meadowrun] pod %s: the program goes through the API server: %v\n", pod, err)
-		return bucket.Fetch{}, false
+		return bucket.Fetch{}, err
 	}
-	f, err := h.store.Fetch(ctx, key, fetchTTL)
-	if err != nil {
-		fmt.Fprintf(h.opts.Log, "[meadowrun] pod %s: the program goes through the API server: %v\n", pod, err)
-		return bucket.Fetch{}, false
-	}
-	return f, true
+	return h.store.Fetch(ctx, key, fetchTTL)
 }
 
-// upload is the state of one program's upload to the bucket.
+// upload is the state of one content's upload to the bucket.
 type upload struct {
 	mu   sync.Mutex
 	done bool
 	err  error
 }
 
-func (h *Host) putProgram(ctx context.Context, key string, bin *agentclient.Program) error {
+func (h *Host) put(ctx context.Context, key string, size int64, path string) error {
 	if ok, err := h.store.Exists(ctx, key); err != nil || ok {
 		return err
 	}
-	f, err := os.Open(bin.Path)
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return h.store.Put(ctx, key, f, bin.Size)
+	return h.store.Put(ctx, key, f, size)
+}
+
+// content is the host's agentclient.ContentStore: nil without a bucket.
+func (h *Host) content() agentclient.ContentStore {
+	if h.store == nil {
+		return nil
+	}
+	return contentStore{h}
 }
