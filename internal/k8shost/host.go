@@ -264,7 +264,10 @@ func (h *Host) Name() string { return "kubernetes " + h.context + "/" + h.ns }
 // Capabilities implements driver.Host.
 func (h *Host) Capabilities() driver.Capabilities {
 	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true,
-		Runtimes: []driver.Runtime{driver.RuntimePython}}
+		Runtimes: []driver.Runtime{driver.RuntimePython},
+		// An interpreter of the pods' image; a container deployment's
+		// image is the pod's (Start).
+		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer}}
 }
 
 // Fit implements driver.Host: how many workers of r the schedulable nodes
