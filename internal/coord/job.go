@@ -156,6 +156,7 @@ const feedBatch = 1024
 // more arguments will be read. The first arguments are queued and sent
 // before Start returns; the rest are read by a goroutine.
 func Start(ctx context.Context, spec Spec, next func() ([]byte, error, bool), release func()) *Job {
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	r := &Job{
 		spec: spec, ctx: ctx, cancel: cancel,
@@ -164,7 +165,13 @@ func Start(ctx context.Context, spec Spec, next func() ([]byte, error, bool), re
 		held:  map[*workerConn]int{},
 	}
 	r.feederWait = sync.NewCond(&r.mu)
-	r.stopWatch = context.AfterFunc(ctx, func() { r.Stop(ctx.Err()) })
+	// Only the parent's end needs watching (the job cancels its own
+	// context itself, after stopWatch); a parent that never ends, as
+	// most calls' context.Background, costs nothing.
+	r.stopWatch = func() bool { return true }
+	if parent.Done() != nil {
+		r.stopWatch = context.AfterFunc(parent, func() { r.Stop(parent.Err()) })
+	}
 	f := &feeder{r: r, next: next, release: release}
 	if f.step() {
 		go func() {

@@ -155,10 +155,16 @@ func (h *Host) LimiterKind() string { return h.limiter.Kind() }
 
 // Capabilities implements driver.Host.
 func (h *Host) Capabilities() driver.Capabilities {
+	// Full slices, shared by every call (asked for once per job): an
+	// append by a caller copies them.
 	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
-		Runtimes:    []driver.Runtime{driver.RuntimePython},
-		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer, driver.DeployEnvironment}}
+		Runtimes: localRuntimes[:len(localRuntimes):len(localRuntimes)], Deployments: localDeployments[:len(localDeployments):len(localDeployments)]}
 }
+
+var (
+	localRuntimes    = []driver.Runtime{driver.RuntimePython}
+	localDeployments = []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer, driver.DeployEnvironment}
+)
 
 // Environments returns the builder of the Python environments of
 // environment deployments.
