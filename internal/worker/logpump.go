@@ -144,7 +144,6 @@ func peek(fd int, buf []byte) (int, error) {
 // when the process's own stdout is not captured.
 type logWriter struct {
 	w   *wire.Writer
-	log *shm.ResultLog // nil without a result log
 	key uint64
 }
 
