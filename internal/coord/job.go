@@ -110,7 +110,8 @@ type Job struct {
 	cancel     context.CancelFunc
 	stopWatch  func() bool
 	out        chan []Outcome
-	feederWait *sync.Cond
+	feederWait sync.Cond // on mu
+	feed       feeder
 
 	mu           sync.Mutex
 	lanes        map[int]*lane
@@ -164,7 +165,7 @@ func Start(ctx context.Context, spec Spec, next func() ([]byte, error, bool), re
 		lanes: map[int]*lane{},
 		held:  map[*workerConn]int{},
 	}
-	r.feederWait = sync.NewCond(&r.mu)
+	r.feederWait.L = &r.mu
 	// Only the parent's end needs watching (the job cancels its own
 	// context itself, after stopWatch); a parent that never ends, as
 	// most calls' context.Background, costs nothing.
@@ -172,7 +173,9 @@ func Start(ctx context.Context, spec Spec, next func() ([]byte, error, bool), re
 	if parent.Done() != nil {
 		r.stopWatch = context.AfterFunc(parent, func() { r.Stop(parent.Err()) })
 	}
-	f := &feeder{r: r, next: next, release: release}
+	// The feeder lives in the job: one allocation less per call.
+	f := &r.feed
+	*f = feeder{r: r, next: next, release: release}
 	if f.step() {
 		go func() {
 			for f.step() {
