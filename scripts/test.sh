@@ -140,4 +140,4 @@ export MEADOWRUN_K8S="$k8s_dir" MEADOWRUN_REQUIRE_K8S=1
 # they start. So package k8shost runs without it; what it shares with the
 # SSH host (agent, agentclient, coordinator) is race-tested above.
 step "the Kubernetes host's tests (race detector off)"
-go test -count=1 -timeout 15m ./kubernetes
+go test -count=1 -timeout 30m ./kubernetes
