@@ -9,7 +9,7 @@
 //
 // Importing the package registers the ec2:// scheme of meadowrun.OpenHost:
 //
-//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR
+//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR&on_demand_after_interruption=1
 //
 // It uses aws-sdk-go-v2 only. See docs/ec2.md.
 package ec2
@@ -115,6 +115,14 @@ type AllocEC2Instance struct {
 	// Log receives a line per launch, termination and machine problem;
 	// nil means standard error.
 	Log io.Writer
+	// OnDemandAfterInterruption: once one of the host's spot instances
+	// has had a spot interruption notice, the workers the host starts
+	// (the interrupted tasks' re-runs first) go to on-demand instances
+	// only. Without it they may go to spot instances again.
+	OnDemandAfterInterruption bool
+	// MetadataPoll is how often the agent on each instance polls the
+	// instance metadata for a spot interruption notice; 0 means 5 s.
+	MetadataPoll time.Duration
 }
 
 // ErrLaunch is wrapped when no instance could be launched: every subnet,
@@ -157,7 +165,8 @@ func newHost(ctx context.Context, o AllocEC2Instance) (*meadowrun.Host, error) {
 		InstanceTypes: o.InstanceTypes, MaxInstances: o.MaxInstances, IdleTimeout: o.IdleTimeout, BootTimeout: o.BootTimeout,
 		TableName: o.TableName, SpotAdvisor: o.SpotAdvisor, Binaries: o.Binaries, Log: o.Log,
 		CatalogKey: catalogKey(cfg, pcfg, o.SpotAdvisor), CacheDir: cacheDir(o.CacheDir),
-		EC2: awsec2.NewFromConfig(cfg), DynamoDB: dynamodb.NewFromConfig(cfg), Pricing: pricing.NewFromConfig(pcfg)})
+		EC2: awsec2.NewFromConfig(cfg), DynamoDB: dynamodb.NewFromConfig(cfg), Pricing: pricing.NewFromConfig(pcfg),
+		InstanceOptions: ec2host.InstanceOptions{OnDemandAfterInterruption: o.OnDemandAfterInterruption, IMDSPoll: o.MetadataPoll}})
 	if err != nil {
 		return nil, err
 	}
@@ -255,6 +264,9 @@ func URL(o AllocEC2Instance) string {
 	}
 	set("table", o.TableName)
 	set("cache", o.CacheDir)
+	if o.OnDemandAfterInterruption {
+		q.Set("on_demand_after_interruption", "1")
+	}
 	s := "ec2://" + o.Region
 	if len(q) > 0 {
 		s += "?" + q.Encode()
@@ -275,7 +287,7 @@ func ParseURL(raw string) (AllocEC2Instance, error) {
 	return fromURL(u)
 }
 
-var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache"}
+var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache", "on_demand_after_interruption"}
 
 func fromURL(u *url.URL) (AllocEC2Instance, error) {
 	if u.Path != "" && u.Path != "/" || u.User != nil {
@@ -299,6 +311,13 @@ func fromURL(u *url.URL) (AllocEC2Instance, error) {
 			return o, fmt.Errorf("private=%q: want true or false", v)
 		}
 		o.PrivateAddress = b
+	}
+	if v := q.Get("on_demand_after_interruption"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return o, fmt.Errorf("on_demand_after_interruption=%q: want true or false", v)
+		}
+		o.OnDemandAfterInterruption = b
 	}
 	if v := q.Get("max_instances"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/localhost"
 )
 
@@ -57,6 +58,10 @@ type Options struct {
 	// Kubernetes pod, say) instead of being made from Binary and Binaries;
 	// Close leaves it open.
 	Programs *Programs
+	// OnNotice, if set, is called (on its own goroutine) when a machine's
+	// agent says the machine goes away (a spot interruption notice, see
+	// agentproto.Notice); machine is its MachineConfig.Name.
+	OnNotice func(machine string, n agentproto.Notice)
 }
 
 // Host is a driver.Host over machines that run meadowrun's agent.

@@ -382,6 +382,8 @@ MaxStartups 100
 		{"ip", "-n", m.ns, "addr", "add", ip + "/24", "dev", "eth0"},
 		{"ip", "-n", m.ns, "link", "set", "eth0", "up"},
 		{"ip", "-n", m.ns, "link", "set", "lo", "up"},
+		// The instance metadata's address, where Interrupt runs the mock.
+		{"ip", "-n", m.ns, "addr", "add", imdsAddr + "/32", "dev", "lo"},
 	} {
 		if err := run(c...); err != nil {
 			s.halt(m)
