@@ -287,6 +287,10 @@ func TerminateIdle(ctx context.Context, api EC2API, t *ec2alloc.Table, idle time
 	if err != nil {
 		return nil, err
 	}
+	recs, err = deregisterGone(ctx, api, t, recs, log)
+	if err != nil {
+		return nil, err
+	}
 	var done []string
 	var errs []error
 	for _, rec := range recs {

@@ -22,6 +22,11 @@ type InstanceOptions struct {
 	IMDS string
 	// IMDSPoll is how often they poll; 0 means 5 s.
 	IMDSPoll time.Duration
+	// NoIdleShutdown keeps the agents from shutting their instance down
+	// once no client has used it for IdleTimeout (the instance then
+	// terminates, being launched with shutdown behaviour terminate):
+	// only open hosts and TerminateIdle terminate idle instances then.
+	NoIdleShutdown bool
 }
 
 // DefaultIMDS is the address of the EC2 instance metadata service.
@@ -46,6 +51,9 @@ func (h *Host) agentEnv() map[string]string {
 	}
 	if h.opts.IMDSPoll > 0 {
 		env[agentproto.EnvIMDSPoll] = h.opts.IMDSPoll.String()
+	}
+	if !h.opts.NoIdleShutdown {
+		env[agentproto.EnvIdleShutdown] = h.opts.IdleTimeout.String()
 	}
 	return env
 }
