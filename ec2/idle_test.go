@@ -101,7 +101,15 @@ func TestEC2AnInstanceWithNoClientTerminatesItself(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("client killed; %s has %d workers booked", id, len(rec.Workers))
+	t.Logf("client killed; %s has %d workers booked, leases %v", id, len(rec.Workers), rec.Leases)
+	if len(rec.Workers) != 1 {
+		t.Fatalf("the dead client's bookings on %s: %v, want its worker's", id, rec.Workers)
+	}
+	for w := range rec.Workers {
+		if _, ok := rec.Leases[ec2alloc.HolderOf(w)]; !ok {
+			t.Errorf("worker %s booked with no lease (leases %v)", w, rec.Leases)
+		}
+	}
 	for {
 		if _, ok := b.Sim.Running()[id]; !ok {
 			break

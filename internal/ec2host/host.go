@@ -198,6 +198,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, err
 	}
 	go h.sweepLoop()
+	go h.leaseLoop()
 	return h, nil
 }
 
@@ -351,6 +352,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 			return nil, err
 		}
 	}
+	h.renew(ctx, id)
 	inst, err := h.use(ctx, id, addr)
 	if err == nil && h.goingAway(inst) {
 		// Booked just before its notice: somewhere else.

@@ -294,6 +294,11 @@ func TerminateIdle(ctx context.Context, api EC2API, t *ec2alloc.Table, idle time
 	var done []string
 	var errs []error
 	for _, rec := range recs {
+		if released, err := t.ReleaseExpired(ctx, rec, LeaseTTL(idle)); err != nil {
+			errs = append(errs, err)
+		} else if len(released) > 0 && log != nil {
+			fmt.Fprintf(log, "meadowrun: ec2 host: released %d bookings on %s of clients that stopped renewing their lease\n", len(released), rec.InstanceID)
+		}
 		err := t.DeregisterIdle(ctx, rec.InstanceID, idle)
 		if errors.Is(err, ec2alloc.ErrBusy) || errors.Is(err, ec2alloc.ErrNotRegistered) {
 			continue
