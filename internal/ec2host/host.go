@@ -141,6 +141,7 @@ type instance struct {
 	err      error
 	workers  int
 	spot     instanceSpot
+	cost     instanceCost
 }
 
 // New checks the options against the region (its name, the AMI, subnets,
@@ -363,7 +364,9 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 	if err == nil {
 		var w driver.Worker
 		if w, err = inst.agent.Start(ctx, spec); err == nil {
-			return h.wrap(inst, wid, w), nil
+			ww := h.wrap(inst, wid, w)
+			h.setRate(ww, inst, spec.Resources)
+			return ww, nil
 		}
 	}
 	h.unuse(inst, id)
@@ -600,6 +603,7 @@ type worker struct {
 	inst *instance
 	done chan struct{}
 	exit driver.ExitStatus
+	rate float64 // USD an hour (cost.go)
 }
 
 // Done implements driver.Worker: closed once the booking is released too.
