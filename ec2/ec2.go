@@ -78,7 +78,8 @@ type AllocEC2Instance struct {
 	MaxInstances int
 	// IdleTimeout is how long an instance may go without a worker before
 	// it is terminated; 0 means 5 minutes. Idle instances are terminated
-	// by hosts that are open (any process's); see docs/ec2.md.
+	// by hosts that are open (any process's), and by their own agent once
+	// no client has been connected for as long; see docs/ec2.md.
 	IdleTimeout time.Duration
 	// BootTimeout bounds how long a new instance may take to run and
 	// answer over SSH; 0 means 5 minutes.
