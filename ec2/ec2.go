@@ -9,7 +9,7 @@
 //
 // Importing the package registers the ec2:// scheme of meadowrun.OpenHost:
 //
-//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR&on_demand_after_interruption=1
+//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR&on_demand_after_interruption=1&no_idle_shutdown=1
 //
 // It uses aws-sdk-go-v2 only. See docs/ec2.md.
 package ec2
@@ -124,6 +124,10 @@ type AllocEC2Instance struct {
 	// MetadataPoll is how often the agent on each instance polls the
 	// instance metadata for a spot interruption notice; 0 means 5 s.
 	MetadataPoll time.Duration
+	// NoIdleShutdown keeps the agents from shutting their instance down
+	// when no client has been connected for IdleTimeout: idle instances
+	// are then terminated by open hosts' sweeps and TerminateIdle only.
+	NoIdleShutdown bool
 }
 
 // ErrLaunch is wrapped when no instance could be launched: every subnet,
@@ -167,7 +171,8 @@ func newHost(ctx context.Context, o AllocEC2Instance) (*meadowrun.Host, error) {
 		TableName: o.TableName, SpotAdvisor: o.SpotAdvisor, Binaries: o.Binaries, Log: o.Log,
 		CatalogKey: catalogKey(cfg, pcfg, o.SpotAdvisor), CacheDir: cacheDir(o.CacheDir),
 		EC2: awsec2.NewFromConfig(cfg), DynamoDB: dynamodb.NewFromConfig(cfg), Pricing: pricing.NewFromConfig(pcfg),
-		InstanceOptions: ec2host.InstanceOptions{OnDemandAfterInterruption: o.OnDemandAfterInterruption, IMDSPoll: o.MetadataPoll}})
+		InstanceOptions: ec2host.InstanceOptions{OnDemandAfterInterruption: o.OnDemandAfterInterruption, IMDSPoll: o.MetadataPoll,
+			NoIdleShutdown: o.NoIdleShutdown}})
 	if err != nil {
 		return nil, err
 	}
@@ -268,6 +273,9 @@ func URL(o AllocEC2Instance) string {
 	if o.OnDemandAfterInterruption {
 		q.Set("on_demand_after_interruption", "1")
 	}
+	if o.NoIdleShutdown {
+		q.Set("no_idle_shutdown", "1")
+	}
 	s := "ec2://" + o.Region
 	if len(q) > 0 {
 		s += "?" + q.Encode()
@@ -288,7 +296,7 @@ func ParseURL(raw string) (AllocEC2Instance, error) {
 	return fromURL(u)
 }
 
-var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache", "on_demand_after_interruption"}
+var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache", "on_demand_after_interruption", "no_idle_shutdown"}
 
 func fromURL(u *url.URL) (AllocEC2Instance, error) {
 	if u.Path != "" && u.Path != "/" || u.User != nil {
@@ -313,12 +321,14 @@ func fromURL(u *url.URL) (AllocEC2Instance, error) {
 		}
 		o.PrivateAddress = b
 	}
-	if v := q.Get("on_demand_after_interruption"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return o, fmt.Errorf("on_demand_after_interruption=%q: want true or false", v)
+	for k, p := range map[string]*bool{"on_demand_after_interruption": &o.OnDemandAfterInterruption, "no_idle_shutdown": &o.NoIdleShutdown} {
+		if v := q.Get(k); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, fmt.Errorf("%s=%q: want true or false", k, v)
+			}
+			*p = b
 		}
-		o.OnDemandAfterInterruption = b
 	}
 	if v := q.Get("max_instances"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -28,13 +28,13 @@ func rateOf(w driver.Worker) float64 {
 // charge settles c's time with the job it is lent to, once.
 func (c *workerConn) charge() {
 	c.mu.Lock()
-	run, at := c.run, c.lentAt
+	run, at, rate := c.run, c.lentAt, c.rate
 	c.lentAt = time.Time{}
 	c.mu.Unlock()
-	if run == nil || at.IsZero() || c.rate == 0 {
+	if run == nil || at.IsZero() || rate == 0 {
 		return
 	}
-	usd := time.Since(at).Hours() * c.rate
+	usd := time.Since(at).Hours() * rate
 	run.cost.mu.Lock()
 	run.cost.usd += usd
 	run.cost.mu.Unlock()

@@ -79,7 +79,12 @@ func (h *Host) launch(ctx context.Context, r driver.Resources, wid string) (id, 
 		return "", "", err
 	}
 	h.mu.Lock()
-	n := len(h.instances)
+	n := 0
+	for _, i := range h.instances {
+		if i.spot.notice == nil { // an interrupted one is going
+			n++
+		}
+	}
 	h.mu.Unlock()
 	if n >= h.opts.MaxInstances {
 		return "", "", fmt.Errorf("ec2 host: %w: this host uses %d instances already (MaxInstances)", driver.ErrNoCapacity, n)
