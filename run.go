@@ -348,7 +348,7 @@ func startCommand(ctx, runCtx context.Context, args []string, host *Host, opts *
 	run := coord.Start(runCtx, spec.Spec, single(payload), nil)
 	return newJob(run, spec, func(o coord.Outcome) (*JobCompletion, error) {
 		jc := &JobCompletion{JobID: spec.id, LogFile: spec.Logs.Existing(), Machine: o.Machine, Worker: o.Worker,
-			Duration: o.Duration, PeakMemoryBytes: o.PeakMemoryBytes}
+			Duration: o.Duration, PeakMemoryBytes: o.PeakMemoryBytes, CostUSD: run.Cost()}
 		if err := outcomeErr(o); err != nil {
 			if o.Failure != nil {
 				jc.ReturnCode = o.Failure.ExitCode

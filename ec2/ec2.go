@@ -9,7 +9,7 @@
 //
 // Importing the package registers the ec2:// scheme of meadowrun.OpenHost:
 //
-//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR
+//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR&on_demand_after_interruption=1&no_idle_shutdown=1
 //
 // It uses aws-sdk-go-v2 only. See docs/ec2.md.
 package ec2
@@ -78,7 +78,8 @@ type AllocEC2Instance struct {
 	MaxInstances int
 	// IdleTimeout is how long an instance may go without a worker before
 	// it is terminated; 0 means 5 minutes. Idle instances are terminated
-	// by hosts that are open (any process's); see docs/ec2.md.
+	// by hosts that are open (any process's), and by their own agent once
+	// no client has been connected for as long; see docs/ec2.md.
 	IdleTimeout time.Duration
 	// BootTimeout bounds how long a new instance may take to run and
 	// answer over SSH; 0 means 5 minutes.
@@ -115,6 +116,18 @@ type AllocEC2Instance struct {
 	// Log receives a line per launch, termination and machine problem;
 	// nil means standard error.
 	Log io.Writer
+	// OnDemandAfterInterruption: once one of the host's spot instances
+	// has had a spot interruption notice, the workers the host starts
+	// (the interrupted tasks' re-runs first) go to on-demand instances
+	// only. Without it they may go to spot instances again.
+	OnDemandAfterInterruption bool
+	// MetadataPoll is how often the agent on each instance polls the
+	// instance metadata for a spot interruption notice; 0 means 5 s.
+	MetadataPoll time.Duration
+	// NoIdleShutdown keeps the agents from shutting their instance down
+	// when no client has been connected for IdleTimeout: idle instances
+	// are then terminated by open hosts' sweeps and TerminateIdle only.
+	NoIdleShutdown bool
 }
 
 // ErrLaunch is wrapped when no instance could be launched: every subnet,
@@ -157,7 +170,9 @@ func newHost(ctx context.Context, o AllocEC2Instance) (*meadowrun.Host, error) {
 		InstanceTypes: o.InstanceTypes, MaxInstances: o.MaxInstances, IdleTimeout: o.IdleTimeout, BootTimeout: o.BootTimeout,
 		TableName: o.TableName, SpotAdvisor: o.SpotAdvisor, Binaries: o.Binaries, Log: o.Log,
 		CatalogKey: catalogKey(cfg, pcfg, o.SpotAdvisor), CacheDir: cacheDir(o.CacheDir),
-		EC2: awsec2.NewFromConfig(cfg), DynamoDB: dynamodb.NewFromConfig(cfg), Pricing: pricing.NewFromConfig(pcfg)})
+		EC2: awsec2.NewFromConfig(cfg), DynamoDB: dynamodb.NewFromConfig(cfg), Pricing: pricing.NewFromConfig(pcfg),
+		InstanceOptions: ec2host.InstanceOptions{OnDemandAfterInterruption: o.OnDemandAfterInterruption, IMDSPoll: o.MetadataPoll,
+			NoIdleShutdown: o.NoIdleShutdown}})
 	if err != nil {
 		return nil, err
 	}
@@ -255,6 +270,12 @@ func URL(o AllocEC2Instance) string {
 	}
 	set("table", o.TableName)
 	set("cache", o.CacheDir)
+	if o.OnDemandAfterInterruption {
+		q.Set("on_demand_after_interruption", "1")
+	}
+	if o.NoIdleShutdown {
+		q.Set("no_idle_shutdown", "1")
+	}
 	s := "ec2://" + o.Region
 	if len(q) > 0 {
 		s += "?" + q.Encode()
@@ -275,7 +296,7 @@ func ParseURL(raw string) (AllocEC2Instance, error) {
 	return fromURL(u)
 }
 
-var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache"}
+var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache", "on_demand_after_interruption", "no_idle_shutdown"}
 
 func fromURL(u *url.URL) (AllocEC2Instance, error) {
 	if u.Path != "" && u.Path != "/" || u.User != nil {
@@ -299,6 +320,15 @@ func fromURL(u *url.URL) (AllocEC2Instance, error) {
 			return o, fmt.Errorf("private=%q: want true or false", v)
 		}
 		o.PrivateAddress = b
+	}
+	for k, p := range map[string]*bool{"on_demand_after_interruption": &o.OnDemandAfterInterruption, "no_idle_shutdown": &o.NoIdleShutdown} {
+		if v := q.Get(k); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, fmt.Errorf("%s=%q: want true or false", k, v)
+			}
+			*p = b
+		}
 	}
 	if v := q.Get("max_instances"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -47,6 +47,13 @@ type Options struct {
 	// Ready, if set, is called once the agent listens, or finds that
 	// another agent serves the directory.
 	Ready func()
+	// IMDS, when set, is the instance metadata service the agent polls
+	// every IMDSPoll (0: 5 s) for spot interruption notices (imds.go).
+	IMDS     string
+	IMDSPoll time.Duration
+	// OnIdle, if set, is called when the agent stops for IdleExit, before
+	// Serve returns.
+	OnIdle func()
 }
 
 // Serve runs the agent until ctx ends or it has been idle for
@@ -125,7 +132,15 @@ func Serve(ctx context.Context, opts Options) error {
 		idle = 30 * time.Minute
 	}
 	if idle > 0 {
-		go a.idleWatch(ctx, idle, cancel)
+		go a.idleWatch(ctx, idle, func() {
+			if opts.OnIdle != nil {
+				opts.OnIdle()
+			}
+			cancel()
+		})
+	}
+	if opts.IMDS != "" {
+		go a.watchIMDS(ctx, opts.IMDS, opts.IMDSPoll)
 	}
 	ttl := opts.CacheTTL
 	if ttl == 0 {
@@ -162,6 +177,7 @@ type agent struct {
 	sessions map[string]*session
 	running  int
 	activity chan struct{}
+	notice   *agentproto.Notice // the machine's, once told it goes away
 }
 
 // session is one client connection's control channel and its workers.
@@ -314,6 +330,12 @@ func (a *agent) hello(c *unixConn, br *bufio.Reader, req *agentproto.Hello) {
 	s.wmu.Lock()
 	err := reply(c, agentproto.HelloResponse{Machine: &info})
 	s.wmu.Unlock()
+	a.mu.Lock()
+	notice := a.notice
+	a.mu.Unlock()
+	if err == nil && notice != nil {
+		s.sendNotice(*notice)
+	}
 	if err == nil {
 		for {
 			line, err := agentproto.ReadLine(br)
@@ -680,7 +702,12 @@ func Run(dir string) int {
 		}
 	}
 	os.Unsetenv(agentproto.EnvIdleExit)
-	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal(), Local: local, IdleExit: idle}); err != nil {
+	opts := Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal(), Local: local, IdleExit: idle}
+	if err := instanceOptions(&opts); err != nil {
+		fmt.Fprintf(os.Stderr, "meadowrun agent: %v\n", err)
+		return 1
+	}
+	if err := Serve(ctx, opts); err != nil {
 		fmt.Fprintf(os.Stderr, "%s meadowrun agent: %v\n", time.Now().Format(time.RFC3339), err)
 		return 1
 	}

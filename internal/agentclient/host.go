@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/localhost"
 )
 
@@ -61,6 +62,10 @@ type Options struct {
 	// Kubernetes pod, say) instead of being made from Binary and Binaries;
 	// Close leaves it open.
 	Programs *Programs
+	// OnNotice, if set, is called (on its own goroutine) when a machine's
+	// agent says the machine goes away (a spot interruption notice, see
+	// agentproto.Notice); machine is its MachineConfig.Name.
+	OnNotice func(machine string, n agentproto.Notice)
 }
 
 // ContentStore puts content where agents can download it, such as an

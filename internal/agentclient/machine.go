@@ -434,6 +434,13 @@ func (m *machine) events(c Link, br *bufio.Reader) {
 		if json.Unmarshal(line, &ev) != nil {
 			continue
 		}
+		if ev.Worker == "" {
+			var n agentproto.Notice
+			if json.Unmarshal(line, &n) == nil && n.Notice != "" && m.h.opts.OnNotice != nil {
+				go m.h.opts.OnNotice(m.name, n)
+			}
+			continue
+		}
 		m.mu.Lock()
 		w := m.workers[ev.Worker]
 		m.mu.Unlock()

@@ -122,6 +122,7 @@ type Job struct {
 	avgNanos     float64
 	closed       bool
 	stoppedEarly atomic.Bool
+	cost         cost
 }
 
 // lane holds the tasks that run with one memory multiplier, and the workers
@@ -535,6 +536,7 @@ func (r *Job) completed(c *workerConn, done []settled) {
 // the running task is not to blame: it runs again elsewhere without
 // losing an attempt, up to maxRequeued times.
 func (r *Job) workerDied(c *workerConn, lost []*task, running bool, st driver.ExitStatus) {
+	c.charge()
 	r.mu.Lock()
 	delete(r.held, c)
 	for _, l := range r.lanes {

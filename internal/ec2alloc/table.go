@@ -69,6 +69,9 @@ type Record struct {
 	// PreventFurtherAllocation keeps new workers off the instance (it is
 	// being terminated, or was interrupted).
 	PreventFurtherAllocation bool
+	// Leases maps each holder of bookings (lease.go) to when its lease
+	// ends unless renewed.
+	Leases map[string]time.Time
 }
 
 // NewRecord makes the record of a newly launched instance of the offer

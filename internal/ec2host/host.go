@@ -36,6 +36,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
 	"github.com/meadowrun-go/meadowrun/internal/sshhost"
 )
@@ -86,6 +87,9 @@ type Options struct {
 	// PollInterval is how often an instance's state is read while it
 	// boots; 0 means 1 s.
 	PollInterval time.Duration
+	// Instance-side settings (spot.go): OnDemandAfterInterruption,
+	// IMDS, IMDSPoll, NoInstanceShutdown.
+	InstanceOptions
 }
 
 // listRegion is the region asked for the list of regions.
@@ -125,6 +129,7 @@ type Host struct {
 	instances map[string]*instance
 	releases  sync.WaitGroup
 	stopSweep chan struct{}
+	spot      spotState
 }
 
 // instance is an instance this process has booked workers on.
@@ -135,6 +140,8 @@ type instance struct {
 	agent    *sshhost.Host
 	err      error
 	workers  int
+	spot     instanceSpot
+	cost     instanceCost
 }
 
 // New checks the options against the region (its name, the AMI, subnets,
@@ -192,6 +199,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, err
 	}
 	go h.sweepLoop()
+	go h.leaseLoop()
 	return h, nil
 }
 
@@ -316,7 +324,8 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 	h.n++
 	wid := fmt.Sprintf("%s-%d", h.sess, h.n)
 	h.mu.Unlock()
-	req := ec2alloc.AllocRequest{Workers: []string{wid}, Resources: spec.Resources, LaunchKey: h.key, Architecture: h.arch}
+	res := h.allocResources(spec.Resources)
+	req := ec2alloc.AllocRequest{Workers: []string{wid}, Resources: res, LaunchKey: h.key, Architecture: h.arch}
 	booked, _, err := h.table.Allocate(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("ec2 host: %w", err)
@@ -332,7 +341,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		if err == nil && len(booked) == 1 {
 			id, addr = booked[0].InstanceID, booked[0].Address
 		} else if err == nil {
-			if id, addr, err = h.launch(ctx, spec.Resources, wid); err == nil {
+			if id, addr, err = h.launch(ctx, res, wid); err == nil {
 				h.mu.Lock()
 				h.instances[id] = &instance{id: id, addr: addr, ready: make(chan struct{}), launched: true}
 				go h.connect(h.instances[id])
@@ -344,11 +353,20 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 			return nil, err
 		}
 	}
+	h.renew(ctx, id)
 	inst, err := h.use(ctx, id, addr)
+	if err == nil && h.goingAway(inst) {
+		// Booked just before its notice: somewhere else.
+		h.unuse(inst, id)
+		h.release(id, wid)
+		return h.startElsewhere(ctx, spec)
+	}
 	if err == nil {
 		var w driver.Worker
 		if w, err = inst.agent.Start(ctx, spec); err == nil {
-			return h.wrap(inst, wid, w), nil
+			ww := h.wrap(inst, wid, w)
+			h.setRate(ww, inst, spec.Resources)
+			return ww, nil
 		}
 	}
 	h.unuse(inst, id)
@@ -418,7 +436,8 @@ func (h *Host) connect(inst *instance) {
 	}
 	a, err := sshhost.New(sshhost.Options{Machines: []string{h.opts.User + "@" + inst.addr + ":22"}, ConfigFile: "none",
 		IdentityFiles: []string{h.opts.KeyFile}, NoAgent: true, KnownHostsFiles: []string{kh},
-		ConnectTimeout: 5 * time.Second, GiveUpAfter: 30 * time.Second, Programs: h.progs, Log: h.opts.Log})
+		ConnectTimeout: 5 * time.Second, GiveUpAfter: 30 * time.Second, Programs: h.progs, Log: h.opts.Log,
+		AgentEnv: h.agentEnv(), OnNotice: func(_ string, n agentproto.Notice) { h.interrupted(inst, n) }})
 	if err != nil {
 		fail(err)
 		return
@@ -508,11 +527,12 @@ func (h *Host) hostKeyOf(ctx context.Context, id string) (string, error) {
 // wrap returns w, whose end releases its booking.
 func (h *Host) wrap(inst *instance, wid string, w driver.Worker) driver.Worker {
 	ew := &worker{Worker: w, inst: inst, done: make(chan struct{})}
+	h.track(ew)
 	h.releases.Add(1)
 	go func() {
 		defer h.releases.Done()
 		<-w.Done()
-		ew.exit = w.Exit()
+		ew.exit = h.untrack(ew, w.Exit())
 		h.release(inst.id, wid)
 		h.unuse(inst, inst.id)
 		if ew.exit.Lost {
@@ -583,6 +603,7 @@ type worker struct {
 	inst *instance
 	done chan struct{}
 	exit driver.ExitStatus
+	rate float64 // USD an hour (cost.go)
 }
 
 // Done implements driver.Worker: closed once the booking is released too.

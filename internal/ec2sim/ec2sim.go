@@ -206,6 +206,7 @@ type machine struct {
 	id, ip, ns, veth, dir string
 	cmd                   *exec.Cmd
 	exited                chan struct{}
+	shutdown              bool // asked for, and passed on to moto
 }
 
 // Start starts the simulator for the instances api reports, on network n;
@@ -246,6 +247,7 @@ func (s *Sim) sync() {
 	if err != nil {
 		return // moto stopping with the test
 	}
+	s.shutdowns()
 	running := map[string]types.Instance{}
 	for _, r := range out.Reservations {
 		for _, i := range r.Instances {
@@ -374,6 +376,9 @@ MaxStartups 100
 			return nil, err
 		}
 	}
+	if err := os.WriteFile(filepath.Join(m.dir, "shutdown"), []byte(shutdownScript(m.dir)), 0o700); err != nil {
+		return nil, err
+	}
 	bridge := fmt.Sprintf("mrbr%d", s.net.ID)
 	for _, c := range [][]string{
 		{"ip", "netns", "add", m.ns},
@@ -382,6 +387,8 @@ MaxStartups 100
 		{"ip", "-n", m.ns, "addr", "add", ip + "/24", "dev", "eth0"},
 		{"ip", "-n", m.ns, "link", "set", "eth0", "up"},
 		{"ip", "-n", m.ns, "link", "set", "lo", "up"},
+		// The instance metadata's address, where Interrupt runs the mock.
+		{"ip", "-n", m.ns, "addr", "add", imdsAddr + "/32", "dev", "lo"},
 	} {
 		if err := run(c...); err != nil {
 			s.halt(m)
@@ -394,6 +401,7 @@ MaxStartups 100
 	m.cmd = exec.Command("nsenter", "--net=/run/netns/"+m.ns, "unshare", "-m", "--propagation", "private",
 		"sh", "-c", `set -e
 mount -t tmpfs -o size=2g,mode=0700 tmpfs "$1"
+`+shutdownMount+`
 exec /usr/sbin/sshd -D -f "$2/sshd_config" -E "$2/sshd.log"`, "sh", s.home, m.dir)
 	log, _ := os.Create(filepath.Join(m.dir, "start.log"))
 	m.cmd.Stdout, m.cmd.Stderr = log, log

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -294,6 +296,9 @@ func agentEnv(o Options) string {
 	}
 	if len(o.ContainerMounts) > 0 {
 		env += agentproto.EnvContainerMounts + "=" + quote(strings.Join(o.ContainerMounts, ","))
+	}
+	for _, k := range slices.Sorted(maps.Keys(o.AgentEnv)) {
+		env += k + "=" + quote(o.AgentEnv[k])
 	}
 	return env
 }
