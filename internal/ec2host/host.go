@@ -73,6 +73,9 @@ type Options struct {
 	SpotAdvisor     []byte
 	Binaries        map[string]string
 	Log             io.Writer
+	// PortsFrom are the address ranges a job's ports are opened to;
+	// none means the instance's VPC.
+	PortsFrom []string
 
 	EC2      EC2API
 	DynamoDB ec2alloc.DynamoDBAPI
@@ -192,6 +195,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, err
 	}
 	go h.sweepLoop()
+	go h.portSweepLoop()
 	return h, nil
 }
 
@@ -266,10 +270,10 @@ func (h *Host) Name() string { return "ec2 host " + h.opts.Region }
 // ExpectedDigest is the build ID workers must report: this program's.
 func (h *Host) ExpectedDigest() string { return h.progs.SelfDigest() }
 
-// Capabilities implements driver.Host: the agent's, over SSH, except
-// ports, which would need the security group opened for the job.
+// Capabilities implements driver.Host: the agent's, over SSH; ports are
+// opened in a security group for the job (ports.go).
 func (h *Host) Capabilities() driver.Capabilities {
-	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true,
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
 		Runtimes:    []driver.Runtime{driver.RuntimePython},
 		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer, driver.DeployEnvironment}}
 }
@@ -305,9 +309,6 @@ func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
 // instance with room, else on a new one, and started there once its agent
 // answers.
 func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
-	if len(spec.Ports) > 0 {
-		return nil, fmt.Errorf("ec2 host: ports are %w yet", driver.ErrUnsupported)
-	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -345,11 +346,19 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		}
 	}
 	inst, err := h.use(ctx, id, addr)
+	var pg *PortGroup
+	if err == nil {
+		pg, err = h.openPorts(ctx, id, wid, spec.Ports)
+	}
 	if err == nil {
 		var w driver.Worker
 		if w, err = inst.agent.Start(ctx, spec); err == nil {
+			h.closePortsAfter(w, pg)
 			return h.wrap(inst, wid, w), nil
 		}
+	}
+	if pg != nil {
+		pg.Close(context.WithoutCancel(ctx))
 	}
 	h.unuse(inst, id)
 	h.release(id, wid)
