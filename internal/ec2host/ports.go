@@ -68,7 +68,7 @@ func parsePorts(specs []string) ([][2]int32, error) {
 			hi, err2 = strconv.Atoi(strings.TrimSpace(b))
 		}
 		if err1 != nil || err2 != nil || lo < 1 || hi > 65535 || lo > hi {
-			return nil, fmt.Errorf("ec2 host: port %q: want N or N-M, 1 to 65535", s)
+			return nil, fmt.Errorf("ec2 host: invalid port %q: want N or N-M, 1 to 65535", s)
 		}
 		out = append(out, [2]int32{int32(lo), int32(hi)})
 	}
@@ -150,23 +150,32 @@ func (pg *PortGroup) renew(ttl time.Duration) {
 	}
 }
 
+// Abandon stops renewing the group's expiry without closing it, as a
+// client that dies does: a sweep removes the group once it has expired.
+func (pg *PortGroup) Abandon() {
+	pg.once.Do(func() { close(pg.stop) })
+	<-pg.done
+}
+
 // Close detaches the group from its instance and deletes it.
 func (pg *PortGroup) Close(ctx context.Context) error {
 	pg.once.Do(func() { close(pg.stop) })
 	<-pg.done
-	return closeGroup(ctx, pg.api, pg.ID)
+	return closeGroup(ctx, pg.api, pg.ID, pg.Instance)
 }
 
-// closeGroup detaches group from every instance that has it, then
-// deletes it.
-func closeGroup(ctx context.Context, api PortsAPI, group string) error {
-	p := ec2.NewDescribeInstancesPaginator(api, &ec2.DescribeInstancesInput{Filters: []types.Filter{
-		{Name: aws.String("instance.group-id"), Values: []string{group}}}})
-	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
-		if err != nil {
-			return fmt.Errorf("ec2 host: closing ports: listing the instances of %s: %w", group, classify(err))
-		}
+// closeGroup detaches group from the instance it was opened for (when
+// known) and from any other that has it, then deletes it.
+func closeGroup(ctx context.Context, api PortsAPI, group, instance string) error {
+	in := &ec2.DescribeInstancesInput{Filters: []types.Filter{{Name: aws.String("instance.group-id"), Values: []string{group}}}}
+	if instance != "" {
+		in = &ec2.DescribeInstancesInput{InstanceIds: []string{instance}}
+	}
+	out, err := api.DescribeInstances(ctx, in)
+	if err != nil && code(err) != "InvalidInstanceID.NotFound" {
+		return fmt.Errorf("ec2 host: closing ports: reading the instances of %s: %w", group, classify(err))
+	}
+	if out != nil {
 		for _, r := range out.Reservations {
 			for _, i := range r.Instances {
 				if i.State != nil && i.State.Name == types.InstanceStateNameTerminated {
@@ -222,17 +231,20 @@ func SweepPortGroups(ctx context.Context, api PortsAPI, now time.Time, log io.Wr
 	var done []string
 	var errs []error
 	for _, g := range out.SecurityGroups {
-		exp := time.Time{}
+		exp, inst := time.Time{}, ""
 		for _, t := range g.Tags {
-			if aws.ToString(t.Key) == TagPortsExpire {
+			switch aws.ToString(t.Key) {
+			case TagPortsExpire:
 				exp, _ = time.Parse(time.RFC3339, aws.ToString(t.Value))
+			case TagPortsInstance:
+				inst = aws.ToString(t.Value)
 			}
 		}
 		if !exp.IsZero() && exp.After(now) {
 			continue
 		}
 		id := aws.ToString(g.GroupId)
-		if err := closeGroup(ctx, api, id); err != nil {
+		if err := closeGroup(ctx, api, id, inst); err != nil {
 			errs = append(errs, err)
 			continue
 		}
