@@ -204,52 +204,77 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 // the subnets' zones.
 func (h *Host) check(ctx context.Context) error {
 	o := h.opts
-	// Asked of us-east-1, which answers for every region: an unknown
-	// region has no endpoint to ask.
-	regions, err := o.EC2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true)},
-		func(eo *ec2.Options) { eo.Region = listRegion })
-	if err != nil {
-		return fmt.Errorf("ec2 host: region %s: %w", o.Region, classify(err))
-	}
-	var names []string
-	for _, r := range regions.Regions {
-		names = append(names, aws.ToString(r.RegionName))
-	}
-	if !slices.Contains(names, o.Region) {
-		slices.Sort(names)
-		return fmt.Errorf("ec2 host: unknown region %q (regions: %s)", o.Region, strings.Join(names, ", "))
-	}
-	imgs, err := o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{o.AMI}})
-	if err != nil || len(imgs.Images) == 0 {
-		return fmt.Errorf("ec2 host: AMI %s does not exist in %s, or may not be used: %w", o.AMI, o.Region, classify(orNotFound(err)))
-	}
-	h.arch = string(imgs.Images[0].Architecture)
-	if h.arch == "" {
-		h.arch = ec2alloc.DefaultArchitecture
-	}
-	if len(o.Subnets) > 0 {
-		for _, s := range o.Subnets {
-			// One at a time, so that the error names the one missing.
+	// The checks go at once (a new client pays one round trip, not
+	// five); the error is the first in this order, as if one at a time.
+	var regionErr, imageErr, groupErr, keyErr error
+	subnetErrs := make([]error, len(o.Subnets))
+	zones := make([]string, len(o.Subnets))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// Asked of us-east-1, which answers for every region: an unknown
+		// region has no endpoint to ask.
+		regions, err := o.EC2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true)},
+			func(eo *ec2.Options) { eo.Region = listRegion })
+		if err != nil {
+			regionErr = fmt.Errorf("ec2 host: region %s: %w", o.Region, classify(err))
+			return
+		}
+		var names []string
+		for _, r := range regions.Regions {
+			names = append(names, aws.ToString(r.RegionName))
+		}
+		if !slices.Contains(names, o.Region) {
+			slices.Sort(names)
+			regionErr = fmt.Errorf("ec2 host: unknown region %q (regions: %s)", o.Region, strings.Join(names, ", "))
+		}
+	})
+	wg.Go(func() {
+		imgs, err := o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{o.AMI}})
+		if err != nil || len(imgs.Images) == 0 {
+			imageErr = fmt.Errorf("ec2 host: AMI %s does not exist in %s, or may not be used: %w", o.AMI, o.Region, classify(orNotFound(err)))
+			return
+		}
+		h.arch = string(imgs.Images[0].Architecture)
+		if h.arch == "" {
+			h.arch = ec2alloc.DefaultArchitecture
+		}
+	})
+	for i, s := range o.Subnets {
+		// One call each, so that the error names the one missing.
+		wg.Go(func() {
 			out, err := o.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{s}})
 			if err != nil || len(out.Subnets) == 0 {
-				return fmt.Errorf("ec2 host: subnet %s does not exist in %s: %w", s, o.Region, classify(orNotFound(err)))
+				subnetErrs[i] = fmt.Errorf("ec2 host: subnet %s does not exist in %s: %w", s, o.Region, classify(orNotFound(err)))
+				return
 			}
-			z := aws.ToString(out.Subnets[0].AvailabilityZone)
-			h.subnet[s] = z
-			if !slices.Contains(h.zones, z) {
-				h.zones = append(h.zones, z)
-			}
-		}
+			zones[i] = aws.ToString(out.Subnets[0].AvailabilityZone)
+		})
 	}
 	if len(o.SecurityGroups) > 0 {
-		out, err := o.EC2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: o.SecurityGroups})
-		if err != nil || len(out.SecurityGroups) < len(o.SecurityGroups) {
-			return fmt.Errorf("ec2 host: security groups %s: %w", strings.Join(o.SecurityGroups, ", "), classify(orNotFound(err)))
+		wg.Go(func() {
+			out, err := o.EC2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: o.SecurityGroups})
+			if err != nil || len(out.SecurityGroups) < len(o.SecurityGroups) {
+				groupErr = fmt.Errorf("ec2 host: security groups %s: %w", strings.Join(o.SecurityGroups, ", "), classify(orNotFound(err)))
+			}
+		})
+	}
+	wg.Go(func() {
+		kp, err := o.EC2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{o.KeyName}})
+		if err != nil || len(kp.KeyPairs) == 0 {
+			keyErr = fmt.Errorf("ec2 host: key pair %s does not exist in %s: %w", o.KeyName, o.Region, classify(orNotFound(err)))
+		}
+	})
+	wg.Wait()
+	for _, err := range append(append([]error{regionErr, imageErr}, subnetErrs...), groupErr, keyErr) {
+		if err != nil {
+			return err
 		}
 	}
-	kp, err := o.EC2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{o.KeyName}})
-	if err != nil || len(kp.KeyPairs) == 0 {
-		return fmt.Errorf("ec2 host: key pair %s does not exist in %s: %w", o.KeyName, o.Region, classify(orNotFound(err)))
+	for i, s := range o.Subnets {
+		h.subnet[s] = zones[i]
+		if !slices.Contains(h.zones, zones[i]) {
+			h.zones = append(h.zones, zones[i])
+		}
 	}
 	if _, err := os.Stat(o.KeyFile); err != nil {
 		return fmt.Errorf("ec2 host: the private key of key pair %s: %w", o.KeyName, err)

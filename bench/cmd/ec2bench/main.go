@@ -216,8 +216,26 @@ func allocations(ctx context.Context, tb *benchTB, b *ec2sim.Bench) error {
 	if over > 0 || placed != instances*4 {
 		return fmt.Errorf("%d allocations: %d placed on %d places, %d instances overbooked", allocs, placed, instances*4, over)
 	}
-	fmt.Printf("%d concurrent allocations against one table (%d instances, %d places, GOMAXPROCS %d): %d placed, none overbooked; per allocation p50 %v, p90 %v, max %v; all in %v\n",
-		allocs, instances, instances*4, runtime.GOMAXPROCS(0), placed, pct(took, 50), pct(took, 90), pct(took, 100), wall.Round(time.Millisecond))
+	fmt.Printf("%d concurrent allocations against one table (%d instances, %d places, GOMAXPROCS %d): %d placed, none overbooked; per allocation p50 %v, p90 %v, max %v; all in %v (%v per allocation)\n",
+		allocs, instances, instances*4, runtime.GOMAXPROCS(0), placed, pct(took, 50), pct(took, 90), pct(took, 100), wall.Round(time.Millisecond),
+		(wall / allocs).Round(10*time.Microsecond))
+	// The same table freed, one client alone: an allocation uncontended.
+	for _, r := range recs {
+		for w := range r.Workers {
+			if err := tab.Release(ctx, r.InstanceID, w); err != nil {
+				return err
+			}
+		}
+	}
+	var alone []time.Duration
+	for c := range 20 {
+		t := time.Now()
+		if _, _, err := tab.Allocate(ctx, ec2alloc.AllocRequest{Workers: []string{fmt.Sprintf("s%03d", c)}, Resources: oneCPU, LaunchKey: "k"}); err != nil {
+			return err
+		}
+		alone = append(alone, time.Since(t))
+	}
+	fmt.Printf("one client allocating alone on that table: p50 %v, p90 %v over %d allocations\n", pct(alone, 50), pct(alone, 90), len(alone))
 	return nil
 }
 
