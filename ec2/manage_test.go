@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -16,8 +17,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/ec2"
 	"github.com/meadowrun-go/meadowrun/internal/cli"
+	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
 	"github.com/meadowrun-go/meadowrun/internal/mototest"
 )
 
@@ -270,4 +273,60 @@ func firstImage(t *testing.T, cfg aws.Config) string {
 		t.Fatalf("no image: %v", err)
 	}
 	return aws.ToString(imgs.Images[0].ImageId)
+}
+
+// clean terminates the table's idle instances (not busy ones), all of
+// them with --active, and removes the catalog cache with --cache.
+func TestCleanThroughTheCLI(t *testing.T) {
+	_, cfg := motoEnv(t)
+	ctx := t.Context()
+	e := awsec2.NewFromConfig(cfg)
+	tab := ec2alloc.NewTable(dynamodb.NewFromConfig(cfg), "")
+	if err := tab.Create(ctx); err != nil {
+		t.Fatal(err)
+	}
+	run := func() string {
+		out, err := e.RunInstances(ctx, &awsec2.RunInstancesInput{ImageId: aws.String(firstImage(t, cfg)), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+			InstanceType: ec2types.InstanceTypeT3Micro,
+			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: []ec2types.Tag{{Key: aws.String("meadowrun:managed"), Value: aws.String("true")}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.Instances[0].InstanceId)
+	}
+	typ := &ec2alloc.InstanceType{Name: "t3.micro", VCPU: 2, MemoryBytes: 1 << 30, Architectures: []string{"x86_64"}}
+	offer := ec2alloc.Offer{Type: typ, Market: ec2alloc.OnDemand, Zone: "us-east-1a", Price: 0.01}
+	per, _ := ec2alloc.WorkerCapacity(driver.Resources{LogicalCPU: 1}, 0)
+	idle, busy := run(), run()
+	if err := tab.Register(ctx, ec2alloc.NewRecord(idle, "10.0.0.1", "k", offer), nil, per); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.Register(ctx, ec2alloc.NewRecord(busy, "10.0.0.2", "k", offer), []string{"w"}, per); err != nil {
+		t.Fatal(err)
+	}
+	cache := os.Getenv("XDG_CACHE_HOME") + "/meadowrun/ec2"
+	if err := os.MkdirAll(cache, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustRun(t, "ec2", "clean", "--idle", "1h"); !strings.Contains(out, "terminated 0 instances") {
+		t.Errorf("clean --idle 1h: %q", out)
+	}
+	time.Sleep(20 * time.Millisecond) // idle for longer than --idle 10ms
+	if out := mustRun(t, "ec2", "clean", "--idle", "10ms"); !strings.Contains(out, "terminated 1 instances ("+idle+")") {
+		t.Errorf("clean --idle 10ms: %q, want %s terminated, not the busy %s", out, idle, busy)
+	}
+	if out := mustRun(t, "ec2", "clean", "--active", "--cache"); !strings.Contains(out, "terminated 1 instances ("+busy+")") || !strings.Contains(out, "removed 1 resources") {
+		t.Errorf("clean --active --cache: %q", out)
+	}
+	if _, err := os.Stat(cache); !os.IsNotExist(err) {
+		t.Errorf("the catalog cache is still there: %v", err)
+	}
+	if recs, err := tab.List(ctx); err != nil || len(recs) != 0 {
+		t.Errorf("table after clean --active: %v, %v", recs, err)
+	}
+	for _, r := range resources(t, cfg) {
+		if strings.HasPrefix(r, "instance ") {
+			t.Errorf("%s still runs", r)
+		}
+	}
 }

@@ -142,3 +142,18 @@ func TestKeySecretNotFound(t *testing.T) {
 		t.Fatalf("error = %v, want ErrSecretNotFound naming the secret", err)
 	}
 }
+
+// The command line's --registry-aws-secret names an AwsSecret: one that
+// does not exist fails the job up front, saying so.
+func TestAwsSecretFromTheCommandLine(t *testing.T) {
+	_, _ = motoEnv(t)
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	out, rc := cliRun(t, "run", "--host", "local", "--image", "registry.example/app:v1", "--registry-aws-secret", "no-such-secret", "--", "true")
+	if rc == 0 || !strings.Contains(out, "no such AWS secret") || !strings.Contains(out, "no-such-secret") {
+		t.Fatalf("exit %d, output %q: want the missing secret named", rc, out)
+	}
+	out, rc = cliRun(t, "run", "--host", "local", "--registry-aws-secret", "s", "--", "true")
+	if rc == 0 || !strings.Contains(out, "--registry-aws-secret goes with --image") {
+		t.Fatalf("without --image: exit %d, output %q", rc, out)
+	}
+}
