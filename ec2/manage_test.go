@@ -287,7 +287,7 @@ func TestCleanThroughTheCLI(t *testing.T) {
 	}
 	run := func() string {
 		out, err := e.RunInstances(ctx, &awsec2.RunInstancesInput{ImageId: aws.String(firstImage(t, cfg)), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-			InstanceType: ec2types.InstanceTypeT3Micro,
+			InstanceType:      ec2types.InstanceTypeT3Micro,
 			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: []ec2types.Tag{{Key: aws.String("meadowrun:managed"), Value: aws.String("true")}}}}})
 		if err != nil {
 			t.Fatal(err)
