@@ -428,7 +428,7 @@ type Removed struct {
 // meadowrun:managed) and waits for them to end, then deletes the port
 // security groups, the security group, the key pair and its secret, the
 // allocation table, the instance profile and the role with its
-// policies, and the local catalog cache of the region. What is already
+// policies, and this machine's catalog cache. What is already
 // gone is skipped, so that running it again is harmless. IAM resources
 // are global: uninstalling in one region removes them for the others.
 func Uninstall(ctx context.Context, o ManageOptions) (Removed, error) {
@@ -569,13 +569,12 @@ func (c *clients) uninstall(ctx context.Context, o ManageOptions) (Removed, erro
 	if err := c.uninstallRole(ctx, &rm); err != nil {
 		errs = append(errs, err)
 	}
-	// The local catalog cache of the region.
+	// This machine's catalog cache (named by a hash of region and
+	// endpoints: every region's goes; it is only a cache).
 	if d := cacheDir(""); d != "" {
-		matches, _ := filepath.Glob(filepath.Join(d, "*"))
+		matches, _ := filepath.Glob(filepath.Join(d, "catalog-*.json"))
 		for _, m := range matches {
-			if strings.Contains(filepath.Base(m), c.region) {
-				os.Remove(m)
-			}
+			os.Remove(m)
 		}
 	}
 	return rm, errors.Join(errs...)

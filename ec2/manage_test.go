@@ -212,14 +212,25 @@ func TestInstallUninstall(t *testing.T) {
 	}
 	id := aws.ToString(run.Instances[0].InstanceId)
 
+	catalog := os.Getenv("XDG_CACHE_HOME") + "/meadowrun/ec2/catalog-0123.json"
+	os.MkdirAll(os.Getenv("XDG_CACHE_HOME")+"/meadowrun/ec2", 0o700)
+	if err := os.WriteFile(catalog, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out = mustRun(t, "ec2", "uninstall")
+	if _, err := os.Stat(catalog); !os.IsNotExist(err) {
+		t.Errorf("uninstall left the catalog cache: %v", err)
+	}
 	if !strings.Contains(out, "terminated 1 instances") {
 		t.Errorf("uninstall output %q", out)
 	}
 	if final := resources(t, cfg); !slices.Equal(final, before) {
 		t.Fatalf("after uninstall:\n%q\nwant what was there before install:\n%q", final, before)
 	}
-	_ = id
+	if st, err := awsec2.NewFromConfig(cfg).DescribeInstances(ctx, &awsec2.DescribeInstancesInput{InstanceIds: []string{id}}); err != nil ||
+		st.Reservations[0].Instances[0].State.Name != ec2types.InstanceStateNameTerminated {
+		t.Errorf("instance %s after uninstall: %v", id, err)
+	}
 	out = mustRun(t, "ec2", "uninstall")
 	if !strings.Contains(out, "terminated 0 instances, removed 0 resources") {
 		t.Errorf("second uninstall: %q", out)

@@ -56,8 +56,7 @@ $AWS_ENDPOINT_URL); the region from --region, else $AWS_REGION.`,
 		Long: `uninstall terminates the instances meadowrun launched (their work fails) and
 waits for them, then deletes the jobs' port security groups, the security
 group, the key pair and its secret, the allocation table, the instance
-profile, the role and its policies, and this machine's catalog cache of the
-region. IAM resources are global: other regions lose them too.`,
+profile, the role and its policies, and this machine's catalog cache. IAM resources are global: other regions lose them too.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			logTo()
