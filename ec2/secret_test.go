@@ -157,3 +157,56 @@ func TestAwsSecretFromTheCommandLine(t *testing.T) {
 		t.Fatalf("without --image: exit %d, output %q", rc, out)
 	}
 }
+
+// A detached job is journaled with where its AwsSecret is; its
+// supervisor reads the secret (here for a container on a machine
+// without an engine: the job fails after that), and neither the journal
+// nor the logs hold the values.
+func TestAwsSecretDetachedJobJournal(t *testing.T) {
+	_, cfg := motoEnv(t)
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", state)
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock"))
+	const password = "detached-pa55-1d9e"
+	if _, err := secretsmanager.NewFromConfig(cfg).CreateSecret(t.Context(), &secretsmanager.CreateSecretInput{Name: aws.String("reg"),
+		SecretString: aws.String(`{"username":"u-detached","password":"` + password + `"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	o := meadowrun.Options{Deployment: meadowrun.ContainerImage("registry.example/app", "v1", ec2.AwsSecret("reg"), nil), LogDir: t.TempDir()}
+	j, err := meadowrun.SubmitCommand(t.Context(), []string{"true"}, meadowrun.Local(), &meadowrun.CommandOptions{Options: o}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = j.Wait(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "no container engine") {
+		t.Fatalf("detached job: %v, want it to read the secret and then find no container engine", err)
+	}
+	// The secret is read before the engine is asked for: a missing one
+	// is what such a job reports.
+	o2 := o
+	o2.Deployment = meadowrun.ContainerImage("registry.example/app", "v1", ec2.AwsSecret("no-such-secret"), nil)
+	j2, err := meadowrun.SubmitCommand(t.Context(), []string{"true"}, meadowrun.Local(), &meadowrun.CommandOptions{Options: o2}, nil)
+	if err == nil {
+		_, err = j2.Wait(t.Context())
+	}
+	if err == nil || !strings.Contains(err.Error(), "no such AWS secret") {
+		t.Fatalf("detached job with a missing secret: %v, want the missing secret named", err)
+	}
+	named := false
+	for _, dir := range []string{state, o.LogDir} {
+		filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return nil
+			}
+			b, _ := os.ReadFile(p)
+			if strings.Contains(string(b), password) || strings.Contains(string(b), "u-detached") {
+				t.Errorf("%s holds the secret's values", p)
+			}
+			named = named || strings.Contains(string(b), `"reg"`)
+			return nil
+		})
+	}
+	if !named {
+		t.Errorf("no file of the journal names the secret")
+	}
+}
