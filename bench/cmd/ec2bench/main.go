@@ -154,17 +154,21 @@ func run(quick bool) (err error) {
 
 	// 100 concurrent allocations against one table, through moto's
 	// serializing proxy (moto alone lets racing conditional writes pass).
-	return allocations(ctx, tb, b)
+	return allocations(ctx, tb, b, quick)
 }
 
-func allocations(ctx context.Context, tb *benchTB, b *ec2sim.Bench) error {
+func allocations(ctx context.Context, tb *benchTB, b *ec2sim.Bench, quick bool) error {
 	atomic := b.Moto.Atomic(tb)
 	tab := ec2alloc.NewTable(dynamodb.NewFromConfig(atomic), "ec2bench_alloc")
 	if err := tab.Create(ctx); err != nil {
 		return err
 	}
-	// 20 instances of 4 CPUs: 80 places for 100 one-CPU workers.
-	const instances, allocs = 20, 100
+	// 20 instances of 4 CPUs: 80 places for 100 one-CPU workers (4 and
+	// 20 with -quick).
+	instances, allocs := 20, 100
+	if quick {
+		instances, allocs = 4, 20
+	}
 	typ := &ec2alloc.InstanceType{Name: "m.xlarge", VCPU: 4, MemoryBytes: 16 << 30, Architectures: []string{"x86_64"}}
 	oneCPU := driver.Resources{LogicalCPU: 1, MemoryBytes: 1 << 30, MaxEvictionRate: 80}
 	per, _ := ec2alloc.WorkerCapacity(oneCPU, 0)
@@ -218,7 +222,7 @@ func allocations(ctx context.Context, tb *benchTB, b *ec2sim.Bench) error {
 	}
 	fmt.Printf("%d concurrent allocations against one table (%d instances, %d places, GOMAXPROCS %d): %d placed, none overbooked; per allocation p50 %v, p90 %v, max %v; all in %v (%v per allocation)\n",
 		allocs, instances, instances*4, runtime.GOMAXPROCS(0), placed, pct(took, 50), pct(took, 90), pct(took, 100), wall.Round(time.Millisecond),
-		(wall / allocs).Round(10*time.Microsecond))
+		(wall / time.Duration(allocs)).Round(10*time.Microsecond))
 	// The same table freed, one client alone: an allocation uncontended.
 	for _, r := range recs {
 		for w := range r.Workers {
