@@ -9,7 +9,7 @@
 //
 // Importing the package registers the ec2:// scheme of meadowrun.OpenHost:
 //
-//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR&on_demand_after_interruption=1&no_idle_shutdown=1
+//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&key_secret=SECRET&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR&ports_from=CIDR&on_demand_after_interruption=1&no_idle_shutdown=1
 //
 // It uses aws-sdk-go-v2 only. See docs/ec2.md.
 package ec2
@@ -66,6 +66,14 @@ type AllocEC2Instance struct {
 	// KeyName is the EC2 key pair instances are launched with, and
 	// KeyFile the file of its private key, which logs in to them.
 	KeyName, KeyFile string
+	// KeySecret, when KeyFile is "", names the Secrets Manager secret
+	// that holds the key pair's private key (`meadowrun ec2 install`
+	// keeps it in "meadowrun_private_key"); it is read once per host and
+	// written to a file of this user's cache readable by the user only.
+	KeySecret string
+	// PortsFrom are the address ranges (CIDR) a job's ports
+	// (Options.Ports) are opened to; none means the instances' VPC.
+	PortsFrom []string
 	// User is the account to log in as; "" means "ubuntu".
 	User string
 	// PrivateAddress reaches instances at their private address, for a
@@ -165,7 +173,12 @@ func newHost(ctx context.Context, o AllocEC2Instance) (*meadowrun.Host, error) {
 	if o.PricingConfig != nil {
 		pcfg = o.PricingConfig.Copy()
 	}
-	d, err := ec2host.New(ctx, ec2host.Options{Region: cfg.Region, AMI: o.AMI, Subnets: o.Subnets, SecurityGroups: o.SecurityGroups,
+	if o.KeyFile == "" && o.KeySecret != "" {
+		if o.KeyFile, err = keyFromSecret(ctx, cfg, o.KeySecret); err != nil {
+			return nil, err
+		}
+	}
+	d, err := ec2host.New(ctx, ec2host.Options{PortsFrom: o.PortsFrom, Region: cfg.Region, AMI: o.AMI, Subnets: o.Subnets, SecurityGroups: o.SecurityGroups,
 		InstanceProfile: o.InstanceProfile, KeyName: o.KeyName, KeyFile: o.KeyFile, User: o.User, PrivateAddress: o.PrivateAddress,
 		InstanceTypes: o.InstanceTypes, MaxInstances: o.MaxInstances, IdleTimeout: o.IdleTimeout, BootTimeout: o.BootTimeout,
 		TableName: o.TableName, SpotAdvisor: o.SpotAdvisor, Binaries: o.Binaries, Log: o.Log,
@@ -252,6 +265,10 @@ func URL(o AllocEC2Instance) string {
 	set("profile", o.InstanceProfile)
 	set("key_name", o.KeyName)
 	set("key", o.KeyFile)
+	set("key_secret", o.KeySecret)
+	for _, c := range o.PortsFrom {
+		q.Add("ports_from", c)
+	}
 	set("user", o.User)
 	if o.PrivateAddress {
 		q.Set("private", "1")
@@ -296,7 +313,7 @@ func ParseURL(raw string) (AllocEC2Instance, error) {
 	return fromURL(u)
 }
 
-var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache", "on_demand_after_interruption", "no_idle_shutdown"}
+var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache", "on_demand_after_interruption", "no_idle_shutdown", "key_secret", "ports_from"}
 
 func fromURL(u *url.URL) (AllocEC2Instance, error) {
 	if u.Path != "" && u.Path != "/" || u.User != nil {
@@ -313,7 +330,7 @@ func fromURL(u *url.URL) (AllocEC2Instance, error) {
 		}
 	}
 	o := AllocEC2Instance{Region: u.Host, AMI: q.Get("ami"), Subnets: q["subnet"], SecurityGroups: q["sg"], InstanceProfile: q.Get("profile"),
-		KeyName: q.Get("key_name"), KeyFile: q.Get("key"), User: q.Get("user"), InstanceTypes: q["type"], TableName: q.Get("table"), CacheDir: q.Get("cache")}
+		KeyName: q.Get("key_name"), KeyFile: q.Get("key"), User: q.Get("user"), InstanceTypes: q["type"], KeySecret: q.Get("key_secret"), PortsFrom: q["ports_from"], TableName: q.Get("table"), CacheDir: q.Get("cache")}
 	if v := q.Get("private"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

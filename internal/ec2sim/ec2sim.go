@@ -71,7 +71,7 @@ type Bench struct {
 }
 
 // Open starts the bench; everything stops when t ends.
-func Open(t *testing.T) *Bench {
+func Open(t testing.TB) *Bench {
 	t.Helper()
 	n := sshtest.Open(t)
 	moto := mototest.Start(t)
@@ -137,7 +137,7 @@ type Fault struct {
 // by its action and form parameters, and answers those it returns a
 // fault for with that error, as EC2 does (HTTP 400, the EC2 error XML),
 // without moto seeing them: capacity and quota errors moto never makes.
-func (b *Bench) Faulty(t *testing.T, fail func(action string, form url.Values) *Fault) aws.Config {
+func (b *Bench) Faulty(t testing.TB, fail func(action string, form url.Values) *Fault) aws.Config {
 	t.Helper()
 	target, _ := url.Parse(b.Moto.Endpoint)
 	proxy := httputil.NewSingleHostReverseProxy(target)
@@ -166,7 +166,7 @@ func (b *Bench) Faulty(t *testing.T, fail func(action string, form url.Values) *
 }
 
 // CreateSubnet makes another subnet of the bench's VPC in zone.
-func (b *Bench) CreateSubnet(t *testing.T, cidr, zone string) string {
+func (b *Bench) CreateSubnet(t testing.TB, cidr, zone string) string {
 	t.Helper()
 	s, err := b.EC2.CreateSubnet(t.Context(), &ec2.CreateSubnetInput{VpcId: aws.String(b.VPC), CidrBlock: aws.String(cidr), AvailabilityZone: aws.String(zone)})
 	if err != nil {
@@ -177,7 +177,7 @@ func (b *Bench) CreateSubnet(t *testing.T, cidr, zone string) string {
 
 // Sim boots a machine for each instance moto runs.
 type Sim struct {
-	t    *testing.T
+	t    testing.TB
 	api  *ec2.Client
 	net  *sshtest.Net
 	dir  string
@@ -212,7 +212,7 @@ type machine struct {
 // Start starts the simulator for the instances api reports, on network n;
 // keys maps key pair names to their public keys. It stops, and takes
 // every machine down, when t ends.
-func Start(t *testing.T, api *ec2.Client, n *sshtest.Net, keys map[string]string) *Sim {
+func Start(t testing.TB, api *ec2.Client, n *sshtest.Net, keys map[string]string) *Sim {
 	t.Helper()
 	home, err := os.UserHomeDir()
 	if err != nil {

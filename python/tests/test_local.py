@@ -387,8 +387,13 @@ class NotServedTest(unittest.TestCase):
             run(Deployment.mirror_local(interpreter=meadowrun.LocalCondaInterpreter("env")))
         self.assertIn("LocalCondaInterpreter", str(cm.exception))
         with self.assertRaises(NotImplementedError) as cm:
-            Deployment.container_image("python", "3.11", meadowrun.AwsSecret("s")).python_flags(Local())
-        self.assertIn("AwsSecret", str(cm.exception))
+            Deployment.container_image("python", "3.11", meadowrun.AzureSecret("s")).python_flags(Local())
+        self.assertIn("AzureSecret", str(cm.exception))
+
+    def test_aws_secret_becomes_the_clis_flag(self):
+        flags = Deployment.container_image("python", "3.11", meadowrun.AwsSecret("reg")).python_flags(Local())
+        self.assertIn("--registry-aws-secret", flags)
+        self.assertEqual(flags[flags.index("--registry-aws-secret") + 1], "reg")
 
     def test_ssh_hosts_become_the_clis_url(self):
         self.assertEqual(meadowrun.Ssh(["root@10.0.0.1", "u@h:2222"], identity_files=["/k"], timeout="5s").host_url(),
