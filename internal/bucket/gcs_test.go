@@ -1,11 +1,7 @@
 package bucket_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -30,58 +26,7 @@ func TestGCS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Check(ctx); !errors.Is(err, bucket.ErrNoBucket) || !strings.Contains(err.Error(), "progs") {
-		t.Fatalf("missing bucket: %v, want ErrNoBucket naming it", err)
-	}
-	s.CreateBucket(t, "progs")
-	if err := b.Check(ctx); err != nil {
-		t.Fatal(err)
-	}
-	key := bucket.ContentKey("abc")
-	if ok, err := b.Exists(ctx, key); ok || err != nil {
-		t.Fatalf("Exists before Put = %v, %v", ok, err)
-	}
-	if _, err := b.Get(ctx, key); !errors.Is(err, bucket.ErrNotFound) {
-		t.Fatalf("Get of a missing key: %v, want ErrNotFound", err)
-	}
-	data := bytes.Repeat([]byte("meadowrun "), 100_000)
-	if err := b.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := b.Exists(ctx, key); !ok || err != nil {
-		t.Fatalf("Exists after Put = %v, %v", ok, err)
-	}
-	r, err := b.Get(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(r)
-	r.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("Get: %d bytes, %v; want the %d put", len(got), err, len(data))
-	}
-	f, err := b.Fetch(ctx, key, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.Get(f.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) || f.Header != "" {
-		t.Fatalf("GET %s: %s, %d bytes, header %q", f.URL, resp.Status, len(got), f.Header)
-	}
-	if err := b.Delete(ctx, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Delete(ctx, key); err != nil {
-		t.Fatalf("deleting a missing key: %v", err)
-	}
-	if ok, err := b.Exists(ctx, key); ok || err != nil {
-		t.Fatalf("Exists after Delete = %v, %v", ok, err)
-	}
+	checkStore(t, b, func() { s.CreateBucket(t, "progs") })
 }
 
 // Without an emulator, the client's Google credentials are needed; a
