@@ -70,6 +70,20 @@ func newStoreProxy(t *testing.T, ip, target string) *storeProxy {
 	return p
 }
 
+// selfSHA is this program's path and sha256: what pods run.
+func selfSHA(t *testing.T) (string, string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe, fmt.Sprintf("%x", sha256.Sum256(prog))
+}
+
 // nodeIP is the test node's internal address: pods reach this machine
 // there.
 func nodeIP(t *testing.T, c k8stest.Cluster) string {
@@ -111,15 +125,7 @@ func TestStorageBucketS3(t *testing.T) {
 	})
 	spec := kubernetes.GenericStorageBucketSpec{Bucket: name, EndpointURL: p.URL, UsernamePasswordSecret: secret.Name}
 
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	prog, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sha := fmt.Sprintf("%x", sha256.Sum256(prog))
+	exe, sha := selfSHA(t)
 	key := "/" + name + "/" + bucket.ContentKey(sha)
 
 	log := &hosttest.SyncBuffer{}
@@ -245,15 +251,8 @@ func TestStorageBucketGCS(t *testing.T) {
 	s := fakegcs.Start(t, "127.0.0.1")
 	s.CreateBucket(t, "meadowrun-programs")
 	p := newStoreProxy(t, nodeIP(t, c), s.URL)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	prog, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := bucket.ContentKey(fmt.Sprintf("%x", sha256.Sum256(prog)))
+	_, sha := selfSHA(t)
+	key := bucket.ContentKey(sha)
 	log := &hosttest.SyncBuffer{}
 	h := newK8s(t, c, kubernetes.Options{SingleUsePods: true, Log: log,
 		StorageSpec: kubernetes.GoogleBucketSpec{Bucket: "meadowrun-programs", EmulatorEndpoint: p.URL}})
