@@ -48,6 +48,8 @@ type Options struct {
 	IdleTimeout     time.Duration
 	ScheduleTimeout time.Duration
 	FlagLabels      map[string]string
+	SpotNodeLabels  map[string]string // nil: DefaultSpotNodeLabels
+	SpotTaints      []corev1.Taint    // nil: DefaultSpotTaints
 	ContainerMounts []string
 	Customize       func(*corev1.Pod) error
 	Binary          string
@@ -87,6 +89,7 @@ type pod struct {
 	pending   bool // created, not scheduled yet
 	starting  bool // being started by a Start call
 	adopted   bool // made by another process
+	single    bool // removed when its worker ends (single-use, or host ports)
 }
 
 // Config loads the kubeconfig of opts: the client configuration, the
@@ -250,7 +253,7 @@ func (h *Host) Name() string { return "kubernetes " + h.context + "/" + h.ns }
 
 // Capabilities implements driver.Host.
 func (h *Host) Capabilities() driver.Capabilities {
-	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true,
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
 		Runtimes: []driver.Runtime{driver.RuntimePython}}
 }
 
@@ -313,9 +316,6 @@ func nodeReady(n *corev1.Node) bool {
 // scheduler cannot place now is kept waiting and the call returns
 // ErrNoCapacity, until ScheduleTimeout, when it fails for good.
 func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
-	if len(spec.Sidecars) > 0 || len(spec.Ports) > 0 {
-		return nil, fmt.Errorf("kubernetes: sidecars and ports are %w yet", driver.ErrUnsupported)
-	}
 	tmpl, key, err := h.podSpec(spec)
 	if err != nil {
 		return nil, err
@@ -324,6 +324,9 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 	// node flags); the agent enforces memory and CPU for its worker.
 	aspec := spec
 	aspec.Resources.GPUs, aspec.Resources.GPUMemoryBytes, aspec.Resources.Flags, aspec.Resources.EphemeralBytes = 0, 0, nil, 0
+	// The pod holds the sidecars and the host ports.
+	aspec.Sidecars, aspec.Ports = nil, nil
+	single := !h.opts.ReusablePods || len(spec.Ports) > 0
 	if spec.Deployment.KindOrDefault() == driver.DeployContainer {
 		// The pod runs the image: the worker runs in it as a process.
 		aspec.Deployment = driver.Deployment{Interpreter: spec.Deployment.Interpreter}
@@ -334,7 +337,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 			}
 		}
 	}
-	if h.opts.ReusablePods {
+	if !single {
 		if w, err := h.startOnExisting(ctx, key, aspec); w != nil || err != nil {
 			return w, err
 		}
@@ -356,7 +359,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		h.deletePodJob(name)
 		return nil, errors.New("kubernetes: host closed")
 	}
-	p := &pod{name: name, key: key, created: time.Now(), starting: true}
+	p := &pod{name: name, key: key, created: time.Now(), starting: true, single: single}
 	h.pods[name] = p
 	h.mu.Unlock()
 	return h.bringUp(ctx, p, aspec)
@@ -603,7 +606,7 @@ func (h *Host) wrap(p *pod, w driver.Worker) driver.Worker {
 		if p.workers == 0 {
 			p.idleSince = time.Now()
 		}
-		drop := !h.opts.ReusablePods && p.workers == 0
+		drop := p.single && p.workers == 0
 		h.mu.Unlock()
 		if drop || kw.exit.Lost {
 			h.forget(p)
@@ -656,7 +659,7 @@ func (h *Host) Close() error {
 			if ah != nil {
 				ah.Close()
 			}
-			if !h.opts.ReusablePods || ah == nil {
+			if p.single || ah == nil {
 				// Single-use pods, and pods that never got an agent
 				// (pending, or still starting), go with the host.
 				h.mu.Lock()
