@@ -260,10 +260,11 @@ func (h *Host) Capabilities() driver.Capabilities {
 // Fit implements driver.Host: how many workers of r the schedulable nodes
 // hold when they run nothing else, or ErrNeverFits naming what they have.
 func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
-	res, err := h.resourcesOf(r)
+	tmpl, _, err := h.podSpec(driver.WorkerSpec{Resources: r})
 	if err != nil {
 		return 0, err
 	}
+	res := tmpl.Spec.Containers[0].Resources
 	nodes, err := h.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		if apierrors.IsForbidden(err) {
@@ -272,16 +273,26 @@ func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
 		}
 		return 0, fmt.Errorf("kubernetes: listing nodes: %w", h.classify(err))
 	}
-	total := 0
+	total, later := 0, 0
 	var have []string
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
 		c, what := nodeFits(n, res)
+		if why := nodeExcludes(n, tmpl); why != "" {
+			c, what = 0, what+" ("+why+")"
+		}
 		have = append(have, what)
 		if n.Spec.Unschedulable || !nodeReady(n) {
+			// Cordoned or not Ready for now: not "never".
+			later += c
 			continue
 		}
 		total += c
+	}
+	if total == 0 && later > 0 {
+		// The scheduler places the pod once the node is back, or the
+		// job fails after ScheduleTimeout.
+		return later, nil
 	}
 	if total == 0 {
 		if len(have) == 0 {

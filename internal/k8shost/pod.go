@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -634,4 +635,69 @@ func (h *Host) addEvictionRules(p *corev1.Pod, rate float64) {
 		}
 		p.Spec.Tolerations = append(p.Spec.Tolerations, tol)
 	}
+}
+
+// nodeExcludes says why the pod p can never go to node n: a required node
+// label it lacks or has (flags, spot nodes), or a taint p does not
+// tolerate; "" when none. It reads the requirements meadowrun writes
+// (node affinity with In, NotIn, Exists, DoesNotExist; node selector); a
+// node that a pod customization's other rules exclude is left to the
+// scheduler.
+func nodeExcludes(n *corev1.Node, p *corev1.Pod) string {
+	for k, v := range p.Spec.NodeSelector {
+		if n.Labels[k] != v {
+			return fmt.Sprintf("the pod selects %s=%s", k, v)
+		}
+	}
+	if a := p.Spec.Affinity; a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+		var whys []string
+		for _, t := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+			why := termExcludes(n, t)
+			if why == "" {
+				whys = nil
+				break
+			}
+			whys = append(whys, why)
+		}
+		if len(whys) > 0 {
+			return strings.Join(whys, " or ")
+		}
+	}
+	for i := range n.Spec.Taints {
+		t := &n.Spec.Taints[i]
+		if t.Effect == corev1.TaintEffectPreferNoSchedule || strings.HasPrefix(t.Key, "node.kubernetes.io/") {
+			// Preferences, and the node's conditions (cordoned, not
+			// ready), which pass.
+			continue
+		}
+		if !slices.ContainsFunc(p.Spec.Tolerations, func(tol corev1.Toleration) bool { return tol.ToleratesTaint(logr.Discard(), t, false) }) {
+			return "taint " + t.ToString() + " not tolerated"
+		}
+	}
+	return ""
+}
+
+// termExcludes says which requirement of t node n fails, "" if none.
+func termExcludes(n *corev1.Node, t corev1.NodeSelectorTerm) string {
+	for _, r := range t.MatchExpressions {
+		v, has := n.Labels[r.Key]
+		ok := true
+		switch r.Operator {
+		case corev1.NodeSelectorOpExists:
+			ok = has
+		case corev1.NodeSelectorOpDoesNotExist:
+			ok = !has
+		case corev1.NodeSelectorOpIn:
+			ok = has && slices.Contains(r.Values, v)
+		case corev1.NodeSelectorOpNotIn:
+			ok = !has || !slices.Contains(r.Values, v)
+		}
+		if !ok {
+			if has {
+				return fmt.Sprintf("label %s=%s, the pod requires %s %s %v", r.Key, v, r.Key, r.Operator, r.Values)
+			}
+			return fmt.Sprintf("no label %s, the pod requires %s %s %v", r.Key, r.Key, r.Operator, r.Values)
+		}
+	}
+	return ""
 }

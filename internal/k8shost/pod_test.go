@@ -3,6 +3,7 @@ package k8shost
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -227,5 +228,42 @@ func TestSidecarExitIsClassified(t *testing.T) {
 	}
 	if want := "pod pod-1: sidecar sidecar-0 (img:1) exited with exit code 3 (Error)"; err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
+	}
+}
+
+func TestNodeExcludesWhatThePodCannotUse(t *testing.T) {
+	h := testHost(Options{FlagLabels: map[string]string{"big": "size/big"}})
+	spot := &corev1.Node{}
+	spot.Labels = map[string]string{"eks.amazonaws.com/capacityType": "SPOT", "size/big": "yes"}
+	tainted := &corev1.Node{}
+	tainted.Spec.Taints = []corev1.Taint{{Key: "kubernetes.azure.com/scalesetpriority", Value: "spot", Effect: corev1.TaintEffectNoSchedule}}
+	cordoned := &corev1.Node{}
+	cordoned.Spec.Taints = []corev1.Taint{{Key: "node.kubernetes.io/unschedulable", Effect: corev1.TaintEffectNoSchedule}}
+	gpu := &corev1.Node{}
+	gpu.Spec.Taints = []corev1.Taint{{Key: string(GPUResource), Value: "present", Effect: corev1.TaintEffectNoSchedule}}
+	for _, tc := range []struct {
+		name string
+		n    *corev1.Node
+		r    driver.Resources
+		want string // "" : usable
+	}{
+		{"on-demand worker, spot node", spot, driver.Resources{MaxEvictionRate: 0}, "label eks.amazonaws.com/capacityType=SPOT"},
+		{"spot worker, spot node", spot, driver.Resources{MaxEvictionRate: 80}, ""},
+		{"flag the node has", spot, driver.Resources{MaxEvictionRate: 80, Flags: []string{"big"}}, ""},
+		{"flag the node lacks", tainted, driver.Resources{MaxEvictionRate: 80, Flags: []string{"big"}}, "no label size/big"},
+		{"on-demand worker, spot taint", tainted, driver.Resources{MaxEvictionRate: 0}, "taint kubernetes.azure.com/scalesetpriority=spot:NoSchedule not tolerated"},
+		{"spot worker, spot taint", tainted, driver.Resources{MaxEvictionRate: 50}, ""},
+		{"cordoned: not never", cordoned, driver.Resources{MaxEvictionRate: 0}, ""},
+		{"GPU taint, no GPU asked", gpu, driver.Resources{MaxEvictionRate: 80}, "taint nvidia.com/gpu=present:NoSchedule not tolerated"},
+		{"GPU taint, a GPU asked", gpu, driver.Resources{MaxEvictionRate: 80, GPUs: 1}, ""},
+	} {
+		p, _, err := h.podSpec(driver.WorkerSpec{Resources: tc.r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := nodeExcludes(tc.n, p)
+		if (tc.want == "") != (got == "") || !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: nodeExcludes = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
