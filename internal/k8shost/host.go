@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -696,7 +697,16 @@ func (h *Host) Describe(ctx context.Context) []driver.Machine {
 		a := n.Status.Allocatable
 		m := driver.Machine{Name: n.Name, Platform: n.Status.NodeInfo.OperatingSystem + "/" + n.Status.NodeInfo.Architecture,
 			Limiter: "kubelet", Containers: n.Status.NodeInfo.ContainerRuntimeVersion,
-			Capacity: driver.Resources{LogicalCPU: float64(a.Cpu().MilliValue()) / 1000, MemoryBytes: a.Memory().Value()}}
+			Capacity: driver.Resources{LogicalCPU: float64(a.Cpu().MilliValue()) / 1000, MemoryBytes: a.Memory().Value()},
+			Labels:   maps.Clone(n.Labels)}
+		for _, t := range n.Spec.Taints {
+			// Taints are shown with the labels: they decide which pods
+			// the node takes.
+			if m.Labels == nil {
+				m.Labels = map[string]string{}
+			}
+			m.Labels["taint "+t.Key] = t.Value + ":" + string(t.Effect)
+		}
 		if g, ok := a[GPUResource]; ok {
 			m.Capacity.GPUs = float64(g.Value())
 			for i := int64(0); i < g.Value(); i++ {
