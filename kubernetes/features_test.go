@@ -30,6 +30,10 @@ import (
 	"github.com/meadowrun-go/meadowrun/kubernetes"
 )
 
+// small is the size of these tests' workers: the test node has 2 CPUs,
+// shared with other tests.
+var small = &meadowrun.Resources{LogicalCPU: 0.2}
+
 // testLabel is on the pods of the tests in this file (PodCustomization),
 // so that they look only at their own pods: the test cluster is shared.
 const testLabel = "meadowrun-test/run"
@@ -88,7 +92,7 @@ func TestKubernetesSidecars(t *testing.T) {
 	h, sel := ownPods(t, c, kubernetes.Options{})
 	serve := "mkdir -p /www && echo hello from the sidecar > /www/index.html && exec httpd -f -p 7071 -h /www"
 	base, tag, _ := strings.Cut(c.Image, ":")
-	o := meadowrun.Options{LogDir: t.TempDir(), Sidecars: []meadowrun.Container{{Repository: base, Tag: tag, Name: "greeter",
+	o := meadowrun.Options{LogDir: t.TempDir(), Resources: small, Sidecars: []meadowrun.Container{{Repository: base, Tag: tag, Name: "greeter",
 		Args: []string{"sh", "-c", serve}}}}
 	for _, addr := range []string{"localhost:7071", "greeter:7071", "meadowrun-sidecar-0:7071"} {
 		got, err := meadowrun.RunFunction(context.Background(), k8sDial.With(addr), h, &o)
@@ -174,7 +178,7 @@ func TestKubernetesPortsAreTheJobs(t *testing.T) {
 	done := make(chan res, 1)
 	go func() {
 		v, err := meadowrun.RunFunction(context.Background(), k8sServe.With(port), h,
-			&meadowrun.Options{LogDir: t.TempDir(), Ports: []string{strconv.Itoa(port)}})
+			&meadowrun.Options{LogDir: t.TempDir(), Resources: small, Ports: []string{strconv.Itoa(port)}})
 		done <- res{v, err}
 	}()
 	// The port answers once the pod runs and the task listens.
@@ -407,7 +411,7 @@ func TestKubernetesHostsDescribesNodes(t *testing.T) {
 	}
 	out.Reset()
 	if code := cli.Main(context.Background(), []string{"hosts", "--json", "--host", u}, strings.NewReader(""), &out, &errb); code != 0 {
-		t.Fatalf("--json: exit code %d", code)
+		t.Fatalf("--json: exit code %d: %s", code, errb.String())
 	}
 	var ms []meadowrun.MachineInfo
 	if err := json.Unmarshal(out.Bytes(), &ms); err != nil {
