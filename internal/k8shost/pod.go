@@ -173,9 +173,12 @@ func (h *Host) podSpec(spec driver.WorkerSpec) (*corev1.Pod, string, error) {
 			return nil, "", fmt.Errorf("kubernetes: pod customization: %w", err)
 		}
 	}
-	// The hash covers the pod as it will be created, so that only
-	// identical pods are shared.
-	b, _ := json.Marshal(p.Spec)
+	// The hash covers the pod as it will be created, its labels too (a
+	// customization's), so that only identical pods are shared.
+	b, _ := json.Marshal(struct {
+		Labels map[string]string
+		Spec   corev1.PodSpec
+	}{p.Labels, p.Spec})
 	sum := sha256.Sum256(b)
 	key := hex.EncodeToString(sum[:])[:20]
 	p.Labels[LabelSpec] = key

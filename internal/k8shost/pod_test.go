@@ -267,3 +267,16 @@ func TestNodeExcludesWhatThePodCannotUse(t *testing.T) {
 		}
 	}
 }
+
+func TestCustomLabelsMakeAnotherKind(t *testing.T) {
+	label := func(v string) *Host {
+		return testHost(Options{Customize: func(p *corev1.Pod) error { p.Labels["team"] = v; return nil }})
+	}
+	spec := driver.WorkerSpec{Resources: driver.Resources{LogicalCPU: 1}}
+	_, a, _ := label("a").podSpec(spec)
+	_, b, _ := label("b").podSpec(spec)
+	_, a2, _ := label("a").podSpec(spec)
+	if a == b || a != a2 {
+		t.Errorf("keys %s (team=a), %s (team=b), %s (team=a again): pods of other labels must not be shared", a, b, a2)
+	}
+}
