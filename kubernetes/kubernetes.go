@@ -2,7 +2,9 @@
 // run in pods sized by their Resources (requests and limits), each pod
 // runs meadowrun's agent, and the program reaches a pod by content (never
 // twice while unchanged) through the API server, like every stream of the
-// worker protocol: exec sessions, no Service, node port or inbound port.
+// worker protocol: exec sessions, no Service, node port or inbound port
+// (a job's own Ports are host ports of its pod, for the job only).
+// Sidecars are native sidecar containers of the worker's pod.
 // It uses client-go only; kubectl is not needed.
 //
 // Importing the package registers the k8s:// scheme of meadowrun.OpenHost:

@@ -3,7 +3,7 @@
 // container, and everything between this process and a pod (the program's
 // upload, by content, and every stream of the agent protocol) goes through
 // the API server as exec sessions. No Service, node port or inbound port is
-// opened.
+// opened for that; a job's own Ports are host ports of its pod.
 //
 // A pod is made for the resources of a worker (requests and limits) from a
 // one-pod Job that removes itself once the agent exits, which the agent
