@@ -82,7 +82,9 @@ type Options struct {
 	ContainerMounts []string
 	// PodCustomization (pod_customization) edits every pod before it is
 	// created: a service account, node selectors, tolerations, volumes.
-	// Pods are shared only between identical pod specs.
+	// Pods are shared only between identical pod specs and labels. It is
+	// also called on a pod that is not created, to see which nodes it
+	// could use (Fit).
 	PodCustomization func(*corev1.Pod) error
 	// Binaries are this program built for other platforms, by
 	// "GOOS/GOARCH"; nodes are linux/amd64 today.
