@@ -144,21 +144,6 @@ var k8sServe = meadowrun.Register("k8s.Serve", func(ctx context.Context, port in
 	}
 })
 
-func nodeIP(t *testing.T, c k8stest.Cluster) string {
-	t.Helper()
-	n, err := client(t, c).CoreV1().Nodes().Get(context.Background(), c.Node, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			return a.Address
-		}
-	}
-	t.Fatalf("node %s has no InternalIP: %+v", c.Node, n.Status.Addresses)
-	return ""
-}
-
 // A job's ports are host ports of its pod: they answer on the node's
 // address while the job runs, and are gone with the pod after it.
 func TestKubernetesPortsAreTheJobs(t *testing.T) {

@@ -11,6 +11,9 @@
 //
 //	k8s://[CONTEXT]?namespace=NS&kubeconfig=FILE&image=IMAGE&reusable=false&idle=5m&schedule_timeout=2m&mount=NODE_PATH:PATH
 //
+// with, for a storage bucket, storage=s3&bucket=B&endpoint=URL&
+// endpoint_in_cluster=URL&secret=SECRET&region=R or storage=gcs&bucket=B.
+//
 // See docs/kubernetes.md.
 package kubernetes
 
@@ -19,7 +22,9 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -86,6 +91,9 @@ type Options struct {
 	// also called on a pod that is not created, to see which nodes it
 	// could use (Fit).
 	PodCustomization func(*corev1.Pod) error
+	// StorageSpec (storage_spec), when not nil, is the bucket pods fetch
+	// the program from: GenericStorageBucketSpec or GoogleBucketSpec.
+	StorageSpec StorageBucketSpec
 	// Binaries are this program built for other platforms, by
 	// "GOOS/GOARCH"; nodes are linux/amd64 today.
 	Binaries map[string]string
@@ -121,7 +129,11 @@ func NewHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 }
 
 func newHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
-	d, err := k8shost.New(ctx, k8shost.Options{KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
+	var storage *k8shost.StorageSpec
+	if opts.StorageSpec != nil {
+		storage = opts.StorageSpec.spec()
+	}
+	d, err := k8shost.New(ctx, k8shost.Options{Storage: storage, KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
 		Image: opts.Image, SingleUsePods: opts.SingleUsePods, IdleTimeout: opts.IdleTimeout, ScheduleTimeout: opts.ScheduleTimeout,
 		FlagLabels: opts.FlagLabels, SpotNodeLabels: opts.SpotNodeLabels, SpotTaints: opts.SpotTaints, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log})
 	if err != nil {
@@ -156,6 +168,7 @@ func k8sURL(o Options, context, ns string) string {
 	for _, m := range o.ContainerMounts {
 		q.Add("mount", m)
 	}
+	storageQuery(q, o.StorageSpec)
 	return "k8s://" + url.PathEscape(context) + "?" + q.Encode()
 }
 
@@ -169,8 +182,15 @@ func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 		switch k {
 		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount":
 		default:
-			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount)", k)
+			if slices.Contains(storageParams, k) {
+				continue
+			}
+			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount, %s)", k, strings.Join(storageParams, ", "))
 		}
+	}
+	var err error
+	if o.StorageSpec, err = storageFromQuery(q); err != nil {
+		return nil, err
 	}
 	o.Namespace, o.KubeConfig, o.Image, o.ContainerMounts = q.Get("namespace"), q.Get("kubeconfig"), q.Get("image"), q["mount"]
 	if v := q.Get("reusable"); v != "" {

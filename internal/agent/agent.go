@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -409,7 +410,16 @@ func (a *agent) put(r io.Reader, req *agentproto.Put) error {
 	}
 	defer os.Remove(f.Name())
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(r, req.Size))
+	if req.URL != "" {
+		var body io.ReadCloser
+		if body, err = download(req); err == nil {
+			r = body
+			defer body.Close()
+		}
+	}
+	if err == nil {
+		_, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(r, req.Size))
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -428,6 +438,38 @@ func (a *agent) put(r io.Reader, req *agentproto.Put) error {
 		return fmt.Errorf("agent: put: %w", err)
 	}
 	return nil
+}
+
+// downloadClient makes the downloads of Put requests with a URL.
+var downloadClient = &http.Client{Timeout: 10 * time.Minute}
+
+// download starts the GET of a Put's URL.
+func download(req *agentproto.Put) (io.ReadCloser, error) {
+	hr, err := http.NewRequest(http.MethodGet, req.URL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("download: %w", err)
+	}
+	if req.Header != "" {
+		k, v, ok := strings.Cut(req.Header, ":")
+		if !ok {
+			return nil, fmt.Errorf("download: header %q is not Name: value", k)
+		}
+		hr.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	resp, err := downloadClient.Do(hr)
+	if err != nil {
+		// The URL may carry a signature: name only its host.
+		return nil, fmt.Errorf("download from %s: %w", hr.URL.Host, errors.Unwrap(err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("download from %s: %s", hr.URL.Host, resp.Status)
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != req.Size {
+		resp.Body.Close()
+		return nil, fmt.Errorf("download from %s: %d bytes, want %d", hr.URL.Host, resp.ContentLength, req.Size)
+	}
+	return resp.Body, nil
 }
 
 // deploy materialises the working tree of files, shared by every worker

@@ -37,6 +37,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+	"github.com/meadowrun-go/meadowrun/internal/bucket"
 )
 
 // Options configure New; see kubernetes.Options for their meaning.
@@ -56,6 +57,8 @@ type Options struct {
 	Binary          string
 	Binaries        map[string]string
 	Log             io.Writer
+	// Storage, when not nil, is the bucket pods fetch the program from.
+	Storage *StorageSpec
 	// ReusablePods is !SingleUsePods.
 	ReusablePods bool
 }
@@ -73,6 +76,10 @@ type Host struct {
 	server  string
 	progs   *agentclient.Programs
 	owner   string
+
+	store    bucket.Store // Options.Storage's, or nil
+	uploadMu sync.Mutex
+	uploads  map[string]*upload // by key
 
 	mu     sync.Mutex
 	pods   map[string]*pod // by name
@@ -199,6 +206,12 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 			return nil, fmt.Errorf("kubernetes: the API server %s of context %s: %w", cfg.Host, ctxName, h.classify(err))
 		}
 	}
+	if opts.Storage != nil {
+		if h.store, err = h.openStorage(cctx); err != nil {
+			return nil, err
+		}
+		h.uploads = map[string]*upload{}
+	}
 	if h.progs, err = agentclient.NewPrograms("kubernetes host", opts.Binary, opts.Binaries); err != nil {
 		return nil, err
 	}
@@ -255,7 +268,10 @@ func (h *Host) Name() string { return "kubernetes " + h.context + "/" + h.ns }
 // Capabilities implements driver.Host.
 func (h *Host) Capabilities() driver.Capabilities {
 	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
-		Runtimes: []driver.Runtime{driver.RuntimePython}}
+		Runtimes: []driver.Runtime{driver.RuntimePython},
+		// An interpreter of the pods' image; a container deployment's
+		// image is the pod's (Start).
+		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer}}
 }
 
 // Fit implements driver.Host: how many workers of r the schedulable nodes
@@ -393,7 +409,7 @@ func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (dri
 		h.forget(p)
 		return nil, err
 	}
-	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
+	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
 		[]agentclient.MachineConfig{{Name: p.name, Transport: &transport{h: h, pod: p.name, id: machineID(p.name)}, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
 	if err != nil {
 		h.forget(p)
