@@ -33,6 +33,9 @@ type MachineInfo struct {
 	// Containers names the machine's container engine ("docker
 	// 20.10.24"), which container deployments need; "" when none answers.
 	Containers string `json:"containers,omitempty"`
+	// Labels are the machine's labels: a Kubernetes node's (its zone,
+	// instance type, spot or on-demand capacity, ...).
+	Labels map[string]string `json:"labels,omitempty"`
 	// BookedCPU and BookedMemoryGB are what this process's workers hold.
 	BookedCPU      float64 `json:"booked_cpu"`
 	BookedMemoryGB float64 `json:"booked_memory_gb"`
@@ -58,7 +61,7 @@ func DescribeHost(ctx context.Context, host *Host) ([]MachineInfo, error) {
 		out = append(out, MachineInfo{Name: m.Name, Err: m.Err, Platform: m.Platform,
 			LogicalCPU: m.Capacity.LogicalCPU, MemoryGB: float64(m.Capacity.MemoryBytes) / gib,
 			GPUs: m.GPUNames, Flags: m.Capacity.Flags, FreeDiskGB: float64(m.Capacity.EphemeralBytes) / gib,
-			MemoryEnforcement: m.Limiter, Python: m.Python, Containers: m.Containers, BookedCPU: m.Booked.LogicalCPU, BookedMemoryGB: float64(m.Booked.MemoryBytes) / gib})
+			MemoryEnforcement: m.Limiter, Python: m.Python, Containers: m.Containers, Labels: m.Labels, BookedCPU: m.Booked.LogicalCPU, BookedMemoryGB: float64(m.Booked.MemoryBytes) / gib})
 	}
 	return out, nil
 }

@@ -47,3 +47,26 @@ func TestDescribeLocalHostShowsItsBudgetAndWhatIsBooked(t *testing.T) {
 		t.Fatalf("while a task runs: booked %g CPUs, %g GB; want 1, 0.5", ms[0].BookedCPU, ms[0].BookedMemoryGB)
 	}
 }
+
+// A host opened by URL and closed is opened again by the next OpenHost of
+// that URL (a CLI command run twice in one process), not returned closed.
+func TestOpenHostAfterCloseOpensItAgain(t *testing.T) {
+	ctx := context.Background()
+	const u = "inprocess://?cpu=3"
+	h1, err := meadowrun.OpenHost(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := meadowrun.DescribeHost(ctx, h1); err != nil {
+		t.Fatal(err)
+	}
+	h1.Close()
+	h2, err := meadowrun.OpenHost(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	if _, err := meadowrun.DescribeHost(ctx, h2); err != nil {
+		t.Fatalf("the host opened again after Close: %v", err)
+	}
+}

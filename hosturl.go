@@ -72,7 +72,14 @@ func OpenHost(ctx context.Context, rawURL string) (*Host, error) {
 	hostSchemes.mu.Lock()
 	defer hostSchemes.mu.Unlock()
 	if h, ok := hostSchemes.opened[rawURL]; ok {
-		return h, nil
+		h.mu.Lock()
+		closed := h.closed
+		h.mu.Unlock()
+		if !closed {
+			return h, nil
+		}
+		// Closed (a command of the CLI run twice in one process): opened
+		// again below.
 	}
 	open, ok := hostSchemes.open[u.Scheme]
 	if !ok {

@@ -363,6 +363,9 @@ type Machine struct {
 	// Containers names the machine's container engine ("docker 20.10.24")
 	// when one answers; "" when none does or the driver does not say.
 	Containers string
+	// Labels are the machine's labels (a Kubernetes node's), nil when it
+	// has none or the driver does not say.
+	Labels map[string]string
 }
 
 // Describer is a Host that can describe its machines. Describe may

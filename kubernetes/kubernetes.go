@@ -2,7 +2,9 @@
 // run in pods sized by their Resources (requests and limits), each pod
 // runs meadowrun's agent, and the program reaches a pod by content (never
 // twice while unchanged) through the API server, like every stream of the
-// worker protocol: exec sessions, no Service, node port or inbound port.
+// worker protocol: exec sessions, no Service, node port or inbound port
+// (a job's own Ports are host ports of its pod, for the job only).
+// Sidecars are native sidecar containers of the worker's pod.
 // It uses client-go only; kubectl is not needed.
 //
 // Importing the package registers the k8s:// scheme of meadowrun.OpenHost:
@@ -67,13 +69,27 @@ type Options struct {
 	// requires (node affinity, label exists); a flag it does not name
 	// requires the label "meadowrun.dev/FLAG".
 	FlagLabels map[string]string
+	// SpotNodeLabels are the node labels of interruptible (spot,
+	// preemptible) nodes, label to value ("" for any value): a worker
+	// with Resources.OnDemandOnly (MaxEvictionRate 0) requires nodes
+	// without them. nil means DefaultSpotNodeLabels (EKS, GKE and AKS);
+	// an empty map turns the exclusion off.
+	SpotNodeLabels map[string]string
+	// SpotTaints are the taints of interruptible nodes: a worker whose
+	// MaxEvictionRate is above 0 (the default, 80) tolerates them, so
+	// that it may run there. A taint without a value is tolerated
+	// whatever its value. nil means DefaultSpotTaints (AKS's and GKE's);
+	// an empty slice tolerates none.
+	SpotTaints []corev1.Taint
 	// ContainerMounts are hostPath volumes of every worker pod (data on
 	// the nodes a job reads, a directory it writes to):
 	// "NODE_PATH:CONTAINER_PATH", with ":ro" for read-only.
 	ContainerMounts []string
 	// PodCustomization (pod_customization) edits every pod before it is
 	// created: a service account, node selectors, tolerations, volumes.
-	// Pods are shared only between identical pod specs.
+	// Pods are shared only between identical pod specs and labels. It is
+	// also called on a pod that is not created, to see which nodes it
+	// could use (Fit).
 	PodCustomization func(*corev1.Pod) error
 	// StorageSpec (storage_spec), when not nil, is the bucket pods fetch
 	// the program from: GenericStorageBucketSpec or GoogleBucketSpec.
@@ -87,6 +103,18 @@ type Options struct {
 
 // DefaultImage is the image of worker pods when Options.Image is "".
 const DefaultImage = k8shost.DefaultImage
+
+// DefaultSpotNodeLabels are the labels of spot nodes on EKS
+// (eks.amazonaws.com/capacityType=SPOT), GKE (cloud.google.com/gke-spot=true,
+// cloud.google.com/gke-preemptible=true) and AKS
+// (kubernetes.azure.com/scalesetpriority=spot). Do not modify it.
+var DefaultSpotNodeLabels = k8shost.DefaultSpotNodeLabels
+
+// DefaultSpotTaints are the taints of spot nodes: AKS's
+// kubernetes.azure.com/scalesetpriority=spot:NoSchedule, and GKE's
+// cloud.google.com/gke-spot=true:NoSchedule and
+// cloud.google.com/gke-preemptible=true:NoSchedule. Do not modify it.
+var DefaultSpotTaints = k8shost.DefaultSpotTaints
 
 // NewHost connects to the cluster (it checks the kubeconfig, that the API
 // server answers and that the namespace exists) and returns it as a host.
@@ -107,12 +135,12 @@ func newHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 	}
 	d, err := k8shost.New(ctx, k8shost.Options{Storage: storage, KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
 		Image: opts.Image, SingleUsePods: opts.SingleUsePods, IdleTimeout: opts.IdleTimeout, ScheduleTimeout: opts.ScheduleTimeout,
-		FlagLabels: opts.FlagLabels, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log})
+		FlagLabels: opts.FlagLabels, SpotNodeLabels: opts.SpotNodeLabels, SpotTaints: opts.SpotTaints, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log})
 	if err != nil {
 		return nil, err
 	}
 	u := k8sURL(opts, d.Context(), d.Namespace())
-	if opts.PodCustomization != nil || len(opts.FlagLabels) > 0 || len(opts.Binaries) > 0 {
+	if opts.PodCustomization != nil || len(opts.FlagLabels) > 0 || len(opts.Binaries) > 0 || opts.SpotNodeLabels != nil || opts.SpotTaints != nil {
 		// Another process could not rebuild the host from a URL.
 		u = ""
 	}

@@ -690,6 +690,12 @@ func Run(dir string) int {
 		local.ContainerMounts = strings.Split(m, ",")
 	}
 	os.Unsetenv(agentproto.EnvContainerMounts)
+	if v := os.Getenv(agentproto.EnvMilliCPUs); v != "" {
+		if m, err := strconv.ParseInt(v, 10, 64); err == nil && m > 0 {
+			local.LogicalCPU = float64(m) / 1000
+		}
+	}
+	os.Unsetenv(agentproto.EnvMilliCPUs)
 	idle := time.Duration(0)
 	if v := os.Getenv(agentproto.EnvIdleExit); v != "" {
 		d, err := time.ParseDuration(v)

@@ -39,6 +39,11 @@ const EnvReadyFD = "MEADOWRUN_AGENT_READY_FD"
 // never); without it the agent's default applies.
 const EnvIdleExit = "MEADOWRUN_AGENT_IDLE_EXIT"
 
+// EnvMilliCPUs, when set, is the agent's CPU capacity in thousandths of a
+// CPU, in place of what it detects: a Kubernetes pod's CPU request, which
+// is no limit (no cgroup quota) that the agent could see.
+const EnvMilliCPUs = "MEADOWRUN_AGENT_MILLICPUS"
+
 // EnvDial, set to an agent's socket, makes meadowrun.Main connect its
 // standard input and output to that socket instead of serving: the stream
 // to the agent for transports that can only run a command on the machine

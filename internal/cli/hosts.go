@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -113,6 +115,15 @@ func printMachines(s *streams, ms []meadowrun.MachineInfo) {
 			gb(m.FreeDiskGB), m.MemoryEnforcement, python, ctrs, inUse)
 	}
 	tw.Flush()
+	for _, m := range ms {
+		if m.Err == nil && len(m.Labels) > 0 {
+			var kv []string
+			for _, k := range slices.Sorted(maps.Keys(m.Labels)) {
+				kv = append(kv, k+"="+m.Labels[k])
+			}
+			fmt.Fprintf(s.out, "%s labels: %s\n", m.Name, strings.Join(kv, ", "))
+		}
+	}
 	for _, p := range problems {
 		printError(s.err, errors.New(p))
 	}

@@ -3,7 +3,7 @@
 // container, and everything between this process and a pod (the program's
 // upload, by content, and every stream of the agent protocol) goes through
 // the API server as exec sessions. No Service, node port or inbound port is
-// opened.
+// opened for that; a job's own Ports are host ports of its pod.
 //
 // A pod is made for the resources of a worker (requests and limits) from a
 // one-pod Job that removes itself once the agent exits, which the agent
@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -49,6 +50,8 @@ type Options struct {
 	IdleTimeout     time.Duration
 	ScheduleTimeout time.Duration
 	FlagLabels      map[string]string
+	SpotNodeLabels  map[string]string // nil: DefaultSpotNodeLabels
+	SpotTaints      []corev1.Taint    // nil: DefaultSpotTaints
 	ContainerMounts []string
 	Customize       func(*corev1.Pod) error
 	Binary          string
@@ -94,6 +97,7 @@ type pod struct {
 	pending   bool // created, not scheduled yet
 	starting  bool // being started by a Start call
 	adopted   bool // made by another process
+	single    bool // removed when its worker ends (single-use, or host ports)
 }
 
 // Config loads the kubeconfig of opts: the client configuration, the
@@ -263,7 +267,7 @@ func (h *Host) Name() string { return "kubernetes " + h.context + "/" + h.ns }
 
 // Capabilities implements driver.Host.
 func (h *Host) Capabilities() driver.Capabilities {
-	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true,
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
 		Runtimes: []driver.Runtime{driver.RuntimePython},
 		// An interpreter of the pods' image; a container deployment's
 		// image is the pod's (Start).
@@ -273,10 +277,11 @@ func (h *Host) Capabilities() driver.Capabilities {
 // Fit implements driver.Host: how many workers of r the schedulable nodes
 // hold when they run nothing else, or ErrNeverFits naming what they have.
 func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
-	res, err := h.resourcesOf(r)
+	tmpl, _, err := h.podSpec(driver.WorkerSpec{Resources: r})
 	if err != nil {
 		return 0, err
 	}
+	res := tmpl.Spec.Containers[0].Resources
 	nodes, err := h.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		if apierrors.IsForbidden(err) {
@@ -285,16 +290,26 @@ func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
 		}
 		return 0, fmt.Errorf("kubernetes: listing nodes: %w", h.classify(err))
 	}
-	total := 0
+	total, later := 0, 0
 	var have []string
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
 		c, what := nodeFits(n, res)
+		if why := nodeExcludes(n, tmpl); why != "" {
+			c, what = 0, what+" ("+why+")"
+		}
 		have = append(have, what)
 		if n.Spec.Unschedulable || !nodeReady(n) {
+			// Cordoned or not Ready for now: not "never".
+			later += c
 			continue
 		}
 		total += c
+	}
+	if total == 0 && later > 0 {
+		// The scheduler places the pod once the node is back, or the
+		// job fails after ScheduleTimeout.
+		return later, nil
 	}
 	if total == 0 {
 		if len(have) == 0 {
@@ -329,9 +344,6 @@ func nodeReady(n *corev1.Node) bool {
 // scheduler cannot place now is kept waiting and the call returns
 // ErrNoCapacity, until ScheduleTimeout, when it fails for good.
 func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
-	if len(spec.Sidecars) > 0 || len(spec.Ports) > 0 {
-		return nil, fmt.Errorf("kubernetes: sidecars and ports are %w yet", driver.ErrUnsupported)
-	}
 	tmpl, key, err := h.podSpec(spec)
 	if err != nil {
 		return nil, err
@@ -340,6 +352,9 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 	// node flags); the agent enforces memory and CPU for its worker.
 	aspec := spec
 	aspec.Resources.GPUs, aspec.Resources.GPUMemoryBytes, aspec.Resources.Flags, aspec.Resources.EphemeralBytes = 0, 0, nil, 0
+	// The pod holds the sidecars and the host ports.
+	aspec.Sidecars, aspec.Ports = nil, nil
+	single := !h.opts.ReusablePods || len(spec.Ports) > 0
 	if spec.Deployment.KindOrDefault() == driver.DeployContainer {
 		// The pod runs the image: the worker runs in it as a process.
 		aspec.Deployment = driver.Deployment{Interpreter: spec.Deployment.Interpreter}
@@ -350,7 +365,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 			}
 		}
 	}
-	if h.opts.ReusablePods {
+	if !single {
 		if w, err := h.startOnExisting(ctx, key, aspec); w != nil || err != nil {
 			return w, err
 		}
@@ -372,7 +387,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		h.deletePodJob(name)
 		return nil, errors.New("kubernetes: host closed")
 	}
-	p := &pod{name: name, key: key, created: time.Now(), starting: true}
+	p := &pod{name: name, key: key, created: time.Now(), starting: true, single: single}
 	h.pods[name] = p
 	h.mu.Unlock()
 	return h.bringUp(ctx, p, aspec)
@@ -619,7 +634,7 @@ func (h *Host) wrap(p *pod, w driver.Worker) driver.Worker {
 		if p.workers == 0 {
 			p.idleSince = time.Now()
 		}
-		drop := !h.opts.ReusablePods && p.workers == 0
+		drop := p.single && p.workers == 0
 		h.mu.Unlock()
 		if drop || kw.exit.Lost {
 			h.forget(p)
@@ -672,7 +687,7 @@ func (h *Host) Close() error {
 			if ah != nil {
 				ah.Close()
 			}
-			if !h.opts.ReusablePods || ah == nil {
+			if p.single || ah == nil {
 				// Single-use pods, and pods that never got an agent
 				// (pending, or still starting), go with the host.
 				h.mu.Lock()
@@ -698,7 +713,16 @@ func (h *Host) Describe(ctx context.Context) []driver.Machine {
 		a := n.Status.Allocatable
 		m := driver.Machine{Name: n.Name, Platform: n.Status.NodeInfo.OperatingSystem + "/" + n.Status.NodeInfo.Architecture,
 			Limiter: "kubelet", Containers: n.Status.NodeInfo.ContainerRuntimeVersion,
-			Capacity: driver.Resources{LogicalCPU: float64(a.Cpu().MilliValue()) / 1000, MemoryBytes: a.Memory().Value()}}
+			Capacity: driver.Resources{LogicalCPU: float64(a.Cpu().MilliValue()) / 1000, MemoryBytes: a.Memory().Value()},
+			Labels:   maps.Clone(n.Labels)}
+		for _, t := range n.Spec.Taints {
+			// Taints are shown with the labels: they decide which pods
+			// the node takes.
+			if m.Labels == nil {
+				m.Labels = map[string]string{}
+			}
+			m.Labels["taint "+t.Key] = t.Value + ":" + string(t.Effect)
+		}
 		if g, ok := a[GPUResource]; ok {
 			m.Capacity.GPUs = float64(g.Value())
 			for i := int64(0); i < g.Value(); i++ {

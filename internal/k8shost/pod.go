@@ -8,11 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 )
 
 // Labels and annotations of what meadowrun creates.
@@ -62,8 +67,11 @@ func (h *Host) resourcesOf(r driver.Resources) (corev1.ResourceRequirements, err
 	req := corev1.ResourceList{}
 	lim := corev1.ResourceList{}
 	if r.LogicalCPU > 0 {
+		// A request without a limit: the worker may use idle CPUs of the
+		// node, never throttled by CFS quotas; the pod's CPU count reaches
+		// the agent and GOMAXPROCS through the Downward API (cpuEnv).
 		q := resource.NewMilliQuantity(int64(math.Ceil(r.LogicalCPU*1000)), resource.DecimalSI)
-		req[corev1.ResourceCPU], lim[corev1.ResourceCPU] = *q, *q
+		req[corev1.ResourceCPU] = *q
 	}
 	if r.MemoryBytes > 0 {
 		q := resource.NewQuantity(r.MemoryBytes+agentOverhead, resource.BinarySI)
@@ -144,14 +152,33 @@ func (h *Host) podSpec(spec driver.WorkerSpec) (*corev1.Pod, string, error) {
 	if spec.Resources.GPUs > 0 {
 		p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: string(GPUResource), Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
 	}
+	h.addEvictionRules(p, spec.Resources.MaxEvictionRate)
+	c := &p.Spec.Containers[0]
+	if spec.Resources.LogicalCPU > 0 {
+		c.Env = append(c.Env, cpuEnv()...)
+	}
+	if err := addPorts(c, spec.Ports); err != nil {
+		return nil, "", err
+	}
+	if len(spec.Ports) > 0 {
+		// A port is the node's while the pod exists: the pod is the job's
+		// alone, removed when its worker ends.
+		delete(p.Labels, LabelReusable)
+	}
+	if err := addSidecars(p, spec.Sidecars); err != nil {
+		return nil, "", err
+	}
 	if h.opts.Customize != nil {
 		if err := h.opts.Customize(p); err != nil {
 			return nil, "", fmt.Errorf("kubernetes: pod customization: %w", err)
 		}
 	}
-	// The hash covers the pod as it will be created, so that only
-	// identical pods are shared.
-	b, _ := json.Marshal(p.Spec)
+	// The hash covers the pod as it will be created, its labels too (a
+	// customization's), so that only identical pods are shared.
+	b, _ := json.Marshal(struct {
+		Labels map[string]string
+		Spec   corev1.PodSpec
+	}{p.Labels, p.Spec})
 	sum := sha256.Sum256(b)
 	key := hex.EncodeToString(sum[:])[:20]
 	p.Labels[LabelSpec] = key
@@ -255,7 +282,7 @@ func (h *Host) waitRunning(ctx context.Context, name string) error {
 			return fmt.Errorf("%w: pod %s was deleted as it started", driver.ErrUnreachable, name)
 		}
 		if done, err := podReady(&l.Items[0]); done {
-			return err
+			return h.withSidecarLog(err)
 		}
 		w, err := h.cs.CoreV1().Pods(h.ns).Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: l.ResourceVersion})
 		if err != nil {
@@ -269,7 +296,7 @@ func (h *Host) waitRunning(ctx context.Context, name string) error {
 			if p, ok := ev.Object.(*corev1.Pod); ok {
 				if done, err := podReady(p); done {
 					w.Stop()
-					return err
+					return h.withSidecarLog(err)
 				}
 			}
 		}
@@ -280,8 +307,29 @@ func (h *Host) waitRunning(ctx context.Context, name string) error {
 	}
 }
 
+// withSidecarLog adds to a sidecar's exit the end of what it printed.
+func (h *Host) withSidecarLog(err error) error {
+	var se *sidecarExitedError
+	if !errors.As(err, &se) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tail := int64(20)
+	for _, previous := range []bool{true, false} {
+		b, lerr := h.cs.CoreV1().Pods(h.ns).GetLogs(se.pod, &corev1.PodLogOptions{Container: se.container, Previous: previous, TailLines: &tail}).DoRaw(ctx)
+		if lerr == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return fmt.Errorf("kubernetes: %w; it printed: %s", err, strings.TrimSpace(string(b)))
+		}
+	}
+	return fmt.Errorf("kubernetes: %w", err)
+}
+
 // podReady says whether pod's start is over and how it went.
 func podReady(p *corev1.Pod) (bool, error) {
+	if err := sidecarExited(p); err != nil {
+		return true, err
+	}
 	switch p.Status.Phase {
 	case corev1.PodRunning:
 		return true, nil
@@ -293,7 +341,7 @@ func podReady(p *corev1.Pod) (bool, error) {
 			return true, &errPending{msg: fmt.Sprintf("pod %s cannot be scheduled: %s", p.Name, c.Message)}
 		}
 	}
-	for _, cs := range p.Status.ContainerStatuses {
+	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
 		w := cs.State.Waiting
 		if w == nil {
 			continue
@@ -311,6 +359,37 @@ func podReady(p *corev1.Pod) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// sidecarExitedError is a sidecar container that stopped: the kubelet
+// restarts it, but the worker would find it missing.
+type sidecarExitedError struct {
+	pod, container, image string
+	code                  int32
+	reason                string
+}
+
+func (e *sidecarExitedError) Error() string {
+	return fmt.Sprintf("pod %s: sidecar %s (%s) exited with exit code %d (%s)", e.pod, e.container, e.image, e.code, e.reason)
+}
+
+func (e *sidecarExitedError) Unwrap() error { return driver.ErrSidecarExited }
+
+// sidecarExited is the first sidecar of p that has stopped, nil if none.
+func sidecarExited(p *corev1.Pod) error {
+	for _, cs := range p.Status.InitContainerStatuses {
+		if !strings.HasPrefix(cs.Name, "sidecar-") {
+			continue
+		}
+		t := cs.State.Terminated
+		if t == nil {
+			t = cs.LastTerminationState.Terminated
+		}
+		if t != nil {
+			return &sidecarExitedError{pod: p.Name, container: cs.Name, image: cs.Image, code: t.ExitCode, reason: t.Reason}
+		}
+	}
+	return nil
 }
 
 // terminated describes why a pod's container ended, "" if it has not.
@@ -438,4 +517,190 @@ func describeNode(n *corev1.Node) string {
 		s += " (cordoned)"
 	}
 	return s
+}
+
+// cpuEnv gives the agent container its CPU request through the Downward
+// API: to the agent (agentproto.EnvMilliCPUs; without a CPU limit the pod
+// sees every CPU of its node) and, rounded up to whole CPUs, to Go's
+// runtime (GOMAXPROCS), which the agent's workers inherit.
+func cpuEnv() []corev1.EnvVar {
+	ref := func(divisor string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+			ContainerName: containerName, Resource: "requests.cpu", Divisor: resource.MustParse(divisor)}}
+	}
+	return []corev1.EnvVar{{Name: agentproto.EnvMilliCPUs, ValueFrom: ref("1m")}, {Name: "GOMAXPROCS", ValueFrom: ref("1")}}
+}
+
+// maxPorts bounds the ports of one worker: each is a host port of the pod
+// (a rule of the node's port mapping).
+const maxPorts = 256
+
+// addPorts exposes ports ("N" or "N-M") as host ports of the agent
+// container: the node's ports, reachable on its addresses while the pod
+// runs, as on the machines of other hosts. A Service could not take the
+// port numbers asked for (node ports come from the cluster's range).
+func addPorts(c *corev1.Container, specs []string) error {
+	n := 0
+	for _, s := range specs {
+		lo, hi, isRange := strings.Cut(s, "-")
+		a, err1 := strconv.Atoi(lo)
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+			return fmt.Errorf("kubernetes: invalid port %q: want a port number or a range like 8080-8089", s)
+		}
+		for port := a; port <= b; port++ {
+			if n++; n > maxPorts {
+				return fmt.Errorf("kubernetes: ports %s: %w: at most %d ports per worker (each is a host port of its pod)", strings.Join(specs, ","), driver.ErrUnsupported, maxPorts)
+			}
+			c.Ports = append(c.Ports, corev1.ContainerPort{Name: fmt.Sprintf("p%d", port), ContainerPort: int32(port), HostPort: int32(port), Protocol: corev1.ProtocolTCP})
+		}
+	}
+	return nil
+}
+
+// addSidecars adds the sidecars as native sidecar containers (init
+// containers that restart always): they start before the agent's
+// container, share the pod's network (the worker reaches them on
+// localhost, as meadowrun-sidecar-N and by their names) and stop after it.
+func addSidecars(p *corev1.Pod, scs []driver.Container) error {
+	if len(scs) == 0 {
+		return nil
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	alias := corev1.HostAlias{IP: "127.0.0.1"}
+	for i, sc := range scs {
+		if sc.Credentials != nil {
+			return fmt.Errorf("kubernetes: sidecar %d (%s): registry credentials are %w: give the pods an imagePullSecret (PodCustomization) or the service account one", i, sc.Image, driver.ErrUnsupported)
+		}
+		c := corev1.Container{Name: fmt.Sprintf("sidecar-%d", i), Image: sc.Image, Args: sc.Args,
+			ImagePullPolicy: corev1.PullIfNotPresent, RestartPolicy: &always}
+		for _, k := range slices.Sorted(maps.Keys(sc.Env)) {
+			c.Env = append(c.Env, corev1.EnvVar{Name: k, Value: sc.Env[k]})
+		}
+		p.Spec.InitContainers = append(p.Spec.InitContainers, c)
+		alias.Hostnames = append(alias.Hostnames, fmt.Sprintf("meadowrun-sidecar-%d", i))
+		if sc.Name != "" {
+			alias.Hostnames = append(alias.Hostnames, sc.Name)
+		}
+	}
+	p.Spec.HostAliases = append(p.Spec.HostAliases, alias)
+	return nil
+}
+
+// DefaultSpotNodeLabels are the node labels of interruptible (spot,
+// preemptible) capacity on EKS, GKE and AKS: a label with its value ("" for
+// any value).
+var DefaultSpotNodeLabels = map[string]string{
+	"eks.amazonaws.com/capacityType":        "SPOT",
+	"cloud.google.com/gke-spot":             "true",
+	"cloud.google.com/gke-preemptible":      "true",
+	"kubernetes.azure.com/scalesetpriority": "spot",
+}
+
+// DefaultSpotTaints are the taints of interruptible nodes: AKS puts the
+// first on spot node pools, GKE the others where asked to.
+var DefaultSpotTaints = []corev1.Taint{
+	{Key: "kubernetes.azure.com/scalesetpriority", Value: "spot", Effect: corev1.TaintEffectNoSchedule},
+	{Key: "cloud.google.com/gke-spot", Value: "true", Effect: corev1.TaintEffectNoSchedule},
+	{Key: "cloud.google.com/gke-preemptible", Value: "true", Effect: corev1.TaintEffectNoSchedule},
+}
+
+// addEvictionRules maps a worker's MaxEvictionRate to node selection: 0
+// (OnDemandOnly) requires nodes without the spot labels; more tolerates
+// the spot taints, so that the pod may go to interruptible nodes too.
+func (h *Host) addEvictionRules(p *corev1.Pod, rate float64) {
+	labels := h.opts.SpotNodeLabels
+	if labels == nil {
+		labels = DefaultSpotNodeLabels
+	}
+	taints := h.opts.SpotTaints
+	if taints == nil {
+		taints = DefaultSpotTaints
+	}
+	if rate == 0 {
+		for _, k := range slices.Sorted(maps.Keys(labels)) {
+			r := corev1.NodeSelectorRequirement{Key: k, Operator: corev1.NodeSelectorOpDoesNotExist}
+			if v := labels[k]; v != "" {
+				r = corev1.NodeSelectorRequirement{Key: k, Operator: corev1.NodeSelectorOpNotIn, Values: []string{v}}
+			}
+			p.Spec.Affinity = addNodeRequirement(p.Spec.Affinity, r)
+		}
+		return
+	}
+	for _, t := range taints {
+		tol := corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpEqual, Value: t.Value, Effect: t.Effect}
+		if t.Value == "" {
+			tol.Operator, tol.Value = corev1.TolerationOpExists, ""
+		}
+		p.Spec.Tolerations = append(p.Spec.Tolerations, tol)
+	}
+}
+
+// nodeExcludes says why the pod p can never go to node n: a required node
+// label it lacks or has (flags, spot nodes), or a taint p does not
+// tolerate; "" when none. It reads the requirements meadowrun writes
+// (node affinity with In, NotIn, Exists, DoesNotExist; node selector); a
+// node that a pod customization's other rules exclude is left to the
+// scheduler.
+func nodeExcludes(n *corev1.Node, p *corev1.Pod) string {
+	for k, v := range p.Spec.NodeSelector {
+		if n.Labels[k] != v {
+			return fmt.Sprintf("the pod selects %s=%s", k, v)
+		}
+	}
+	if a := p.Spec.Affinity; a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+		var whys []string
+		for _, t := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+			why := termExcludes(n, t)
+			if why == "" {
+				whys = nil
+				break
+			}
+			whys = append(whys, why)
+		}
+		if len(whys) > 0 {
+			return strings.Join(whys, " or ")
+		}
+	}
+	for i := range n.Spec.Taints {
+		t := &n.Spec.Taints[i]
+		if t.Effect == corev1.TaintEffectPreferNoSchedule || strings.HasPrefix(t.Key, "node.kubernetes.io/") {
+			// Preferences, and the node's conditions (cordoned, not
+			// ready), which pass.
+			continue
+		}
+		if !slices.ContainsFunc(p.Spec.Tolerations, func(tol corev1.Toleration) bool { return tol.ToleratesTaint(logr.Discard(), t, false) }) {
+			return "taint " + t.ToString() + " not tolerated"
+		}
+	}
+	return ""
+}
+
+// termExcludes says which requirement of t node n fails, "" if none.
+func termExcludes(n *corev1.Node, t corev1.NodeSelectorTerm) string {
+	for _, r := range t.MatchExpressions {
+		v, has := n.Labels[r.Key]
+		ok := true
+		switch r.Operator {
+		case corev1.NodeSelectorOpExists:
+			ok = has
+		case corev1.NodeSelectorOpDoesNotExist:
+			ok = !has
+		case corev1.NodeSelectorOpIn:
+			ok = has && slices.Contains(r.Values, v)
+		case corev1.NodeSelectorOpNotIn:
+			ok = !has || !slices.Contains(r.Values, v)
+		}
+		if !ok {
+			if has {
+				return fmt.Sprintf("label %s=%s, the pod requires %s %s %v", r.Key, v, r.Key, r.Operator, r.Values)
+			}
+			return fmt.Sprintf("no label %s, the pod requires %s %s %v", r.Key, r.Key, r.Operator, r.Values)
+		}
+	}
+	return ""
 }
