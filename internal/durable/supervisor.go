@@ -167,13 +167,19 @@ func Supervise(prepare func(rec journal.Record) (Prepared, error)) int {
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 
 	st := journal.New(dir, journal.Options{})
+	// A job whose supervisor died is resumed (see takeJob).
+	resume := false
 	rec, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
-		if r.State != driver.JobSubmitted {
-			return fmt.Errorf("meadowrun: job %s is %s, not waiting for a supervisor", id, r.State)
-		}
-		r.State, r.PID, r.Proc, r.Started = driver.JobRunning, os.Getpid(), journal.Self(), time.Now()
-		return nil
+		resume = false
+		return takeJob(r, &resume)
 	})
+	if errors.Is(err, errNothingToDo) || err == nil && rec.State == driver.JobCancelled {
+		if err == nil {
+			err = fmt.Errorf("%w: job %s was cancelled while its supervisor was down", errNothingToDo, id)
+		}
+		nack(err)
+		return 0
+	}
 	if err != nil {
 		return nack(err)
 	}
@@ -205,7 +211,14 @@ func Supervise(prepare func(rec journal.Record) (Prepared, error)) int {
 	if rec.Kind == driver.JobMap {
 		args = ArgsOf(ctx, st, id)
 	}
-	if err := NewRunner(st, rec, args, exec, nil).Run(ctx, io.Discard); err != nil {
+	runner := NewRunner(st, rec, args, exec, nil)
+	if resume {
+		if err := runner.resumeFrom(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if err := runner.Run(ctx, io.Discard); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
