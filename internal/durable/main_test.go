@@ -87,6 +87,7 @@ func execMap(logs string) Exec {
 	return func(ctx context.Context, run *Run) error {
 		rec := run.Job()
 		path := filepath.Join(logs, fmt.Sprintf("%s.%d.log", rec.ID, rec.Resumed))
+		os.MkdirAll(logs, 0o755)
 		log, err := os.Create(path)
 		if err != nil {
 			return run.Fail(err.Error(), nil)

@@ -2,6 +2,7 @@ package durable
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -150,4 +151,44 @@ func readLogs(files []string, off int64, max int) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// journalSubmission journals job id from the driver.JobSubmission in file
+// unless the journal has it: what a supervisor started by a controller
+// (EnvSuperviseSubmission) does first.
+func journalSubmission(ctx context.Context, st *journal.Store, id, file string) error {
+	if _, err := st.Get(ctx, id); err == nil || !errors.Is(err, journal.ErrNotFound) {
+		return notFound(st, err, id)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("meadowrun: job %s: reading its submission: %w", id, err)
+	}
+	var sub driver.JobSubmission
+	if err := json.Unmarshal(b, &sub); err != nil {
+		return fmt.Errorf("meadowrun: job %s: decoding its submission %s: %w", id, file, err)
+	}
+	rec := sub.Job
+	if rec.ID != id {
+		return fmt.Errorf("meadowrun: the submission %s is job %q's, not job %s's", file, rec.ID, id)
+	}
+	rec.State, rec.Detached, rec.PID, rec.Proc, rec.Machine = driver.JobSubmitted, true, os.Getpid(), journal.Self(), ""
+	if rec.Submitted.IsZero() {
+		rec.Submitted = time.Now()
+	}
+	if err := st.Create(ctx, rec); errors.Is(err, journal.ErrExists) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("meadowrun: %w", err)
+	}
+	if rec.Kind != driver.JobMap {
+		return nil
+	}
+	return journalArguments(ctx, st, &rec, func(yield func(Arg) bool) {
+		for _, a := range sub.Args {
+			if !yield(Arg{B: a}) {
+				return
+			}
+		}
+	}, len(sub.Args))
 }

@@ -2,8 +2,11 @@ package durable
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -264,4 +267,103 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// startControlled starts a supervisor of job id as a controller does
+// (EnvSuperviseSubmission): this test binary, its job's submission in
+// file.
+func (e *resumeEnv) startControlled(t *testing.T, id, file string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), e.env...)
+	cmd.Env = append(cmd.Env, EnvSupervise+"="+id, EnvSuperviseState+"="+e.st.Dir(), EnvSuperviseSubmission+"="+file)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Until it has journaled the submission, the journal lacks the job.
+	for {
+		if _, err := e.st.Get(context.Background(), id); err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cmd
+}
+
+// A supervisor started by a controller journals the submission it is
+// given; a SIGTERM with no cancel request is a shutdown, which leaves the
+// job running with what was received journaled, and the supervisor the
+// controller starts next resumes it; a cancel ends it for good.
+func TestAControllerRestartedSupervisorResumesAfterAShutdown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n, blockFrom = 8, 4
+	e := newResumeEnv(t, blockFrom)
+	const id = "controlled"
+	args := make([][]byte, n)
+	for i := range args {
+		args[i] = []byte(strconv.Itoa(i))
+	}
+	sub := driver.JobSubmission{Job: driver.Job{ID: id, Kind: driver.JobMap, Host: "local", Function: &driver.JobFunc{Name: "f"}, Spec: []byte("{}"), Total: n}, Args: args}
+	file := filepath.Join(t.TempDir(), "submission.json")
+	b, _ := json.Marshal(sub)
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first := e.startControlled(t, id, file)
+	var got []driver.JobResult
+	var cursor uint64
+	e.follow(ctx, t, id, &cursor, &got, func(driver.JobStatus) bool { return len(got) >= blockFrom })
+	first.Process.Signal(syscall.SIGTERM)
+	err := first.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 143 {
+		t.Fatalf("supervisor shut down: %v, want exit status 143", err)
+	}
+	if r, err := e.st.Get(ctx, id); err != nil || r.State != driver.JobRunning || r.CancelRequested {
+		t.Fatalf("after the shutdown: %+v, %v; want the job running, to be resumed", r, err)
+	}
+	if err := os.WriteFile(e.gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	second := e.startControlled(t, id, file)
+	if err := second.Wait(); err != nil {
+		t.Fatalf("the resumed supervisor: %v", err)
+	}
+	s := e.follow(ctx, t, id, &cursor, &got, func(s driver.JobStatus) bool { return s.Job.Final() })
+	if s.Job.State != driver.JobSucceeded || s.Job.Resumed != 1 || len(got) != n {
+		t.Fatalf("resumed job %+v with %d results, want succeeded with %d", s.Job, len(got), n)
+	}
+	seen := map[int]bool{}
+	for _, r := range got {
+		if seen[r.Task] || string(r.Value) != fmt.Sprintf("%d:1", r.Task) && r.Task < blockFrom {
+			t.Errorf("result %+v (value %q): a task seen twice or run again", r, r.Value)
+		}
+		seen[r.Task] = true
+	}
+	// Started again after the end, it has nothing to do and says so
+	// with success, so that its controller stops.
+	if err := e.startControlled(t, id, file).Wait(); err != nil {
+		t.Fatalf("a supervisor started on an ended job: %v, want exit status 0", err)
+	}
+
+	// A cancel (the journal marked, then SIGTERM) ends the job for good.
+	sub.Job.ID = "controlled-cancel"
+	b, _ = json.Marshal(sub)
+	os.Remove(e.gate)
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	third := e.startControlled(t, sub.Job.ID, file)
+	var none []driver.JobResult
+	var c uint64
+	e.follow(ctx, t, sub.Job.ID, &c, &none, func(driver.JobStatus) bool { return len(none) >= blockFrom })
+	if s, err := e.k.CancelJob(ctx, "", sub.Job.ID); err != nil || s.Job.State != driver.JobCancelled {
+		t.Fatalf("cancel: %+v, %v", s.Job, err)
+	}
+	if err := third.Wait(); err != nil {
+		t.Fatalf("the cancelled supervisor: %v, want exit status 0", err)
+	}
 }
