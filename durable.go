@@ -558,3 +558,23 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 func SubmitCommands(ctx context.Context, template []string, tasks iter.Seq[CommandTask], n int, host *Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[CommandResult], error) {
 	return submitMap(ctx, Commands, tasks, n, host, opts, sub, template)
 }
+
+// ImportJob copies the record of job id, kept by host, into this
+// process's journal, so that Attach, AttachMap, AttachCommand, GetJob,
+// JobLog and CancelJob find it: how a process of another machine than the
+// submitter's, holding only the host's configuration, follows a job. The
+// host must keep its jobs itself and find a job by its id alone (a
+// Kubernetes host with a jobs volume does); other hosts are
+// ErrUnsupported.
+func ImportJob(ctx context.Context, host *Host, id string) (JobInfo, error) {
+	k := host.keeper(ctx)
+	f, ok := k.(interface{ JobMachine(id string) string })
+	if k == nil || !ok {
+		return JobInfo{}, fmt.Errorf("%w: ImportJob: %s does not find its jobs by id", ErrUnsupported, host.URL())
+	}
+	rec, err := defaultJobs().Import(ctx, k, host.URL(), f.JobMachine(id), id)
+	if err != nil {
+		return JobInfo{}, err
+	}
+	return infoOf(rec), nil
+}
