@@ -97,6 +97,10 @@ type JobInfo struct {
 	Failed int `json:"failed"`
 	// ExitCode is a command's exit code, -1 until it is known.
 	ExitCode int `json:"exit_code"`
+	// Resumed counts the times a new supervisor took the job over from
+	// one that died before it ended (a Kubernetes host's supervisor pod
+	// replaced), running only the tasks with no recorded result.
+	Resumed int `json:"resumed,omitempty"`
 	// Error says why the job failed as a whole, if it did.
 	Error string `json:"error,omitempty"`
 	// LogFile keeps the job's output, each line prefixed with its task.
@@ -139,7 +143,7 @@ func (j JobInfo) Duration() time.Duration {
 func infoOf(r journal.Record) JobInfo {
 	j := JobInfo{ID: r.ID, Kind: r.Kind, State: JobState(r.State), Host: r.Host, Command: r.Command, Detached: r.Detached,
 		PID: r.PID, Submitted: r.Submitted, Started: r.Started, Finished: r.Finished, Tasks: r.Total,
-		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile, Machine: r.Machine}
+		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile, Machine: r.Machine, Resumed: r.Resumed}
 	if r.Function != nil && r.Kind != JobCommand {
 		j.Function = r.Function.Name
 		_, j.ResultCodec, _ = cutCodec(r.Function.Codec)

@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8s "k8s.io/client-go/kubernetes"
@@ -208,6 +209,18 @@ func TestKubernetesDetachedJobsRunInTheCluster(t *testing.T) {
 	if err := cs.CoreV1().Pods(c.Namespace).Delete(ctx, first, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The gate opens once the first supervisor is gone: what is left
+	// runs under the next one.
+	for {
+		_, err := cs.CoreV1().Pods(c.Namespace).Get(ctx, first, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("pod %s is not gone: %v", first, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err := os.WriteFile(filepath.Join(counts, "gate"), nil, 0o666); err != nil {
 		t.Fatal(err)
 	}
@@ -239,8 +252,8 @@ func TestKubernetesDetachedJobsRunInTheCluster(t *testing.T) {
 		}
 	}
 	info, err = am.Info(ctx)
-	if err != nil || info.State != meadowrun.JobSucceeded || info.Done != n {
-		t.Fatalf("after the map: %+v, %v; want it succeeded", info, err)
+	if err != nil || info.State != meadowrun.JobSucceeded || info.Done != n || info.Resumed != 1 {
+		t.Fatalf("after the map: %+v, %v; want it succeeded, resumed once", info, err)
 	}
 	pods, err = cs.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil || len(pods.Items) < 1 || pods.Items[0].Name == first && len(pods.Items) == 1 {
