@@ -269,6 +269,40 @@ func TestKubernetesDetachedJobsRunInTheCluster(t *testing.T) {
 		}
 	}
 
+	// A command and a function, submitted and forgotten, are waited for
+	// through new handles.
+	h3 := newK8s(t, c, kubernetes.Options{JobsVolume: pvc, JobsServiceAccount: sa})
+	res := &meadowrun.Resources{LogicalCPU: 0.2, MemoryGB: 0.25}
+	cmd, err := meadowrun.SubmitCommand(ctx, []string{"sh", "-c", "echo detached command; exit 3"}, h3, &meadowrun.CommandOptions{Options: meadowrun.Options{Resources: res}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeSupervisors(t, c, cs, cmd.ID())
+	fn, err := meadowrun.SubmitFunction(ctx, k8sWhere.With(1), h3, &meadowrun.Options{Resources: res}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeSupervisors(t, c, cs, fn.ID())
+	h3.Close()
+	ac, err := meadowrun.AttachCommand(ctx, cmd.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jc, err := ac.Wait(ctx); jc == nil || jc.ReturnCode != 3 {
+		t.Fatalf("detached command: %+v, %v; want exit code 3", jc, err)
+	}
+	log.Reset()
+	if err := meadowrun.JobLog(ctx, cmd.ID(), &log, nil); err != nil || !strings.Contains(log.String(), "detached command") {
+		t.Fatalf("the command's log %q, %v", log.String(), err)
+	}
+	af, err := meadowrun.Attach[string](ctx, fn.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if where, err := af.Wait(ctx); err != nil || !strings.HasPrefix(where, "meadowrun-") {
+		t.Fatalf("detached function ran in %q, %v; want a worker pod", where, err)
+	}
+
 	// A second map, every task waiting on a gate that never opens, is
 	// cancelled.
 	os.Remove(filepath.Join(counts, "gate"))
