@@ -201,11 +201,13 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	if !l.t.h.opts.ReusablePods {
 		idle = 30 * time.Second
 	}
-	// One exec: take the program if the pod lacks it, start it as an
-	// agent unless one of it listens, and wait until it does. The pod's
+	// One exec: take the program if the pod lacks it (in a file of this
+	// exec's own: clients bootstrapping the pod at once must not execute
+	// a file another is writing), start it as an agent unless one of it
+	// listens, and wait until it does. The pod's
 	// shell (podScript) ends the pod once no agent runs.
 	script := `d=` + agentDir + `; e="` + exe + `"; s="` + sock + `"; umask 077; ` +
-		`if [ -x "$e" ]; then echo have; else echo upload; mkdir -p "$d/` + agentproto.BinDir + `" && cat > "$e.up" && chmod 700 "$e.up" && mv -f "$e.up" "$e" || exit 1; fi; ` +
+		`if [ -x "$e" ]; then echo have; else echo upload; mkdir -p "$d/` + agentproto.BinDir + `" && cat > "$e.up$$" && chmod 700 "$e.up$$" && mv -f "$e.up$$" "$e" || exit 1; fi; ` +
 		`if [ ! -S "$s" ]; then ` + agentproto.EnvAgent + `="$d" ` + agentproto.EnvMachine + `=` + l.t.id + ` ` + agentproto.EnvIdleExit + `=` + idle.String() +
 		` setsid "$e" </dev/null >>"$d/` + agentproto.LogName(l.t.id) + `" 2>&1 & fi; ` +
 		`i=0; while [ ! -S "$s" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; ` +

@@ -230,7 +230,7 @@ func (h *JobHost) SubmitJob(ctx context.Context, machine string, sub driver.JobS
 	}
 	name := supervisorJobName(id)
 	labels := map[string]string{LabelManaged: "true", LabelJob: name}
-	one, backoff := int32(1), int32(20)
+	one, backoff, ttl := int32(1), int32(20), int32(24*3600)
 	failed := batchv1.Failed
 	bj := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: map[string]string{AnnotationOwner: h.owner, LabelJob: id}},
@@ -239,7 +239,10 @@ func (h *JobHost) SubmitJob(ctx context.Context, machine string, sub driver.JobS
 			// A deleted pod is replaced once it has stopped: two
 			// supervisors never run the job at once.
 			PodReplacementPolicy: &failed,
-			Template:             corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: h.supervisorPod(id)},
+			// An ended batch Job, whose pod no longer serves the
+			// journal, is removed a day later.
+			TTLSecondsAfterFinished: &ttl,
+			Template:                corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: h.supervisorPod(id)},
 		},
 	}
 	if _, err := h.cs.BatchV1().Jobs(h.ns).Create(ctx, bj, metav1.CreateOptions{}); err != nil {
