@@ -33,7 +33,8 @@ import (
 // namespace (else "default"), image DefaultImage and reusable pods.
 type Options struct {
 	// KubeConfig is the kubeconfig file; "" means $KUBECONFIG, else
-	// ~/.kube/config.
+	// ~/.kube/config, else, in a pod of the cluster, the pod's service
+	// account (in-cluster configuration; Context is then ignored).
 	KubeConfig string
 	// Context is the kubeconfig context (kube_config_context); "" means
 	// the current one.
