@@ -3,6 +3,7 @@ package meadowrun_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/hosttest"
+	"github.com/meadowrun-go/meadowrun/internal/worker"
 	"github.com/meadowrun-go/meadowrun/local"
 )
 
@@ -47,6 +49,15 @@ var (
 		case <-ctx.Done():
 		}
 		return os.Getpid(), nil
+	})
+	// printExitForwarded prints a line and ends its process with code 3
+	// right after the line was forwarded to the coordinator, before the
+	// worker consumed it from its output socket.
+	printExitForwarded = meadowrun.Register("local.PrintExitForwarded", func(ctx context.Context, x int) (int, error) {
+		worker.SetAfterForwardHook(func() { os.Exit(3) })
+		fmt.Printf("last words of %d\n", x)
+		time.Sleep(time.Minute)
+		return x, nil
 	})
 	workerName = meadowrun.Register("local.Env", func(ctx context.Context, name string) (string, error) {
 		return os.Getenv(name), nil
@@ -244,5 +255,19 @@ func TestCommandsDoNotInheritTheProtocolPipes(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "] fd 1\n") {
 		t.Fatalf("listing failed:\n%s", out.String())
+	}
+}
+
+func TestOutputForwardedJustBeforeAnExitIsKeptOnce(t *testing.T) {
+	o := quiet(t)
+	out := &strings.Builder{}
+	o.Output = out
+	_, err := meadowrun.RunFunction(context.Background(), printExitForwarded.With(7), meadowrun.Local(), &o)
+	var te *meadowrun.TaskError
+	if !errors.As(err, &te) || te.Kind != meadowrun.KindExit || te.ExitCode != 3 {
+		t.Fatalf("error = %v, want KindExit with code 3", err)
+	}
+	if n := strings.Count(out.String(), "[task 0] last words of 7\n"); n != 1 {
+		t.Fatalf("the task's last line is in the output %d times, want once:\n%s", n, out.String())
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/meadowrun-go/meadowrun/driver"
 )
@@ -216,6 +217,9 @@ func (d Deployment) Kind() string {
 // relative to the working directory; a directory brings everything under
 // it. A glob that matches nothing is an error: it is most likely a typo.
 func (d Deployment) files() ([]string, error) {
+	if len(d.globs) == 0 {
+		return nil, nil
+	}
 	seen := map[string]bool{}
 	var out []string
 	add := func(p string) {
@@ -276,6 +280,25 @@ func (d Deployment) runtime() driver.Runtime {
 
 // key identifies the deployment in warm-worker pool keys.
 func (d Deployment) key() string {
+	if d.plain() {
+		// The default deployment of every warm call: its key is formatted
+		// once, not per call.
+		return plainKey()
+	}
+	return d.formatKey()
+}
+
+// plain reports whether d is the zero Deployment (mirror local, nothing
+// added).
+func (d Deployment) plain() bool {
+	return d.kind == "" && d.image == "" && d.digest == "" && d.repoURL == "" && d.branch == "" && d.commit == "" &&
+		d.interpreter == "" && d.creds == (Secret{}) && d.globs == nil && d.env == nil
+}
+
+// plainKey is the key of the zero Deployment.
+var plainKey = sync.OnceValue(func() string { return Deployment{}.formatKey() })
+
+func (d Deployment) formatKey() string {
 	var b strings.Builder
 	b.WriteString(d.Kind())
 	for _, k := range slices.Sorted(maps.Keys(d.env)) {

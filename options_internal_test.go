@@ -23,3 +23,16 @@ func TestWithGlobsAddsFilesToADeployment(t *testing.T) {
 		t.Fatalf("journaled deployment %q, want %q", back.key(), g.key())
 	}
 }
+
+func TestThePlainDeploymentKeyIsTheFormattedOne(t *testing.T) {
+	for _, d := range []Deployment{{}, MirrorLocal(nil, nil)} {
+		if !d.plain() || d.key() != d.formatKey() {
+			t.Fatalf("deployment %+v: key %q, formatted %q (plain %v)", d, d.key(), d.formatKey(), d.plain())
+		}
+	}
+	for _, d := range []Deployment{MirrorLocal([]string{"x"}, nil), MirrorLocal(nil, map[string]string{"A": "1"}), PreinstalledInterpreter("python3", nil)} {
+		if d.plain() || d.key() == (Deployment{}).key() {
+			t.Fatalf("deployment %+v shares the plain deployment's key %q", d, d.key())
+		}
+	}
+}

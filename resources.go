@@ -100,7 +100,9 @@ func (r Resources) driverResources(mult int) driver.Resources {
 		GPUMemoryBytes:  int64(r.GPUMemoryGB * (1 << 30)),
 		EphemeralBytes:  int64(r.EphemeralStorageGB * (1 << 30)),
 		MaxEvictionRate: r.MaxEvictionRate,
-		Flags:           slices.Sorted(slices.Values(r.Flags)),
+	}
+	if len(r.Flags) > 0 {
+		d.Flags = slices.Sorted(slices.Values(r.Flags))
 	}
 	if d.LogicalCPU == 0 {
 		d.LogicalCPU = 1

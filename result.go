@@ -71,4 +71,8 @@ type JobCompletion struct {
 	Duration time.Duration
 	// PeakMemoryBytes is the worker's peak memory, 0 if unknown.
 	PeakMemoryBytes int64
+	// CostUSD is what the job's worker cost, in US dollars, while the
+	// job held it: its machine's price times its share of the machine,
+	// for that time (hosts that price nothing: 0). See Job.Cost.
+	CostUSD float64 `json:",omitempty"`
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -132,7 +133,31 @@ func (p *prepared) spec(o *Options, fn wire.Function, command bool) jobSpec {
 var jobSeq atomic.Uint64
 
 func newJobID() string {
-	return fmt.Sprintf("%s-%d-%d", time.Now().UTC().Format("20060102T150405"), os.Getpid(), jobSeq.Add(1))
+	now := time.Now().UTC()
+	b := make([]byte, 0, 48)
+	b = jobIDPrefix(now.Unix(), b)
+	b = append(b, '-')
+	return string(strconv.AppendUint(b, jobSeq.Add(1), 10))
+}
+
+// jobIDPrefixCache holds the "TIME-PID" part of job ids for the current
+// second: a warm call would otherwise format the time for every job.
+var jobIDPrefixCache struct {
+	sync.Mutex
+	sec    int64
+	prefix string
+}
+
+// jobIDPrefix appends "20060102T150405-PID" for the second sec to b.
+func jobIDPrefix(sec int64, b []byte) []byte {
+	c := &jobIDPrefixCache
+	c.Lock()
+	defer c.Unlock()
+	if c.prefix == "" || c.sec != sec {
+		t := time.Unix(sec, 0).UTC()
+		c.sec, c.prefix = sec, t.Format("20060102T150405")+"-"+strconv.Itoa(os.Getpid())
+	}
+	return append(b, c.prefix...)
 }
 
 // defaultLogDir is $XDG_STATE_HOME/meadowrun/logs, or ~/.local/state/...,
@@ -323,7 +348,7 @@ func startCommand(ctx, runCtx context.Context, args []string, host *Host, opts *
 	run := coord.Start(runCtx, spec.Spec, single(payload), nil)
 	return newJob(run, spec, func(o coord.Outcome) (*JobCompletion, error) {
 		jc := &JobCompletion{JobID: spec.id, LogFile: spec.Logs.Existing(), Machine: o.Machine, Worker: o.Worker,
-			Duration: o.Duration, PeakMemoryBytes: o.PeakMemoryBytes}
+			Duration: o.Duration, PeakMemoryBytes: o.PeakMemoryBytes, CostUSD: run.Cost()}
 		if err := outcomeErr(o); err != nil {
 			if o.Failure != nil {
 				jc.ReturnCode = o.Failure.ExitCode

@@ -21,8 +21,8 @@ import (
 // (AWS Secrets Manager, Azure Key Vault, Kubernetes Secrets) come with
 // their hosts.
 type Secret struct {
-	kind string // "", "env", "file"
-	a, b string // env: username and password variables; file: path
+	kind string // "", "env", "file", or one of RegisterSecretKind
+	a, b string // env: username and password variables; file: path; registered: name and where
 }
 
 // SecretFromEnv reads the username and the password from two environment
@@ -48,8 +48,14 @@ func (s Secret) String() string {
 		return fmt.Sprintf("the environment variables %s and %s", s.a, s.b)
 	case "file":
 		return "the file " + s.a
+	case "":
+		return "no secret"
 	}
-	return "no secret"
+	d, _, err := s.registered(context.Background(), true)
+	if err != nil {
+		return "a secret of kind " + s.kind + " named " + s.a
+	}
+	return d
 }
 
 // resolve reads the secret's values.
@@ -79,7 +85,11 @@ func (s Secret) resolve(ctx context.Context) (*driver.Credentials, error) {
 		}
 		return &driver.Credentials{Username: *v.Username, Password: *v.Password}, nil
 	}
-	return nil, fmt.Errorf("%w: unknown secret kind %q", ErrInvalidOptions, s.kind)
+	u, p, err := s.registered(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	return &driver.Credentials{Username: u, Password: p}, nil
 }
 
 // secretJSON is a secret's reference as journaled (never its values).

@@ -193,6 +193,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 			if err != nil {
 				return fail(err)
 			}
+			localCosts.Store(rec.ID, m.Cost)
 			run.Started(m.Cancel, m.LogFile())
 			var res journal.Result
 			haveTask := false
@@ -220,6 +221,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 			if err != nil {
 				return fail(err)
 			}
+			localCosts.Store(rec.ID, j.Cost)
 			run.Started(j.Cancel, j.LogFile())
 			jc, jerr := j.Wait(context.Background())
 			res := journal.Result{Task: 0, Attempt: 1, Err: failureIn(jerr, j.ID(), rec.ID)}
@@ -244,6 +246,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 			if err != nil {
 				return fail(err)
 			}
+			localCosts.Store(rec.ID, j.Cost)
 			run.Started(j.Cancel, j.LogFile())
 			val, jerr := j.Wait(context.Background())
 			res := journal.Result{Task: 0, Attempt: 1, Value: val, Err: failureIn(jerr, j.ID(), rec.ID)}
@@ -260,6 +263,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 			if err != nil {
 				return fail(err)
 			}
+			localCosts.Store(rec.ID, m.Cost)
 			run.Started(m.Cancel, m.LogFile())
 			failed := false
 			for tr := range m.AsCompleted() {

@@ -45,8 +45,8 @@ func TestEC2FromTheCommandLine(t *testing.T) {
 		}
 	}
 	got = run("1\n2\n3\n4\n", "map", "-j", "4", "--host", u, "--", "sh", "-c", `echo item {} on $(echo $SSH_CONNECTION | cut -d" " -f3)`)
-	if !strings.Contains(got, "4 succeeded") {
-		t.Fatalf("map output %q", got)
+	if !strings.Contains(got, "4 succeeded") || !strings.Contains(got, ": cost $") {
+		t.Fatalf("map output %q: want its summary and its cost", got)
 	}
 	got = run("", "hosts", "--host", u)
 	for id := range b.Sim.Running() {

@@ -9,7 +9,7 @@
 //
 // Importing the package registers the ec2:// scheme of meadowrun.OpenHost:
 //
-//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR
+//	ec2://REGION?ami=AMI&subnet=S1&subnet=S2&sg=SG&profile=P&key_name=K&key=FILE&key_secret=SECRET&user=U&private=1&type=T&max_instances=N&idle=5m&table=NAME&cache=DIR&ports_from=CIDR&on_demand_after_interruption=1&no_idle_shutdown=1
 //
 // It uses aws-sdk-go-v2 only. See docs/ec2.md.
 package ec2
@@ -66,6 +66,14 @@ type AllocEC2Instance struct {
 	// KeyName is the EC2 key pair instances are launched with, and
 	// KeyFile the file of its private key, which logs in to them.
 	KeyName, KeyFile string
+	// KeySecret, when KeyFile is "", names the Secrets Manager secret
+	// that holds the key pair's private key (`meadowrun ec2 install`
+	// keeps it in "meadowrun_private_key"); it is read once per host and
+	// written to a file of this user's cache readable by the user only.
+	KeySecret string
+	// PortsFrom are the address ranges (CIDR) a job's ports
+	// (Options.Ports) are opened to; none means the instances' VPC.
+	PortsFrom []string
 	// User is the account to log in as; "" means "ubuntu".
 	User string
 	// PrivateAddress reaches instances at their private address, for a
@@ -78,7 +86,8 @@ type AllocEC2Instance struct {
 	MaxInstances int
 	// IdleTimeout is how long an instance may go without a worker before
 	// it is terminated; 0 means 5 minutes. Idle instances are terminated
-	// by hosts that are open (any process's); see docs/ec2.md.
+	// by hosts that are open (any process's), and by their own agent once
+	// no client has been connected for as long; see docs/ec2.md.
 	IdleTimeout time.Duration
 	// BootTimeout bounds how long a new instance may take to run and
 	// answer over SSH; 0 means 5 minutes.
@@ -115,6 +124,18 @@ type AllocEC2Instance struct {
 	// Log receives a line per launch, termination and machine problem;
 	// nil means standard error.
 	Log io.Writer
+	// OnDemandAfterInterruption: once one of the host's spot instances
+	// has had a spot interruption notice, the workers the host starts
+	// (the interrupted tasks' re-runs first) go to on-demand instances
+	// only. Without it they may go to spot instances again.
+	OnDemandAfterInterruption bool
+	// MetadataPoll is how often the agent on each instance polls the
+	// instance metadata for a spot interruption notice; 0 means 5 s.
+	MetadataPoll time.Duration
+	// NoIdleShutdown keeps the agents from shutting their instance down
+	// when no client has been connected for IdleTimeout: idle instances
+	// are then terminated by open hosts' sweeps and TerminateIdle only.
+	NoIdleShutdown bool
 }
 
 // ErrLaunch is wrapped when no instance could be launched: every subnet,
@@ -152,12 +173,19 @@ func newHost(ctx context.Context, o AllocEC2Instance) (*meadowrun.Host, error) {
 	if o.PricingConfig != nil {
 		pcfg = o.PricingConfig.Copy()
 	}
-	d, err := ec2host.New(ctx, ec2host.Options{Region: cfg.Region, AMI: o.AMI, Subnets: o.Subnets, SecurityGroups: o.SecurityGroups,
+	if o.KeyFile == "" && o.KeySecret != "" {
+		if o.KeyFile, err = keyFromSecret(ctx, cfg, o.KeySecret); err != nil {
+			return nil, err
+		}
+	}
+	d, err := ec2host.New(ctx, ec2host.Options{PortsFrom: o.PortsFrom, Region: cfg.Region, AMI: o.AMI, Subnets: o.Subnets, SecurityGroups: o.SecurityGroups,
 		InstanceProfile: o.InstanceProfile, KeyName: o.KeyName, KeyFile: o.KeyFile, User: o.User, PrivateAddress: o.PrivateAddress,
 		InstanceTypes: o.InstanceTypes, MaxInstances: o.MaxInstances, IdleTimeout: o.IdleTimeout, BootTimeout: o.BootTimeout,
 		TableName: o.TableName, SpotAdvisor: o.SpotAdvisor, Binaries: o.Binaries, Log: o.Log,
 		CatalogKey: catalogKey(cfg, pcfg, o.SpotAdvisor), CacheDir: cacheDir(o.CacheDir),
-		EC2: awsec2.NewFromConfig(cfg), DynamoDB: dynamodb.NewFromConfig(cfg), Pricing: pricing.NewFromConfig(pcfg)})
+		EC2: awsec2.NewFromConfig(cfg), DynamoDB: dynamodb.NewFromConfig(cfg), Pricing: pricing.NewFromConfig(pcfg),
+		InstanceOptions: ec2host.InstanceOptions{OnDemandAfterInterruption: o.OnDemandAfterInterruption, IMDSPoll: o.MetadataPoll,
+			NoIdleShutdown: o.NoIdleShutdown}})
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +265,10 @@ func URL(o AllocEC2Instance) string {
 	set("profile", o.InstanceProfile)
 	set("key_name", o.KeyName)
 	set("key", o.KeyFile)
+	set("key_secret", o.KeySecret)
+	for _, c := range o.PortsFrom {
+		q.Add("ports_from", c)
+	}
 	set("user", o.User)
 	if o.PrivateAddress {
 		q.Set("private", "1")
@@ -255,6 +287,12 @@ func URL(o AllocEC2Instance) string {
 	}
 	set("table", o.TableName)
 	set("cache", o.CacheDir)
+	if o.OnDemandAfterInterruption {
+		q.Set("on_demand_after_interruption", "1")
+	}
+	if o.NoIdleShutdown {
+		q.Set("no_idle_shutdown", "1")
+	}
 	s := "ec2://" + o.Region
 	if len(q) > 0 {
 		s += "?" + q.Encode()
@@ -275,7 +313,7 @@ func ParseURL(raw string) (AllocEC2Instance, error) {
 	return fromURL(u)
 }
 
-var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache"}
+var urlParams = []string{"ami", "subnet", "sg", "profile", "key_name", "key", "user", "private", "type", "max_instances", "idle", "boot_timeout", "table", "cache", "on_demand_after_interruption", "no_idle_shutdown", "key_secret", "ports_from"}
 
 func fromURL(u *url.URL) (AllocEC2Instance, error) {
 	if u.Path != "" && u.Path != "/" || u.User != nil {
@@ -292,13 +330,22 @@ func fromURL(u *url.URL) (AllocEC2Instance, error) {
 		}
 	}
 	o := AllocEC2Instance{Region: u.Host, AMI: q.Get("ami"), Subnets: q["subnet"], SecurityGroups: q["sg"], InstanceProfile: q.Get("profile"),
-		KeyName: q.Get("key_name"), KeyFile: q.Get("key"), User: q.Get("user"), InstanceTypes: q["type"], TableName: q.Get("table"), CacheDir: q.Get("cache")}
+		KeyName: q.Get("key_name"), KeyFile: q.Get("key"), User: q.Get("user"), InstanceTypes: q["type"], KeySecret: q.Get("key_secret"), PortsFrom: q["ports_from"], TableName: q.Get("table"), CacheDir: q.Get("cache")}
 	if v := q.Get("private"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			return o, fmt.Errorf("private=%q: want true or false", v)
 		}
 		o.PrivateAddress = b
+	}
+	for k, p := range map[string]*bool{"on_demand_after_interruption": &o.OnDemandAfterInterruption, "no_idle_shutdown": &o.NoIdleShutdown} {
+		if v := q.Get(k); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, fmt.Errorf("%s=%q: want true or false", k, v)
+			}
+			*p = b
+		}
 	}
 	if v := q.Get("max_instances"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -235,7 +235,8 @@ func TestEC2BadInputIsAClearError(t *testing.T) {
 func TestEC2URL(t *testing.T) {
 	o := ec2.AllocEC2Instance{Region: "us-east-2", AMI: "ami-1", Subnets: []string{"subnet-a", "subnet-b"}, SecurityGroups: []string{"sg-1"},
 		InstanceProfile: "p", KeyName: "k", KeyFile: "/keys/k.pem", User: "admin", PrivateAddress: true, InstanceTypes: []string{"m6i.large"},
-		MaxInstances: 3, IdleTimeout: 2 * time.Minute, BootTimeout: time.Minute, TableName: "tbl", CacheDir: "/cache"}
+		MaxInstances: 3, IdleTimeout: 2 * time.Minute, BootTimeout: time.Minute, TableName: "tbl", CacheDir: "/cache",
+		OnDemandAfterInterruption: true, NoIdleShutdown: true}
 	u := ec2.URL(o)
 	back, err := ec2.ParseURL(u)
 	if err != nil {
@@ -244,10 +245,13 @@ func TestEC2URL(t *testing.T) {
 	if ec2.URL(back) != u {
 		t.Fatalf("%s came back as %s", u, ec2.URL(back))
 	}
+	if !back.OnDemandAfterInterruption || !back.NoIdleShutdown {
+		t.Fatalf("%s lost on_demand_after_interruption or no_idle_shutdown: %+v", u, back)
+	}
 	if !strings.HasPrefix(u, "ec2://us-east-2?") || !strings.Contains(u, "subnet=subnet-a&subnet=subnet-b") {
 		t.Fatalf("URL %s", u)
 	}
-	for _, bad := range []string{"ec2://us-east-1?colour=red", "ec2://us-east-1?max_instances=0", "ec2://us-east-1?idle=soon", "ec2://u@us-east-1/path"} {
+	for _, bad := range []string{"ec2://us-east-1?colour=red", "ec2://us-east-1?max_instances=0", "ec2://us-east-1?idle=soon", "ec2://u@us-east-1/path", "ec2://us-east-1?no_idle_shutdown=maybe"} {
 		if _, err := ec2.ParseURL(bad); err == nil {
 			t.Errorf("%s: no error", bad)
 		}

@@ -370,3 +370,47 @@ func watchPodMemoryLimits(t *testing.T, c k8stest.Cluster) func() map[int64]bool
 		return limits
 	}
 }
+
+// The suite with Python workers: pods of the Python image (the base
+// image and Debian's python3) run meadowrun's Python worker.
+func TestConformanceKubernetesPython(t *testing.T) {
+	c := k8stest.Require(t)
+	if c.PythonImage == "" {
+		t.Fatal("the cluster has no Python image (PYTHON_IMAGE in k8s.env): restart it with the current scripts/k8s.sh")
+	}
+	hosttest.Run(t, hosttest.Config{
+		NewHost: func(t *testing.T) *meadowrun.Host {
+			return newK8s(t, c, kubernetes.Options{Image: c.PythonImage, ContainerMounts: []string{os.TempDir() + ":" + os.TempDir()}})
+		},
+		MillionTasks: millionTasks / 10,
+		Deployment:   meadowrun.PreinstalledInterpreter("python3", nil),
+		Python:       true,
+	})
+}
+
+// A container deployment's image is the pod's: a command runs with the
+// image's python3, and a Go function of this program runs in it too.
+func TestKubernetesContainerDeployment(t *testing.T) {
+	c := k8stest.Require(t)
+	if c.PythonImage == "" {
+		t.Fatal("the cluster has no Python image (PYTHON_IMAGE in k8s.env): restart it with the current scripts/k8s.sh")
+	}
+	repo, tag, _ := strings.Cut(c.PythonImage, ":v")
+	tag = "v" + tag
+	h := newK8s(t, c, kubernetes.Options{})
+	ctx := context.Background()
+	out := &hosttest.SyncBuffer{}
+	d := meadowrun.ContainerImage(repo, tag, meadowrun.Secret{}, map[string]string{"GREETING": "hello"})
+	jc, err := meadowrun.RunCommand(ctx, []string{"python3", "-c", "import os, sys; print(os.environ['GREETING'], sys.version_info[:2])"}, h,
+		&meadowrun.CommandOptions{Options: meadowrun.Options{Deployment: d, LogDir: t.TempDir(), Output: out}})
+	if err != nil || jc.ReturnCode != 0 {
+		t.Fatalf("%+v, %v; output %q", jc, err, out)
+	}
+	if !strings.Contains(out.String(), "hello (3, ") {
+		t.Fatalf("output %q, want the image's python3 and the deployment's environment", out)
+	}
+	where, err := meadowrun.RunFunction(ctx, k8sWhere.With(1), h, &meadowrun.Options{Deployment: d, LogDir: t.TempDir()})
+	if err != nil || !strings.HasPrefix(where, "meadowrun-") {
+		t.Fatalf("a Go function in the image's pod: %q, %v", where, err)
+	}
+}

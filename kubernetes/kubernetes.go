@@ -9,6 +9,9 @@
 //
 //	k8s://[CONTEXT]?namespace=NS&kubeconfig=FILE&image=IMAGE&reusable=false&idle=5m&schedule_timeout=2m&mount=NODE_PATH:PATH&jobs_volume=PVC&jobs_service_account=SA
 //
+// with, for a storage bucket, storage=s3&bucket=B&endpoint=URL&
+// endpoint_in_cluster=URL&secret=SECRET&region=R or storage=gcs&bucket=B.
+//
 // See docs/kubernetes.md.
 package kubernetes
 
@@ -17,7 +20,9 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -71,6 +76,9 @@ type Options struct {
 	// created: a service account, node selectors, tolerations, volumes.
 	// Pods are shared only between identical pod specs.
 	PodCustomization func(*corev1.Pod) error
+	// StorageSpec (storage_spec), when not nil, is the bucket pods fetch
+	// the program from: GenericStorageBucketSpec or GoogleBucketSpec.
+	StorageSpec StorageBucketSpec
 	// Binaries are this program built for other platforms, by
 	// "GOOS/GOARCH"; nodes are linux/amd64 today.
 	Binaries map[string]string
@@ -106,7 +114,11 @@ func NewHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 }
 
 func newHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
-	ko := k8shost.Options{KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
+	var storage *k8shost.StorageSpec
+	if opts.StorageSpec != nil {
+		storage = opts.StorageSpec.spec()
+	}
+	ko := k8shost.Options{Storage: storage, KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
 		Image: opts.Image, SingleUsePods: opts.SingleUsePods, IdleTimeout: opts.IdleTimeout, ScheduleTimeout: opts.ScheduleTimeout,
 		FlagLabels: opts.FlagLabels, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log,
 		JobsVolume: opts.JobsVolume, JobsServiceAccount: opts.JobsServiceAccount}
@@ -157,6 +169,7 @@ func k8sURL(o Options, context, ns string) string {
 	if o.JobsServiceAccount != "" {
 		q.Set("jobs_service_account", o.JobsServiceAccount)
 	}
+	storageQuery(q, o.StorageSpec)
 	return "k8s://" + url.PathEscape(context) + "?" + q.Encode()
 }
 
@@ -170,8 +183,15 @@ func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 		switch k {
 		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount", "jobs_volume", "jobs_service_account":
 		default:
-			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount, jobs_volume, jobs_service_account)", k)
+			if slices.Contains(storageParams, k) {
+				continue
+			}
+			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount, jobs_volume, jobs_service_account, %s)", k, strings.Join(storageParams, ", "))
 		}
+	}
+	var err error
+	if o.StorageSpec, err = storageFromQuery(q); err != nil {
+		return nil, err
 	}
 	o.Namespace, o.KubeConfig, o.Image, o.ContainerMounts = q.Get("namespace"), q.Get("kubeconfig"), q.Get("image"), q["mount"]
 	o.JobsVolume, o.JobsServiceAccount = q.Get("jobs_volume"), q.Get("jobs_service_account")

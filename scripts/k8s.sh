@@ -63,6 +63,9 @@ ensure_packages() {
 	pkg_ok etcd-client "$ETCD_VERSION" || need+=("etcd-client=$ETCD_VERSION")
 	pkg_ok busybox-static "$BUSYBOX_VERSION" || need+=("busybox-static=$BUSYBOX_VERSION")
 	pkg_ok iptables "$IPTABLES_VERSION" || need+=("iptables=$IPTABLES_VERSION")
+	# The Python pods' image copies the machine's own python3 (Debian's,
+	# whatever its version: the SSH machines run it too).
+	dpkg-query -W python3.11-minimal libpython3.11-stdlib >/dev/null 2>&1 || need+=(python3.11-minimal libpython3.11-stdlib)
 	command -v ip >/dev/null || need+=(iproute2)
 	command -v openssl >/dev/null || need+=(openssl)
 	command -v curl >/dev/null || need+=(curl)
@@ -134,7 +137,7 @@ oci_image() {
 
 # images builds the pause image and the base image of worker pods: a
 # static busybox (sh, cat, ...) and the C library, so that programs built
-# with cgo run in it too.
+# with cgo run in it too; and the Python image, the base and python3.
 images() {
 	local out=$D/images r
 	mkdir -p "$out"
@@ -184,6 +187,21 @@ EOT
 	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$b/etc/passwd"
 	printf 'root:x:0:\n' >"$b/etc/group"
 	oci_image "$BASE_IMAGE" "$b" "$out/base.tar"
+
+	# The image of Python worker pods: the base image and Debian's
+	# python3 (interpreter and standard library, from the packages
+	# below, and the shared libraries they load), python3 in /bin.
+	local p=$r/python f
+	cp -a "$b" "$p"
+	dpkg -L python3.11-minimal libpython3.11-minimal libpython3.11-stdlib |
+		while read -r f; do
+			case $f in /usr/share/*) continue ;; esac
+			if [ -f "$f" ] && [ ! -L "$f" ]; then echo "${f#/}"; fi
+		done | tar -C / -cf - -T - | tar -C "$p" -xf -
+	{ ldd /usr/bin/python3.11; for f in /usr/lib/python3.11/lib-dynload/*.so; do ldd "$f"; done; } |
+		awk '$2 == "=>" && $3 ~ /^\// { print substr($3, 2) }' | sort -u | tar -C / -chf - -T - | tar -C "$p" -xf -
+	ln -s /usr/bin/python3.11 "$p/bin/python3"
+	oci_image "$PYTHON_IMAGE" "$p" "$out/python.tar"
 	rm -rf "$r"
 }
 
@@ -347,6 +365,7 @@ settings() {
 	ETCD_PORT=23790
 	CTR_SOCK=$D/containerd/containerd.sock
 	BASE_IMAGE=localhost/meadowrun-base:v1
+	PYTHON_IMAGE=localhost/meadowrun-python:v1
 }
 
 up() {
@@ -409,6 +428,7 @@ CONTEXT=meadowrun-test
 NAMESPACE=$NAMESPACE
 NODE=$NODE
 IMAGE=$BASE_IMAGE
+PYTHON_IMAGE=$PYTHON_IMAGE
 FAKE_GPUS=$FAKE_GPUS
 SERVER=https://127.0.0.1:$API_PORT
 CONTAINERD_SOCK=$CTR_SOCK

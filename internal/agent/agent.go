@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,6 +47,13 @@ type Options struct {
 	// Ready, if set, is called once the agent listens, or finds that
 	// another agent serves the directory.
 	Ready func()
+	// IMDS, when set, is the instance metadata service the agent polls
+	// every IMDSPoll (0: 5 s) for spot interruption notices (imds.go).
+	IMDS     string
+	IMDSPoll time.Duration
+	// OnIdle, if set, is called when the agent stops for IdleExit, before
+	// Serve returns.
+	OnIdle func()
 }
 
 // Serve runs the agent until ctx ends or it has been idle for
@@ -124,7 +132,15 @@ func Serve(ctx context.Context, opts Options) error {
 		idle = 30 * time.Minute
 	}
 	if idle > 0 {
-		go a.idleWatch(ctx, idle, cancel)
+		go a.idleWatch(ctx, idle, func() {
+			if opts.OnIdle != nil {
+				opts.OnIdle()
+			}
+			cancel()
+		})
+	}
+	if opts.IMDS != "" {
+		go a.watchIMDS(ctx, opts.IMDS, opts.IMDSPoll)
 	}
 	ttl := opts.CacheTTL
 	if ttl == 0 {
@@ -161,6 +177,7 @@ type agent struct {
 	sessions map[string]*session
 	running  int
 	activity chan struct{}
+	notice   *agentproto.Notice // the machine's, once told it goes away
 }
 
 // session is one client connection's control channel and its workers.
@@ -313,6 +330,12 @@ func (a *agent) hello(c *unixConn, br *bufio.Reader, req *agentproto.Hello) {
 	s.wmu.Lock()
 	err := reply(c, agentproto.HelloResponse{Machine: &info})
 	s.wmu.Unlock()
+	a.mu.Lock()
+	notice := a.notice
+	a.mu.Unlock()
+	if err == nil && notice != nil {
+		s.sendNotice(*notice)
+	}
 	if err == nil {
 		for {
 			line, err := agentproto.ReadLine(br)
@@ -409,7 +432,16 @@ func (a *agent) put(r io.Reader, req *agentproto.Put) error {
 	}
 	defer os.Remove(f.Name())
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(r, req.Size))
+	if req.URL != "" {
+		var body io.ReadCloser
+		if body, err = download(req); err == nil {
+			r = body
+			defer body.Close()
+		}
+	}
+	if err == nil {
+		_, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(r, req.Size))
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -428,6 +460,38 @@ func (a *agent) put(r io.Reader, req *agentproto.Put) error {
 		return fmt.Errorf("agent: put: %w", err)
 	}
 	return nil
+}
+
+// downloadClient makes the downloads of Put requests with a URL.
+var downloadClient = &http.Client{Timeout: 10 * time.Minute}
+
+// download starts the GET of a Put's URL.
+func download(req *agentproto.Put) (io.ReadCloser, error) {
+	hr, err := http.NewRequest(http.MethodGet, req.URL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("download: %w", err)
+	}
+	if req.Header != "" {
+		k, v, ok := strings.Cut(req.Header, ":")
+		if !ok {
+			return nil, fmt.Errorf("download: header %q is not Name: value", k)
+		}
+		hr.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	resp, err := downloadClient.Do(hr)
+	if err != nil {
+		// The URL may carry a signature: name only its host.
+		return nil, fmt.Errorf("download from %s: %w", hr.URL.Host, errors.Unwrap(err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("download from %s: %s", hr.URL.Host, resp.Status)
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != req.Size {
+		resp.Body.Close()
+		return nil, fmt.Errorf("download from %s: %d bytes, want %d", hr.URL.Host, resp.ContentLength, req.Size)
+	}
+	return resp.Body, nil
 }
 
 // deploy materialises the working tree of files, shared by every worker
@@ -638,7 +702,12 @@ func Run(dir string) int {
 		}
 	}
 	os.Unsetenv(agentproto.EnvIdleExit)
-	if err := Serve(ctx, Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal(), Local: local, IdleExit: idle}); err != nil {
+	opts := Options{Dir: dir, Binary: sha, Machine: machine, Ready: readySignal(), Local: local, IdleExit: idle}
+	if err := instanceOptions(&opts); err != nil {
+		fmt.Fprintf(os.Stderr, "meadowrun agent: %v\n", err)
+		return 1
+	}
+	if err := Serve(ctx, opts); err != nil {
 		fmt.Fprintf(os.Stderr, "%s meadowrun agent: %v\n", time.Now().Format(time.RFC3339), err)
 		return 1
 	}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/localhost"
 )
 
@@ -53,10 +54,33 @@ type Options struct {
 	// Log receives one line per machine problem (unreachable, refused,
 	// lost, back); nil means standard error.
 	Log io.Writer
+	// Content, when not nil, offers the content machines lack (files of
+	// deployments, programs) by URL, which the agents download instead of
+	// receiving it over the connection.
+	Content ContentStore
 	// Programs, when not nil, is shared with other hosts (one per
 	// Kubernetes pod, say) instead of being made from Binary and Binaries;
 	// Close leaves it open.
 	Programs *Programs
+	// OnNotice, if set, is called (on its own goroutine) when a machine's
+	// agent says the machine goes away (a spot interruption notice, see
+	// agentproto.Notice); machine is its MachineConfig.Name.
+	OnNotice func(machine string, n agentproto.Notice)
+}
+
+// ContentStore puts content where agents can download it, such as an
+// object store's bucket.
+type ContentStore interface {
+	// Download makes the size bytes of the file at path, whose sha256 is
+	// sha, downloadable (writing them unless they are there already) and
+	// returns how; ok is false when they cannot be (the store has logged
+	// why): they are then sent over the connection.
+	Download(ctx context.Context, sha string, size int64, path string) (d Download, ok bool)
+}
+
+// Download is a GET of URL with Header ("Name: value"), when not "".
+type Download struct {
+	URL, Header string
 }
 
 // Host is a driver.Host over machines that run meadowrun's agent.

@@ -313,19 +313,23 @@ func (m *machine) ensureContent(bin *Program, files []fileRef) error {
 	for _, sha := range resp.Missing {
 		var put agentproto.Put
 		var open func() (io.ReadCloser, error)
+		var path string
 		if sha == bin.SHA {
 			put = agentproto.Put{SHA: sha, Size: bin.Size, Mode: 0o700}
-			open = bin.Open
+			open, path = bin.Open, bin.Path
 		} else {
 			for _, f := range files {
 				if f.SHA == sha {
 					put = agentproto.Put{SHA: sha, Size: f.size, Mode: 0o600}
-					open = f.open
+					open, path = f.open, f.local
 				}
 			}
 		}
 		if open == nil {
 			return fmt.Errorf("%s: the agent asked for unknown content %s", m.name, sha)
+		}
+		if m.downloaded(put, path) {
+			continue
 		}
 		rc, err := open()
 		if err != nil {
@@ -346,6 +350,30 @@ func (m *machine) ensureContent(bin *Program, files []fileRef) error {
 	}
 	m.mu.Unlock()
 	return nil
+}
+
+// downloaded has the agent download put's content from the host's
+// ContentStore, and says whether it did; when not, the reason was logged
+// and the content goes over the connection.
+func (m *machine) downloaded(put agentproto.Put, path string) bool {
+	cs := m.h.opts.Content
+	if cs == nil {
+		return false
+	}
+	d, ok := cs.Download(context.Background(), put.SHA, put.Size, path)
+	if !ok {
+		return false
+	}
+	put.URL, put.Header = d.URL, d.Header
+	conn, _, err := m.request(put, nil, &agentproto.Response{})
+	if conn != nil {
+		conn.Close()
+	}
+	if err != nil {
+		m.h.logf(m, fmt.Sprintf("%s could not download content %s (%s): %v; sending it", m.name, put.SHA[:12], driver.Bytes(put.Size), err))
+		return false
+	}
+	return true
 }
 
 // start starts a worker on m.
@@ -404,6 +432,13 @@ func (m *machine) events(c Link, br *bufio.Reader) {
 		}
 		var ev agentproto.WorkerExit
 		if json.Unmarshal(line, &ev) != nil {
+			continue
+		}
+		if ev.Worker == "" {
+			var n agentproto.Notice
+			if json.Unmarshal(line, &n) == nil && n.Notice != "" && m.h.opts.OnNotice != nil {
+				go m.h.opts.OnNotice(m.name, n)
+			}
 			continue
 		}
 		m.mu.Lock()

@@ -172,7 +172,7 @@ func (b *Programs) For(ctx context.Context, platform string) (*Program, error) {
 }
 
 func describe(path, platform string) (*Program, error) {
-	sha, size, err := hashFile(path)
+	sha, size, err := hashFileCached(path)
 	if err != nil {
 		return nil, err
 	}

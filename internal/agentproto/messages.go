@@ -50,10 +50,18 @@ type Have struct {
 // Put stores Size bytes, which follow the request line on the connection,
 // under their sha256 SHA: in bin/ when Mode has an execute bit, in files/
 // otherwise. Answered by Response once the bytes are checked and stored.
+//
+// With URL set no bytes follow: the agent downloads them with a GET of URL
+// (with Header, "Name: value", when set), such as a presigned URL of an
+// object store the client wrote them to, and checks size and digest as
+// for bytes sent. A failed download is an error response; the client may
+// then send the bytes.
 type Put struct {
-	SHA  string `json:"sha"`
-	Size int64  `json:"size"`
-	Mode uint32 `json:"mode"`
+	SHA    string `json:"sha"`
+	Size   int64  `json:"size"`
+	Mode   uint32 `json:"mode"`
+	URL    string `json:"url,omitempty"`
+	Header string `json:"header,omitempty"`
 }
 
 // Start starts a worker of Session running the program Binary (a sha256

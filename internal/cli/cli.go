@@ -134,7 +134,7 @@ followed and cancelled from any shell, even after the submitting one is gone.`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{cmd: c, err: err} })
-	root.AddCommand(newRunCmd(s), newMapCmd(s), newJobsCmd(s), newLogsCmd(s), newAttachCmd(s), newCancelCmd(s), newVersionCmd(s), newAgentCmd(s), newHostsCmd(s), newK8sCmd(s))
+	root.AddCommand(newRunCmd(s), newMapCmd(s), newJobsCmd(s), newLogsCmd(s), newAttachCmd(s), newCancelCmd(s), newVersionCmd(s), newAgentCmd(s), newHostsCmd(s), newK8sCmd(s), newEC2Cmd(s))
 	return root
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/meadowrun-go/meadowrun"
+	"github.com/meadowrun-go/meadowrun/ec2"
 )
 
 // workFlags are the flags of every command that runs work: where it runs
@@ -33,6 +34,7 @@ type workFlags struct {
 	image     string
 	regUser   string
 	regPass   string
+	regAWS    string
 	sidecars  []string
 	ports     []string
 }
@@ -56,6 +58,7 @@ func (w *workFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&w.image, "image", "", "run in this container image, REPOSITORY[:TAG] or REPOSITORY@sha256:DIGEST, pulled once per machine")
 	fs.StringVar(&w.regUser, "registry-user-env", "", "with --image: the environment variable that holds the registry's username")
 	fs.StringVar(&w.regPass, "registry-password-env", "", "with --image: the environment variable that holds the registry's password")
+	fs.StringVar(&w.regAWS, "registry-aws-secret", "", "with --image: the AWS Secrets Manager secret (JSON {\"username\", \"password\"}) that logs in to the registry, read with the environment's AWS credentials")
 	fs.StringArrayVar(&w.sidecars, "sidecar", nil, "with --image: a container beside each worker, 'IMAGE [ARG...]', sharing its network (reachable on localhost and as meadowrun-sidecar-N; repeatable; the registry flags log in to it too)")
 	fs.StringArrayVarP(&w.ports, "port", "p", nil, "port or range to open on the worker's machine for the job, e.g. 8080 or 8000-8009 (repeatable)")
 }
@@ -68,10 +71,7 @@ func (w *workFlags) options(cmd *cobra.Command, out io.Writer, dep meadowrun.Dep
 	if len(w.sidecars) > 0 && w.image == "" {
 		return o, usagef(cmd, "--sidecar needs --image: sidecars run beside workers in containers")
 	}
-	var secret meadowrun.Secret
-	if w.regUser != "" {
-		secret = meadowrun.SecretFromEnv(w.regUser, w.regPass)
-	}
+	secret := w.secret()
 	for _, sc := range w.sidecars {
 		// IMAGE, then the arguments that replace its command.
 		words := strings.Fields(sc)
@@ -90,18 +90,29 @@ func (w *workFlags) deployment(cmd *cobra.Command) (meadowrun.Deployment, error)
 	if (w.regUser == "") != (w.regPass == "") || w.regUser != "" && w.image == "" {
 		return meadowrun.Deployment{}, usagef(cmd, "--registry-user-env and --registry-password-env go together, with --image")
 	}
+	if w.regAWS != "" && (w.image == "" || w.regUser != "") {
+		return meadowrun.Deployment{}, usagef(cmd, "--registry-aws-secret goes with --image, without --registry-user-env")
+	}
 	if w.image == "" {
 		return meadowrun.Deployment{}, nil
 	}
-	var secret meadowrun.Secret
-	if w.regUser != "" {
-		secret = meadowrun.SecretFromEnv(w.regUser, w.regPass)
-	}
+	secret := w.secret()
 	repo, tag, digest := splitImage(w.image)
 	if digest != "" {
 		return meadowrun.ContainerImageAtDigest(repo, digest, secret, nil), nil
 	}
 	return meadowrun.ContainerImage(repo, tag, secret, nil), nil
+}
+
+// secret is the registry's secret the flags name.
+func (w *workFlags) secret() meadowrun.Secret {
+	switch {
+	case w.regAWS != "":
+		return ec2.AwsSecret(w.regAWS)
+	case w.regUser != "":
+		return meadowrun.SecretFromEnv(w.regUser, w.regPass)
+	}
+	return meadowrun.Secret{}
 }
 
 // splitImage splits REPOSITORY[:TAG] or REPOSITORY@DIGEST; a registry's

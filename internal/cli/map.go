@@ -167,7 +167,11 @@ installed by pip (--index-url, --extra-index-url, --find-links, --no-index).`,
 				}
 				rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, nil)
 			}
-			return endMap(rep, m.ID(), stop(), journalErr)
+			err = endMap(rep, m.ID(), stop(), journalErr)
+			if usd, ok := m.Cost(); ok {
+				printCost(s, m.ID(), usd)
+			}
+			return err
 		},
 	}
 	w.add(cmd.Flags())

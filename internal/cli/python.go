@@ -171,10 +171,7 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 		if _, err := w.deployment(cmd); err != nil {
 			return err
 		}
-		var secret meadowrun.Secret
-		if w.regUser != "" {
-			secret = meadowrun.SecretFromEnv(w.regUser, w.regPass)
-		}
+		secret := w.secret()
 		if digest != "" {
 			dep = meadowrun.ContainerInterpreterAtDigest(repo, digest, secret).WithEnv(env)
 		} else {

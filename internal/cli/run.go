@@ -95,6 +95,9 @@ shell exits; follow it with meadowrun attach, logs or cancel.`,
 			stop := cancelOnSignal(ctx, s, d.ID(), d.Cancel)
 			jc, err := d.Wait(ctx)
 			sig := stop()
+			if jc != nil {
+				printCost(s, d.ID(), jc.CostUSD)
+			}
 			return commandExit(s, d.ID(), w.json, jc, err, sig)
 		},
 	}

@@ -68,6 +68,8 @@ type workerConn struct {
 	dead       bool
 	oneJob     bool // serves the job it was started for only
 	idleAt     time.Time
+	lentAt     time.Time     // when lent to run (cost.go); zero once charged
+	rate       float64       // USD an hour (driver.Priced)
 	gone       chan struct{} // closed when the reader has finished
 	// results and done are the reader's buffers, reused for every frame.
 	results []wire.Result

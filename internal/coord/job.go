@@ -110,7 +110,8 @@ type Job struct {
 	cancel     context.CancelFunc
 	stopWatch  func() bool
 	out        chan []Outcome
-	feederWait *sync.Cond
+	feederWait sync.Cond // on mu
+	feed       feeder
 
 	mu           sync.Mutex
 	lanes        map[int]*lane
@@ -121,6 +122,7 @@ type Job struct {
 	avgNanos     float64
 	closed       bool
 	stoppedEarly atomic.Bool
+	cost         cost
 }
 
 // lane holds the tasks that run with one memory multiplier, and the workers
@@ -156,6 +158,7 @@ const feedBatch = 1024
 // more arguments will be read. The first arguments are queued and sent
 // before Start returns; the rest are read by a goroutine.
 func Start(ctx context.Context, spec Spec, next func() ([]byte, error, bool), release func()) *Job {
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	r := &Job{
 		spec: spec, ctx: ctx, cancel: cancel,
@@ -163,9 +166,17 @@ func Start(ctx context.Context, spec Spec, next func() ([]byte, error, bool), re
 		lanes: map[int]*lane{},
 		held:  map[*workerConn]int{},
 	}
-	r.feederWait = sync.NewCond(&r.mu)
-	r.stopWatch = context.AfterFunc(ctx, func() { r.Stop(ctx.Err()) })
-	f := &feeder{r: r, next: next, release: release}
+	r.feederWait.L = &r.mu
+	// Only the parent's end needs watching (the job cancels its own
+	// context itself, after stopWatch); a parent that never ends, as
+	// most calls' context.Background, costs nothing.
+	r.stopWatch = func() bool { return true }
+	if parent.Done() != nil {
+		r.stopWatch = context.AfterFunc(parent, func() { r.Stop(parent.Err()) })
+	}
+	// The feeder lives in the job: one allocation less per call.
+	f := &r.feed
+	*f = feeder{r: r, next: next, release: release}
 	if f.step() {
 		go func() {
 			for f.step() {
@@ -525,6 +536,7 @@ func (r *Job) completed(c *workerConn, done []settled) {
 // the running task is not to blame: it runs again elsewhere without
 // losing an attempt, up to maxRequeued times.
 func (r *Job) workerDied(c *workerConn, lost []*task, running bool, st driver.ExitStatus) {
+	c.charge()
 	r.mu.Lock()
 	delete(r.held, c)
 	for _, l := range r.lanes {

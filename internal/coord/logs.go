@@ -32,7 +32,7 @@ type Logs struct {
 // NewLogs makes the sink of job jobID's output: lines are streamed to out
 // (nil: nowhere) and kept in dir/jobID.log.
 func NewLogs(dir, jobID string, out io.Writer) *Logs {
-	return &Logs{path: filepath.Join(dir, jobID+".log"), out: out, partial: map[string][]byte{}}
+	return &Logs{path: filepath.Join(dir, jobID+".log"), out: out}
 }
 
 // Path is where the job's log file is, or will be once output arrives.
@@ -75,6 +75,9 @@ func (s *Logs) write(id int, worker string, data []byte, final bool) {
 		buf = nil
 	}
 	if len(buf) > 0 {
+		if s.partial == nil {
+			s.partial = map[string][]byte{}
+		}
 		s.partial[prefix] = append([]byte(nil), buf...)
 	} else {
 		delete(s.partial, prefix)

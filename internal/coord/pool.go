@@ -52,7 +52,7 @@ func (p *Pool) tryIdle(run *Job, key string) *workerConn {
 	c := list[len(list)-1]
 	p.idle[key] = list[:len(list)-1]
 	c.mu.Lock()
-	c.run = run
+	c.run, c.lentAt = run, time.Now()
 	c.mu.Unlock()
 	return c
 }
@@ -70,7 +70,7 @@ func (p *Pool) acquire(ctx context.Context, run *Job, key string, spec driver.Wo
 			c := list[len(list)-1]
 			p.idle[key] = list[:len(list)-1]
 			c.mu.Lock()
-			c.run = run
+			c.run, c.lentAt = run, time.Now()
 			c.mu.Unlock()
 			p.mu.Unlock()
 			return c, nil
@@ -80,6 +80,7 @@ func (p *Pool) acquire(ctx context.Context, run *Job, key string, spec driver.Wo
 		changed := p.changed
 		p.mu.Unlock()
 
+		startAt := time.Now()
 		w, err := p.drv.Start(ctx, spec)
 		if err == nil {
 			c, err := connect(ctx, p, w, key, spec.Runtime, run)
@@ -88,7 +89,9 @@ func (p *Pool) acquire(ctx context.Context, run *Job, key string, spec driver.Wo
 			}
 			p.mu.Lock()
 			p.all[c] = true
-			c.run = run
+			c.mu.Lock()
+			c.run, c.lentAt, c.rate = run, startAt, rateOf(w)
+			c.mu.Unlock()
 			// Ports are the job's: its worker is not kept for later jobs,
 			// so that they close when it ends.
 			c.oneJob = len(spec.Ports) > 0
@@ -154,6 +157,7 @@ func (p *Pool) evictIdle(key string) *workerConn {
 // job ended early), a dead one, or one holding its job's ports is stopped
 // instead of kept.
 func (p *Pool) release(c *workerConn) {
+	c.charge()
 	c.mu.Lock()
 	c.run = nil
 	keep := !c.dead && len(c.inflight) == 0 && !c.oneJob

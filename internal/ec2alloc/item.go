@@ -120,5 +120,6 @@ func recordOf(it map[string]types.AttributeValue) (Record, error) {
 	if v, ok := it["prevent_further_allocation"].(*types.AttributeValueMemberBOOL); ok {
 		r.PreventFurtherAllocation = v.Value
 	}
+	r.Leases = leasesOf(it)
 	return r, d.err
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strconv"
 	"time"
@@ -69,6 +70,9 @@ type Record struct {
 	// PreventFurtherAllocation keeps new workers off the instance (it is
 	// being terminated, or was interrupted).
 	PreventFurtherAllocation bool
+	// Leases maps each holder of bookings (lease.go) to when its lease
+	// ends unless renewed.
+	Leases map[string]time.Time
 }
 
 // NewRecord makes the record of a newly launched instance of the offer
@@ -256,13 +260,18 @@ func (t *Table) Allocate(ctx context.Context, req AllocRequest) (booked []Bookin
 		}
 		lost := false
 		for len(left) > 0 && len(cands) > 0 {
-			bestI, bestScore := -1, [2]float64{}
+			bestI, bestScore, bestTie := -1, [2]float64{}, uint64(0)
 			for i, c := range cands {
 				m := min(c.rec.Free.fits(c.per), len(left))
 				rest := c.rec.Free.Minus(c.per.Times(m))
 				s := [2]float64{float64(rest.MilliGPUs), float64(rest.MemoryBytes)/(1<<30) + 2*float64(rest.MilliCPU)/1000}
-				if bestI < 0 || s[0] < bestScore[0] || s[0] == bestScore[0] && s[1] < bestScore[1] {
-					bestI, bestScore = i, s
+				// Among instances that fit as well, each request prefers
+				// its own (by a hash of its first worker): clients that
+				// allocate at once spread over them instead of racing
+				// for one.
+				tie := tieBreak(left[0], c.rec.InstanceID)
+				if bestI < 0 || s[0] < bestScore[0] || s[0] == bestScore[0] && (s[1] < bestScore[1] || s[1] == bestScore[1] && tie < bestTie) {
+					bestI, bestScore, bestTie = i, s, tie
 				}
 			}
 			c := cands[bestI]
@@ -411,4 +420,14 @@ func hasFlags(have, want []string) bool {
 func isConditionFailed(err error) bool {
 	var cf *types.ConditionalCheckFailedException
 	return errors.As(err, &cf)
+}
+
+// tieBreak orders instances that fit a request equally well, differently
+// for each request.
+func tieBreak(worker, instance string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(worker))
+	h.Write([]byte{0})
+	h.Write([]byte(instance))
+	return h.Sum64()
 }

@@ -36,6 +36,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
 	"github.com/meadowrun-go/meadowrun/internal/sshhost"
 )
@@ -73,6 +74,9 @@ type Options struct {
 	SpotAdvisor     []byte
 	Binaries        map[string]string
 	Log             io.Writer
+	// PortsFrom are the address ranges a job's ports are opened to;
+	// none means the instance's VPC.
+	PortsFrom []string
 
 	EC2      EC2API
 	DynamoDB ec2alloc.DynamoDBAPI
@@ -86,6 +90,9 @@ type Options struct {
 	// PollInterval is how often an instance's state is read while it
 	// boots; 0 means 1 s.
 	PollInterval time.Duration
+	// Instance-side settings (spot.go): OnDemandAfterInterruption,
+	// IMDS, IMDSPoll, NoInstanceShutdown.
+	InstanceOptions
 }
 
 // listRegion is the region asked for the list of regions.
@@ -125,6 +132,7 @@ type Host struct {
 	instances map[string]*instance
 	releases  sync.WaitGroup
 	stopSweep chan struct{}
+	spot      spotState
 }
 
 // instance is an instance this process has booked workers on.
@@ -135,6 +143,8 @@ type instance struct {
 	agent    *sshhost.Host
 	err      error
 	workers  int
+	spot     instanceSpot
+	cost     instanceCost
 }
 
 // New checks the options against the region (its name, the AMI, subnets,
@@ -192,6 +202,8 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		return nil, err
 	}
 	go h.sweepLoop()
+	go h.leaseLoop()
+	go h.portSweepLoop()
 	return h, nil
 }
 
@@ -200,52 +212,77 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 // the subnets' zones.
 func (h *Host) check(ctx context.Context) error {
 	o := h.opts
-	// Asked of us-east-1, which answers for every region: an unknown
-	// region has no endpoint to ask.
-	regions, err := o.EC2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true)},
-		func(eo *ec2.Options) { eo.Region = listRegion })
-	if err != nil {
-		return fmt.Errorf("ec2 host: region %s: %w", o.Region, classify(err))
-	}
-	var names []string
-	for _, r := range regions.Regions {
-		names = append(names, aws.ToString(r.RegionName))
-	}
-	if !slices.Contains(names, o.Region) {
-		slices.Sort(names)
-		return fmt.Errorf("ec2 host: unknown region %q (regions: %s)", o.Region, strings.Join(names, ", "))
-	}
-	imgs, err := o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{o.AMI}})
-	if err != nil || len(imgs.Images) == 0 {
-		return fmt.Errorf("ec2 host: AMI %s does not exist in %s, or may not be used: %w", o.AMI, o.Region, classify(orNotFound(err)))
-	}
-	h.arch = string(imgs.Images[0].Architecture)
-	if h.arch == "" {
-		h.arch = ec2alloc.DefaultArchitecture
-	}
-	if len(o.Subnets) > 0 {
-		for _, s := range o.Subnets {
-			// One at a time, so that the error names the one missing.
+	// The checks go at once (a new client pays one round trip, not
+	// five); the error is the first in this order, as if one at a time.
+	var regionErr, imageErr, groupErr, keyErr error
+	subnetErrs := make([]error, len(o.Subnets))
+	zones := make([]string, len(o.Subnets))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// Asked of us-east-1, which answers for every region: an unknown
+		// region has no endpoint to ask.
+		regions, err := o.EC2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true)},
+			func(eo *ec2.Options) { eo.Region = listRegion })
+		if err != nil {
+			regionErr = fmt.Errorf("ec2 host: region %s: %w", o.Region, classify(err))
+			return
+		}
+		var names []string
+		for _, r := range regions.Regions {
+			names = append(names, aws.ToString(r.RegionName))
+		}
+		if !slices.Contains(names, o.Region) {
+			slices.Sort(names)
+			regionErr = fmt.Errorf("ec2 host: unknown region %q (regions: %s)", o.Region, strings.Join(names, ", "))
+		}
+	})
+	wg.Go(func() {
+		imgs, err := o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{o.AMI}})
+		if err != nil || len(imgs.Images) == 0 {
+			imageErr = fmt.Errorf("ec2 host: AMI %s does not exist in %s, or may not be used: %w", o.AMI, o.Region, classify(orNotFound(err)))
+			return
+		}
+		h.arch = string(imgs.Images[0].Architecture)
+		if h.arch == "" {
+			h.arch = ec2alloc.DefaultArchitecture
+		}
+	})
+	for i, s := range o.Subnets {
+		// One call each, so that the error names the one missing.
+		wg.Go(func() {
 			out, err := o.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{s}})
 			if err != nil || len(out.Subnets) == 0 {
-				return fmt.Errorf("ec2 host: subnet %s does not exist in %s: %w", s, o.Region, classify(orNotFound(err)))
+				subnetErrs[i] = fmt.Errorf("ec2 host: subnet %s does not exist in %s: %w", s, o.Region, classify(orNotFound(err)))
+				return
 			}
-			z := aws.ToString(out.Subnets[0].AvailabilityZone)
-			h.subnet[s] = z
-			if !slices.Contains(h.zones, z) {
-				h.zones = append(h.zones, z)
-			}
-		}
+			zones[i] = aws.ToString(out.Subnets[0].AvailabilityZone)
+		})
 	}
 	if len(o.SecurityGroups) > 0 {
-		out, err := o.EC2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: o.SecurityGroups})
-		if err != nil || len(out.SecurityGroups) < len(o.SecurityGroups) {
-			return fmt.Errorf("ec2 host: security groups %s: %w", strings.Join(o.SecurityGroups, ", "), classify(orNotFound(err)))
+		wg.Go(func() {
+			out, err := o.EC2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: o.SecurityGroups})
+			if err != nil || len(out.SecurityGroups) < len(o.SecurityGroups) {
+				groupErr = fmt.Errorf("ec2 host: security groups %s: %w", strings.Join(o.SecurityGroups, ", "), classify(orNotFound(err)))
+			}
+		})
+	}
+	wg.Go(func() {
+		kp, err := o.EC2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{o.KeyName}})
+		if err != nil || len(kp.KeyPairs) == 0 {
+			keyErr = fmt.Errorf("ec2 host: key pair %s does not exist in %s: %w", o.KeyName, o.Region, classify(orNotFound(err)))
+		}
+	})
+	wg.Wait()
+	for _, err := range append(append([]error{regionErr, imageErr}, subnetErrs...), groupErr, keyErr) {
+		if err != nil {
+			return err
 		}
 	}
-	kp, err := o.EC2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{o.KeyName}})
-	if err != nil || len(kp.KeyPairs) == 0 {
-		return fmt.Errorf("ec2 host: key pair %s does not exist in %s: %w", o.KeyName, o.Region, classify(orNotFound(err)))
+	for i, s := range o.Subnets {
+		h.subnet[s] = zones[i]
+		if !slices.Contains(h.zones, zones[i]) {
+			h.zones = append(h.zones, zones[i])
+		}
 	}
 	if _, err := os.Stat(o.KeyFile); err != nil {
 		return fmt.Errorf("ec2 host: the private key of key pair %s: %w", o.KeyName, err)
@@ -266,10 +303,10 @@ func (h *Host) Name() string { return "ec2 host " + h.opts.Region }
 // ExpectedDigest is the build ID workers must report: this program's.
 func (h *Host) ExpectedDigest() string { return h.progs.SelfDigest() }
 
-// Capabilities implements driver.Host: the agent's, over SSH, except
-// ports, which would need the security group opened for the job.
+// Capabilities implements driver.Host: the agent's, over SSH; ports are
+// opened in a security group for the job (ports.go).
 func (h *Host) Capabilities() driver.Capabilities {
-	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true,
+	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
 		Runtimes:    []driver.Runtime{driver.RuntimePython},
 		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer, driver.DeployEnvironment}}
 }
@@ -305,9 +342,6 @@ func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
 // instance with room, else on a new one, and started there once its agent
 // answers.
 func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker, error) {
-	if len(spec.Ports) > 0 {
-		return nil, fmt.Errorf("ec2 host: ports are %w yet", driver.ErrUnsupported)
-	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -316,7 +350,8 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 	h.n++
 	wid := fmt.Sprintf("%s-%d", h.sess, h.n)
 	h.mu.Unlock()
-	req := ec2alloc.AllocRequest{Workers: []string{wid}, Resources: spec.Resources, LaunchKey: h.key, Architecture: h.arch}
+	res := h.allocResources(spec.Resources)
+	req := ec2alloc.AllocRequest{Workers: []string{wid}, Resources: res, LaunchKey: h.key, Architecture: h.arch}
 	booked, _, err := h.table.Allocate(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("ec2 host: %w", err)
@@ -332,7 +367,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		if err == nil && len(booked) == 1 {
 			id, addr = booked[0].InstanceID, booked[0].Address
 		} else if err == nil {
-			if id, addr, err = h.launch(ctx, spec.Resources, wid); err == nil {
+			if id, addr, err = h.launch(ctx, res, wid); err == nil {
 				h.mu.Lock()
 				h.instances[id] = &instance{id: id, addr: addr, ready: make(chan struct{}), launched: true}
 				go h.connect(h.instances[id])
@@ -344,12 +379,29 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 			return nil, err
 		}
 	}
+	h.renew(ctx, id)
 	inst, err := h.use(ctx, id, addr)
+	if err == nil && h.goingAway(inst) {
+		// Booked just before its notice: somewhere else.
+		h.unuse(inst, id)
+		h.release(id, wid)
+		return h.startElsewhere(ctx, spec)
+	}
+	var pg *PortGroup
+	if err == nil {
+		pg, err = h.openPorts(ctx, id, wid, spec.Ports)
+	}
 	if err == nil {
 		var w driver.Worker
 		if w, err = inst.agent.Start(ctx, spec); err == nil {
-			return h.wrap(inst, wid, w), nil
+			h.closePortsAfter(w, pg)
+			ww := h.wrap(inst, wid, w)
+			h.setRate(ww, inst, spec.Resources)
+			return ww, nil
 		}
+	}
+	if pg != nil {
+		pg.Close(context.WithoutCancel(ctx))
 	}
 	h.unuse(inst, id)
 	h.release(id, wid)
@@ -418,7 +470,8 @@ func (h *Host) connect(inst *instance) {
 	}
 	a, err := sshhost.New(sshhost.Options{Machines: []string{h.opts.User + "@" + inst.addr + ":22"}, ConfigFile: "none",
 		IdentityFiles: []string{h.opts.KeyFile}, NoAgent: true, KnownHostsFiles: []string{kh},
-		ConnectTimeout: 5 * time.Second, GiveUpAfter: 30 * time.Second, Programs: h.progs, Log: h.opts.Log})
+		ConnectTimeout: 5 * time.Second, GiveUpAfter: 30 * time.Second, Programs: h.progs, Log: h.opts.Log,
+		AgentEnv: h.agentEnv(), OnNotice: func(_ string, n agentproto.Notice) { h.interrupted(inst, n) }})
 	if err != nil {
 		fail(err)
 		return
@@ -508,11 +561,12 @@ func (h *Host) hostKeyOf(ctx context.Context, id string) (string, error) {
 // wrap returns w, whose end releases its booking.
 func (h *Host) wrap(inst *instance, wid string, w driver.Worker) driver.Worker {
 	ew := &worker{Worker: w, inst: inst, done: make(chan struct{})}
+	h.track(ew)
 	h.releases.Add(1)
 	go func() {
 		defer h.releases.Done()
 		<-w.Done()
-		ew.exit = w.Exit()
+		ew.exit = h.untrack(ew, w.Exit())
 		h.release(inst.id, wid)
 		h.unuse(inst, inst.id)
 		if ew.exit.Lost {
@@ -583,6 +637,7 @@ type worker struct {
 	inst *instance
 	done chan struct{}
 	exit driver.ExitStatus
+	rate float64 // USD an hour (cost.go)
 }
 
 // Done implements driver.Worker: closed once the booking is released too.

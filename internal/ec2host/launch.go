@@ -79,7 +79,12 @@ func (h *Host) launch(ctx context.Context, r driver.Resources, wid string) (id, 
 		return "", "", err
 	}
 	h.mu.Lock()
-	n := len(h.instances)
+	n := 0
+	for _, i := range h.instances {
+		if i.spot.notice == nil { // an interrupted one is going
+			n++
+		}
+	}
 	h.mu.Unlock()
 	if n >= h.opts.MaxInstances {
 		return "", "", fmt.Errorf("ec2 host: %w: this host uses %d instances already (MaxInstances)", driver.ErrNoCapacity, n)
@@ -287,9 +292,18 @@ func TerminateIdle(ctx context.Context, api EC2API, t *ec2alloc.Table, idle time
 	if err != nil {
 		return nil, err
 	}
+	recs, err = deregisterGone(ctx, api, t, recs, log)
+	if err != nil {
+		return nil, err
+	}
 	var done []string
 	var errs []error
 	for _, rec := range recs {
+		if released, err := t.ReleaseExpired(ctx, rec, LeaseTTL(idle)); err != nil {
+			errs = append(errs, err)
+		} else if len(released) > 0 && log != nil {
+			fmt.Fprintf(log, "meadowrun: ec2 host: released %d bookings on %s of clients that stopped renewing their lease\n", len(released), rec.InstanceID)
+		}
 		err := t.DeregisterIdle(ctx, rec.InstanceID, idle)
 		if errors.Is(err, ec2alloc.ErrBusy) || errors.Is(err, ec2alloc.ErrNotRegistered) {
 			continue

@@ -71,7 +71,7 @@ type Bench struct {
 }
 
 // Open starts the bench; everything stops when t ends.
-func Open(t *testing.T) *Bench {
+func Open(t testing.TB) *Bench {
 	t.Helper()
 	n := sshtest.Open(t)
 	moto := mototest.Start(t)
@@ -137,7 +137,7 @@ type Fault struct {
 // by its action and form parameters, and answers those it returns a
 // fault for with that error, as EC2 does (HTTP 400, the EC2 error XML),
 // without moto seeing them: capacity and quota errors moto never makes.
-func (b *Bench) Faulty(t *testing.T, fail func(action string, form url.Values) *Fault) aws.Config {
+func (b *Bench) Faulty(t testing.TB, fail func(action string, form url.Values) *Fault) aws.Config {
 	t.Helper()
 	target, _ := url.Parse(b.Moto.Endpoint)
 	proxy := httputil.NewSingleHostReverseProxy(target)
@@ -166,7 +166,7 @@ func (b *Bench) Faulty(t *testing.T, fail func(action string, form url.Values) *
 }
 
 // CreateSubnet makes another subnet of the bench's VPC in zone.
-func (b *Bench) CreateSubnet(t *testing.T, cidr, zone string) string {
+func (b *Bench) CreateSubnet(t testing.TB, cidr, zone string) string {
 	t.Helper()
 	s, err := b.EC2.CreateSubnet(t.Context(), &ec2.CreateSubnetInput{VpcId: aws.String(b.VPC), CidrBlock: aws.String(cidr), AvailabilityZone: aws.String(zone)})
 	if err != nil {
@@ -177,7 +177,7 @@ func (b *Bench) CreateSubnet(t *testing.T, cidr, zone string) string {
 
 // Sim boots a machine for each instance moto runs.
 type Sim struct {
-	t    *testing.T
+	t    testing.TB
 	api  *ec2.Client
 	net  *sshtest.Net
 	dir  string
@@ -206,12 +206,13 @@ type machine struct {
 	id, ip, ns, veth, dir string
 	cmd                   *exec.Cmd
 	exited                chan struct{}
+	shutdown              bool // asked for, and passed on to moto
 }
 
 // Start starts the simulator for the instances api reports, on network n;
 // keys maps key pair names to their public keys. It stops, and takes
 // every machine down, when t ends.
-func Start(t *testing.T, api *ec2.Client, n *sshtest.Net, keys map[string]string) *Sim {
+func Start(t testing.TB, api *ec2.Client, n *sshtest.Net, keys map[string]string) *Sim {
 	t.Helper()
 	home, err := os.UserHomeDir()
 	if err != nil {
@@ -246,6 +247,7 @@ func (s *Sim) sync() {
 	if err != nil {
 		return // moto stopping with the test
 	}
+	s.shutdowns()
 	running := map[string]types.Instance{}
 	for _, r := range out.Reservations {
 		for _, i := range r.Instances {
@@ -374,6 +376,9 @@ MaxStartups 100
 			return nil, err
 		}
 	}
+	if err := os.WriteFile(filepath.Join(m.dir, "shutdown"), []byte(shutdownScript(m.dir)), 0o700); err != nil {
+		return nil, err
+	}
 	bridge := fmt.Sprintf("mrbr%d", s.net.ID)
 	for _, c := range [][]string{
 		{"ip", "netns", "add", m.ns},
@@ -382,6 +387,8 @@ MaxStartups 100
 		{"ip", "-n", m.ns, "addr", "add", ip + "/24", "dev", "eth0"},
 		{"ip", "-n", m.ns, "link", "set", "eth0", "up"},
 		{"ip", "-n", m.ns, "link", "set", "lo", "up"},
+		// The instance metadata's address, where Interrupt runs the mock.
+		{"ip", "-n", m.ns, "addr", "add", imdsAddr + "/32", "dev", "lo"},
 	} {
 		if err := run(c...); err != nil {
 			s.halt(m)
@@ -394,6 +401,7 @@ MaxStartups 100
 	m.cmd = exec.Command("nsenter", "--net=/run/netns/"+m.ns, "unshare", "-m", "--propagation", "private",
 		"sh", "-c", `set -e
 mount -t tmpfs -o size=2g,mode=0700 tmpfs "$1"
+`+shutdownMount+`
 exec /usr/sbin/sshd -D -f "$2/sshd_config" -E "$2/sshd.log"`, "sh", s.home, m.dir)
 	log, _ := os.Create(filepath.Join(m.dir, "start.log"))
 	m.cmd.Stdout, m.cmd.Stderr = log, log

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -206,8 +207,13 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	// a file another is writing), start it as an agent unless one of it
 	// listens, and wait until it does. The pod's
 	// shell (podScript) ends the pod once no agent runs.
-	script := `d=` + agentDir + `; e="` + exe + `"; s="` + sock + `"; umask 077; ` +
-		`if [ -x "$e" ]; then echo have; else echo upload; mkdir -p "$d/` + agentproto.BinDir + `" && cat > "$e.up$$" && chmod 700 "$e.up$$" && mv -f "$e.up$$" "$e" || exit 1; fi; ` +
+	// With a bucket the pod first tries to download the program (its
+	// URL and header arrive on standard input, never on a command line).
+	fetch, viaBucket := l.t.h.programFetch(ctx, pod, bin)
+	script := `d=` + agentDir + `; e="` + exe + `"; s="` + sock + `"; umask 077; IFS= read -r u; IFS= read -r hd; ` +
+		fetchScript(bin.SHA) +
+		`if [ -x "$e" ]; then echo have; elif [ -n "$u" ] && m=$(fetch); then echo fetched; ` +
+		`else rm -f "$e.up$$"; echo "upload $m" | tr '\n' ' '; echo; mkdir -p "$d/` + agentproto.BinDir + `" && cat > "$e.up$$" && chmod 700 "$e.up$$" && mv -f "$e.up$$" "$e" || exit 1; fi; ` +
 		`if [ ! -S "$s" ]; then ` + agentproto.EnvAgent + `="$d" ` + agentproto.EnvMachine + `=` + l.t.id + ` ` + agentproto.EnvIdleExit + `=` + idle.String() +
 		` setsid "$e" </dev/null >>"$d/` + agentproto.LogName(l.t.id) + `" 2>&1 & fi; ` +
 		`i=0; while [ ! -S "$s" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; ` +
@@ -217,12 +223,23 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 		return nil, fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, pod, err)
 	}
 	defer s.Close()
+	if _, err := fmt.Fprintf(s, "%s\n%s\n", fetch.URL, fetch.Header); err != nil {
+		return nil, fmt.Errorf("%w: pod %s: bootstrapping the agent: %w", driver.ErrUnreachable, pod, errors.Join(err, s.wait()))
+	}
 	br := bufio.NewReader(s)
 	how, err := br.ReadString('\n')
 	if err != nil {
 		return nil, fmt.Errorf("%w: pod %s: bootstrapping the agent: %w", driver.ErrUnreachable, pod, errors.Join(err, s.wait()))
 	}
-	if strings.TrimSpace(how) == "upload" {
+	how = strings.TrimSpace(how)
+	if why, ok := strings.CutPrefix(how, "upload"); ok {
+		if why = strings.TrimSpace(why); viaBucket {
+			at := fetch.URL
+			if u, err := url.Parse(fetch.URL); err == nil {
+				at = u.Scheme + "://" + u.Host // not the signature
+			}
+			fmt.Fprintf(l.t.h.opts.Log, "[meadowrun] pod %s could not download the program from the %s through %s (%s): it goes through the API server\n", pod, l.t.h.store, at, why)
+		}
 		f, err := bin.Open()
 		if err != nil {
 			return nil, err
@@ -250,6 +267,18 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	l.sock, l.exe = sock, exe
 	l.mu.Unlock()
 	return bin, nil
+}
+
+// fetchScript defines the shell function fetch of a pod's bootstrap: it
+// downloads the program of sha256 sha from URL $u (with header $hd, when
+// set) with curl or wget, checks its sha256 and installs it as $e; what
+// went wrong is its output.
+func fetchScript(sha string) string {
+	return `get() { if command -v curl >/dev/null 2>&1; then if [ -n "$hd" ]; then curl -fsS -H "$hd" -o "$e.up$$" "$u"; else curl -fsS -o "$e.up$$" "$u"; fi; ` +
+		`elif command -v wget >/dev/null 2>&1; then if [ -n "$hd" ]; then wget -q --header "$hd" -O "$e.up$$" "$u"; else wget -q -O "$e.up$$" "$u"; fi; ` +
+		`else echo "the image has neither curl nor wget"; return 1; fi; }; ` +
+		`fetch() { mkdir -p "$d/` + agentproto.BinDir + `" || return 1; get 2>&1 || return 1; h=$(sha256sum "$e.up$$" 2>&1) || { echo "$h"; return 1; }; ` +
+		`[ "${h%% *}" = ` + sha + ` ] || { echo "the download's sha256 is ${h%% *}, not ` + sha + `"; return 1; }; chmod 700 "$e.up$$" && mv -f "$e.up$$" "$e"; }; `
 }
 
 // Dial implements agentclient.Link.

@@ -36,6 +36,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+	"github.com/meadowrun-go/meadowrun/internal/bucket"
 )
 
 // Options configure New; see kubernetes.Options for their meaning.
@@ -53,6 +54,8 @@ type Options struct {
 	Binary          string
 	Binaries        map[string]string
 	Log             io.Writer
+	// Storage, when not nil, is the bucket pods fetch the program from.
+	Storage *StorageSpec
 	// ReusablePods is !SingleUsePods.
 	ReusablePods bool
 	// JobsVolume, JobsServiceAccount and ClusterURL are the durable
@@ -75,6 +78,10 @@ type Host struct {
 	server  string
 	progs   *agentclient.Programs
 	owner   string
+
+	store    bucket.Store // Options.Storage's, or nil
+	uploadMu sync.Mutex
+	uploads  map[string]*upload // by key
 
 	mu     sync.Mutex
 	pods   map[string]*pod // by name
@@ -203,6 +210,12 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 			return nil, fmt.Errorf("kubernetes: the API server %s of context %s: %w", cfg.Host, ctxName, h.classify(err))
 		}
 	}
+	if opts.Storage != nil {
+		if h.store, err = h.openStorage(cctx); err != nil {
+			return nil, err
+		}
+		h.uploads = map[string]*upload{}
+	}
 	if h.progs, err = agentclient.NewPrograms("kubernetes host", opts.Binary, opts.Binaries); err != nil {
 		return nil, err
 	}
@@ -259,7 +272,10 @@ func (h *Host) Name() string { return "kubernetes " + h.context + "/" + h.ns }
 // Capabilities implements driver.Host.
 func (h *Host) Capabilities() driver.Capabilities {
 	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true,
-		Runtimes: []driver.Runtime{driver.RuntimePython}}
+		Runtimes: []driver.Runtime{driver.RuntimePython},
+		// An interpreter of the pods' image; a container deployment's
+		// image is the pod's (Start).
+		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer}}
 }
 
 // Fit implements driver.Host: how many workers of r the schedulable nodes
@@ -386,7 +402,7 @@ func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (dri
 		h.forget(p)
 		return nil, err
 	}
-	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
+	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
 		[]agentclient.MachineConfig{{Name: p.name, Transport: &transport{h: h, pod: p.name, id: machineID(p.name)}, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
 	if err != nil {
 		h.forget(p)

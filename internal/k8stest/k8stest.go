@@ -35,6 +35,9 @@ type Cluster struct {
 	Namespace, Node string
 	// Image is the base image of worker pods (busybox and the C library).
 	Image string
+	// PythonImage is Image with Debian's python3; "" when the cluster's
+	// script predates it.
+	PythonImage string
 	// FakeGPUs is how many nvidia.com/gpu the node advertises.
 	FakeGPUs int
 	// Server is the API server's URL.
@@ -57,7 +60,7 @@ func Require(t testing.TB) Cluster {
 		t.Fatalf("%s: %v", EnvDir, err)
 	}
 	c := Cluster{KubeConfig: kv["KUBECONFIG"], Context: kv["CONTEXT"], NobodyKubeConfig: kv["NOBODY_KUBECONFIG"],
-		Namespace: kv["NAMESPACE"], Node: kv["NODE"], Image: kv["IMAGE"], Server: kv["SERVER"]}
+		Namespace: kv["NAMESPACE"], Node: kv["NODE"], Image: kv["IMAGE"], PythonImage: kv["PYTHON_IMAGE"], Server: kv["SERVER"]}
 	c.FakeGPUs, _ = strconv.Atoi(kv["FAKE_GPUS"])
 	if c.KubeConfig == "" || c.Namespace == "" || c.Image == "" {
 		t.Fatalf("%s/k8s.env lacks KUBECONFIG, NAMESPACE or IMAGE", dir)

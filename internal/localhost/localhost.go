@@ -155,10 +155,16 @@ func (h *Host) LimiterKind() string { return h.limiter.Kind() }
 
 // Capabilities implements driver.Host.
 func (h *Host) Capabilities() driver.Capabilities {
+	// Full slices, shared by every call (asked for once per job): an
+	// append by a caller copies them.
 	return driver.Capabilities{CapturesOutput: true, ProcessExits: true, MemoryLimits: true, Sidecars: true, Ports: true,
-		Runtimes:    []driver.Runtime{driver.RuntimePython},
-		Deployments: []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer, driver.DeployEnvironment}}
+		Runtimes: localRuntimes[:len(localRuntimes):len(localRuntimes)], Deployments: localDeployments[:len(localDeployments):len(localDeployments)]}
 }
+
+var (
+	localRuntimes    = []driver.Runtime{driver.RuntimePython}
+	localDeployments = []driver.DeploymentKind{driver.DeployInterpreter, driver.DeployContainer, driver.DeployEnvironment}
+)
 
 // Environments returns the builder of the Python environments of
 // environment deployments.
@@ -721,7 +727,13 @@ const maxTail = 64 << 10
 func (p *proc) wait() {
 	st := p.run.wait()
 	os.RemoveAll(p.tmp)
-	st.Output = drain(p.logR)
+	var skip uint64
+	if p.rlog != nil {
+		// Output the worker forwarded on its stream just before it died
+		// but had not consumed yet: the coordinator has it already.
+		skip = p.rlog.OutputPending()
+	}
+	st.Output = drain(p.logR, skip)
 	p.logR.Close()
 	if p.rlog != nil {
 		st.ResultLog = p.rlog.Snapshot()
@@ -735,14 +747,24 @@ func (p *proc) wait() {
 	close(p.done)
 }
 
-// drain reads what is left in the log pipe, keeping the last maxTail bytes.
-func drain(f *os.File) []byte {
+// drain reads what is left in the log pipe, less its first skip bytes,
+// keeping the last maxTail bytes.
+func drain(f *os.File, skip uint64) []byte {
 	var out []byte
 	buf := make([]byte, 32<<10)
 	fd := int(f.Fd())
 	syscall.SetNonblock(fd, true)
 	for {
 		n, err := syscall.Read(fd, buf)
+		if n > 0 && skip > 0 {
+			k := int(min(skip, uint64(n)))
+			skip -= uint64(k)
+			copy(buf, buf[k:n])
+			n -= k
+			if n == 0 {
+				continue
+			}
+		}
 		if n > 0 {
 			out = append(out, buf[:n]...)
 			if len(out) > maxTail {

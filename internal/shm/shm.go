@@ -68,6 +68,13 @@ func (r *Region) Snapshot() []byte {
 	return append([]byte(nil), r.mem[:n]...)
 }
 
+// OutputPending is the count of output bytes the worker had forwarded on
+// its stream but not yet consumed from its output socket, as it left it:
+// a host draining the socket after the worker died skips that many.
+func (r *Region) OutputPending() uint64 {
+	return (*atomic.Uint64)(unsafe.Pointer(&r.mem[wire.ResultLogOutputPending])).Load()
+}
+
 // Close unmaps the region and closes its descriptor.
 func (r *Region) Close() error {
 	err := unix.Munmap(r.mem)
@@ -88,6 +95,7 @@ func NewResultLog(r *Region) *ResultLog {
 	l := &ResultLog{mem: r.mem}
 	l.Reset()
 	l.word(8).Store(0)
+	l.SetOutputPending(0)
 	return l
 }
 
@@ -110,6 +118,10 @@ func (l *ResultLog) Append(r wire.Result) bool {
 	l.word(0).Store(l.used)
 	return true
 }
+
+// SetOutputPending records that n bytes of output were forwarded on the
+// stream and are still in the output socket (0 once consumed).
+func (l *ResultLog) SetOutputPending(n uint64) { l.word(wire.ResultLogOutputPending).Store(n) }
 
 // Len is the number of record bytes held.
 func (l *ResultLog) Len() int { return int(l.used) }

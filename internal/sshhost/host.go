@@ -28,6 +28,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentclient"
+	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 )
 
 // The SSH host is a driver and keeps durable jobs, through the agent
@@ -98,6 +99,12 @@ type Options struct {
 	// instance, say) instead of being made from Binary and Binaries;
 	// Close leaves it open.
 	Programs *agentclient.Programs
+	// AgentEnv is more environment of the agents this host starts
+	// (agentproto's EnvIMDS, EnvIdleShutdown and friends, for cloud
+	// instances).
+	AgentEnv map[string]string
+	// OnNotice, if set, hears a machine's notices (agentclient.Options).
+	OnNotice func(machine string, n agentproto.Notice)
 }
 
 // Host is a set of machines reached over SSH: an agentclient.Host whose
@@ -164,7 +171,7 @@ func New(opts Options) (*Host, error) {
 			ConnectTimeout: e.connectTimeout, KeepAlive: e.keepAlive, KeepAliveMisses: e.keepAliveMax})
 	}
 	h.Host, err = agentclient.New(agentclient.Options{Kind: "ssh host", GiveUpAfter: opts.GiveUpAfter,
-		Binary: opts.Binary, Binaries: opts.Binaries, Log: opts.Log, Programs: opts.Programs}, machines)
+		Binary: opts.Binary, Binaries: opts.Binaries, Log: opts.Log, Programs: opts.Programs, OnNotice: opts.OnNotice}, machines)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -87,11 +89,26 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	if dir == "" {
 		dir = `${XDG_CACHE_HOME:-$HOME/.cache}/meadowrun`
 	}
+	// A machine probed before (by this process or another) whose agent
+	// still listens is reached without probing it again: one session
+	// less for a new client on a warm machine.
+	pkey := agentProbeKey(m.name, dir)
+	if lines := loadProbe(pkey); lines != nil {
+		if bin, sock, err := agentSocket(ctx, programs, lines); err == nil {
+			if conn, err := c.Dial("unix", sock); err == nil {
+				l.mu.Lock()
+				l.sock, l.first = sock, conn
+				l.mu.Unlock()
+				return bin, nil
+			}
+		}
+	}
 	out, err := run(c, `printf '%s\n' "`+dir+`" "$(uname -s)" "$(uname -m)" `+agentproto.MachineIDWords, nil)
 	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
 	if err != nil || len(lines) != 6 {
 		return nil, fmt.Errorf("%w: %s: probing the machine: %v (output %q)", driver.ErrUnreachable, m.name, err, out)
 	}
+	storeProbe(pkey, lines)
 	dir = lines[0]
 	// Several machines may share the directory (a home on NFS): the
 	// agent's own files are named by the machine.
@@ -294,6 +311,9 @@ func agentEnv(o Options) string {
 	}
 	if len(o.ContainerMounts) > 0 {
 		env += agentproto.EnvContainerMounts + "=" + quote(strings.Join(o.ContainerMounts, ","))
+	}
+	for _, k := range slices.Sorted(maps.Keys(o.AgentEnv)) {
+		env += k + "=" + quote(o.AgentEnv[k])
 	}
 	return env
 }

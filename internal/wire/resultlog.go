@@ -16,6 +16,8 @@ import (
 //
 //	offset 0   used: bytes of records after the header
 //	offset 8   running: key of the task the worker started last (0: none)
+//	offset 16  output_pending: bytes of output the worker forwarded on its
+//	           stream and has not yet consumed from its output socket
 //	offset 64  records: results encoded as in a Results body (AppendResult),
 //	           without a count, back to back
 //
@@ -29,6 +31,8 @@ const (
 	ResultLogHeader  = 64
 	resultLogUsed    = 0
 	resultLogRunning = 8
+	// ResultLogOutputPending is the offset of output_pending.
+	ResultLogOutputPending = 16
 )
 
 // ParseResultLog reads a result log as the worker left it: the key of the

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
+	"github.com/meadowrun-go/meadowrun/internal/shm"
 	"github.com/meadowrun-go/meadowrun/internal/wire"
 )
 
@@ -21,19 +23,20 @@ type logPump struct {
 	fd  int
 	rc  syscall.RawConn
 	w   *wire.Writer
+	log *shm.ResultLog // nil without a result log
 	key uint64
 	buf []byte
 	eof bool
 }
 
-func newLogPump(f *os.File, w *wire.Writer) (*logPump, error) {
+func newLogPump(f *os.File, w *wire.Writer, log *shm.ResultLog) (*logPump, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("worker: log pipe: %w", err)
 	}
 	fd := -1
 	rc.Control(func(u uintptr) { fd = int(u) })
-	return &logPump{f: f, fd: fd, rc: rc, w: w, buf: make([]byte, 32<<10)}, nil
+	return &logPump{f: f, fd: fd, rc: rc, w: w, log: log, buf: make([]byte, 32<<10)}, nil
 }
 
 // run forwards output as it arrives until the pipe reaches end of file.
@@ -75,7 +78,18 @@ func (p *logPump) drainLocked(fd int) bool {
 			p.w.WriteFrame(wire.TypeLog, wire.AppendLog(nil, wire.Log{Key: p.key, Data: p.buf[:n]}))
 			if peeked {
 				p.w.Flush()
+				if p.log != nil {
+					// Forwarded but still in the socket: a host that
+					// drains the socket after a death skips these bytes.
+					p.log.SetOutputPending(uint64(n))
+				}
+				if h := afterForward.Load(); h != nil {
+					(*h)()
+				}
 				syscall.Read(fd, p.buf[:n])
+				if p.log != nil {
+					p.log.SetOutputPending(0)
+				}
 			}
 			sent = true
 			continue
@@ -90,6 +104,14 @@ func (p *logPump) drainLocked(fd int) bool {
 		return true
 	}
 }
+
+// SetAfterForwardHook makes f run after output was forwarded on the
+// stream and before it is consumed from the output socket: tests use it
+// to end the process at that moment, the one where the host must not
+// forward the same output again.
+func SetAfterForwardHook(f func()) { afterForward.Store(&f) }
+
+var afterForward atomic.Pointer[func()]
 
 // switchTo forwards pending output under the current tag, then tags what
 // follows with key (0: the worker itself). It runs before every task, so

@@ -109,7 +109,7 @@ func Serve(ctx context.Context, r io.Reader, w io.Writer, opts Options) error {
 	// Output is forwarded only after the Hello, which must come first, even
 	// if the program printed something while it started.
 	if opts.LogPipe != nil {
-		p, err := newLogPump(opts.LogPipe, s.w)
+		p, err := newLogPump(opts.LogPipe, s.w, opts.ResultLog)
 		if err != nil {
 			return err
 		}

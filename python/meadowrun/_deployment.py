@@ -79,7 +79,12 @@ def _secret_flags(secret: Optional[Secret]) -> List[str]:
         return []
     if isinstance(secret, EnvSecret):
         return ["--registry-user-env", secret.username_env, "--registry-password-env", secret.password_env]
-    raise _unsupported(type(secret).__name__, "give the registry's credentials as EnvSecret(username_env, password_env)")
+    if isinstance(secret, AwsSecret):
+        # Read by the engine from AWS Secrets Manager (a JSON object with
+        # "username" and "password"), with the environment's AWS
+        # credentials and region.
+        return ["--registry-aws-secret", secret.secret_name]
+    raise _unsupported(type(secret).__name__, "give the registry's credentials as AwsSecret(name) or EnvSecret(username_env, password_env)")
 
 
 # Interpreters.

@@ -166,8 +166,8 @@ class Kubernetes(Host):
     """A Kubernetes cluster: the CLI's --host k8s://CONTEXT?namespace=...,
     with the kubeconfig of $KUBECONFIG or ~/.kube/config. Work runs in
     pods, reusable ones kept warm unless reusable_pods is False.
-    storage_spec and pod_customization are not served yet (the engine's
-    pod customization is a Go function)."""
+    storage_spec is the bucket pods fetch the engine's program from;
+    pod_customization is not served (the engine's is a Go function)."""
 
     storage_spec: Optional[StorageBucketSpec] = None
     kube_config_context: Optional[str] = None
@@ -176,15 +176,23 @@ class Kubernetes(Host):
     pod_customization: Optional[Callable[[Any], Any]] = None
 
     def host_url(self) -> str:
-        if self.storage_spec is not None:
-            raise NotImplementedError("meadowrun: Kubernetes(storage_spec=...) is not served by this engine yet; "
-                                      "leave it None: the program and files reach pods through the API server")
         if self.pod_customization is not None:
             raise NotImplementedError("meadowrun: Kubernetes(pod_customization=...) is not served by this engine yet; "
                                       "the engine's is a Go function (kubernetes.Options.PodCustomization)")
         q = [("namespace", self.kubernetes_namespace or "default")]
         if not self.reusable_pods:
             q.append(("reusable", "false"))
+        spec = self.storage_spec
+        if isinstance(spec, GenericStorageBucketSpec):
+            q += [("storage", "s3"), ("bucket", spec.bucket), ("endpoint", spec.endpoint_url)]
+            if spec.endpoint_url_in_cluster:
+                q.append(("endpoint_in_cluster", spec.endpoint_url_in_cluster))
+            if spec.username_password_secret:
+                q.append(("secret", spec.username_password_secret))
+        elif isinstance(spec, GoogleBucketSpec):
+            q += [("storage", "gcs"), ("bucket", spec.bucket)]
+        elif spec is not None:
+            raise TypeError("meadowrun: Kubernetes(storage_spec=%r): want a GenericStorageBucketSpec or a GoogleBucketSpec" % (spec,))
         return "k8s://" + urllib.parse.quote(self.kube_config_context or "", safe="") + "?" + urllib.parse.urlencode(q)
 
 

@@ -336,11 +336,15 @@ class NotServedTest(unittest.TestCase):
         k = meadowrun.Kubernetes(kube_config_context="my ctx", kubernetes_namespace="team", reusable_pods=False)
         self.assertEqual(k.host_url(), "k8s://my%20ctx?namespace=team&reusable=false")
         self.assertEqual(meadowrun.Kubernetes().host_url(), "k8s://?namespace=default")
-        for bad, piece in ((meadowrun.Kubernetes(pod_customization=lambda pod: pod), "pod_customization"),
-                           (meadowrun.Kubernetes(storage_spec=meadowrun.GoogleBucketSpec("b")), "storage_spec")):
-            with self.assertRaises(NotImplementedError) as cm:
-                run(meadowrun.run_command("true", bad))
-            self.assertIn(piece, str(cm.exception))
+        with self.assertRaises(NotImplementedError) as cm:
+            run(meadowrun.run_command("true", meadowrun.Kubernetes(pod_customization=lambda pod: pod)))
+        self.assertIn("pod_customization", str(cm.exception))
+        s3 = meadowrun.GenericStorageBucketSpec("progs", "http://minio:9000", "http://minio.svc:9000", "minio-key")
+        self.assertEqual(meadowrun.Kubernetes(storage_spec=s3, kubernetes_namespace="team").host_url(),
+                         "k8s://?namespace=team&storage=s3&bucket=progs&endpoint=http%3A%2F%2Fminio%3A9000"
+                         "&endpoint_in_cluster=http%3A%2F%2Fminio.svc%3A9000&secret=minio-key")
+        self.assertEqual(meadowrun.Kubernetes(storage_spec=meadowrun.GoogleBucketSpec("b")).host_url(),
+                         "k8s://?namespace=default&storage=gcs&bucket=b")
         # The engine opens the cluster: without a kubeconfig it says which
         # file it looked for.
         missing = os.path.join(tempfile.mkdtemp(), "no-such-kubeconfig")
@@ -383,8 +387,13 @@ class NotServedTest(unittest.TestCase):
             run(Deployment.mirror_local(interpreter=meadowrun.LocalCondaInterpreter("env")))
         self.assertIn("LocalCondaInterpreter", str(cm.exception))
         with self.assertRaises(NotImplementedError) as cm:
-            Deployment.container_image("python", "3.11", meadowrun.AwsSecret("s")).python_flags(Local())
-        self.assertIn("AwsSecret", str(cm.exception))
+            Deployment.container_image("python", "3.11", meadowrun.AzureSecret("s")).python_flags(Local())
+        self.assertIn("AzureSecret", str(cm.exception))
+
+    def test_aws_secret_becomes_the_clis_flag(self):
+        flags = Deployment.container_image("python", "3.11", meadowrun.AwsSecret("reg")).python_flags(Local())
+        self.assertIn("--registry-aws-secret", flags)
+        self.assertEqual(flags[flags.index("--registry-aws-secret") + 1], "reg")
 
     def test_ssh_hosts_become_the_clis_url(self):
         self.assertEqual(meadowrun.Ssh(["root@10.0.0.1", "u@h:2222"], identity_files=["/k"], timeout="5s").host_url(),

@@ -281,6 +281,23 @@ func needDir(env, start string) func() string {
 	}
 }
 
+// needMotoAnd is a sideBench's missing for programs that run
+// moto_server (internal/mototest), and need what other says too.
+func needMotoAnd(other func() string) func() string {
+	return func() string {
+		if why := other(); why != "" {
+			return why
+		}
+		if exec.Command("python3", "-c", "import moto.server").Run() == nil {
+			return ""
+		}
+		if _, err := exec.LookPath("moto_server"); err == nil {
+			return ""
+		}
+		return "no moto (python3 cannot import moto.server, no moto_server in PATH)"
+	}
+}
+
 // needPython is a sideBench's missing for programs that run python3.
 func needPython() string {
 	if _, err := exec.LookPath("python3"); err != nil {
@@ -299,6 +316,9 @@ var sideBenches = []sideBench{
 	{pkg: "k8sbench", title: "Kubernetes (P8)",
 		missing: needDir("MEADOWRUN_K8S", "start the single-node cluster as root with `scripts/k8s.sh up DIR`"),
 		intro:   "The single-node cluster of scripts/k8s.sh on this VM (sharing its cores): the first result after the worker pod is Running (target ≤ 1 s), warm dispatch to a reusable pod (target p50 ≤ 20 ms) next to the TCP round trip to the API server, and a map of trivial tasks over four reusable pods; see docs/kubernetes.md."},
+	{pkg: "ec2bench", title: "EC2 (P9)",
+		missing: needMotoAnd(needDir("MEADOWRUN_SSHNET", "start the simulated machines as root with `scripts/sshnet.sh up DIR`")),
+		intro:   "moto_server and the instance simulator of internal/ec2sim (instances as network namespaces on this VM): dispatch to a warm, reused instance by a new client (target p50 ≤ 50 ms) and by a client with a warm worker, the control plane's part of a cold start without the simulated boot (target ≤ 3 s), and 100 concurrent allocations against one table; see docs/ec2.md."},
 	{pkg: "pybench", title: "Python workers", missing: needPython,
 		intro: "Python functions on meadowrun's Python workers (PreinstalledInterpreter) next to multiprocessing.Pool with 2 processes on the same python3, in the same run."},
 	{pkg: "pyenvbench", title: "Python environments", missing: needPython,
