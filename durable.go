@@ -97,6 +97,10 @@ type JobInfo struct {
 	Failed int `json:"failed"`
 	// ExitCode is a command's exit code, -1 until it is known.
 	ExitCode int `json:"exit_code"`
+	// Resumed counts the times a new supervisor took the job over from
+	// one that died before it ended (a Kubernetes host's supervisor pod
+	// replaced), running only the tasks with no recorded result.
+	Resumed int `json:"resumed,omitempty"`
 	// Error says why the job failed as a whole, if it did.
 	Error string `json:"error,omitempty"`
 	// LogFile keeps the job's output, each line prefixed with its task.
@@ -139,7 +143,7 @@ func (j JobInfo) Duration() time.Duration {
 func infoOf(r journal.Record) JobInfo {
 	j := JobInfo{ID: r.ID, Kind: r.Kind, State: JobState(r.State), Host: r.Host, Command: r.Command, Detached: r.Detached,
 		PID: r.PID, Submitted: r.Submitted, Started: r.Started, Finished: r.Finished, Tasks: r.Total,
-		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile, Machine: r.Machine}
+		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile, Machine: r.Machine, Resumed: r.Resumed}
 	if r.Function != nil && r.Kind != JobCommand {
 		j.Function = r.Function.Name
 		_, j.ResultCodec, _ = cutCodec(r.Function.Codec)
@@ -557,4 +561,24 @@ func submitMap[A, R any](ctx context.Context, f Func[A, R], args iter.Seq[A], n 
 // number of tasks, or -1 if unknown.
 func SubmitCommands(ctx context.Context, template []string, tasks iter.Seq[CommandTask], n int, host *Host, opts *MapOptions, sub *SubmitOptions) (*DetachedMap[CommandResult], error) {
 	return submitMap(ctx, Commands, tasks, n, host, opts, sub, template)
+}
+
+// ImportJob copies the record of job id, kept by host, into this
+// process's journal, so that Attach, AttachMap, AttachCommand, GetJob,
+// JobLog and CancelJob find it: how a process of another machine than the
+// submitter's, holding only the host's configuration, follows a job. The
+// host must keep its jobs itself and find a job by its id alone (a
+// Kubernetes host with a jobs volume does); other hosts are
+// ErrUnsupported.
+func ImportJob(ctx context.Context, host *Host, id string) (JobInfo, error) {
+	k := host.keeper(ctx)
+	f, ok := k.(interface{ JobMachine(id string) string })
+	if k == nil || !ok {
+		return JobInfo{}, fmt.Errorf("%w: ImportJob: %s does not find its jobs by id", ErrUnsupported, host.URL())
+	}
+	rec, err := defaultJobs().Import(ctx, k, host.URL(), f.JobMachine(id), id)
+	if err != nil {
+		return JobInfo{}, err
+	}
+	return infoOf(rec), nil
 }

@@ -92,6 +92,12 @@ type Job struct {
 	Error string `json:"error,omitempty"`
 	// LogFile keeps the job's output, on the machine that runs it.
 	LogFile string `json:"log_file,omitempty"`
+	// Resumed counts the times a new supervisor took the job over from
+	// one that died before the job ended, running only the tasks with no
+	// recorded result; EarlierLogs are the logs of the runs before,
+	// oldest first (JobLog reads them, then LogFile, as one log).
+	Resumed     int      `json:"resumed,omitempty"`
+	EarlierLogs []string `json:"earlier_logs,omitempty"`
 	// CancelRequested is set by a cancel from any process; the process
 	// running the job stops it and records the state cancelled.
 	CancelRequested bool `json:"cancel_requested,omitempty"`

@@ -9,7 +9,7 @@
 //
 // Importing the package registers the k8s:// scheme of meadowrun.OpenHost:
 //
-//	k8s://[CONTEXT]?namespace=NS&kubeconfig=FILE&image=IMAGE&reusable=false&idle=5m&schedule_timeout=2m&mount=NODE_PATH:PATH
+//	k8s://[CONTEXT]?namespace=NS&kubeconfig=FILE&image=IMAGE&reusable=false&idle=5m&schedule_timeout=2m&mount=NODE_PATH:PATH&jobs_volume=PVC&jobs_service_account=SA
 //
 // with, for a storage bucket, storage=s3&bucket=B&endpoint=URL&
 // endpoint_in_cluster=URL&secret=SECRET&region=R or storage=gcs&bucket=B.
@@ -40,7 +40,8 @@ import (
 // namespace (else "default"), image DefaultImage and reusable pods.
 type Options struct {
 	// KubeConfig is the kubeconfig file; "" means $KUBECONFIG, else
-	// ~/.kube/config.
+	// ~/.kube/config, else, in a pod of the cluster, the pod's service
+	// account (in-cluster configuration; Context is then ignored).
 	KubeConfig string
 	// Context is the kubeconfig context (kube_config_context); "" means
 	// the current one.
@@ -99,6 +100,18 @@ type Options struct {
 	Binaries map[string]string
 	// Log receives a line per pod problem; nil means standard error.
 	Log io.Writer
+	// JobsVolume names a PersistentVolumeClaim of the namespace that
+	// keeps durable jobs (SubmitFunction, SubmitMap, SubmitCommand, the
+	// CLI's --detach) in the cluster: each is supervised by a pod of a
+	// batch Job that Kubernetes restarts, with its journal on the volume,
+	// so that the job goes on when the client exits and resumes when its
+	// supervisor's pod is deleted. "" means such jobs are supervised on
+	// the submitting machine. See docs/kubernetes.md.
+	JobsVolume string
+	// JobsServiceAccount is the service account of the supervisors'
+	// pods, which create the jobs' worker pods (its Role is in
+	// docs/kubernetes.md); "" means the namespace's default.
+	JobsServiceAccount string
 }
 
 // DefaultImage is the image of worker pods when Options.Image is "".
@@ -133,18 +146,28 @@ func newHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 	if opts.StorageSpec != nil {
 		storage = opts.StorageSpec.spec()
 	}
-	d, err := k8shost.New(ctx, k8shost.Options{Storage: storage, KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
+	ko := k8shost.Options{Storage: storage, KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
 		Image: opts.Image, SingleUsePods: opts.SingleUsePods, IdleTimeout: opts.IdleTimeout, ScheduleTimeout: opts.ScheduleTimeout,
-		FlagLabels: opts.FlagLabels, SpotNodeLabels: opts.SpotNodeLabels, SpotTaints: opts.SpotTaints, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log})
+		FlagLabels: opts.FlagLabels, SpotNodeLabels: opts.SpotNodeLabels, SpotTaints: opts.SpotTaints, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log,
+		JobsVolume: opts.JobsVolume, JobsServiceAccount: opts.JobsServiceAccount}
+	rebuildable := opts.PodCustomization == nil && len(opts.FlagLabels) == 0 && len(opts.Binaries) == 0 && opts.SpotNodeLabels == nil && opts.SpotTaints == nil
+	d, err := k8shost.New(ctx, ko)
 	if err != nil {
 		return nil, err
 	}
+	if rebuildable && opts.JobsVolume != "" {
+		// A supervisor in the cluster opens it with its pod's service
+		// account, and supervises nothing itself.
+		in := opts
+		in.KubeConfig, in.Context, in.JobsVolume, in.JobsServiceAccount = "", "", "", ""
+		d.SetClusterURL(k8sURL(in, "", d.Namespace()))
+	}
 	u := k8sURL(opts, d.Context(), d.Namespace())
-	if opts.PodCustomization != nil || len(opts.FlagLabels) > 0 || len(opts.Binaries) > 0 || opts.SpotNodeLabels != nil || opts.SpotTaints != nil {
+	if !rebuildable {
 		// Another process could not rebuild the host from a URL.
 		u = ""
 	}
-	return meadowrun.NewHost(d, meadowrun.HostOptions{URL: u, Digest: d.ExpectedDigest()}), nil
+	return meadowrun.NewHost(d.Keeping(), meadowrun.HostOptions{URL: u, Digest: d.ExpectedDigest()}), nil
 }
 
 func k8sURL(o Options, context, ns string) string {
@@ -168,6 +191,12 @@ func k8sURL(o Options, context, ns string) string {
 	for _, m := range o.ContainerMounts {
 		q.Add("mount", m)
 	}
+	if o.JobsVolume != "" {
+		q.Set("jobs_volume", o.JobsVolume)
+	}
+	if o.JobsServiceAccount != "" {
+		q.Set("jobs_service_account", o.JobsServiceAccount)
+	}
 	storageQuery(q, o.StorageSpec)
 	return "k8s://" + url.PathEscape(context) + "?" + q.Encode()
 }
@@ -180,12 +209,12 @@ func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount":
+		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount", "jobs_volume", "jobs_service_account":
 		default:
 			if slices.Contains(storageParams, k) {
 				continue
 			}
-			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount, %s)", k, strings.Join(storageParams, ", "))
+			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount, jobs_volume, jobs_service_account, %s)", k, strings.Join(storageParams, ", "))
 		}
 	}
 	var err error
@@ -193,6 +222,7 @@ func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 		return nil, err
 	}
 	o.Namespace, o.KubeConfig, o.Image, o.ContainerMounts = q.Get("namespace"), q.Get("kubeconfig"), q.Get("image"), q["mount"]
+	o.JobsVolume, o.JobsServiceAccount = q.Get("jobs_volume"), q.Get("jobs_service_account")
 	if v := q.Get("reusable"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -397,6 +397,8 @@ type Job struct {
 	ExitCode        *int            `json:"exit_code,omitempty"`
 	Error           string          `json:"error,omitempty"`
 	LogFile         string          `json:"log_file,omitempty"`
+	Resumed         int             `json:"resumed,omitempty"`
+	EarlierLogs     []string        `json:"earlier_logs,omitempty"`
 	CancelRequested bool            `json:"cancel_requested,omitempty"`
 	Spec            json.RawMessage `json:"spec,omitempty"`
 	Machine         string          `json:"machine,omitempty"`

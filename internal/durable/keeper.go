@@ -105,10 +105,14 @@ func (k *Keeper) JobLog(ctx context.Context, machine, id string, offset int64) (
 		return driver.JobStatus{}, err
 	}
 	s := driver.JobStatus{Job: rec, Lost: IsLost(rec)}
-	if rec.LogFile == "" {
+	files := rec.EarlierLogs
+	if rec.LogFile != "" {
+		files = append(files[:len(files):len(files)], rec.LogFile)
+	}
+	if len(files) == 0 {
 		return s, nil
 	}
-	if s.Log, err = readAt(rec.LogFile, offset, driver.MaxJobLog); err != nil {
+	if s.Log, err = readLogs(files, offset, driver.MaxJobLog); err != nil {
 		return s, fmt.Errorf("meadowrun: reading the log of job %s: %w", id, err)
 	}
 	return s, nil

@@ -90,7 +90,9 @@ func slotsOf(c, r driver.Resources) float64 {
 // of one machine, or one machine that can run the tasks (then named).
 func startParts(ctx context.Context, k driver.JobKeeper, rec journal.Record, sub Submission, raw [][]byte) ([]journal.Part, string, error) {
 	d, ok := k.(driver.Describer)
-	if !ok {
+	if w, whole := k.(interface{ KeepsWholeJobs() bool }); !ok || whole && w.KeepsWholeJobs() {
+		// A keeper whose one supervisor runs the map over all of its
+		// machines (a cluster's) takes it whole.
 		return nil, "", nil
 	}
 	ms := d.Describe(ctx)

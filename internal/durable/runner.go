@@ -33,6 +33,12 @@ type Runner struct {
 	// local, when set, also receives every outcome: the in-process handle.
 	local *Queue
 
+	// pending, when not nil, are the tasks a resumed job has left, in
+	// order: the run's task i is the job's task pending[i]; done[t] is
+	// set for each task t whose result was journaled before.
+	pending []int
+	done    []bool
+
 	mu        sync.Mutex
 	stopped   bool
 	cancelJob func()
@@ -114,7 +120,13 @@ func (r *Runner) Run(ctx context.Context, out io.Writer) error {
 		<-ctx.Done()
 		r.Stop()
 	}()
-	return r.exec(ctx, &Run{ctx: ctx, r: r, rc: rc, out: sw})
+	run := &Run{ctx: ctx, r: r, rc: rc, out: sw}
+	if r.pending != nil && len(r.pending) == 0 {
+		// Resumed with every result journaled: only the end is left to
+		// record (failed if a task failed).
+		return run.Finish(driver.JobSucceeded, nil)
+	}
+	return r.exec(ctx, run)
 }
 
 // Run is one run of a journaled job, as its Exec sees it.
@@ -125,8 +137,17 @@ type Run struct {
 	out io.Writer
 }
 
-// Job returns the job's record as journaled when the run began.
-func (x *Run) Job() journal.Record { return x.r.rec }
+// Job returns the job's record as journaled when the run began. For a
+// resumed map, Total is the number of tasks left to run: the run's tasks
+// are numbered from 0 as Args yields them, and Emit gives each result the
+// job's own task number.
+func (x *Run) Job() journal.Record {
+	rec := x.r.rec
+	if x.r.pending != nil && rec.Kind == driver.JobMap {
+		rec.Total = len(x.r.pending)
+	}
+	return rec
+}
 
 // Output is where the job's output goes.
 func (x *Run) Output() io.Writer { return x.out }
@@ -137,8 +158,13 @@ func (x *Run) Args() iter.Seq[Arg] {
 	total := x.r.rec.Total
 	counted := 0
 	return func(yield func(Arg) bool) {
+		done := x.r.done
 		for a := range x.r.args {
+			i := counted
 			counted++
+			if i < len(done) && done[i] {
+				continue // its result is journaled: it is not run again
+			}
 			if !yield(a) {
 				return
 			}
@@ -166,6 +192,9 @@ func (x *Run) Started(cancel func(), logFile string) {
 
 // Emit journals a task's final outcome.
 func (x *Run) Emit(res journal.Result) {
+	if p := x.r.pending; p != nil && res.Task >= 0 && res.Task < len(p) {
+		res.Task = p[res.Task]
+	}
 	if x.r.local != nil {
 		x.r.local.Push(res)
 	}
@@ -195,6 +224,10 @@ func (x *Run) end(state driver.JobState, msg string, exit *int) error {
 	}
 	err := x.rc.Close(func(rec *journal.Record) {
 		rec.State = state
+		if state == driver.JobSucceeded && rec.Failed > 0 {
+			// A resumed job whose earlier run saw a task fail.
+			rec.State = driver.JobFailed
+		}
 		if rec.CancelRequested || ((x.ctx.Err() != nil || x.r.isStopped()) && state != driver.JobSucceeded) {
 			rec.State = driver.JobCancelled
 		}

@@ -29,6 +29,15 @@ const (
 	// AckFD is the pipe on which the supervisor tells the
 	// submitter it has taken the job.
 	AckFD = 3
+	// EnvSuperviseSubmission, when set, names a file holding the job's
+	// driver.JobSubmission (JSON): the supervisor is started, and
+	// restarted, by a controller (a Kubernetes Job) rather than by a
+	// submitter. It journals the submission if the journal lacks the job,
+	// has no ack pipe, and takes a SIGTERM or SIGINT that comes without a
+	// cancel request in the journal as a shutdown: it exits (status 143)
+	// once what it holds is journaled, leaving the job to the next
+	// supervisor, which resumes it.
+	EnvSuperviseSubmission = "MEADOWRUN_SUPERVISE_SUBMISSION"
 )
 
 // superviseStartTimeout bounds how long a new supervisor may take to
@@ -144,12 +153,16 @@ type Prepared struct {
 // the process is signalled (a cancel sends SIGTERM), journaling every
 // outcome.
 func Supervise(prepare func(rec journal.Record) (Prepared, error)) int {
-	id, dir := os.Getenv(EnvSupervise), os.Getenv(EnvSuperviseState)
+	id, dir, subFile := os.Getenv(EnvSupervise), os.Getenv(EnvSuperviseState), os.Getenv(EnvSuperviseSubmission)
 	// Nothing this process starts is a supervisor.
 	os.Unsetenv(EnvSupervise)
 	os.Unsetenv(EnvSuperviseState)
-	ack := os.NewFile(AckFD, "meadowrun-ack")
-	syscall.CloseOnExec(AckFD)
+	os.Unsetenv(EnvSuperviseSubmission)
+	var ack *os.File
+	if subFile == "" {
+		ack = os.NewFile(AckFD, "meadowrun-ack")
+		syscall.CloseOnExec(AckFD)
+	}
 	nack := func(err error) int {
 		fmt.Fprintf(os.Stderr, "%v\n", err)
 		if ack != nil {
@@ -161,19 +174,47 @@ func Supervise(prepare func(rec journal.Record) (Prepared, error)) int {
 	if id == "" || dir == "" {
 		return nack(errors.New("meadowrun: supervisor started without its job id or state directory"))
 	}
-	// Cancel (from any process) sends SIGTERM; so does a shutdown.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
-
 	st := journal.New(dir, journal.Options{})
-	rec, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
-		if r.State != driver.JobSubmitted {
-			return fmt.Errorf("meadowrun: job %s is %s, not waiting for a supervisor", id, r.State)
+	// Cancel (from any process) sends SIGTERM; so does a shutdown.
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	go func() {
+		<-sigs
+		if subFile != "" {
+			if r, err := st.Get(context.Background(), id); err == nil && !r.CancelRequested && !r.Final() {
+				// A shutdown (the pod deleted, its node drained): the
+				// results received so far are journaled by the
+				// recorder, within its commit gap, and the job is left
+				// to the next supervisor.
+				fmt.Fprintf(os.Stderr, "meadowrun: job %s: supervisor shut down; the job resumes in the next one\n", id)
+				time.Sleep(3 * commitGap)
+				os.Exit(143)
+			}
 		}
-		r.State, r.PID, r.Proc, r.Started = driver.JobRunning, os.Getpid(), journal.Self(), time.Now()
-		return nil
+		stop()
+	}()
+	if subFile != "" {
+		if err := journalSubmission(ctx, st, id, subFile); err != nil {
+			return nack(err)
+		}
+	}
+	// A job whose supervisor died is resumed (see takeJob).
+	resume := false
+	rec, err := st.Commit(ctx, id, nil, func(r *journal.Record) error {
+		resume = false
+		return takeJob(r, &resume)
 	})
+	if errors.Is(err, errNothingToDo) || err == nil && rec.State == driver.JobCancelled {
+		if err == nil {
+			err = fmt.Errorf("%w: job %s was cancelled while its supervisor was down", errNothingToDo, id)
+		}
+		nack(err)
+		return 0
+	}
 	if err != nil {
 		return nack(err)
 	}
@@ -205,7 +246,14 @@ func Supervise(prepare func(rec journal.Record) (Prepared, error)) int {
 	if rec.Kind == driver.JobMap {
 		args = ArgsOf(ctx, st, id)
 	}
-	if err := NewRunner(st, rec, args, exec, nil).Run(ctx, io.Discard); err != nil {
+	runner := NewRunner(st, rec, args, exec, nil)
+	if resume {
+		if err := runner.resumeFrom(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if err := runner.Run(ctx, io.Discard); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

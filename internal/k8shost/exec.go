@@ -202,8 +202,10 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	if !l.t.h.opts.ReusablePods {
 		idle = 30 * time.Second
 	}
-	// One exec: take the program if the pod lacks it, start it as an
-	// agent unless one of it listens, and wait until it does. The pod's
+	// One exec: take the program if the pod lacks it (in a file of this
+	// exec's own: clients bootstrapping the pod at once must not execute
+	// a file another is writing), start it as an agent unless one of it
+	// listens, and wait until it does. The pod's
 	// shell (podScript) ends the pod once no agent runs.
 	// With a bucket the pod first tries to download the program (its
 	// URL and header arrive on standard input, never on a command line).
@@ -211,7 +213,7 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	script := `d=` + agentDir + `; e="` + exe + `"; s="` + sock + `"; umask 077; IFS= read -r u; IFS= read -r hd; ` +
 		fetchScript(bin.SHA) +
 		`if [ -x "$e" ]; then echo have; elif [ -n "$u" ] && m=$(fetch); then echo fetched; ` +
-		`else rm -f "$e.up"; echo "upload $m" | tr '\n' ' '; echo; mkdir -p "$d/` + agentproto.BinDir + `" && cat > "$e.up" && chmod 700 "$e.up" && mv -f "$e.up" "$e" || exit 1; fi; ` +
+		`else rm -f "$e.up$$"; echo "upload $m" | tr '\n' ' '; echo; mkdir -p "$d/` + agentproto.BinDir + `" && cat > "$e.up$$" && chmod 700 "$e.up$$" && mv -f "$e.up$$" "$e" || exit 1; fi; ` +
 		`if [ ! -S "$s" ]; then ` + agentproto.EnvAgent + `="$d" ` + agentproto.EnvMachine + `=` + l.t.id + ` ` + agentproto.EnvIdleExit + `=` + idle.String() +
 		` setsid "$e" </dev/null >>"$d/` + agentproto.LogName(l.t.id) + `" 2>&1 & fi; ` +
 		`i=0; while [ ! -S "$s" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; ` +
@@ -272,11 +274,11 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 // set) with curl or wget, checks its sha256 and installs it as $e; what
 // went wrong is its output.
 func fetchScript(sha string) string {
-	return `get() { if command -v curl >/dev/null 2>&1; then if [ -n "$hd" ]; then curl -fsS -H "$hd" -o "$e.up" "$u"; else curl -fsS -o "$e.up" "$u"; fi; ` +
-		`elif command -v wget >/dev/null 2>&1; then if [ -n "$hd" ]; then wget -q --header "$hd" -O "$e.up" "$u"; else wget -q -O "$e.up" "$u"; fi; ` +
+	return `get() { if command -v curl >/dev/null 2>&1; then if [ -n "$hd" ]; then curl -fsS -H "$hd" -o "$e.up$$" "$u"; else curl -fsS -o "$e.up$$" "$u"; fi; ` +
+		`elif command -v wget >/dev/null 2>&1; then if [ -n "$hd" ]; then wget -q --header "$hd" -O "$e.up$$" "$u"; else wget -q -O "$e.up$$" "$u"; fi; ` +
 		`else echo "the image has neither curl nor wget"; return 1; fi; }; ` +
-		`fetch() { mkdir -p "$d/` + agentproto.BinDir + `" || return 1; get 2>&1 || return 1; h=$(sha256sum "$e.up" 2>&1) || { echo "$h"; return 1; }; ` +
-		`[ "${h%% *}" = ` + sha + ` ] || { echo "the download's sha256 is ${h%% *}, not ` + sha + `"; return 1; }; chmod 700 "$e.up" && mv -f "$e.up" "$e"; }; `
+		`fetch() { mkdir -p "$d/` + agentproto.BinDir + `" || return 1; get 2>&1 || return 1; h=$(sha256sum "$e.up$$" 2>&1) || { echo "$h"; return 1; }; ` +
+		`[ "${h%% *}" = ` + sha + ` ] || { echo "the download's sha256 is ${h%% *}, not ` + sha + `"; return 1; }; chmod 700 "$e.up$$" && mv -f "$e.up$$" "$e"; }; `
 }
 
 // Dial implements agentclient.Link.

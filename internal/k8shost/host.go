@@ -61,6 +61,11 @@ type Options struct {
 	Storage *StorageSpec
 	// ReusablePods is !SingleUsePods.
 	ReusablePods bool
+	// JobsVolume, JobsServiceAccount and ClusterURL are the durable
+	// jobs' (see jobs.go).
+	JobsVolume         string
+	JobsServiceAccount string
+	ClusterURL         string
 }
 
 // DefaultImage is the image of worker pods when Options.Image is "".
@@ -103,6 +108,9 @@ type pod struct {
 // Config loads the kubeconfig of opts: the client configuration, the
 // namespace and the context's name.
 func Config(opts Options) (*rest.Config, string, string, error) {
+	if cfg, ns, ok, err := inCluster(opts); ok {
+		return cfg, ns, inClusterContext, err
+	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if opts.KubeConfig != "" {
 		rules.ExplicitPath = opts.KubeConfig
