@@ -272,6 +272,65 @@ func (e *errPending) Error() string { return e.msg }
 // *errPending at once; a pod whose image cannot be pulled, that failed,
 // or was deleted is an error at once.
 func (h *Host) waitRunning(ctx context.Context, name string) error {
+	if err := h.waitStarted(ctx, name); err != nil {
+		return err
+	}
+	return h.settleSidecars(ctx, name)
+}
+
+// sidecarGrace is how long a new pod's sidecars must have run before its
+// worker starts, so that one that exits at once fails the job with
+// ErrSidecarExited rather than leave a task to find it missing. It
+// covers the kubelet's relist period (1 s), after which a container's
+// exit shows in the pod's status.
+const sidecarGrace = 2 * time.Second
+
+// settleSidecars waits until every sidecar of pod name has been running
+// for sidecarGrace, and returns ErrSidecarExited if one stopped. A pod
+// without sidecars returns at once; one whose sidecars are still not
+// running after 30 s is left to its worker.
+func (h *Host) settleSidecars(ctx context.Context, name string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p, err := h.cs.CoreV1().Pods(h.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("kubernetes: pod %s: %w", name, h.classify(err))
+		}
+		if err := sidecarExited(p); err != nil {
+			return err
+		}
+		var latest time.Time
+		running := true
+		for _, cs := range p.Status.InitContainerStatuses {
+			if !strings.HasPrefix(cs.Name, "sidecar-") {
+				continue
+			}
+			if cs.State.Running == nil {
+				running = false
+			} else if t := cs.State.Running.StartedAt.Time; t.After(latest) {
+				latest = t
+			}
+		}
+		if latest.IsZero() && running {
+			return nil // no sidecars
+		}
+		wait := time.Until(latest.Add(sidecarGrace))
+		if running && wait <= 0 || time.Now().After(deadline) {
+			return nil
+		}
+		if !running || wait > sidecarGrace {
+			wait = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// waitStarted waits until pod name runs (waitRunning, sidecars aside).
+func (h *Host) waitStarted(ctx context.Context, name string) error {
 	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	for {
 		l, err := h.cs.CoreV1().Pods(h.ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
