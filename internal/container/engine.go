@@ -72,6 +72,7 @@ type Engine struct {
 
 	mu    sync.Mutex
 	pulls map[string]*pull // image → the pull in flight or done
+	auths map[string]*Auth // image → the credentials it was ensured with (memory only)
 }
 
 type pull struct {
@@ -90,7 +91,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoEngine, err)
 	}
-	e := &Engine{cli: cli, host: cli.DaemonHost(), pulls: map[string]*pull{}}
+	e := &Engine{cli: cli, host: cli.DaemonHost(), pulls: map[string]*pull{}, auths: map[string]*Auth{}}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := cli.Ping(pctx); err != nil {
@@ -156,6 +157,9 @@ func processAlive(pid int) bool {
 // pulled, with auth when given. Concurrent calls for one image share one
 // pull.
 func (e *Engine) Ensure(ctx context.Context, ref string, auth *Auth) error {
+	e.mu.Lock()
+	e.auths[ref] = auth
+	e.mu.Unlock()
 	if _, err := e.cli.ImageInspect(ctx, ref); err == nil {
 		return nil
 	}
@@ -363,6 +367,16 @@ func (e *Engine) Run(ctx context.Context, s Spec) (*Container, error) {
 		hc.PortBindings = bindings
 	}
 	created, err := e.cli.ContainerCreate(ctx, cfg, hc, nil, nil, "")
+	if cerrdefs.IsNotFound(err) {
+		// The image went since Ensure (removed by another program, or
+		// its tag moving in a concurrent pull): pulled again, once.
+		e.mu.Lock()
+		auth := e.auths[s.Image]
+		e.mu.Unlock()
+		if perr := e.pull(ctx, s.Image, auth); perr == nil {
+			created, err = e.cli.ContainerCreate(ctx, cfg, hc, nil, nil, "")
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("container: creating a %s container of %s: %w", s.Role, s.Image, err)
 	}
