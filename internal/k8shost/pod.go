@@ -297,7 +297,7 @@ func (h *Host) settleSidecars(ctx context.Context, name string) error {
 			return fmt.Errorf("kubernetes: pod %s: %w", name, h.classify(err))
 		}
 		if err := sidecarExited(p); err != nil {
-			return err
+			return h.withSidecarLog(err)
 		}
 		var latest time.Time
 		running := true
