@@ -377,7 +377,9 @@ func (h *Host) withSidecarLog(err error) error {
 	tail := int64(20)
 	for _, previous := range []bool{true, false} {
 		b, lerr := h.cs.CoreV1().Pods(h.ns).GetLogs(se.pod, &corev1.PodLogOptions{Container: se.container, Previous: previous, TailLines: &tail}).DoRaw(ctx)
-		if lerr == nil && len(strings.TrimSpace(string(b))) > 0 {
+		// The kubelet answers a log it no longer has with a message of
+		// its own: then the other instance's.
+		if lerr == nil && len(strings.TrimSpace(string(b))) > 0 && !strings.HasPrefix(string(b), "unable to retrieve container logs") {
 			return fmt.Errorf("kubernetes: %w; it printed: %s", err, strings.TrimSpace(string(b)))
 		}
 	}
