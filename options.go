@@ -10,7 +10,6 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -390,14 +389,7 @@ func (o *Options) sidecars(creds []*driver.Credentials) []driver.Container {
 // validatePorts checks port specifications: "N" or "N-M" with 1 ≤ N ≤ M ≤ 65535.
 func validatePorts(ports []string) error {
 	for _, p := range ports {
-		lo, hi, isRange := strings.Cut(p, "-")
-		a, err1 := strconv.Atoi(lo)
-		b := a
-		var err2 error
-		if isRange {
-			b, err2 = strconv.Atoi(hi)
-		}
-		if err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		if _, _, ok := driver.PortRange(p); !ok {
 			return fmt.Errorf("meadowrun: invalid port %q: want a port number or a range like 8080-8089", p)
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -603,14 +602,8 @@ const maxPorts = 256
 func addPorts(c *corev1.Container, specs []string) error {
 	n := 0
 	for _, s := range specs {
-		lo, hi, isRange := strings.Cut(s, "-")
-		a, err1 := strconv.Atoi(lo)
-		b := a
-		var err2 error
-		if isRange {
-			b, err2 = strconv.Atoi(hi)
-		}
-		if err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		a, b, ok := driver.PortRange(s)
+		if !ok {
 			return fmt.Errorf("kubernetes: invalid port %q: want a port number or a range like 8080-8089", s)
 		}
 		for port := a; port <= b; port++ {
