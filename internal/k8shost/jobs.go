@@ -177,7 +177,7 @@ func supervisorScript(id string, idle time.Duration) string {
 	return `d=` + agentDir + `; j=` + jobsDir + `; st=` + st + `; id='` + id + `'; f="$j/jobs/$id.json"; ` +
 		`mkdir -p "$st" "$d" "$j/bin" "$j/jobs" && ln -sfn "$st" "$d/state-` + m + `" || exit 1; ` +
 		`i=0; while [ ! -e "$f" ]; do i=$((i+1)); if [ $i -gt 6000 ]; then echo "meadowrun: no submission of job $id after 10 minutes"; exit 0; fi; sleep 0.1; done; ` +
-		`e="$j/bin/$(cat "$j/jobs/$id.program")"; cd "$j/jobs" || exit 1; ` +
+		`e="$j/bin/$(cat "$j/jobs/$id.program")"; w="$j/jobs"; [ -s "$j/jobs/$id.dir" ] && w="$(cat "$j/jobs/$id.dir")"; cd "$w" || exit 1; ` +
 		`XDG_STATE_HOME="$st" ` + durable.EnvSupervise + `="$id" ` + durable.EnvSuperviseState + `="$st/meadowrun" ` +
 		durable.EnvSuperviseSubmission + `="$f" "$e" </dev/null & p=$!; ` +
 		`trap 'kill -TERM $p 2>/dev/null' TERM INT; c=0; while kill -0 $p 2>/dev/null; do wait $p; c=$?; done; ` +
@@ -218,13 +218,10 @@ func (h *JobHost) supervisorPod(id string) corev1.PodSpec {
 // agent, hands the pod the submission, and returns once the supervisor has
 // taken the job, with the batch Job's name as the machine. The job runs
 // its workers on the cluster as the supervisor's pod sees it (in-cluster,
-// with the service account). The deployment's files (sub.Files) are not
-// sent: a job with MirrorLocal globs is refused.
+// with the service account). The deployment's files (sub.Files) go to
+// the volume (deployFiles), and the supervisor runs in their tree.
 func (h *JobHost) SubmitJob(ctx context.Context, machine string, sub driver.JobSubmission) (string, error) {
 	id := sub.Job.ID
-	if len(sub.Files) > 0 {
-		return "", fmt.Errorf("%w: kubernetes: a detached job supervised in the cluster cannot take deployment files yet (%d files of MirrorLocal's globs)", driver.ErrUnsupported, len(sub.Files))
-	}
 	if h.opts.ClusterURL == "" {
 		return "", fmt.Errorf("%w: kubernetes: this host has no URL that a pod of the cluster can open (a PodCustomization, FlagLabels or Binaries), so its jobs cannot be supervised in the cluster", driver.ErrUnsupported)
 	}
@@ -264,17 +261,28 @@ func (h *JobHost) SubmitJob(ctx context.Context, machine string, sub driver.JobS
 	if err != nil {
 		return fail(fmt.Errorf("%w: %w", driver.ErrPlatform, err))
 	}
+	tree := ""
+	if len(sub.Files) > 0 {
+		if tree, err = h.deployFiles(ctx, a, sub.Dir, sub.Files); err != nil {
+			return fail(err)
+		}
+	}
 	there := sub.Job
 	there.Host, there.Machine = h.opts.ClusterURL, ""
 	b, err := json.Marshal(driver.JobSubmission{Job: there, Args: sub.Args})
 	if err != nil {
 		return fail(fmt.Errorf("kubernetes: encoding job %s: %w", id, err))
 	}
+	// The tree of the deployment's files is where the supervisor runs.
+	dirLine := ""
+	if tree != "" {
+		dirLine = `echo '` + tree + `' > "$j/jobs/$id.dir" && `
+	}
 	// The program the agent got goes to the volume, then the
 	// submission, which the pod's shell waits for.
 	script := `j=` + jobsDir + `; e=` + agentDir + `/` + agentproto.BinDir + `/` + bin.SHA + `; id='` + id + `'; umask 077; ` +
 		`[ -x "$j/bin/` + bin.SHA + `" ] || { cp "$e" "$j/bin/` + bin.SHA + `.up" && mv -f "$j/bin/` + bin.SHA + `.up" "$j/bin/` + bin.SHA + `"; } || exit 1; ` +
-		`echo ` + bin.SHA + ` > "$j/jobs/$id.program" && cat > "$j/jobs/$id.json.up" && mv -f "$j/jobs/$id.json.up" "$j/jobs/$id.json" && echo submitted`
+		`echo ` + bin.SHA + ` > "$j/jobs/$id.program" && ` + dirLine + `cat > "$j/jobs/$id.json.up" && mv -f "$j/jobs/$id.json.up" "$j/jobs/$id.json" && echo submitted`
 	s, err := h.exec(a.pod, []string{"sh", "-c", script})
 	if err != nil {
 		return fail(fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, a.pod, err))
@@ -306,6 +314,71 @@ func (h *JobHost) SubmitJob(ctx context.Context, machine string, sub driver.JobS
 		}
 	}
 }
+
+// deployFiles places a job's deployment files (paths relative to dir)
+// on the volume and returns the working tree that holds them, as the
+// supervisor's pods see it. The files go to the pod's agent first (from
+// the storage bucket when the host has one, else through the exec
+// session, and only what the agent lacks), then to the volume by content
+// (files/<sha256>, once per content), from which the tree is made once
+// per list of files (deploy/<sha256 of the list>), as agents make theirs:
+// the supervisor's globs then find the files that the submitter's did,
+// and every later supervisor of the job finds them there.
+func (h *JobHost) deployFiles(ctx context.Context, a *jobAgent, dir string, files []string) (string, error) {
+	refs, err := a.ah.PutFiles(ctx, a.pod, dir, files)
+	if err != nil {
+		return "", fmt.Errorf("kubernetes: the deployment files of a durable job, to pod %s: %w", a.pod, err)
+	}
+	if len(refs) == 0 {
+		return "", nil
+	}
+	script, tree := deployScript(refs)
+	s, err := h.exec(a.pod, []string{"sh", "-s"})
+	if err != nil {
+		return "", fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, a.pod, err)
+	}
+	defer s.Close()
+	_, werr := io.WriteString(s, script)
+	s.CloseWrite()
+	out, _ := io.ReadAll(s)
+	if err := errors.Join(werr, s.wait()); err != nil || !strings.Contains(string(out), "deployed") {
+		return "", fmt.Errorf("%w: pod %s: placing the deployment's files on volume %s: %s %v", driver.ErrUnreachable, a.pod, h.opts.JobsVolume, strings.TrimSpace(string(out)), err)
+	}
+	return tree, nil
+}
+
+// deployScript is the shell script (read on standard input, so that no
+// list is too long for a command line) that copies the files' content
+// from a supervisor pod's agent to the volume and makes their working
+// tree there, and the tree's path.
+func deployScript(refs []agentproto.File) (script, tree string) {
+	sum := sha256.New()
+	for _, f := range refs {
+		fmt.Fprintf(sum, "%s\x00%s\x00%o\x00", f.Path, f.SHA, f.Mode)
+	}
+	name := hex.EncodeToString(sum.Sum(nil))
+	tree = jobsDir + "/" + agentproto.DeployDir + "/" + name
+	var b strings.Builder
+	b.WriteString(`j=` + jobsDir + `; s=` + agentDir + `/` + agentproto.FileDir + `; t=` + tree + `; umask 022
+mkdir -p "$j/files" "$j/` + agentproto.DeployDir + `" || exit 1
+if [ ! -d "$t" ]; then
+u="$j/` + agentproto.DeployDir + `/.tree-` + name[:16] + `-$$"; rm -rf "$u"; mkdir "$u" || exit 1
+f() { [ -e "$j/files/$1" ] || { cp "$s/$1" "$j/files/$1.up.$$" && mv -f "$j/files/$1.up.$$" "$j/files/$1"; } || exit 1
+  mkdir -p "$(dirname "$u/$3")" && cp "$j/files/$1" "$u/$3" && chmod "$2" "$u/$3" || exit 1; }
+`)
+	for _, f := range refs {
+		fmt.Fprintf(&b, "f %s %o %s\n", f.SHA, f.Mode&0o777, shQuote(f.Path))
+	}
+	b.WriteString(`[ -d "$t" ] || mv "$u" "$t" || exit 1
+rm -rf "$u"
+fi
+echo deployed
+`)
+	return b.String(), tree
+}
+
+// shQuote quotes s for a POSIX shell.
+func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // InspectJob implements driver.JobKeeper: the agent of the supervisor's
 // pod answers.
@@ -365,7 +438,7 @@ func (h *JobHost) agentOf(ctx context.Context, name string, submitting bool) (*j
 				a = nil
 			}
 			if a == nil {
-				ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
+				ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
 					[]agentclient.MachineConfig{{Name: pod, Transport: &transport{h: h.Host, pod: pod, id: jobMachine(id)}, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
 				if err != nil {
 					h.mu.Unlock()
