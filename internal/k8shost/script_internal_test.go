@@ -78,3 +78,15 @@ func TestTheDeployScriptMakesTheTree(t *testing.T) {
 		}
 	}
 }
+
+// The reader pods' shell script parses, and their batch Job's name is a
+// valid name however long the job's id.
+func TestTheReaderScriptParses(t *testing.T) {
+	out, err := exec.Command("sh", "-n", "-c", readerScript("20261204T010203-12-3", readerIdle(5*time.Minute))).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if n := readerName(supervisorJobName(strings.Repeat("x", 100))); len(n) > 63 {
+		t.Fatalf("reader Job name %q is longer than a label value may be", n)
+	}
+}
