@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -107,6 +108,7 @@ process running it died), host, start, duration, and tasks done/failed/total.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the jobs as a JSON array")
+	cmd.AddCommand(newJobsImportCmd(s))
 	return cmd
 }
 
@@ -350,5 +352,44 @@ func newVersionCmd(s *streams) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+// newJobsImportCmd copies jobs kept by a host into this machine's
+// journal (meadowrun.ImportJob).
+func newJobsImportCmd(s *streams) *cobra.Command {
+	var host string
+	cmd := &cobra.Command{
+		Use:   "import --host URL JOB...",
+		Short: "Copy jobs that a host keeps into this machine's journal",
+		Long: `import copies the record of each JOB, kept by the host, into this machine's
+journal, so that jobs, logs, attach and cancel follow it here as on the machine
+that submitted it. The host must keep its jobs itself and find them by id: a
+Kubernetes host with a jobs volume (k8s://...&jobs_volume=PVC), opened with a
+kubeconfig of this machine. A job the journal has already is left as it is.`,
+		Example: `  meadowrun jobs import --host 'k8s://prod?namespace=batch&jobs_volume=meadowrun-jobs' 20261204T010203-12-3
+  meadowrun attach 20261204T010203-12-3`,
+		Args: minArgs(1, "one job id or more"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if host == "" {
+				return usagef(cmd, "--host is needed: the URL of the host that keeps the jobs (k8s://CONTEXT?namespace=NS&jobs_volume=PVC), or $MEADOWRUN_HOST")
+			}
+			ctx := cmd.Context()
+			h, err := meadowrun.OpenHost(ctx, host)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			for _, id := range args {
+				j, err := meadowrun.ImportJob(ctx, h, id)
+				if err != nil {
+					return fmt.Errorf("importing job %s: %w", id, err)
+				}
+				fmt.Fprintf(s.out, "%s\t%s\t%s\n", j.ID, j.State, j.Machine)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&host, "host", os.Getenv("MEADOWRUN_HOST"), "the host that keeps the jobs, as a URL; $MEADOWRUN_HOST sets the default")
 	return cmd
 }
