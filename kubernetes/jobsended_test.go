@@ -32,7 +32,7 @@ var k8sSquareSay = meadowrun.Register("k8s.SquareSay", func(ctx context.Context,
 // Job complete) is still read from another machine: its record, results
 // and log come from a reader pod over the volume, made on demand; a
 // cancel says the job has finished; the CLI imports it on yet another
-// machine (meadowrun jobs import) and prints its state and results; the
+// machine (meadowrun jobs import) and prints its state, results and log; the
 // reader is gone once idle.
 func TestKubernetesEndedJobIsReadFromTheVolume(t *testing.T) {
 	c := k8stest.Require(t)
@@ -124,6 +124,11 @@ func TestKubernetesEndedJobIsReadFromTheVolume(t *testing.T) {
 	if code := cli.Main(ctx, []string{"attach", "--json", id}, strings.NewReader(""), &out, &errb); code != 0 ||
 		!strings.Contains(out.String(), `"value":4`) || !strings.Contains(out.String(), `"value":9`) {
 		t.Fatalf("meadowrun attach %s: exit %d\n%s\n%s", id, code, out.String(), errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := cli.Main(ctx, []string{"logs", id}, strings.NewReader(""), &out, &errb); code != 0 || !strings.Contains(out.String(), "squaring 2") {
+		t.Fatalf("meadowrun logs %s: exit %d\n%s\n%s", id, code, out.String(), errb.String())
 	}
 	readers := k8shost.LabelReader + "=true," + k8shost.LabelJob + "=" + name
 	if l, err := cs.BatchV1().Jobs(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: readers}); err != nil || len(l.Items) != 1 {
