@@ -184,7 +184,9 @@ func TestKubernetesDetachedJobFilesComeThroughTheBucket(t *testing.T) {
 	if _, err := cs.RbacV1().RoleBindings(c.Namespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cs.RbacV1().RoleBindings(c.Namespace).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		cs.RbacV1().RoleBindings(c.Namespace).Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
 
 	work := t.TempDir()
 	rand.Read(b)
