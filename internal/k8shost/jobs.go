@@ -517,12 +517,15 @@ func readerName(name string) string { return name + "-r" }
 func readerIdle(idle time.Duration) time.Duration { return min(max(idle, 10*time.Second), time.Minute) }
 
 // readerScript is a reader pod's command: it links the agents' state
-// directory of job id to the volume (mounted read-only) and waits while
-// an agent runs, ending idle seconds after the last one (or after its
-// start, when no client comes).
+// directory of job id to the volume (mounted read-only), and the
+// programs there (the supervisors', which a client running the same
+// program then need not upload), and waits while an agent runs, ending
+// idle seconds after the last one (or after its start, when no client
+// comes).
 func readerScript(id string, idle time.Duration) string {
 	m := jobMachine(id)
-	return `d=` + agentDir + `; mkdir -p "$d" && ln -sfn ` + jobsDir + `/state-` + m + ` "$d/state-` + m + `" || exit 1; ` +
+	return `d=` + agentDir + `; mkdir -p "$d/` + agentproto.BinDir + `" && ln -sfn ` + jobsDir + `/state-` + m + ` "$d/state-` + m + `" || exit 1; ` +
+		`for b in ` + jobsDir + `/bin/*; do case "${b##*/}" in *.*) ;; *) [ -x "$b" ] && ln -s "$b" "$d/` + agentproto.BinDir + `/${b##*/}" 2>/dev/null;; esac; done; ` +
 		`t=0; while [ $t -lt ` + strconv.Itoa(int(idle.Seconds())) + ` ]; do a=; ` +
 		`for g in "$d"/agent-*.pid; do [ -s "$g" ] && kill -0 "$(cat "$g")" 2>/dev/null && a=1; done; ` +
 		`if [ -n "$a" ]; then t=0; else t=$((t+1)); fi; sleep 1; done; exit 0`
