@@ -258,7 +258,9 @@ attach leaves the job running.`,
 
 // attachMap follows a map's output and results.
 func attachMap(ctx context.Context, s *streams, j meadowrun.JobInfo, asJSON bool) error {
-	m, err := meadowrun.AttachMap[json.RawMessage](ctx, j.ID)
+	// Results as encoded, whatever the function's codec: JSON ones as
+	// they are, others (text, bytes) as JSON strings.
+	m, err := meadowrun.AttachMap[[]byte](ctx, j.ID)
 	if err != nil {
 		if !errors.Is(err, meadowrun.ErrRegistryMismatch) {
 			return err
@@ -286,7 +288,11 @@ func attachMap(ctx context.Context, s *streams, j meadowrun.JobInfo, asJSON bool
 			rep.add(-1, 0, r.Err, 0, "", nil)
 			continue
 		}
-		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, r.Value)
+		v := r.Value
+		if j.ResultCodec != "json" && len(v) > 0 {
+			v, _ = json.Marshal(string(v))
+		}
+		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, v)
 	}
 	wg.Wait()
 	// The summary is the job's own: its duration and its task count, not
