@@ -11,6 +11,12 @@
 //
 //	k8s://[CONTEXT]?namespace=NS&kubeconfig=FILE&image=IMAGE&reusable=false&idle=5m&schedule_timeout=2m&mount=NODE_PATH:PATH&jobs_volume=PVC&jobs_service_account=SA
 //
+// with, for spot nodes (Options.SpotNodeLabels, SpotTaints), any number
+// of spot_label=KEY=VALUE (KEY alone for any value) and
+// spot_taint=KEY=VALUE:EFFECT (KEY:EFFECT for any value; EFFECT may be
+// left out for any effect), each given once empty (spot_label=,
+// spot_taint=) for none, and neither for the defaults;
+//
 // with, for a storage bucket, storage=s3&bucket=B&endpoint=URL&
 // endpoint_in_cluster=URL&secret=SECRET&region=R or storage=gcs&bucket=B.
 //
@@ -150,7 +156,7 @@ func newHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 		Image: opts.Image, SingleUsePods: opts.SingleUsePods, IdleTimeout: opts.IdleTimeout, ScheduleTimeout: opts.ScheduleTimeout,
 		FlagLabels: opts.FlagLabels, SpotNodeLabels: opts.SpotNodeLabels, SpotTaints: opts.SpotTaints, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log,
 		JobsVolume: opts.JobsVolume, JobsServiceAccount: opts.JobsServiceAccount}
-	rebuildable := opts.PodCustomization == nil && len(opts.FlagLabels) == 0 && len(opts.Binaries) == 0 && opts.SpotNodeLabels == nil && opts.SpotTaints == nil
+	rebuildable := opts.PodCustomization == nil && len(opts.FlagLabels) == 0 && len(opts.Binaries) == 0
 	d, err := k8shost.New(ctx, ko)
 	if err != nil {
 		return nil, err
@@ -197,6 +203,7 @@ func k8sURL(o Options, context, ns string) string {
 	if o.JobsServiceAccount != "" {
 		q.Set("jobs_service_account", o.JobsServiceAccount)
 	}
+	spotQuery(q, o.SpotNodeLabels, o.SpotTaints)
 	storageQuery(q, o.StorageSpec)
 	return "k8s://" + url.PathEscape(context) + "?" + q.Encode()
 }
@@ -204,29 +211,41 @@ func k8sURL(o Options, context, ns string) string {
 // openK8s opens k8s://[CONTEXT]?namespace=...&kubeconfig=...&image=...&
 // reusable=...&idle=...&schedule_timeout=...
 func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
+	o, err := optionsOf(u)
+	if err != nil {
+		return nil, err
+	}
+	return newHost(ctx, o)
+}
+
+// optionsOf are the options of a k8s:// URL.
+func optionsOf(u *url.URL) (Options, error) {
 	o := Options{}
 	o.Context, _ = url.PathUnescape(u.Host)
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount", "jobs_volume", "jobs_service_account":
+		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount", "jobs_volume", "jobs_service_account", "spot_label", "spot_taint":
 		default:
 			if slices.Contains(storageParams, k) {
 				continue
 			}
-			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount, jobs_volume, jobs_service_account, %s)", k, strings.Join(storageParams, ", "))
+			return o, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount, jobs_volume, jobs_service_account, spot_label, spot_taint, %s)", k, strings.Join(storageParams, ", "))
 		}
 	}
 	var err error
 	if o.StorageSpec, err = storageFromQuery(q); err != nil {
-		return nil, err
+		return o, err
+	}
+	if o.SpotNodeLabels, o.SpotTaints, err = spotFromQuery(q); err != nil {
+		return o, err
 	}
 	o.Namespace, o.KubeConfig, o.Image, o.ContainerMounts = q.Get("namespace"), q.Get("kubeconfig"), q.Get("image"), q["mount"]
 	o.JobsVolume, o.JobsServiceAccount = q.Get("jobs_volume"), q.Get("jobs_service_account")
 	if v := q.Get("reusable"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return nil, fmt.Errorf("reusable=%q: want true or false", v)
+			return o, fmt.Errorf("reusable=%q: want true or false", v)
 		}
 		o.SingleUsePods = !b
 	}
@@ -234,12 +253,12 @@ func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 		if v := q.Get(name); v != "" {
 			x, err := time.ParseDuration(v)
 			if err != nil {
-				return nil, fmt.Errorf("%s=%q: %w", name, v, err)
+				return o, fmt.Errorf("%s=%q: %w", name, v, err)
 			}
 			*d = x
 		}
 	}
-	return newHost(ctx, o)
+	return o, nil
 }
 
 func init() {
