@@ -65,7 +65,7 @@ func (s GoogleBucketSpec) spec() *k8shost.StorageSpec {
 }
 
 // storageParams are the URL parameters of a storage spec.
-var storageParams = []string{"storage", "bucket", "endpoint", "endpoint_in_cluster", "secret", "region"}
+var storageParams = []string{"storage", "bucket", "endpoint", "endpoint_in_cluster", "secret", "region", "large_value_bytes"}
 
 // storageQuery adds s to a host URL's query.
 func storageQuery(q url.Values, s StorageBucketSpec) {
