@@ -178,6 +178,7 @@ func TestStorageBucketS3Values(t *testing.T) {
 		if strings.Contains(log.String(), "X-Amz-Signature") {
 			t.Errorf("the host's log shows a signature:\n%s", log)
 		}
+		t.Logf("host log: %s", log)
 		h.Close()
 		if keys := left("meadowrun/"); len(keys) != 1 {
 			t.Errorf("objects in the bucket after Close: %v, want the program's alone", keys)

@@ -56,6 +56,7 @@ type refStream struct {
 	sent      map[uint64]sentRef  // by task key, until answered
 	cancelled map[uint64]bool
 	loggedArg bool
+	logged    map[string]bool // messages of the agent's failures, logged once
 
 	rbuf []byte // what Read returns next
 }
@@ -74,7 +75,7 @@ func newRefStream(conn io.ReadWriteCloser, br *bufio.Reader, vs ValueStore, logf
 	var id [6]byte
 	rand.Read(id[:])
 	return &refStream{conn: conn, in: wire.NewReader(br), vs: vs, min: vs.MinBytes(), id: hex.EncodeToString(id[:]), logf: logf,
-		args: map[string]*heldArg{}, sent: map[uint64]sentRef{}, cancelled: map[uint64]bool{}}
+		args: map[string]*heldArg{}, sent: map[uint64]sentRef{}, cancelled: map[uint64]bool{}, logged: map[string]bool{}}
 }
 
 func (s *refStream) resultName(key uint64) string { return fmt.Sprintf("%s-%d", s.id, key) }
@@ -263,10 +264,10 @@ func (s *refStream) next() error {
 			return err
 		}
 		if what == agentproto.RefTask {
-			s.logf("the agent could not download an argument (%s): it goes through the stream", msg)
+			s.logOnce("the agent could not download an argument (%s): it goes through the stream", msg)
 			go s.resend(key)
 		} else {
-			s.logf("the agent could not upload a result (%s): it comes through the stream", msg)
+			s.logOnce("the agent could not upload a result (%s): it comes through the stream", msg)
 		}
 	case wire.TypeResults:
 		s.mu.Lock()
@@ -284,6 +285,18 @@ func (s *refStream) next() error {
 		s.rbuf = frame(typ, body)
 	}
 	return nil
+}
+
+// logOnce logs a message of the agent's once per stream: the same
+// failure of every task is one line.
+func (s *refStream) logOnce(format, msg string) {
+	s.mu.Lock()
+	seen := s.logged[format+msg]
+	s.logged[format+msg] = true
+	s.mu.Unlock()
+	if !seen {
+		s.logf(format, msg)
+	}
 }
 
 // target answers the agent's TypeResultUpload; an empty target (the store
