@@ -127,8 +127,11 @@ func (r *refRelay) toClient(worker io.Reader) {
 		}
 		rs, err := wire.DecodeResults(body)
 		if err != nil {
-			r.send(typ, body)
-			return
+			// The coordinator reports the protocol error.
+			if r.send(typ, body) != nil {
+				return
+			}
+			continue
 		}
 		if r.results(rs) != nil {
 			return

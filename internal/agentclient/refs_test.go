@@ -1,6 +1,7 @@
 package agentclient
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -247,11 +249,6 @@ func TestLargeValuesFallBackToTheStream(t *testing.T) {
 			if err := out.WriteFrame(wire.TypeTasks, wire.AppendTasks(nil, tasks)); err != nil {
 				t.Fatal(err)
 			}
-			// Task 2 is cancelled while its argument is refused: it is
-			// sent again, and cancelled again.
-			if err := out.WriteFrame(wire.TypeCancel, wire.AppendCancel(nil, 2)); err != nil {
-				t.Fatal(err)
-			}
 			if err := out.Flush(); err != nil {
 				t.Fatal(err)
 			}
@@ -259,8 +256,8 @@ func TestLargeValuesFallBackToTheStream(t *testing.T) {
 			if r := got[1]; r.Status != wire.StatusOK || string(r.Payload) != hex.EncodeToString(big) {
 				t.Fatalf("task 1: status %v, %d bytes", r.Status, len(r.Payload))
 			}
-			if r := got[2]; r.Status != wire.StatusOK && r.Status != wire.StatusCanceled {
-				t.Fatalf("task 2: status %v", r.Status)
+			if r := got[2]; r.Status != wire.StatusOK || string(r.Payload) != hex.EncodeToString(big) {
+				t.Fatalf("task 2: status %v, %d bytes", r.Status, len(r.Payload))
 			}
 			log.mu.Lock()
 			msg := log.buf.String()
@@ -273,5 +270,54 @@ func TestLargeValuesFallBackToTheStream(t *testing.T) {
 				t.Fatalf("the log shows a signature or token:\n%s", msg)
 			}
 		})
+	}
+}
+
+// A task the agent could not download is sent again inline, and, when it
+// had been cancelled, cancelled again after it (the agent passed the
+// first Cancel on before the task). The agent's side is this test's.
+func TestARefusedTaskIsSentAgainInline(t *testing.T) {
+	client, agentSide := net.Pipe()
+	defer client.Close()
+	defer agentSide.Close()
+	s := newObjectStore(t)
+	vs := &testValues{s: s, min: 1000, written: map[string]int{}}
+	rs := newRefStream(client, bufio.NewReader(client), vs, func(string, ...any) {})
+	go rs.Read(make([]byte, 1)) // the coordinator's reader: it handles the agent's frames
+	big := bytes.Repeat([]byte("y"), 5000)
+	go func() {
+		b := frame(wire.TypeTasks, wire.AppendTasks(nil, []wire.Task{{Key: 2, Func: 1, Payload: big}, {Key: 3, Func: 1, Payload: []byte("s")}}))
+		b = append(b, frame(wire.TypeCancel, wire.AppendCancel(nil, 2))...)
+		rs.Write(b)
+	}()
+	in, out := wire.NewReader(agentSide), wire.NewWriter(agentSide)
+	next := func(want byte) []byte {
+		t.Helper()
+		typ, body, err := in.Next()
+		if err != nil || typ != want {
+			t.Fatalf("frame %#x, %v; want %#x", typ, err, want)
+		}
+		return body
+	}
+	tr, err := agentproto.DecodeTaskRef(next(agentproto.TypeTaskRef))
+	if err != nil || tr.Key != 2 || tr.Ref.Size != int64(len(big)) || !strings.Contains(tr.Ref.URL, "/args/") {
+		t.Fatalf("TaskRef %+v, %v", tr, err)
+	}
+	if ts, err := wire.DecodeTasks(next(wire.TypeTasks)); err != nil || len(ts) != 1 || ts[0].Key != 3 {
+		t.Fatalf("the small task: %+v, %v", ts, err)
+	}
+	if key, err := wire.DecodeCancel(next(wire.TypeCancel)); err != nil || key != 2 {
+		t.Fatalf("Cancel %d, %v", key, err)
+	}
+	if err := out.WriteFrame(agentproto.TypeRefFailed, agentproto.AppendRefFailed(nil, 2, agentproto.RefTask, "download from store: 403 Forbidden")); err != nil {
+		t.Fatal(err)
+	}
+	go out.Flush()
+	ts, err := wire.DecodeTasks(next(wire.TypeTasks))
+	if err != nil || len(ts) != 1 || ts[0].Key != 2 || ts[0].Func != 1 || !bytes.Equal(ts[0].Payload, big) {
+		t.Fatalf("the task sent again: %d tasks, %v", len(ts), err)
+	}
+	if key, err := wire.DecodeCancel(next(wire.TypeCancel)); err != nil || key != 2 {
+		t.Fatalf("Cancel again: %d, %v", key, err)
 	}
 }
