@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 
@@ -247,4 +248,40 @@ func TestStorageBucketGCSValues(t *testing.T) {
 	if t.Failed() {
 		t.Logf("host log:\n%s", log)
 	}
+}
+
+// The conformance suite on a host whose values of 100 bytes or more travel
+// through an S3-compatible bucket (moto_server): the worker protocol
+// through the agent's relay (cancellation, output, commands, failures,
+// lost workers) behaves as on any host.
+func TestConformanceKubernetesBucket(t *testing.T) {
+	c := k8stest.Require(t)
+	m := mototest.Start(t)
+	p := newStoreProxy(t, nodeIP(t, c), m.Endpoint)
+	s3c := s3.NewFromConfig(m.Config(), func(o *s3.Options) { o.UsePathStyle = true })
+	ctx := context.Background()
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("meadowrun-suite")}); err != nil {
+		t.Fatal(err)
+	}
+	// A key pair: anonymous requests cannot be presigned.
+	cs := client(t, c)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "meadowrun-test-suite-bucket"},
+		Data: map[string][]byte{"username": []byte("testing"), "password": []byte("testing")}}
+	if _, err := cs.CoreV1().Secrets(c.Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cs.CoreV1().Secrets(c.Namespace).Delete(context.Background(), secret.Name, metav1.DeleteOptions{})
+	})
+	hosttest.Run(t, hosttest.Config{
+		NewHost: func(t *testing.T) *meadowrun.Host {
+			return newK8s(t, c, kubernetes.Options{ContainerMounts: []string{os.TempDir() + ":" + os.TempDir()},
+				StorageSpec: kubernetes.GenericStorageBucketSpec{Bucket: "meadowrun-suite", EndpointURL: p.URL, UsernamePasswordSecret: secret.Name}, LargeValueBytes: 100})
+		},
+		MillionTasks: millionTasks / 10,
+	})
+	if n := p.requests(http.MethodPut, k8shost.ResultPrefix); n == 0 {
+		t.Errorf("no result of the suite went through the bucket")
+	}
+	t.Logf("%d arguments and %d results through the bucket", p.requests(http.MethodPut, k8shost.ArgPrefix), p.requests(http.MethodPut, k8shost.ResultPrefix))
 }
