@@ -34,6 +34,9 @@ type ValueStore interface {
 	// TakeResult reads the result name back, checks its size and sha256,
 	// and deletes it.
 	TakeResult(ctx context.Context, name, sha string, size int64) ([]byte, error)
+	// ReadArgument reads back an argument Argument wrote (for a task the
+	// agent could not download), checking its size and sha256.
+	ReadArgument(ctx context.Context, sha string, size int64) ([]byte, error)
 }
 
 // refStream is a worker's stream through which large values travel by
@@ -52,8 +55,7 @@ type refStream struct {
 	wbuf []byte     // the coordinator's bytes not yet a whole frame
 
 	mu        sync.Mutex
-	args      map[string]*heldArg // by sha256: the arguments of tasks sent by reference
-	sent      map[uint64]sentRef  // by task key, until answered
+	sent      map[uint64]sentRef // by task key, until answered
 	cancelled map[uint64]bool
 	loggedArg bool
 	logged    map[string]bool // messages of the agent's failures, logged once
@@ -61,21 +63,17 @@ type refStream struct {
 	rbuf []byte // what Read returns next
 }
 
-type heldArg struct {
-	payload []byte
-	tasks   int
-}
-
 type sentRef struct {
-	fn  uint64
-	sha string
+	fn   uint64
+	sha  string
+	size int64
 }
 
 func newRefStream(conn io.ReadWriteCloser, br *bufio.Reader, vs ValueStore, logf func(string, ...any)) *refStream {
 	var id [6]byte
 	rand.Read(id[:])
 	return &refStream{conn: conn, in: wire.NewReader(br), vs: vs, min: vs.MinBytes(), id: hex.EncodeToString(id[:]), logf: logf,
-		args: map[string]*heldArg{}, sent: map[uint64]sentRef{}, cancelled: map[uint64]bool{}, logged: map[string]bool{}}
+		sent: map[uint64]sentRef{}, cancelled: map[uint64]bool{}, logged: map[string]bool{}}
 }
 
 func (s *refStream) resultName(key uint64) string { return fmt.Sprintf("%s-%d", s.id, key) }
@@ -184,13 +182,7 @@ func (s *refStream) tasks(body []byte) error {
 			return err
 		}
 		s.mu.Lock()
-		a := s.args[sha]
-		if a == nil {
-			a = &heldArg{payload: append([]byte(nil), t.Payload...)}
-			s.args[sha] = a
-		}
-		a.tasks++
-		s.sent[t.Key] = sentRef{fn: t.Func, sha: sha}
+		s.sent[t.Key] = sentRef{fn: t.Func, sha: sha, size: int64(len(t.Payload))}
 		s.mu.Unlock()
 		ref := agentproto.Ref{SHA: sha, Size: int64(len(t.Payload)), URL: d.URL, Header: d.Header}
 		if _, err := s.conn.Write(frame(agentproto.TypeTaskRef, agentproto.AppendTaskRef(nil, agentproto.TaskRef{Key: t.Key, Func: t.Func, Ref: ref}))); err != nil {
@@ -204,17 +196,8 @@ func (s *refStream) tasks(body []byte) error {
 func (s *refStream) answered(key uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.sent[key]
-	if !ok {
-		return
-	}
 	delete(s.sent, key)
 	delete(s.cancelled, key)
-	if a := s.args[r.sha]; a != nil {
-		if a.tasks--; a.tasks <= 0 {
-			delete(s.args, r.sha)
-		}
-	}
 }
 
 // Read implements io.Reader: the agent's frames, ResultRef frames turned
@@ -315,17 +298,21 @@ func (s *refStream) target(key uint64, size int64) {
 }
 
 // resend sends the task key, which the agent could not download, with its
-// argument inline (and its Cancel again when it was cancelled).
+// argument inline, read back from the store (and its Cancel again when it
+// was cancelled). An argument that cannot be read back ends the stream
+// as a lost worker's: the task, never started, runs again.
 func (s *refStream) resend(key uint64) {
 	s.mu.Lock()
 	r, ok := s.sent[key]
-	var payload []byte
-	if a := s.args[r.sha]; ok && a != nil {
-		payload = a.payload
-	}
 	cancelled := s.cancelled[key]
 	s.mu.Unlock()
-	if payload == nil {
+	if !ok {
+		return
+	}
+	payload, err := s.vs.ReadArgument(context.Background(), r.sha, r.size)
+	if err != nil {
+		s.logf("an argument the agent could not download could not be read back: %v", err)
+		s.conn.Close()
 		return
 	}
 	s.wmu.Lock()

@@ -122,6 +122,16 @@ func (v *testValues) ResultTarget(ctx context.Context, name string, size int64) 
 	return agentproto.Target{Method: http.MethodPut, URL: v.s.srv.URL + "/results/" + name + "?" + signature}, nil
 }
 
+func (v *testValues) ReadArgument(ctx context.Context, sha string, size int64) ([]byte, error) {
+	v.s.mu.Lock()
+	defer v.s.mu.Unlock()
+	b, ok := v.s.objs["/args/"+sha]
+	if !ok || int64(len(b)) != size {
+		return nil, errors.New("no such argument")
+	}
+	return b, nil
+}
+
 func (v *testValues) TakeResult(ctx context.Context, name, sha string, size int64) ([]byte, error) {
 	v.s.mu.Lock()
 	defer v.s.mu.Unlock()

@@ -86,6 +86,11 @@ func (v *valueStore) Argument(ctx context.Context, sha string, payload []byte) (
 	return agentclient.Download{URL: f.URL, Header: f.Header}, nil
 }
 
+// ReadArgument implements agentclient.ValueStore.
+func (v *valueStore) ReadArgument(ctx context.Context, sha string, size int64) ([]byte, error) {
+	return v.read(ctx, ArgPrefix+v.run+"/"+sha, sha, size)
+}
+
 func (v *valueStore) resultKey(name string) string { return ResultPrefix + v.run + "/" + name }
 
 // ResultTarget implements agentclient.ValueStore.
@@ -138,10 +143,10 @@ func (v *valueStore) read(ctx context.Context, key, sha string, size int64) ([]b
 		return nil, fmt.Errorf("reading %s: %w", key, err)
 	}
 	if int64(len(b)) != size {
-		return nil, fmt.Errorf("%s holds %d bytes, the agent uploaded %d", key, len(b), size)
+		return nil, fmt.Errorf("%s holds %d bytes, not %d", key, len(b), size)
 	}
 	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != sha {
-		return nil, fmt.Errorf("%s: sha256 %x…, the agent uploaded %.12s…", key, sum[:6], sha)
+		return nil, fmt.Errorf("%s: sha256 %x…, not %.12s…", key, sum[:6], sha)
 	}
 	return b, nil
 }
