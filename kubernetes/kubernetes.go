@@ -18,7 +18,8 @@
 // spot_taint=) for none, and neither for the defaults;
 //
 // with, for a storage bucket, storage=s3&bucket=B&endpoint=URL&
-// endpoint_in_cluster=URL&secret=SECRET&region=R or storage=gcs&bucket=B.
+// endpoint_in_cluster=URL&secret=SECRET&region=R or storage=gcs&bucket=B,
+// and large_value_bytes=N.
 //
 // See docs/kubernetes.md.
 package kubernetes
@@ -100,7 +101,13 @@ type Options struct {
 	PodCustomization func(*corev1.Pod) error
 	// StorageSpec (storage_spec), when not nil, is the bucket pods fetch
 	// the program from: GenericStorageBucketSpec or GoogleBucketSpec.
+	// Large task arguments and results travel through it too.
 	StorageSpec StorageBucketSpec
+	// LargeValueBytes is, with a StorageSpec, the size from which a
+	// task's argument or result travels through the bucket rather than
+	// the API server (large_value_bytes= in URLs); 0 means 1 MiB,
+	// negative never.
+	LargeValueBytes int64
 	// Binaries are this program built for other platforms, by
 	// "GOOS/GOARCH"; nodes are linux/amd64 today.
 	Binaries map[string]string
@@ -151,6 +158,9 @@ func newHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 	var storage *k8shost.StorageSpec
 	if opts.StorageSpec != nil {
 		storage = opts.StorageSpec.spec()
+		storage.MinValueBytes = opts.LargeValueBytes
+	} else if opts.LargeValueBytes != 0 {
+		return nil, fmt.Errorf("kubernetes: LargeValueBytes needs a StorageSpec: without a bucket every value goes through the API server")
 	}
 	ko := k8shost.Options{Storage: storage, KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
 		Image: opts.Image, SingleUsePods: opts.SingleUsePods, IdleTimeout: opts.IdleTimeout, ScheduleTimeout: opts.ScheduleTimeout,
@@ -205,6 +215,9 @@ func k8sURL(o Options, context, ns string) string {
 	}
 	spotQuery(q, o.SpotNodeLabels, o.SpotTaints)
 	storageQuery(q, o.StorageSpec)
+	if o.LargeValueBytes != 0 {
+		q.Set("large_value_bytes", strconv.FormatInt(o.LargeValueBytes, 10))
+	}
 	return "k8s://" + url.PathEscape(context) + "?" + q.Encode()
 }
 
@@ -242,6 +255,11 @@ func optionsOf(u *url.URL) (Options, error) {
 	}
 	o.Namespace, o.KubeConfig, o.Image, o.ContainerMounts = q.Get("namespace"), q.Get("kubeconfig"), q.Get("image"), q["mount"]
 	o.JobsVolume, o.JobsServiceAccount = q.Get("jobs_volume"), q.Get("jobs_service_account")
+	if v := q.Get("large_value_bytes"); v != "" {
+		if o.LargeValueBytes, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return o, fmt.Errorf("large_value_bytes=%q: want a number of bytes (negative: never)", v)
+		}
+	}
 	if v := q.Get("reusable"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

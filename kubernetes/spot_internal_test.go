@@ -76,3 +76,20 @@ func TestBadSpotParametersAreRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestEveryURLParameterIsAccepted(t *testing.T) {
+	o := Options{JobsVolume: "pvc", JobsServiceAccount: "sa", LargeValueBytes: 4096, SpotNodeLabels: map[string]string{"spot": ""},
+		StorageSpec: GenericStorageBucketSpec{Bucket: "b", EndpointURL: "http://s3.example:9000", UsernamePasswordSecret: "s"}}
+	s := k8sURL(o, "ctx", "ns")
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := optionsOf(u)
+	if err != nil {
+		t.Fatalf("the host's own URL %s is refused: %v", s, err)
+	}
+	if back.LargeValueBytes != 4096 || back.JobsVolume != "pvc" || back.StorageSpec == nil {
+		t.Errorf("options from %s: %+v", s, back)
+	}
+}
