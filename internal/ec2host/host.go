@@ -39,6 +39,7 @@ import (
 	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
 	"github.com/meadowrun-go/meadowrun/internal/sshhost"
+	"github.com/meadowrun-go/meadowrun/internal/tracepoint"
 )
 
 // EC2API is the part of the EC2 client the host calls; *ec2.Client
@@ -179,9 +180,11 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		opts.Log = os.Stderr
 	}
 	h := &Host{opts: opts, subnet: map[string]string{}, instances: map[string]*instance{}, stopSweep: make(chan struct{})}
+	tracepoint.Mark("ec2host: checking the options")
 	if err := h.check(ctx); err != nil {
 		return nil, err
 	}
+	tracepoint.Mark("ec2host: options checked")
 	sum := sha256.Sum256([]byte(strings.Join([]string{opts.AMI, strings.Join(opts.Subnets, ","), strings.Join(opts.SecurityGroups, ","),
 		opts.InstanceProfile, opts.KeyName, opts.User}, "\x00")))
 	h.key = hex.EncodeToString(sum[:8])
@@ -189,6 +192,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	if err := h.table.Create(ctx); err != nil {
 		return nil, fmt.Errorf("ec2 host: %w", err)
 	}
+	tracepoint.Mark("ec2host: table there")
 	b := make([]byte, 6)
 	rand.Read(b)
 	host, _ := os.Hostname()
@@ -201,6 +205,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		os.RemoveAll(h.dir)
 		return nil, err
 	}
+	tracepoint.Mark("ec2host: programs ready")
 	go h.sweepLoop()
 	go h.leaseLoop()
 	go h.portSweepLoop()
@@ -352,10 +357,12 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 	h.mu.Unlock()
 	res := h.allocResources(spec.Resources)
 	req := ec2alloc.AllocRequest{Workers: []string{wid}, Resources: res, LaunchKey: h.key, Architecture: h.arch}
+	tracepoint.Mark("ec2host: Start: booking")
 	booked, _, err := h.table.Allocate(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("ec2 host: %w", err)
 	}
+	tracepoint.Mark("ec2host: Start: booked")
 	var id, addr string
 	if len(booked) == 1 {
 		id, addr = booked[0].InstanceID, booked[0].Address
@@ -380,7 +387,9 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		}
 	}
 	h.renew(ctx, id)
+	tracepoint.Mark("ec2host: Start: lease renewed")
 	inst, err := h.use(ctx, id, addr)
+	tracepoint.Mark("ec2host: Start: instance connected")
 	if err == nil && h.goingAway(inst) {
 		// Booked just before its notice: somewhere else.
 		h.unuse(inst, id)
@@ -394,6 +403,7 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 	if err == nil {
 		var w driver.Worker
 		if w, err = inst.agent.Start(ctx, spec); err == nil {
+			tracepoint.Mark("ec2host: Start: worker started")
 			h.closePortsAfter(w, pg)
 			ww := h.wrap(inst, wid, w)
 			h.setRate(ww, inst, spec.Resources)
@@ -467,6 +477,7 @@ func (h *Host) connect(inst *instance) {
 			fail(err)
 			return
 		}
+		tracepoint.Mark("ec2host: connect: host key read from the tag")
 	}
 	a, err := sshhost.New(sshhost.Options{Machines: []string{h.opts.User + "@" + inst.addr + ":22"}, ConfigFile: "none",
 		IdentityFiles: []string{h.opts.KeyFile}, NoAgent: true, KnownHostsFiles: []string{kh},
@@ -479,6 +490,7 @@ func (h *Host) connect(inst *instance) {
 	start := time.Now()
 	for {
 		_, err := a.Fit(ctx, driver.Resources{LogicalCPU: 0.001})
+		tracepoint.Mark("ec2host: connect: agent answered Fit")
 		if err == nil || errors.Is(err, driver.ErrNeverFits) {
 			h.mu.Lock()
 			closed := h.closed
