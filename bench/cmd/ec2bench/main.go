@@ -44,7 +44,11 @@ var inc = meadowrun.Register("ec2bench.Inc", func(ctx context.Context, x int) (i
 	return x + 1, nil
 })
 
-var traceFlag = flag.Bool("trace", false, "print the phases of each warm client's first call, and its AWS calls")
+var (
+	traceFlag   = flag.Bool("trace", false, "print the phases of each warm client's first call, and its AWS calls")
+	clientsFlag = flag.Int("clients", 0, "warm clients (0: 20, 5 with -quick)")
+	warmFlag    = flag.Bool("warm", false, "measure the warm clients only (one cold start, no allocations)")
+)
 
 func main() {
 	if os.Getenv(clientEnv) != "" {
@@ -100,7 +104,7 @@ func run(quick bool) (err error) {
 
 	// Cold starts: a table of its own each, so that nothing is reused.
 	colds := 3
-	if quick {
+	if quick || *warmFlag {
 		colds = 1
 	}
 	reg := regexp.MustCompile(`running and registered after ([0-9.]+[mµn]?s)`)
@@ -145,6 +149,9 @@ func run(quick bool) (err error) {
 	if quick {
 		clients = 5
 	}
+	if *clientsFlag > 0 {
+		clients = *clientsFlag
+	}
 	cc := clientConfig{Endpoint: aws.ToString(cfg.BaseEndpoint), PricingEndpoint: aws.ToString(pcfg.BaseEndpoint), Region: cfg.Region,
 		AMI: b.AMI, Subnet: b.Subnet, Group: b.Group, KeyName: b.KeyName, KeyFile: b.KeyFile, CacheDir: o.CacheDir,
 		UserCache: tb.TempDir(), LogDir: tb.TempDir(), Trace: *traceFlag}
@@ -174,6 +181,9 @@ func run(quick bool) (err error) {
 
 	// 100 concurrent allocations against one table, through moto's
 	// serializing proxy (moto alone lets racing conditional writes pass).
+	if *warmFlag {
+		return nil
+	}
 	return allocations(ctx, tb, b, quick)
 }
 
