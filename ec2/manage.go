@@ -570,10 +570,13 @@ func (c *clients) uninstall(ctx context.Context, o ManageOptions) (Removed, erro
 		errs = append(errs, err)
 	}
 	// This machine's catalog cache (named by a hash of region and
-	// endpoints: every region's goes; it is only a cache).
+	// endpoints: every region's goes; it is only a cache), and what it
+	// keeps for new clients on warm instances (warm-*.json), whose
+	// resources are gone.
 	if d := cacheDir(""); d != "" {
 		matches, _ := filepath.Glob(filepath.Join(d, "catalog-*.json"))
-		for _, m := range matches {
+		warm, _ := filepath.Glob(filepath.Join(d, "warm-*.json"))
+		for _, m := range append(matches, warm...) {
 			os.Remove(m)
 		}
 	}

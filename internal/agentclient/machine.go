@@ -12,6 +12,7 @@ import (
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentproto"
+	"github.com/meadowrun-go/meadowrun/internal/tracepoint"
 )
 
 // machine is one machine and its agent session.
@@ -130,10 +131,12 @@ func (m *machine) connect(ctx context.Context) error {
 			c.Close()
 		}
 	}()
+	tracepoint.Mark("agentclient: connect: link open")
 	bin, err := c.Bootstrap(ctx, m.h.bins)
 	if err != nil {
 		return err
 	}
+	tracepoint.Mark("agentclient: connect: bootstrapped")
 	platform := bin.Platform
 	conn, err := c.Dial(ctx)
 	if err != nil {
@@ -157,6 +160,7 @@ func (m *machine) connect(ctx context.Context) error {
 		conn.Close()
 		return fmt.Errorf("%w: %s: the agent runs %s/%s, the machine looked like %s", driver.ErrPlatform, m.name, resp.Machine.OS, resp.Machine.Arch, platform)
 	}
+	tracepoint.Mark("agentclient: connect: hello answered")
 	m.mu.Lock()
 	m.client, m.ctrl, m.session = c, conn, session
 	m.info, m.bin = *resp.Machine, bin
@@ -388,6 +392,7 @@ func (m *machine) start(ctx context.Context, spec driver.WorkerSpec) (driver.Wor
 	if err := m.ensureContent(bin, files); err != nil {
 		return nil, err
 	}
+	tracepoint.Mark("agentclient: start: content there")
 	refs := agentFiles(files)
 	// Book before asking, so that concurrent starts spread out.
 	m.mu.Lock()

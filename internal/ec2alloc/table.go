@@ -201,6 +201,9 @@ type Booking struct {
 	InstanceID string
 	Address    string
 	Workers    []string
+	// Record is the instance's record as read just before the booking
+	// (its price, type and capacity, which do not change).
+	Record Record
 }
 
 // maxBookPerUpdate bounds the workers one update books, to keep its
@@ -285,7 +288,7 @@ func (t *Table) Allocate(ctx context.Context, req AllocRequest) (booked []Bookin
 			if err != nil {
 				return booked, left, err
 			}
-			booked = append(booked, Booking{InstanceID: c.rec.InstanceID, Address: c.rec.Address, Workers: slices.Clone(left[:m])})
+			booked = append(booked, Booking{InstanceID: c.rec.InstanceID, Address: c.rec.Address, Workers: slices.Clone(left[:m]), Record: *c.rec})
 			left = left[m:]
 			c.rec.Free = c.rec.Free.Minus(c.per.Times(m))
 			if c.rec.Free.fits(c.per) == 0 {

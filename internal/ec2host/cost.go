@@ -27,26 +27,42 @@ type instanceCost struct {
 // CostPerHour implements driver.Priced.
 func (w *worker) CostPerHour() float64 { return w.rate }
 
+// loadCost returns inst's price and capacity, read from the table the
+// first time; not loaded when the table could not be read.
+func (h *Host) loadCost(inst *instance) instanceCost {
+	h.mu.Lock()
+	c := inst.cost
+	h.mu.Unlock()
+	if c.loaded {
+		return c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	rec, err := h.table.Get(ctx, inst.id)
+	cancel()
+	if err != nil {
+		return c
+	}
+	return h.knownCost(inst, rec)
+}
+
+// knownCost sets inst's price and capacity from its record.
+func (h *Host) knownCost(inst *instance, rec ec2alloc.Record) instanceCost {
+	c := instanceCost{loaded: true, price: rec.Price, total: rec.Total, gpuEach: rec.GPUMemoryEach, typeName: rec.Type}
+	h.mu.Lock()
+	inst.cost = c
+	h.mu.Unlock()
+	return c
+}
+
 // setRate prices w, a worker of r on inst.
 func (h *Host) setRate(w driver.Worker, inst *instance, r driver.Resources) {
 	ew, ok := w.(*worker)
 	if !ok {
 		return
 	}
-	h.mu.Lock()
-	c := inst.cost
-	h.mu.Unlock()
+	c := h.loadCost(inst)
 	if !c.loaded {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		rec, err := h.table.Get(ctx, inst.id)
-		cancel()
-		if err != nil {
-			return // unpriced: the job's cost leaves it out
-		}
-		c = instanceCost{loaded: true, price: rec.Price, total: rec.Total, gpuEach: rec.GPUMemoryEach, typeName: rec.Type}
-		h.mu.Lock()
-		inst.cost = c
-		h.mu.Unlock()
+		return // unpriced: the job's cost leaves it out
 	}
 	per, ok := ec2alloc.WorkerCapacity(r, c.gpuEach)
 	if !ok {

@@ -39,6 +39,7 @@ import (
 	"github.com/meadowrun-go/meadowrun/internal/agentproto"
 	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
 	"github.com/meadowrun-go/meadowrun/internal/sshhost"
+	"github.com/meadowrun-go/meadowrun/internal/tracepoint"
 )
 
 // EC2API is the part of the EC2 client the host calls; *ec2.Client
@@ -133,6 +134,13 @@ type Host struct {
 	releases  sync.WaitGroup
 	stopSweep chan struct{}
 	spot      spotState
+
+	// A new client on a warm instance (warm.go).
+	warm      warmState     // the cache directory's, guarded by mu
+	pre       *instance     // logged in to before the first booking, guarded by mu
+	checked   chan struct{} // closed once the background checks are done; nil: none
+	checkErr  error         // theirs
+	checkOnce sync.Once     // starts them
 }
 
 // instance is an instance this process has booked workers on.
@@ -145,6 +153,7 @@ type instance struct {
 	workers  int
 	spot     instanceSpot
 	cost     instanceCost
+	pre      bool // logged in to before any booking: one try (warm.go)
 }
 
 // New checks the options against the region (its name, the AMI, subnets,
@@ -179,15 +188,25 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 		opts.Log = os.Stderr
 	}
 	h := &Host{opts: opts, subnet: map[string]string{}, instances: map[string]*instance{}, stopSweep: make(chan struct{})}
-	if err := h.check(ctx); err != nil {
-		return nil, err
-	}
 	sum := sha256.Sum256([]byte(strings.Join([]string{opts.AMI, strings.Join(opts.Subnets, ","), strings.Join(opts.SecurityGroups, ","),
 		opts.InstanceProfile, opts.KeyName, opts.User}, "\x00")))
 	h.key = hex.EncodeToString(sum[:8])
 	h.table = ec2alloc.NewTable(opts.DynamoDB, opts.TableName)
-	if err := h.table.Create(ctx); err != nil {
-		return nil, fmt.Errorf("ec2 host: %w", err)
+	warm, isWarm := h.loadWarm()
+	if !isWarm {
+		tracepoint.Mark("ec2host: checking the options")
+		if err := h.check(ctx); err != nil {
+			return nil, err
+		}
+		tracepoint.Mark("ec2host: options checked")
+		if err := h.table.Create(ctx); err != nil {
+			return nil, fmt.Errorf("ec2 host: %w", err)
+		}
+		tracepoint.Mark("ec2host: table there")
+		h.warm = h.checkedState()
+		h.saveWarm(h.warm)
+	} else if _, err := os.Stat(opts.KeyFile); err != nil {
+		return nil, fmt.Errorf("ec2 host: the private key of key pair %s: %w", opts.KeyName, err)
 	}
 	b := make([]byte, 6)
 	rand.Read(b)
@@ -200,6 +219,11 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	if h.progs, err = agentclient.NewPrograms("ec2 host", "", opts.Binaries); err != nil {
 		os.RemoveAll(h.dir)
 		return nil, err
+	}
+	tracepoint.Mark("ec2host: programs ready")
+	if isWarm {
+		h.useWarm(warm)
+		h.preconnect(warm)
 	}
 	go h.sweepLoop()
 	go h.leaseLoop()
@@ -319,6 +343,9 @@ func (h *Host) request(r driver.Resources) ec2alloc.Request {
 // instances of the roomiest type that holds one can run, or ErrNeverFits
 // when no type holds one.
 func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
+	if n, ok := h.warmFit(r); ok {
+		return n, nil
+	}
 	c, err := h.loadCatalog(ctx)
 	if err != nil {
 		return 0, err
@@ -335,7 +362,9 @@ func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
 			k = max(k, ec2alloc.WorkersPerInstance(&c.Types[i], r))
 		}
 	}
-	return max(1, k) * h.opts.MaxInstances, nil
+	n := max(1, k) * h.opts.MaxInstances
+	h.rememberFit(r, n)
+	return n, nil
 }
 
 // Start implements driver.Host: the worker is booked on a running
@@ -352,14 +381,30 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 	h.mu.Unlock()
 	res := h.allocResources(spec.Resources)
 	req := ec2alloc.AllocRequest{Workers: []string{wid}, Resources: res, LaunchKey: h.key, Architecture: h.arch}
+	tracepoint.Mark("ec2host: Start: booking")
 	booked, _, err := h.table.Allocate(ctx, req)
+	if err != nil && h.checked != nil {
+		// The table the cache directory knows may be gone: the checks
+		// create it again.
+		if cerr := h.waitChecked(ctx); cerr != nil {
+			return nil, cerr
+		}
+		booked, _, err = h.table.Allocate(ctx, req)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ec2 host: %w", err)
 	}
+	tracepoint.Mark("ec2host: Start: booked")
 	var id, addr string
+	var rec *ec2alloc.Record // as the booking read it
 	if len(booked) == 1 {
-		id, addr = booked[0].InstanceID, booked[0].Address
+		id, addr, rec = booked[0].InstanceID, booked[0].Address, &booked[0].Record
 	} else {
+		// Nothing is launched before the options have passed their
+		// checks.
+		if err := h.waitChecked(ctx); err != nil {
+			return nil, err
+		}
 		// One launch at a time: a worker that waited may find room on
 		// the instance the one before it launched.
 		h.launchMu.Lock()
@@ -379,12 +424,22 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 			return nil, err
 		}
 	}
-	h.renew(ctx, id)
+	// The lease is renewed beside the login, and waited for before
+	// Start returns.
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		h.renew(ctx, id)
+		tracepoint.Mark("ec2host: Start: lease renewed")
+	}()
+	defer func() { <-renewed }()
 	inst, err := h.use(ctx, id, addr)
+	tracepoint.Mark("ec2host: Start: instance connected")
 	if err == nil && h.goingAway(inst) {
 		// Booked just before its notice: somewhere else.
 		h.unuse(inst, id)
 		h.release(id, wid)
+		<-renewed
 		return h.startElsewhere(ctx, spec)
 	}
 	var pg *PortGroup
@@ -392,11 +447,25 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		pg, err = h.openPorts(ctx, id, wid, spec.Ports)
 	}
 	if err == nil {
+		if rec != nil {
+			h.knownCost(inst, *rec)
+		}
+		// The instance's price is read beside the worker's start (when
+		// the booking did not read it).
+		priced := make(chan struct{})
+		go func() {
+			defer close(priced)
+			h.loadCost(inst)
+		}()
 		var w driver.Worker
-		if w, err = inst.agent.Start(ctx, spec); err == nil {
+		w, err = inst.agent.Start(ctx, spec)
+		<-priced
+		if err == nil {
+			tracepoint.Mark("ec2host: Start: worker started")
 			h.closePortsAfter(w, pg)
 			ww := h.wrap(inst, wid, w)
 			h.setRate(ww, inst, spec.Resources)
+			h.rememberWarm(inst)
 			return ww, nil
 		}
 	}
@@ -411,21 +480,36 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 // use returns the instance id, connected (waiting for it to boot when
 // new), counting one more worker on it.
 func (h *Host) use(ctx context.Context, id, addr string) (*instance, error) {
-	h.mu.Lock()
-	inst := h.instances[id]
-	if inst == nil {
-		inst = &instance{id: id, addr: addr, ready: make(chan struct{})}
-		h.instances[id] = inst
-		go h.connect(inst)
+	for {
+		h.mu.Lock()
+		pre := h.adoptPre(id, addr)
+		inst := h.instances[id]
+		if inst == nil && pre != nil {
+			inst = pre
+			h.instances[id] = inst
+		} else if pre != nil {
+			go closeWhenReady(pre)
+		}
+		if inst == nil {
+			inst = &instance{id: id, addr: addr, ready: make(chan struct{})}
+			h.instances[id] = inst
+			go h.connect(inst)
+		}
+		inst.workers++
+		h.mu.Unlock()
+		select {
+		case <-inst.ready:
+		case <-ctx.Done():
+			return inst, ctx.Err()
+		}
+		if inst.pre && inst.err != nil {
+			// Logged in to ahead of the booking, once, and that failed:
+			// connect as usual.
+			h.unuse(inst, id)
+			continue
+		}
+		return inst, inst.err
 	}
-	inst.workers++
-	h.mu.Unlock()
-	select {
-	case <-inst.ready:
-	case <-ctx.Done():
-		return inst, ctx.Err()
-	}
-	return inst, inst.err
 }
 
 // unuse counts a worker off inst; an instance that could not be reached
@@ -457,6 +541,20 @@ func (h *Host) connect(inst *instance) {
 		h.drop(inst)
 	}
 	kh := filepath.Join(h.dir, inst.id+".known_hosts")
+	if inst.pre {
+		// Ahead of the booking, with the cache directory's address and
+		// host key: one try, which fails quietly.
+		fail = func(err error) {
+			inst.err = fmt.Errorf("ec2 host: instance %s (%s): %w", inst.id, inst.addr, err)
+			os.Remove(kh)
+			h.mu.Lock()
+			if h.instances[inst.id] == inst {
+				delete(h.instances, inst.id)
+			}
+			h.mu.Unlock()
+			tracepoint.Mark("ec2host: connect: logging in ahead failed")
+		}
+	}
 	if _, err := os.Stat(kh); err != nil {
 		key, err := h.hostKeyOf(ctx, inst.id)
 		if err != nil {
@@ -467,6 +565,7 @@ func (h *Host) connect(inst *instance) {
 			fail(err)
 			return
 		}
+		tracepoint.Mark("ec2host: connect: host key read from the tag")
 	}
 	a, err := sshhost.New(sshhost.Options{Machines: []string{h.opts.User + "@" + inst.addr + ":22"}, ConfigFile: "none",
 		IdentityFiles: []string{h.opts.KeyFile}, NoAgent: true, KnownHostsFiles: []string{kh},
@@ -479,6 +578,7 @@ func (h *Host) connect(inst *instance) {
 	start := time.Now()
 	for {
 		_, err := a.Fit(ctx, driver.Resources{LogicalCPU: 0.001})
+		tracepoint.Mark("ec2host: connect: agent answered Fit")
 		if err == nil || errors.Is(err, driver.ErrNeverFits) {
 			h.mu.Lock()
 			closed := h.closed
@@ -497,7 +597,7 @@ func (h *Host) connect(inst *instance) {
 			}
 			return
 		}
-		if !errors.Is(err, driver.ErrUnreachable) || ctx.Err() != nil {
+		if !errors.Is(err, driver.ErrUnreachable) || ctx.Err() != nil || inst.pre {
 			a.Close()
 			if ctx.Err() != nil {
 				err = fmt.Errorf("not reachable over SSH within %v (BootTimeout): %w", h.opts.BootTimeout, err)
@@ -668,9 +768,13 @@ func (h *Host) Close() error {
 	}
 	h.closed = true
 	close(h.stopSweep)
-	insts := make([]*instance, 0, len(h.instances))
+	insts := make([]*instance, 0, len(h.instances)+1)
 	for _, i := range h.instances {
 		insts = append(insts, i)
+	}
+	if h.pre != nil {
+		insts = append(insts, h.pre)
+		h.pre = nil
 	}
 	h.mu.Unlock()
 	for _, i := range insts {

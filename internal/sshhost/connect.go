@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/meadowrun-go/meadowrun/driver"
+	"github.com/meadowrun-go/meadowrun/internal/tracepoint"
 )
 
 // auth collects the authentication methods: the keys of ssh-agent (when
@@ -307,11 +308,14 @@ func (h *Host) dialEndpoint(ctx context.Context, e *endpoint, via *ssh.Client) (
 		nc, err = via.DialContext(ctx, "tcp", e.addr)
 	default:
 		d := net.Dialer{}
-		nc, err = d.DialContext(ctx, "tcp", e.addr)
+		if nc, err = d.DialContext(ctx, "tcp", e.addr); err == nil {
+			nc = quickAck(nc)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", driver.ErrUnreachable, e.name, err)
 	}
+	tracepoint.Mark("sshhost: TCP connected to " + e.addr)
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	c, chans, reqs, err := ssh.NewClientConn(nc, e.addr, cfg)
 	if err == nil && !stop() {
@@ -337,6 +341,7 @@ func (h *Host) dialEndpoint(ctx context.Context, e *endpoint, via *ssh.Client) (
 		}
 		return nil, fmt.Errorf("%w: %s: ssh handshake: %w", driver.ErrUnreachable, e.name, err)
 	}
+	tracepoint.Markf("sshhost: SSH handshake and login done (%s)", c.ServerVersion())
 	return ssh.NewClient(c, chans, reqs), nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agentclient"
 	"github.com/meadowrun-go/meadowrun/internal/agentproto"
+	"github.com/meadowrun-go/meadowrun/internal/tracepoint"
 )
 
 // machine is one SSH machine: the agent client's transport to it.
@@ -95,7 +96,9 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	pkey := agentProbeKey(m.name, dir)
 	if lines := loadProbe(pkey); lines != nil {
 		if bin, sock, err := agentSocket(ctx, programs, lines); err == nil {
+			tracepoint.Mark("sshhost: Bootstrap: probe cached, program ready")
 			if conn, err := c.Dial("unix", sock); err == nil {
+				tracepoint.Mark("sshhost: Bootstrap: agent socket dialled")
 				l.mu.Lock()
 				l.sock, l.first = sock, conn
 				l.mu.Unlock()
@@ -103,6 +106,7 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 			}
 		}
 	}
+	tracepoint.Mark("sshhost: Bootstrap: probing")
 	out, err := run(c, `printf '%s\n' "`+dir+`" "$(uname -s)" "$(uname -m)" `+agentproto.MachineIDWords, nil)
 	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
 	if err != nil || len(lines) != 6 {

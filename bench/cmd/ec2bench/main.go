@@ -6,11 +6,17 @@
 // start without the simulated boot, and 100 concurrent allocations
 // against one table (checked for overbooking).
 //
-//	scripts/sshnet.sh up DIR ID && MEADOWRUN_SSHNET=DIR go run ./bench/cmd/ec2bench [-quick]
+// Each warm client is a new process of this program, given its settings
+// in the environment as a user's would be ($AWS_ENDPOINT_URL and the
+// credentials); -trace prints the phases of its first call and its AWS
+// calls.
+//
+//	scripts/sshnet.sh up DIR ID && MEADOWRUN_SSHNET=DIR go run ./bench/cmd/ec2bench [-quick] [-trace]
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/meadowrun-go/meadowrun"
@@ -30,13 +37,30 @@ import (
 	"github.com/meadowrun-go/meadowrun/hosttest"
 	"github.com/meadowrun-go/meadowrun/internal/ec2alloc"
 	"github.com/meadowrun-go/meadowrun/internal/ec2sim"
+	"github.com/meadowrun-go/meadowrun/internal/tracepoint"
 )
 
 var inc = meadowrun.Register("ec2bench.Inc", func(ctx context.Context, x int) (int, error) {
 	return x + 1, nil
 })
 
-func main() { benchmain.Main("ec2bench", run) }
+var (
+	traceFlag   = flag.Bool("trace", false, "print the phases of each warm client's first call, and its AWS calls")
+	clientsFlag = flag.Int("clients", 0, "warm clients (0: 20, 5 with -quick)")
+	warmFlag    = flag.Bool("warm", false, "measure the warm clients only (one cold start, no allocations)")
+)
+
+func main() {
+	if os.Getenv(clientEnv) != "" {
+		meadowrun.Main()
+		if err := client(); err != nil {
+			fmt.Fprintf(os.Stderr, "ec2bench client: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	benchmain.Main("ec2bench", run)
+}
 
 func run(quick bool) (err error) {
 	if os.Getenv("MEADOWRUN_SSHNET") == "" {
@@ -80,7 +104,7 @@ func run(quick bool) (err error) {
 
 	// Cold starts: a table of its own each, so that nothing is reused.
 	colds := 3
-	if quick {
+	if quick || *warmFlag {
 		colds = 1
 	}
 	reg := regexp.MustCompile(`running and registered after ([0-9.]+[mµn]?s)`)
@@ -110,7 +134,9 @@ func run(quick bool) (err error) {
 			i+1, total.Round(time.Millisecond), (total - answered).Round(time.Millisecond), registered.Round(time.Millisecond), answered.Round(time.Millisecond))
 	}
 
-	// Warm: one instance, reused by new clients.
+	// Warm: one instance, reused by new clients, each a new process of
+	// this program (what a user's next run is): it shares nothing with
+	// the one before but the user's cache directory.
 	h, err = ec2.NewHost(ctx, o)
 	if err != nil {
 		return err
@@ -123,37 +149,41 @@ func run(quick bool) (err error) {
 	if quick {
 		clients = 5
 	}
-	var first, opens, next []time.Duration
+	if *clientsFlag > 0 {
+		clients = *clientsFlag
+	}
+	cc := clientConfig{Endpoint: aws.ToString(cfg.BaseEndpoint), PricingEndpoint: aws.ToString(pcfg.BaseEndpoint), Region: cfg.Region,
+		AMI: b.AMI, Subnet: b.Subnet, Group: b.Group, KeyName: b.KeyName, KeyFile: b.KeyFile, CacheDir: o.CacheDir,
+		UserCache: tb.TempDir(), LogDir: tb.TempDir(), Trace: *traceFlag}
+	var first, spawned, opens, next []time.Duration
 	for i := range clients {
-		t := time.Now()
-		h, err := ec2.NewHost(ctx, o)
+		cc.Arg = i
+		r, err := runClient(ctx, cc)
 		if err != nil {
-			return err
+			return fmt.Errorf("client %d: %w", i, err)
 		}
-		opened := time.Since(t)
-		if _, err := meadowrun.RunFunction(ctx, inc.With(i), h, opts()); err != nil {
-			return err
+		first = append(first, r.First)
+		spawned = append(spawned, r.Spawned)
+		opens = append(opens, r.Opened)
+		next = append(next, r.Next...)
+		if *traceFlag {
+			fmt.Printf("client %d: first call %v (NewHost %v), %v from the process's start; its phases:\n", i+1,
+				r.First.Round(10*time.Microsecond), r.Opened.Round(10*time.Microsecond), r.Spawned.Round(10*time.Microsecond))
+			tracepoint.Print(os.Stdout, r.Start, r.Events)
 		}
-		first = append(first, time.Since(t))
-		opens = append(opens, opened)
-		for j := range 5 {
-			t := time.Now()
-			if _, err := meadowrun.RunFunction(ctx, inc.With(j), h, opts()); err != nil {
-				return err
-			}
-			next = append(next, time.Since(t))
-		}
-		h.Close()
 	}
 	if n := len(b.Sim.Booted()); n != 1+colds {
 		return fmt.Errorf("%d instances booted, want %d: the warm instance was not reused", n, 1+colds)
 	}
-	fmt.Printf("warm dispatch by a new client to a reused instance (NewHost's checks, table lookup and booking, SSH login, agent session, worker start): p50 %v, p90 %v over %d clients; of which NewHost p50 %v\n",
-		pct(first, 50), pct(first, 90), clients, pct(opens, 50))
+	fmt.Printf("warm dispatch by a new client process to a reused instance (NewHost's checks, table lookup and booking, SSH login, agent session, worker start): p50 %v, p90 %v over %d clients; of which NewHost p50 %v; from the process's start p50 %v\n",
+		pct(first, 50), pct(first, 90), clients, pct(opens, 50), pct(spawned, 50))
 	fmt.Printf("warm dispatch by that client to its warm worker: p50 %v, p90 %v over %d calls\n", pct(next, 50), pct(next, 90), len(next))
 
 	// 100 concurrent allocations against one table, through moto's
 	// serializing proxy (moto alone lets racing conditional writes pass).
+	if *warmFlag {
+		return nil
+	}
 	return allocations(ctx, tb, b, quick)
 }
 
