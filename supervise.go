@@ -203,7 +203,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				}
 				haveTask = tr.TaskID >= 0
 				res = journal.Result{Task: max(tr.TaskID, 0), Attempt: tr.Attempt, Value: tr.Value, Err: failureIn(tr.Err, m.ID(), rec.ID),
-					Worker: tr.Worker, Machine: tr.Machine, Nanos: int64(tr.Duration), Peak: tr.PeakMemoryBytes}
+					Worker: tr.Worker, Machine: tr.Machine, Nanos: int64(tr.Duration), Peak: tr.PeakMemoryBytes, Cost: tr.CostUSD}
 			}
 			var exit *int
 			if rec.Kind == JobCommand {
@@ -268,7 +268,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 			failed := false
 			for tr := range m.AsCompleted() {
 				res := journal.Result{Task: tr.TaskID, Attempt: tr.Attempt, Value: tr.Value, Err: failureIn(tr.Err, m.ID(), rec.ID),
-					Worker: tr.Worker, Machine: tr.Machine, Nanos: int64(tr.Duration), Peak: tr.PeakMemoryBytes}
+					Worker: tr.Worker, Machine: tr.Machine, Nanos: int64(tr.Duration), Peak: tr.PeakMemoryBytes, Cost: tr.CostUSD}
 				if tr.Err != nil {
 					failed = true
 				}

@@ -155,6 +155,8 @@ type JobResult struct {
 	Machine string      `json:"machine,omitempty"`
 	Nanos   int64       `json:"nanos,omitempty"`
 	Peak    int64       `json:"peak,omitempty"`
+	// Cost is the task's share of the job's cost, in US dollars.
+	Cost float64 `json:"cost,omitempty"`
 }
 
 // JobSubmission is a durable job to journal and start: its record, a

@@ -162,7 +162,7 @@ func (j Job) Record() journal.Record {
 func ResultsOf(rs []journal.Result) []Result {
 	var out []Result
 	for _, r := range rs {
-		x := Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak}
+		x := Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak, Cost: r.Cost}
 		if f := r.Err; f != nil {
 			x.Err = &Failure{Kind: f.Kind, Type: f.Type, Message: f.Message, Stack: f.Stack, ExitCode: f.ExitCode,
 				Signal: f.Signal, PeakMemoryBytes: f.PeakMemoryBytes, LimitBytes: f.LimitBytes, Canceled: f.Canceled}
@@ -176,7 +176,7 @@ func ResultsOf(rs []journal.Result) []Result {
 func JournalResults(rs []Result) []journal.Result {
 	var out []journal.Result
 	for _, r := range rs {
-		x := journal.Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak}
+		x := journal.Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak, Cost: r.Cost}
 		if f := r.Err; f != nil {
 			x.Err = &journal.Failure{Kind: f.Kind, Type: f.Type, Message: f.Message, Stack: f.Stack, ExitCode: f.ExitCode,
 				Signal: f.Signal, PeakMemoryBytes: f.PeakMemoryBytes, LimitBytes: f.LimitBytes, Canceled: f.Canceled}

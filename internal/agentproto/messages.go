@@ -430,6 +430,7 @@ type Result struct {
 	Machine string   `json:"machine,omitempty"`
 	Nanos   int64    `json:"nanos,omitempty"`
 	Peak    int64    `json:"peak,omitempty"`
+	Cost    float64  `json:"cost,omitempty"` // USD, the task's share
 }
 
 // Failure describes a failed task of a durable job.

@@ -281,10 +281,10 @@ func attachMap(ctx context.Context, s *streams, j meadowrun.JobInfo, asJSON bool
 	})
 	for r := range m.AsCompleted(ctx) {
 		if r.TaskID < 0 && errors.Is(r.Err, meadowrun.ErrJobLost) {
-			rep.add(-1, 0, r.Err, 0, "", nil)
+			rep.add(-1, 0, r.Err, 0, "", 0, nil)
 			continue
 		}
-		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, r.Value)
+		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, r.CostUSD, r.Value)
 	}
 	wg.Wait()
 	// The summary is the job's own: its duration and its task count, not
