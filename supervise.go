@@ -194,6 +194,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				return fail(err)
 			}
 			localCosts.Store(rec.ID, m.Cost)
+			run.TrackCost(m.Cost)
 			run.Started(m.Cancel, m.LogFile())
 			var res journal.Result
 			haveTask := false
@@ -222,6 +223,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				return fail(err)
 			}
 			localCosts.Store(rec.ID, j.Cost)
+			run.TrackCost(j.Cost)
 			run.Started(j.Cancel, j.LogFile())
 			jc, jerr := j.Wait(context.Background())
 			res := journal.Result{Task: 0, Attempt: 1, Err: failureIn(jerr, j.ID(), rec.ID)}
@@ -247,6 +249,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				return fail(err)
 			}
 			localCosts.Store(rec.ID, j.Cost)
+			run.TrackCost(j.Cost)
 			run.Started(j.Cancel, j.LogFile())
 			val, jerr := j.Wait(context.Background())
 			res := journal.Result{Task: 0, Attempt: 1, Value: val, Err: failureIn(jerr, j.ID(), rec.ID)}
@@ -264,6 +267,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				return fail(err)
 			}
 			localCosts.Store(rec.ID, m.Cost)
+			run.TrackCost(m.Cost)
 			run.Started(m.Cancel, m.LogFile())
 			failed := false
 			for tr := range m.AsCompleted() {

@@ -143,3 +143,59 @@ func TestEC2CostPerTask(t *testing.T) {
 		t.Errorf("--json: %d task lines, want 2", lines)
 	}
 }
+
+// A map a supervisor process runs: its cost, journaled as it runs, is
+// what the handle's Cost reports, from any process, at least the sum of
+// its tasks' shares.
+func TestEC2CostOfADetachedMap(t *testing.T) {
+	b := ec2sim.Open(t)
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "testing")
+	t.Setenv("AWS_ENDPOINT_URL", b.Moto.Endpoint)
+	t.Setenv("AWS_ENDPOINT_URL_PRICING", deref(b.PricingConfig.BaseEndpoint))
+	o := options(b)
+	o.AWSConfig, o.PricingConfig = nil, nil
+	o.Region = "us-east-1"
+	ctx := t.Context()
+	h, err := meadowrun.OpenHost(ctx, ec2.URL(o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	d, err := meadowrun.SubmitMap(ctx, ec2Slow, []int{1, 2, 3}, h, &meadowrun.MapOptions{Options: meadowrun.Options{LogDir: t.TempDir()}, Concurrency: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	n := 0
+	for r := range d.AsCompleted(ctx) {
+		if r.Err != nil {
+			t.Fatalf("task %d: %v", r.TaskID, r.Err)
+		}
+		if r.CostUSD <= 0 {
+			t.Errorf("task %d: cost $%g, want more than 0", r.TaskID, r.CostUSD)
+		}
+		sum += r.CostUSD
+		n++
+	}
+	if n != 3 {
+		t.Fatalf("%d results, want 3", n)
+	}
+	info, err := d.Info(ctx)
+	if err != nil || !info.Detached {
+		t.Fatalf("info %+v, %v: want a detached job", info, err)
+	}
+	cost, ok := d.Cost()
+	if !ok || cost < sum || cost != info.CostUSD {
+		t.Errorf("the handle's cost $%g (%v), want at least the tasks' $%g and the journal's $%g", cost, ok, sum, info.CostUSD)
+	}
+	a, err := meadowrun.AttachMap[int](ctx, d.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := a.Cost(); !ok || c != cost {
+		t.Errorf("attached: cost $%g (%v), want $%g", c, ok, cost)
+	}
+	t.Logf("detached map: tasks $%g of the job's $%g", sum, cost)
+}

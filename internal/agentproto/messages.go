@@ -403,6 +403,7 @@ type Job struct {
 	Spec            json.RawMessage `json:"spec,omitempty"`
 	Machine         string          `json:"machine,omitempty"`
 	Parts           []Part          `json:"parts,omitempty"`
+	CostUSD         float64         `json:"cost_usd,omitempty"`
 }
 
 // Function is the registered function a job runs.
