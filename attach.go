@@ -125,7 +125,7 @@ func (m *DetachedMap[R]) Cancel(ctx context.Context) error {
 
 func (m *DetachedMap[R]) result(rec journal.Record, r journal.Result) TaskResult[R] {
 	tr := TaskResult[R]{TaskID: r.Task, Attempt: r.Attempt, Err: errorOfFailure(r.Err, r, rec.LogFile), Worker: r.Worker,
-		Machine: r.Machine, LogFile: rec.LogFile, Duration: time.Duration(r.Nanos), PeakMemoryBytes: r.Peak}
+		Machine: r.Machine, LogFile: rec.LogFile, Duration: time.Duration(r.Nanos), PeakMemoryBytes: r.Peak, CostUSD: r.Cost}
 	if tr.Err == nil {
 		v, err := m.dec(r.Value)
 		if err != nil {

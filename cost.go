@@ -1,6 +1,12 @@
 package meadowrun
 
-import "sync"
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/meadowrun-go/meadowrun/internal/durable"
+)
 
 // Cost. Hosts whose machines are paid by the hour say what each worker
 // costs (driver.Priced: an EC2 worker costs its instance's price for the
@@ -20,15 +26,33 @@ func (j *Job[T]) Cost() float64 { return j.run.Cost() }
 // (0 on hosts that price nothing).
 func (m *MapJob[R]) Cost() float64 { return m.run.Cost() }
 
-// Cost returns what the job's workers have cost so far, in US dollars,
-// when this process runs the job (SubmitOptions.InProcess); false when a
-// supervisor or another process does.
-func (d *Detached[T]) Cost() (float64, bool) { return localCost(d.ID()) }
+// Cost returns what the job's workers have cost so far, in US dollars:
+// up to date when this process runs the job (SubmitOptions.InProcess);
+// else as the process running it (a supervisor, here or on a host's
+// machine) last journaled it, with each batch of results and at its end
+// (JobInfo.CostUSD), read from the journal. It is false when the journal
+// cannot be read.
+func (d *Detached[T]) Cost() (float64, bool) { return journaledCost(d.ID(), d.job) }
 
 // Cost returns what the map's workers have cost so far, in US dollars,
-// when this process runs the map (SubmitOptions.InProcess); false when a
-// supervisor or another process does.
-func (m *DetachedMap[R]) Cost() (float64, bool) { return localCost(m.ID()) }
+// as Detached.Cost does: a map's cost includes its overhead (workers
+// starting, idle), beyond its tasks' TaskResult.CostUSD.
+func (m *DetachedMap[R]) Cost() (float64, bool) { return journaledCost(m.ID(), m.job) }
+
+// journaledCost is the cost of job id from this process when it runs the
+// job, else from its journal.
+func journaledCost(id string, job *durable.Job) (float64, bool) {
+	if usd, ok := localCost(id); ok {
+		return usd, true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	in, err := job.Info(ctx)
+	if err != nil {
+		return 0, false
+	}
+	return in.Job.CostUSD, true
+}
 
 func localCost(id string) (float64, bool) {
 	f, ok := localCosts.Load(id)

@@ -115,6 +115,10 @@ type JobInfo struct {
 	// Parts describe, for a map split across machines, each machine's
 	// part, as GetJob read it from the machine.
 	Parts []PartInfo `json:"parts,omitempty"`
+	// CostUSD is what the job's workers have cost, in US dollars, as the
+	// process running it last journaled (with each batch of results, and
+	// at its end); 0 on hosts that price nothing.
+	CostUSD float64 `json:"cost_usd,omitempty"`
 }
 
 // PartInfo describes one machine's part of a map split across the
@@ -143,7 +147,7 @@ func (j JobInfo) Duration() time.Duration {
 func infoOf(r journal.Record) JobInfo {
 	j := JobInfo{ID: r.ID, Kind: r.Kind, State: JobState(r.State), Host: r.Host, Command: r.Command, Detached: r.Detached,
 		PID: r.PID, Submitted: r.Submitted, Started: r.Started, Finished: r.Finished, Tasks: r.Total,
-		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile, Machine: r.Machine, Resumed: r.Resumed}
+		Done: r.Done, Failed: r.Failed, ExitCode: -1, Error: r.Error, LogFile: r.LogFile, Machine: r.Machine, Resumed: r.Resumed, CostUSD: r.CostUSD}
 	if r.Function != nil && r.Kind != JobCommand {
 		j.Function = r.Function.Name
 		_, j.ResultCodec, _ = cutCodec(r.Function.Codec)

@@ -33,6 +33,13 @@ type TaskResult[R any] struct {
 	// PeakMemoryBytes is the worker's peak memory up to the end of the
 	// task, 0 if unknown.
 	PeakMemoryBytes int64
+	// CostUSD is the task's share of the map's cost, in US dollars: the
+	// time each of its attempts that ended with a result ran on its
+	// worker, times that worker's price (driver.Priced; 0 on hosts that
+	// price nothing). The map's Cost is more than the tasks' sum by its
+	// overhead: workers starting (an instance's boot), idle or between
+	// tasks, and attempts cut short by a lost worker.
+	CostUSD float64
 }
 
 // JobError returns the error of a result that belongs to no task: the

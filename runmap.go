@@ -275,7 +275,7 @@ func startMap[A, R any](ctx, runCtx context.Context, f Func[A, R], args iter.Seq
 	run := coord.Start(runCtx, spec.Spec, pull, stop)
 	dec := func(o coord.Outcome) TaskResult[R] {
 		r := TaskResult[R]{TaskID: o.Index, Attempt: o.Attempt, Err: outcomeErr(o), Worker: o.Worker, Machine: o.Machine,
-			LogFile: spec.Logs.Existing(), Duration: o.Duration, PeakMemoryBytes: o.PeakMemoryBytes}
+			LogFile: spec.Logs.Existing(), Duration: o.Duration, PeakMemoryBytes: o.PeakMemoryBytes, CostUSD: o.CostUSD}
 		if r.Err == nil {
 			v, err := f.resCodec.dec(o.Payload)
 			if err != nil {

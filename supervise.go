@@ -194,6 +194,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				return fail(err)
 			}
 			localCosts.Store(rec.ID, m.Cost)
+			run.TrackCost(m.Cost)
 			run.Started(m.Cancel, m.LogFile())
 			var res journal.Result
 			haveTask := false
@@ -203,7 +204,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				}
 				haveTask = tr.TaskID >= 0
 				res = journal.Result{Task: max(tr.TaskID, 0), Attempt: tr.Attempt, Value: tr.Value, Err: failureIn(tr.Err, m.ID(), rec.ID),
-					Worker: tr.Worker, Machine: tr.Machine, Nanos: int64(tr.Duration), Peak: tr.PeakMemoryBytes}
+					Worker: tr.Worker, Machine: tr.Machine, Nanos: int64(tr.Duration), Peak: tr.PeakMemoryBytes, Cost: tr.CostUSD}
 			}
 			var exit *int
 			if rec.Kind == JobCommand {
@@ -222,6 +223,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				return fail(err)
 			}
 			localCosts.Store(rec.ID, j.Cost)
+			run.TrackCost(j.Cost)
 			run.Started(j.Cancel, j.LogFile())
 			jc, jerr := j.Wait(context.Background())
 			res := journal.Result{Task: 0, Attempt: 1, Err: failureIn(jerr, j.ID(), rec.ID)}
@@ -247,6 +249,7 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				return fail(err)
 			}
 			localCosts.Store(rec.ID, j.Cost)
+			run.TrackCost(j.Cost)
 			run.Started(j.Cancel, j.LogFile())
 			val, jerr := j.Wait(context.Background())
 			res := journal.Result{Task: 0, Attempt: 1, Value: val, Err: failureIn(jerr, j.ID(), rec.ID)}
@@ -264,11 +267,12 @@ func execJob(spec durableSpec, host *Host) durable.Exec {
 				return fail(err)
 			}
 			localCosts.Store(rec.ID, m.Cost)
+			run.TrackCost(m.Cost)
 			run.Started(m.Cancel, m.LogFile())
 			failed := false
 			for tr := range m.AsCompleted() {
 				res := journal.Result{Task: tr.TaskID, Attempt: tr.Attempt, Value: tr.Value, Err: failureIn(tr.Err, m.ID(), rec.ID),
-					Worker: tr.Worker, Machine: tr.Machine, Nanos: int64(tr.Duration), Peak: tr.PeakMemoryBytes}
+					Worker: tr.Worker, Machine: tr.Machine, Nanos: int64(tr.Duration), Peak: tr.PeakMemoryBytes, Cost: tr.CostUSD}
 				if tr.Err != nil {
 					failed = true
 				}

@@ -110,6 +110,10 @@ type Job struct {
 	// Parts, when set, are the parts of a map split across machines of
 	// the host: each is a job of its own kept on its machine.
 	Parts []JobPart `json:"parts,omitempty"`
+	// CostUSD is what the job's workers have cost, in US dollars, as the
+	// process running it last journaled (with each batch of results, and
+	// at its end); 0 on hosts that price nothing.
+	CostUSD float64 `json:"cost_usd,omitempty"`
 }
 
 // Final reports whether the job's state can no longer change.
@@ -155,6 +159,8 @@ type JobResult struct {
 	Machine string      `json:"machine,omitempty"`
 	Nanos   int64       `json:"nanos,omitempty"`
 	Peak    int64       `json:"peak,omitempty"`
+	// Cost is the task's share of the job's cost, in US dollars.
+	Cost float64 `json:"cost,omitempty"`
 }
 
 // JobSubmission is a durable job to journal and start: its record, a

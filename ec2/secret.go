@@ -25,6 +25,11 @@ var ErrSecretNotFound = errors.New("no such AWS secret")
 // secret.
 var ErrSecretAccess = errors.New("AWS secret may not be read")
 
+// ErrCredentialsRejected is wrapped when AWS does not accept the
+// credentials themselves (an unknown or expired access key, a wrong
+// secret key).
+var ErrCredentialsRejected = errors.New("AWS credentials not accepted")
+
 // AwsSecret is the reference's AwsSecret: a username and password kept in
 // AWS Secrets Manager as the JSON object {"username": "...", "password":
 // "..."}, for logging in to a container registry
@@ -85,8 +90,14 @@ func getSecret(ctx context.Context, sm SecretsAPI, name string) (string, error) 
 			return "", fmt.Errorf("%w: %q (Secrets Manager): create it, or check its name and region", ErrSecretNotFound, name)
 		case errors.As(err, &inv):
 			return "", fmt.Errorf("%w: %q (Secrets Manager) is scheduled for deletion: restore it (aws secretsmanager restore-secret)", ErrSecretNotFound, name)
-		case apiCode(err) == "AccessDeniedException":
-			return "", fmt.Errorf("%w: %q: the credentials lack secretsmanager:GetSecretValue on it (and kms:Decrypt on its key): %w", ErrSecretAccess, name, err)
+		}
+		switch apiCode(err) {
+		case "AccessDeniedException", "AccessDenied":
+			return "", fmt.Errorf("%w: %q: the credentials lack secretsmanager:GetSecretValue on it (and kms:Decrypt on its key, when it is encrypted with a key of your own): "+
+				"give their user or role an IAM policy that allows secretsmanager:GetSecretValue on the secret's ARN "+
+				"(for the instances' role, `meadowrun ec2 grant-permission-to-secret %s`), or use credentials that may read it: %w", ErrSecretAccess, name, name, err)
+		case "UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException", "SignatureDoesNotMatch", "ExpiredTokenException", "ExpiredToken":
+			return "", fmt.Errorf("%w: reading the AWS secret %q: check $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY and $AWS_SESSION_TOKEN (or renew them): %w", ErrCredentialsRejected, name, err)
 		}
 		return "", fmt.Errorf("reading the AWS secret %q: %w", name, err)
 	}

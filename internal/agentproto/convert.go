@@ -133,7 +133,7 @@ func JobOf(r journal.Record) Job {
 	j := Job{ID: r.ID, Kind: string(r.Kind), State: string(r.State), Host: r.Host, Command: r.Command, Detached: r.Detached,
 		PID: r.PID, Proc: r.Proc, Submitted: r.Submitted, Started: r.Started, Finished: r.Finished,
 		Total: r.Total, Done: r.Done, Failed: r.Failed, ExitCode: r.ExitCode, Error: r.Error, LogFile: r.LogFile,
-		CancelRequested: r.CancelRequested, Spec: r.Spec, Machine: r.Machine, Resumed: r.Resumed, EarlierLogs: r.EarlierLogs}
+		CancelRequested: r.CancelRequested, Spec: r.Spec, Machine: r.Machine, Resumed: r.Resumed, EarlierLogs: r.EarlierLogs, CostUSD: r.CostUSD}
 	if f := r.Function; f != nil {
 		j.Function = &Function{Name: f.Name, Arg: f.Arg, Result: f.Result, Codec: f.Codec}
 	}
@@ -148,7 +148,7 @@ func (j Job) Record() journal.Record {
 	r := journal.Record{ID: j.ID, Kind: driver.JobKind(j.Kind), State: driver.JobState(j.State), Host: j.Host, Command: j.Command, Detached: j.Detached,
 		PID: j.PID, Proc: j.Proc, Submitted: j.Submitted, Started: j.Started, Finished: j.Finished,
 		Total: j.Total, Done: j.Done, Failed: j.Failed, ExitCode: j.ExitCode, Error: j.Error, LogFile: j.LogFile,
-		CancelRequested: j.CancelRequested, Spec: j.Spec, Machine: j.Machine, Resumed: j.Resumed, EarlierLogs: j.EarlierLogs}
+		CancelRequested: j.CancelRequested, Spec: j.Spec, Machine: j.Machine, Resumed: j.Resumed, EarlierLogs: j.EarlierLogs, CostUSD: j.CostUSD}
 	if f := j.Function; f != nil {
 		r.Function = &journal.Function{Name: f.Name, Arg: f.Arg, Result: f.Result, Codec: f.Codec}
 	}
@@ -162,7 +162,7 @@ func (j Job) Record() journal.Record {
 func ResultsOf(rs []journal.Result) []Result {
 	var out []Result
 	for _, r := range rs {
-		x := Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak}
+		x := Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak, Cost: r.Cost}
 		if f := r.Err; f != nil {
 			x.Err = &Failure{Kind: f.Kind, Type: f.Type, Message: f.Message, Stack: f.Stack, ExitCode: f.ExitCode,
 				Signal: f.Signal, PeakMemoryBytes: f.PeakMemoryBytes, LimitBytes: f.LimitBytes, Canceled: f.Canceled}
@@ -176,7 +176,7 @@ func ResultsOf(rs []journal.Result) []Result {
 func JournalResults(rs []Result) []journal.Result {
 	var out []journal.Result
 	for _, r := range rs {
-		x := journal.Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak}
+		x := journal.Result{Task: r.Task, Attempt: r.Attempt, Value: r.Value, Worker: r.Worker, Machine: r.Machine, Nanos: r.Nanos, Peak: r.Peak, Cost: r.Cost}
 		if f := r.Err; f != nil {
 			x.Err = &journal.Failure{Kind: f.Kind, Type: f.Type, Message: f.Message, Stack: f.Stack, ExitCode: f.ExitCode,
 				Signal: f.Signal, PeakMemoryBytes: f.PeakMemoryBytes, LimitBytes: f.LimitBytes, Canceled: f.Canceled}

@@ -407,6 +407,7 @@ type Job struct {
 	Spec            json.RawMessage `json:"spec,omitempty"`
 	Machine         string          `json:"machine,omitempty"`
 	Parts           []Part          `json:"parts,omitempty"`
+	CostUSD         float64         `json:"cost_usd,omitempty"`
 }
 
 // Function is the registered function a job runs.
@@ -434,6 +435,7 @@ type Result struct {
 	Machine string   `json:"machine,omitempty"`
 	Nanos   int64    `json:"nanos,omitempty"`
 	Peak    int64    `json:"peak,omitempty"`
+	Cost    float64  `json:"cost,omitempty"` // USD, the task's share
 }
 
 // Failure describes a failed task of a durable job.

@@ -285,14 +285,14 @@ func attachMap(ctx context.Context, s *streams, j meadowrun.JobInfo, asJSON bool
 	})
 	for r := range m.AsCompleted(ctx) {
 		if r.TaskID < 0 && errors.Is(r.Err, meadowrun.ErrJobLost) {
-			rep.add(-1, 0, r.Err, 0, "", nil)
+			rep.add(-1, 0, r.Err, 0, "", 0, nil)
 			continue
 		}
 		v := r.Value
 		if j.ResultCodec != "json" && len(v) > 0 {
 			v, _ = json.Marshal(string(v))
 		}
-		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, v)
+		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, r.CostUSD, v)
 	}
 	wg.Wait()
 	// The summary is the job's own: its duration and its task count, not

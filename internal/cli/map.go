@@ -165,7 +165,7 @@ installed by pip (--index-url, --extra-index-url, --find-links, --no-index).`,
 					journalErr = r.Err
 					continue
 				}
-				rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, nil)
+				rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, r.CostUSD, nil)
 			}
 			err = endMap(rep, m.ID(), stop(), journalErr)
 			if usd, ok := m.Cost(); ok {

@@ -240,7 +240,7 @@ func runPythonMap(cmd *cobra.Command, s *streams, w *workFlags, py *pythonFlags,
 				value = b.Bytes()
 			}
 		}
-		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, value)
+		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, r.CostUSD, value)
 	}
 	sig := stop()
 	if w.json {

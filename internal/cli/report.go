@@ -97,8 +97,9 @@ func (r *mapReport) redraw() {
 	r.drawLocked()
 }
 
-// add records one result. value is the task's result, as JSON.
-func (r *mapReport) add(task, attempt int, err error, d time.Duration, worker string, value []byte) {
+// add records one result. value is the task's result, as JSON; cost its
+// share of the job's cost, in US dollars.
+func (r *mapReport) add(task, attempt int, err error, d time.Duration, worker string, cost float64, value []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if task < 0 {
@@ -133,6 +134,9 @@ func (r *mapReport) add(task, attempt int, err error, d time.Duration, worker st
 		line := map[string]any{"task": task, "attempt": attempt, "ok": err == nil, "duration_s": d.Seconds(), "worker": worker}
 		if in, ok := r.input(task); ok {
 			line["input"] = in
+		}
+		if cost > 0 {
+			line["cost_usd"] = cost
 		}
 		if r.commands {
 			code, _ := meadowrun.CommandExitCode(err)

@@ -10,6 +10,14 @@ import (
 // Cost: a job is charged, for each worker lent to it, the time it held it
 // (from the start of a worker started for it, or from its lending) times
 // the worker's driver.Priced rate.
+//
+// A task's share (Outcome.CostUSD) is the time each of its attempts that
+// ended with a result (success or failure) ran on its worker, as the
+// worker measured it, times that worker's rate. The rest of the job's
+// cost is its overhead: workers starting (an instance's launch and
+// boot), idle between tasks or waiting for work, the round trips around
+// each task, and attempts cut short by a lost worker. So the tasks'
+// shares add up to at most the job's cost.
 
 // cost is a job's settled cost.
 type cost struct {
@@ -61,4 +69,12 @@ func (r *Job) Cost() float64 {
 		c.mu.Unlock()
 	}
 	return usd
+}
+
+// attemptCost is the cost of an attempt that ran d on c's worker.
+func (c *workerConn) attemptCost(d time.Duration) float64 {
+	c.mu.Lock()
+	rate := c.rate
+	c.mu.Unlock()
+	return max(d, 0).Hours() * rate
 }

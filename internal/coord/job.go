@@ -29,6 +29,8 @@ type task struct {
 	// losing an attempt: its machine was lost, or its worker died before
 	// it started.
 	requeued int
+	// cost is what its attempts that ended with a result cost (cost.go).
+	cost float64
 }
 
 // charged is the number of the current attempt as MaxAttempts counts it.
@@ -59,6 +61,8 @@ type Outcome struct {
 	Duration time.Duration
 	// PeakMemoryBytes is the peak memory seen for the attempt, 0 if unknown.
 	PeakMemoryBytes int64
+	// CostUSD is the task's share of the job's cost (cost.go).
+	CostUSD float64
 }
 
 // Spec is everything the coordinator needs to run a job. The caller has
@@ -502,6 +506,7 @@ func (r *Job) completed(c *workerConn, done []settled) {
 		d := &done[i]
 		t, res := d.t, d.res
 		d.o = Outcome{Worker: c.w.Name(), Machine: c.w.Machine(), Duration: time.Duration(res.Nanos), PeakMemoryBytes: int64(res.PeakMemory)}
+		t.cost += c.attemptCost(d.o.Duration)
 		if res.Status == wire.StatusOK {
 			d.o.Payload = res.Payload
 			continue
@@ -699,7 +704,7 @@ func (r *Job) finishAll(ds []settled) {
 	outs := make([]Outcome, len(ds))
 	for i, d := range ds {
 		outs[i] = d.o
-		outs[i].Index, outs[i].Attempt = d.t.index, d.t.attempt
+		outs[i].Index, outs[i].Attempt, outs[i].CostUSD = d.t.index, d.t.attempt, d.t.cost
 		d.t.payload = nil
 	}
 	r.out <- outs

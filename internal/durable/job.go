@@ -260,7 +260,7 @@ func (rj *Job) merge(ctx context.Context, recs []journal.Record) journal.Record 
 	m := recs[0]
 	if len(recs) > 1 {
 		m.ID, m.Machine, m.Parts, m.LogFile, m.ExitCode = rj.id, machinesOf(rj.parts), rj.parts, "", nil
-		m.Total, m.Done, m.Failed = 0, 0, 0
+		m.Total, m.Done, m.Failed, m.CostUSD = 0, 0, 0, 0
 		final, states := true, map[driver.JobState]bool{}
 		var errs []string
 		for k, r := range recs {
@@ -271,6 +271,7 @@ func (rj *Job) merge(ctx context.Context, recs []journal.Record) journal.Record 
 			}
 			m.Done += r.Done
 			m.Failed += r.Failed
+			m.CostUSD += r.CostUSD
 			final = final && r.Final()
 			states[r.State] = true
 			m.CancelRequested = m.CancelRequested || r.CancelRequested

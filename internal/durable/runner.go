@@ -131,10 +131,11 @@ func (r *Runner) Run(ctx context.Context, out io.Writer) error {
 
 // Run is one run of a journaled job, as its Exec sees it.
 type Run struct {
-	ctx context.Context
-	r   *Runner
-	rc  *Recorder
-	out io.Writer
+	ctx  context.Context
+	r    *Runner
+	rc   *Recorder
+	out  io.Writer
+	cost runCost // cost.go
 }
 
 // Job returns the job's record as journaled when the run began. For a
@@ -199,6 +200,7 @@ func (x *Run) Emit(res journal.Result) {
 		x.r.local.Push(res)
 	}
 	x.rc.Add(res)
+	x.journalCost()
 }
 
 // Finish records the job's end in state (cancelled instead, unless it
@@ -222,7 +224,11 @@ func (x *Run) end(state driver.JobState, msg string, exit *int) error {
 	if x.r.local != nil {
 		x.r.local.Close()
 	}
+	cost, tracked := x.costNow()
 	err := x.rc.Close(func(rec *journal.Record) {
+		if tracked {
+			rec.CostUSD = cost
+		}
 		rec.State = state
 		if state == driver.JobSucceeded && rec.Failed > 0 {
 			// A resumed job whose earlier run saw a task fail.

@@ -13,7 +13,9 @@ import (
 // architecture, flags (a list), eviction_rate (thousandths of a percent),
 // gpu_mem_each, total_* and free_* for cpu (thousandths), mem, gpu
 // (thousandths) and gpu_mem, workers (a map from worker id to what it
-// holds), last_update (Unix milliseconds) and prevent_further_allocation.
+// holds), last_update (Unix milliseconds), prevent_further_allocation and
+// disk (bytes of root volume for work; missing in items written before it,
+// read as 0).
 
 func num(n int64) types.AttributeValue {
 	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
@@ -52,6 +54,7 @@ func (r Record) item() map[string]types.AttributeValue {
 		"workers":                    &types.AttributeValueMemberM{Value: workers},
 		"last_update":                num(r.LastUpdate.UnixMilli()),
 		"prevent_further_allocation": &types.AttributeValueMemberBOOL{Value: r.PreventFurtherAllocation},
+		"disk":                       num(r.DiskBytes),
 	}
 }
 
@@ -97,6 +100,9 @@ func recordOf(it map[string]types.AttributeValue) (Record, error) {
 		EvictionRate: float64(d.n(it, "eviction_rate")) / 1000, GPUMemoryEach: d.n(it, "gpu_mem_each"),
 		Total: d.capacity(it, "total_"), Free: d.capacity(it, "free_"),
 		LastUpdate: time.UnixMilli(d.n(it, "last_update")), Workers: map[string]Capacity{},
+	}
+	if _, ok := it["disk"]; ok {
+		r.DiskBytes = d.n(it, "disk")
 	}
 	if v, ok := it["price"].(*types.AttributeValueMemberN); ok {
 		r.Price, _ = strconv.ParseFloat(v.Value, 64)

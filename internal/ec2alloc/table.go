@@ -60,6 +60,11 @@ type Record struct {
 	Flags         []string
 	EvictionRate  float64 // percent; 0 on demand
 	GPUMemoryEach int64   // bytes of each GPU
+	// DiskBytes is the room for work its root volume was launched with,
+	// beyond the image's own size (EphemeralStorageGB × the workers of
+	// the launching request the type holds); shared by its workers, not
+	// booked.
+	DiskBytes int64
 
 	Total Capacity
 	Free  Capacity
@@ -252,7 +257,7 @@ func (t *Table) Allocate(ctx context.Context, req AllocRequest) (booked []Bookin
 			if r.Market == Spot && r.EvictionRate > req.Resources.MaxEvictionRate {
 				continue
 			}
-			if !hasFlags(r.Flags, req.Resources.Flags) {
+			if !hasFlags(r.Flags, req.Resources.Flags) || r.DiskBytes < req.Resources.EphemeralBytes {
 				continue
 			}
 			per, ok := WorkerCapacity(req.Resources, r.GPUMemoryEach)

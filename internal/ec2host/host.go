@@ -113,7 +113,8 @@ const (
 // Host is the EC2 driver.Host.
 type Host struct {
 	opts   Options
-	arch   string   // the AMI's
+	arch   string // the AMI's
+	root   rootImage
 	zones  []string // of the subnets, in their order
 	subnet map[string]string
 	key    string // launch key
@@ -267,6 +268,7 @@ func (h *Host) check(ctx context.Context) error {
 			return
 		}
 		h.arch = string(imgs.Images[0].Architecture)
+		h.root = rootOf(imgs.Images[0])
 		if h.arch == "" {
 			h.arch = ec2alloc.DefaultArchitecture
 		}
@@ -343,6 +345,9 @@ func (h *Host) request(r driver.Resources) ec2alloc.Request {
 // instances of the roomiest type that holds one can run, or ErrNeverFits
 // when no type holds one.
 func (h *Host) Fit(ctx context.Context, r driver.Resources) (int, error) {
+	if err := h.checkDisk(r); err != nil {
+		return 0, err
+	}
 	if n, ok := h.warmFit(r); ok {
 		return n, nil
 	}
@@ -835,7 +840,7 @@ func (h *Host) Describe(ctx context.Context) []driver.Machine {
 			arch = "amd64"
 		}
 		m := driver.Machine{Name: fmt.Sprintf("%s %s %s %s %s", r.InstanceID, r.Type, r.Market, r.Zone, r.Address), Platform: "linux/" + arch,
-			Capacity: driver.Resources{LogicalCPU: float64(r.Total.MilliCPU) / 1000, MemoryBytes: r.Total.MemoryBytes, GPUs: float64(r.Total.MilliGPUs) / 1000, Flags: r.Flags}}
+			Capacity: driver.Resources{LogicalCPU: float64(r.Total.MilliCPU) / 1000, MemoryBytes: r.Total.MemoryBytes, GPUs: float64(r.Total.MilliGPUs) / 1000, Flags: r.Flags, EphemeralBytes: r.DiskBytes}}
 		if r.PreventFurtherAllocation {
 			m.Err = errors.New("taking no more workers")
 		}

@@ -74,6 +74,9 @@ func (a attempt) String() string {
 // type while AWS refuses for want of capacity or quota, and returns its
 // id and address once it runs.
 func (h *Host) launch(ctx context.Context, r driver.Resources, wid string) (id, addr string, err error) {
+	if err := h.checkDisk(r); err != nil {
+		return "", "", err
+	}
 	c, err := h.loadCatalog(ctx)
 	if err != nil {
 		return "", "", err
@@ -109,9 +112,10 @@ func (h *Host) launch(ctx context.Context, r driver.Resources, wid string) (id, 
 		subnets := h.subnetsIn(o.Zone)
 		for _, s := range subnets {
 			start := time.Now()
-			id, err := h.runInstance(ctx, o, s)
+			vol, disk := h.rootVolume(o.Type, r)
+			id, err := h.runInstance(ctx, o, s, vol)
 			if err == nil {
-				return h.registerRunning(ctx, id, o, r, wid, start)
+				return h.registerRunning(ctx, id, o, r, wid, start, disk)
 			}
 			if !slices.Contains(capacityCodes, code(err)) {
 				return "", "", fmt.Errorf("ec2 host: launching a %s instance: %w", o.Type.Name, classify(err))
@@ -153,8 +157,9 @@ func (h *Host) launchError(r driver.Resources, tried []attempt) error {
 }
 
 // runInstance calls RunInstances for one instance of offer o in subnet s
-// ("" for the zone's default subnet).
-func (h *Host) runInstance(ctx context.Context, o ec2alloc.Offer, s string) (string, error) {
+// ("" for the zone's default subnet), with the root volume vol (nil for
+// the image's).
+func (h *Host) runInstance(ctx context.Context, o ec2alloc.Offer, s string, vol *types.BlockDeviceMapping) (string, error) {
 	key, err := newHostKey()
 	if err != nil {
 		return "", err
@@ -170,6 +175,9 @@ func (h *Host) runInstance(ctx context.Context, o ec2alloc.Offer, s string) (str
 			{Key: aws.String(TagLaunchKey), Value: aws.String(h.key)},
 		}}},
 		InstanceInitiatedShutdownBehavior: types.ShutdownBehaviorTerminate,
+	}
+	if vol != nil {
+		in.BlockDeviceMappings = []types.BlockDeviceMapping{*vol}
 	}
 	if len(h.opts.SecurityGroups) > 0 {
 		in.SecurityGroupIds = h.opts.SecurityGroups
@@ -198,8 +206,9 @@ func (h *Host) runInstance(ctx context.Context, o ec2alloc.Offer, s string) (str
 }
 
 // registerRunning waits for the instance to run, registers it in the
-// table with the worker booked, and returns its address.
-func (h *Host) registerRunning(ctx context.Context, id string, o ec2alloc.Offer, r driver.Resources, wid string, start time.Time) (string, string, error) {
+// table with the worker booked and disk bytes of root volume for work,
+// and returns its address.
+func (h *Host) registerRunning(ctx context.Context, id string, o ec2alloc.Offer, r driver.Resources, wid string, start time.Time, disk int64) (string, string, error) {
 	fail := func(err error) (string, string, error) {
 		// Not left running for nothing.
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -259,6 +268,7 @@ func (h *Host) registerRunning(ctx context.Context, id string, o ec2alloc.Offer,
 	}
 	rec := ec2alloc.NewRecord(id, addr, h.key, o)
 	rec.Architecture = h.arch
+	rec.DiskBytes = disk
 	if err := h.table.Register(context.WithoutCancel(ctx), rec, []string{wid}, per); err != nil {
 		return fail(err)
 	}

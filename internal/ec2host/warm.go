@@ -49,12 +49,17 @@ const warmTTL = CatalogTTL
 
 // warmState is the cache directory's file for one host's settings.
 type warmState struct {
-	Checked  time.Time `json:"checked"`
-	Arch     string    `json:"arch"`
-	Zones    []string  `json:"zones"` // of Options.Subnets, in order
-	Instance string    `json:"instance,omitempty"`
-	Address  string    `json:"address,omitempty"`
-	HostKey  string    `json:"host_key,omitempty"` // "TYPE BASE64"
+	Checked time.Time `json:"checked"`
+	Arch    string    `json:"arch"`
+	Zones   []string  `json:"zones"` // of Options.Subnets, in order
+	// RootDevice, RootEBS and RootGiB are the AMI's root device, for
+	// root volumes sized by EphemeralStorageGB.
+	RootDevice string `json:"root_device"`
+	RootEBS    bool   `json:"root_ebs"`
+	RootGiB    int32  `json:"root_gib"`
+	Instance   string `json:"instance,omitempty"`
+	Address    string `json:"address,omitempty"`
+	HostKey    string `json:"host_key,omitempty"` // "TYPE BASE64"
 	// Fits are Fit's answers, by the resources' String: they depend on
 	// the catalog, which is kept as long.
 	Fits map[string]int `json:"fits,omitempty"`
@@ -82,7 +87,7 @@ func (h *Host) loadWarm() (warmState, bool) {
 		return w, false
 	}
 	age := time.Since(w.Checked)
-	return w, age >= 0 && age < warmTTL && w.Arch != "" && len(w.Zones) == len(h.opts.Subnets)
+	return w, age >= 0 && age < warmTTL && w.Arch != "" && w.RootDevice != "" && len(w.Zones) == len(h.opts.Subnets)
 }
 
 // saveWarm writes w (the cache is an optimisation: failing to write it
@@ -111,7 +116,7 @@ func (h *Host) forgetWarm() {
 
 // checkedState is the state of checks that passed just now.
 func (h *Host) checkedState() warmState {
-	w := warmState{Checked: time.Now(), Arch: h.arch}
+	w := warmState{Checked: time.Now(), Arch: h.arch, RootDevice: h.root.device, RootEBS: h.root.ebs, RootGiB: h.root.sizeGiB}
 	for _, s := range h.opts.Subnets {
 		w.Zones = append(w.Zones, h.subnet[s])
 	}
@@ -122,6 +127,7 @@ func (h *Host) checkedState() warmState {
 // waitChecked checks before a launch.
 func (h *Host) useWarm(w warmState) {
 	h.arch = w.Arch
+	h.root = rootImage{device: w.RootDevice, ebs: w.RootEBS, sizeGiB: w.RootGiB}
 	for i, s := range h.opts.Subnets {
 		h.subnet[s] = w.Zones[i]
 		if !slices.Contains(h.zones, w.Zones[i]) {

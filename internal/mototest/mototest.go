@@ -10,7 +10,10 @@ package mototest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"encoding/xml"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -20,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -199,4 +203,75 @@ func (s *Server) Atomic(t testing.TB) aws.Config {
 	cfg := s.Config()
 	cfg.BaseEndpoint = aws.String(p.URL)
 	return cfg
+}
+
+// EnforceIAM makes s authenticate and authorize every request after the
+// next n (moto's "IAM-like access control", the server-mode form of its
+// INITIAL_NO_AUTH_ACTION_COUNT setting): from then on a request must be
+// signed with the access key of an IAM user (or of a role assumed through
+// STS) that moto holds, and that user's identity policies must allow the
+// action. moto matches a policy's Action and Effect, not its Resource
+// (except for S3 and a few services, it authorizes every request against
+// the resource "*") nor resource policies. The setting lasts until the
+// server stops: a test that calls it should own its server.
+func (s *Server) EnforceIAM(ctx context.Context, n int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.Endpoint+"/moto-api/reset-auth", strings.NewReader(strconv.Itoa(n)))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("mototest: reset-auth: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("mototest: reset-auth: %s", resp.Status)
+	}
+	return nil
+}
+
+// AWSErrors returns the endpoint of a loopback proxy in front of s,
+// stopped when t ends, that sends moto's errors to JSON-protocol
+// services (those called with an X-Amz-Target header, such as Secrets
+// Manager and DynamoDB) as AWS does: moto answers the errors of its
+// access control (AccessDenied, InvalidClientTokenId, ...) to those
+// services in XML, which their SDK clients cannot read, while AWS sends
+// the JSON document {"__type": CODE, "message": TEXT}. The proxy
+// rewrites such a response into that document, with the same code and
+// text; everything else passes unchanged.
+func (s *Server) AWSErrors(t testing.TB) string {
+	t.Helper()
+	target, err := url.Parse(s.Endpoint)
+	if err != nil {
+		t.Fatalf("mototest: %v", err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if resp.StatusCode < 400 || resp.Request.Header.Get("X-Amz-Target") == "" || strings.Contains(resp.Header.Get("Content-Type"), "json") {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		var x struct {
+			Code    string `xml:"Errors>Error>Code"`
+			Message string `xml:"Errors>Error>Message"`
+		}
+		if xml.Unmarshal(body, &x) != nil || x.Code == "" {
+			resp.Body = io.NopCloser(bytes.NewReader(body))
+			return nil
+		}
+		j, _ := json.Marshal(map[string]string{"__type": x.Code, "message": x.Message})
+		resp.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		resp.Header.Set("X-Amzn-ErrorType", x.Code)
+		resp.Header.Set("Content-Length", strconv.Itoa(len(j)))
+		resp.ContentLength = int64(len(j))
+		resp.Body = io.NopCloser(bytes.NewReader(j))
+		return nil
+	}
+	p := httptest.NewServer(proxy)
+	t.Cleanup(p.Close)
+	return p.URL
 }
