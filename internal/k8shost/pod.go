@@ -271,7 +271,7 @@ func (e *errPending) Error() string { return e.msg }
 // *errPending at once; a pod whose image cannot be pulled, that failed,
 // or was deleted is an error at once.
 func (h *Host) waitRunning(ctx context.Context, name string) error {
-	if err := h.waitStarted(ctx, name); err != nil {
+	if err := h.waitStarted(ctx, name, nil); err != nil {
 		return err
 	}
 	return h.settleSidecars(ctx, name)
@@ -329,8 +329,15 @@ func (h *Host) settleSidecars(ctx context.Context, name string) error {
 }
 
 // waitStarted waits until pod name runs (waitRunning, sidecars aside).
-func (h *Host) waitStarted(ctx context.Context, name string) error {
+// onNode, when not nil, is called once the pod is bound to its node.
+func (h *Host) waitStarted(ctx context.Context, name string, onNode func()) error {
 	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	bound := func(p *corev1.Pod) {
+		if onNode != nil && p.Spec.NodeName != "" {
+			onNode()
+			onNode = nil
+		}
+	}
 	for {
 		l, err := h.cs.CoreV1().Pods(h.ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
 		if err != nil {
@@ -339,6 +346,7 @@ func (h *Host) waitStarted(ctx context.Context, name string) error {
 		if len(l.Items) == 0 {
 			return fmt.Errorf("%w: pod %s was deleted as it started", driver.ErrUnreachable, name)
 		}
+		bound(&l.Items[0])
 		if done, err := podReady(&l.Items[0]); done {
 			return h.withSidecarLog(err)
 		}
@@ -352,6 +360,7 @@ func (h *Host) waitStarted(ctx context.Context, name string) error {
 				return fmt.Errorf("%w: pod %s was deleted as it started", driver.ErrUnreachable, name)
 			}
 			if p, ok := ev.Object.(*corev1.Pod); ok {
+				bound(p)
 				if done, err := podReady(p); done {
 					w.Stop()
 					return h.withSidecarLog(err)
