@@ -455,6 +455,8 @@ func failureOfResult(r wire.Result) wire.Failure {
 
 func describeExit(st driver.ExitStatus) string {
 	switch {
+	case st.Cause != nil:
+		return st.Cause.Error()
 	case st.Lost:
 		return "lost: no exit status"
 	case st.OOMKilled:

@@ -104,6 +104,12 @@ type pod struct {
 	adopted   bool // made by another process
 	single    bool // removed when its worker ends (single-use, or host ports)
 	sidecars  int  // how many sidecars its spec has
+	// ws are the workers running in it; sidecarErr, once set, is the
+	// sidecar that stopped while the pod was in use (watchSidecars), and
+	// unwatch stops that watch.
+	ws         map[*worker]struct{}
+	sidecarErr error
+	unwatch    context.CancelFunc
 }
 
 // Config loads the kubeconfig of opts: the client configuration, the
@@ -500,6 +506,9 @@ func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (dri
 		h.mu.Unlock()
 		return fail(err)
 	}
+	if p.sidecars > 0 {
+		h.watchSidecars(p)
+	}
 	return h.wrap(p, w), nil
 }
 
@@ -519,7 +528,7 @@ func (h *Host) startOnExisting(ctx context.Context, key string, spec driver.Work
 	h.mu.Lock()
 	var mine []*pod
 	for _, p := range h.pods {
-		if p.key == key && p.agent != nil && !p.pending && !p.starting {
+		if p.key == key && p.agent != nil && !p.pending && !p.starting && p.sidecarErr == nil {
 			mine = append(mine, p)
 		}
 	}
@@ -661,6 +670,9 @@ func (h *Host) forgetIf(p *pod, cond func() bool) {
 	}
 	delete(h.pods, p.name)
 	ah := p.agent
+	if p.unwatch != nil {
+		p.unwatch()
+	}
 	h.mu.Unlock()
 	if ah != nil {
 		ah.Close()
@@ -689,6 +701,16 @@ func (h *Host) deletePodJob(name string) {
 // wrap returns w, whose end releases its pod: a single-use pod is removed.
 func (h *Host) wrap(p *pod, w driver.Worker) driver.Worker {
 	kw := &worker{Worker: w, h: h, p: p, done: make(chan struct{})}
+	h.mu.Lock()
+	if p.ws == nil {
+		p.ws = map[*worker]struct{}{}
+	}
+	p.ws[kw] = struct{}{}
+	stopped := p.sidecarErr
+	h.mu.Unlock()
+	if stopped != nil {
+		w.Kill() // a sidecar stopped as it started
+	}
 	go func() {
 		<-w.Done()
 		kw.exit = w.Exit()
@@ -696,11 +718,17 @@ func (h *Host) wrap(p *pod, w driver.Worker) driver.Worker {
 			kw.exit.Lost, kw.exit.OOMKilled = false, true
 		}
 		h.mu.Lock()
+		delete(p.ws, kw)
+		if p.sidecarErr != nil {
+			// The task fails with the sidecar's exit, and the pod, whose
+			// sidecar the kubelet restarted, serves no other.
+			kw.exit.Cause, kw.exit.Lost = p.sidecarErr, false
+		}
 		p.workers--
 		if p.workers == 0 {
 			p.idleSince = time.Now()
 		}
-		drop := p.single && p.workers == 0
+		drop := p.single && p.workers == 0 || p.sidecarErr != nil && p.workers == 0
 		h.mu.Unlock()
 		if drop || kw.exit.Lost {
 			h.forget(p)
@@ -749,6 +777,9 @@ func (h *Host) Close() error {
 		wg.Go(func() {
 			h.mu.Lock()
 			ah := p.agent
+			if p.unwatch != nil {
+				p.unwatch()
+			}
 			h.mu.Unlock()
 			if ah != nil {
 				ah.Close()
