@@ -110,7 +110,7 @@ func connect(ctx context.Context, p *Pool, w driver.Worker, key string, rt drive
 		w.Conn().Close()
 		st := w.Exit()
 		msg := fmt.Sprintf("%s: worker %s on %s %s", ErrWorkerStart, w.Name(), w.Machine(), cause)
-		if st.Code >= 0 || st.Signal != "" {
+		if st.Code >= 0 || st.Signal != "" || st.Lost || st.Cause != nil {
 			msg += fmt.Sprintf(" (%s)", describeExit(st))
 		}
 		if len(st.Output) > 0 {

@@ -330,6 +330,9 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 		err = errors.Join(err, s.wait())
 		s.Close()
 		if !l.t.starting.Load() {
+			if perr := l.t.h.podRunning(ctx, pod); perr != nil {
+				err = errors.Join(err, perr) // why: the pod's state
+			}
 			return nil, fmt.Errorf("%w: pod %s: bootstrapping the agent: %w", driver.ErrUnreachable, pod, err)
 		}
 		// The pod is on its node, its container not started yet: the
