@@ -45,6 +45,9 @@ type Options struct {
 	// Limiter forces a memory enforcement mechanism: "cgroup2", "cgroup1"
 	// or "watchdog"; "" picks the best available.
 	Limiter string
+	// WatchInterval is the watchdog's sampling interval (where it is the
+	// limiter); 0 means 50 ms.
+	WatchInterval time.Duration
 	// Capacity, when set, replaces the detected capacity (tests use it to
 	// model a smaller machine).
 	Capacity *sysres.Capacity
@@ -134,7 +137,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	if opts.MemoryBytes > 0 {
 		h.cap.MemoryBytes = opts.MemoryBytes
 	}
-	lim, err := sysres.NewLimiter(sysres.LimiterOptions{Force: opts.Limiter})
+	lim, err := sysres.NewLimiter(sysres.LimiterOptions{Force: opts.Limiter, WatchInterval: opts.WatchInterval})
 	if err != nil {
 		return nil, fmt.Errorf("local host: memory enforcement: %w", err)
 	}
