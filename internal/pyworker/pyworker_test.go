@@ -76,7 +76,7 @@ func startLimited(t *testing.T, limit int64, interval time.Duration) *session {
 	t.Cleanup(func() { h.Close() })
 	py, _ := filepath.Abs(filepath.Join("..", "..", "testdata", "py"))
 	w, err := h.Start(ctx, driver.WorkerSpec{Name: "p1", Runtime: driver.RuntimePython, Env: map[string]string{"PYTHONPATH": py},
-		Resources: driver.Resources{MemoryBytes: limit},
+		Resources:  driver.Resources{MemoryBytes: limit},
 		Deployment: driver.Deployment{Kind: driver.DeployInterpreter, Interpreter: "python3"}})
 	if err != nil {
 		t.Fatal(err)
