@@ -32,7 +32,10 @@ import (
 // the one node: this machine), waits for the directory's gate file when
 // the argument is K8S_COUNT_BLOCK_FROM or more, and returns
 // "ARG:EXECUTIONS".
-var k8sCount = meadowrun.Register("k8s.Count", func(ctx context.Context, x int) (string, error) {
+var k8sCount = meadowrun.Register("k8s.Count", countArg)
+
+// countArg is k8sCount's function.
+func countArg(ctx context.Context, x int) (string, error) {
 	dir := os.Getenv("K8S_COUNT_DIR")
 	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(x)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
 	if err != nil {
@@ -58,7 +61,7 @@ var k8sCount = meadowrun.Register("k8s.Count", func(ctx context.Context, x int) 
 		}
 	}
 	return fmt.Sprintf("%d:%d", x, bytes.Count(b, []byte("\n"))), nil
-})
+}
 
 // jobsVolume creates, for the test, what a namespace needs to keep
 // durable jobs: a PersistentVolume (hostPath, a directory of this

@@ -11,8 +11,15 @@
 //
 //	k8s://[CONTEXT]?namespace=NS&kubeconfig=FILE&image=IMAGE&reusable=false&idle=5m&schedule_timeout=2m&mount=NODE_PATH:PATH&jobs_volume=PVC&jobs_service_account=SA
 //
+// with, for spot nodes (Options.SpotNodeLabels, SpotTaints), any number
+// of spot_label=KEY=VALUE (KEY alone for any value) and
+// spot_taint=KEY=VALUE:EFFECT (KEY:EFFECT for any value; EFFECT may be
+// left out for any effect), each given once empty (spot_label=,
+// spot_taint=) for none, and neither for the defaults;
+//
 // with, for a storage bucket, storage=s3&bucket=B&endpoint=URL&
-// endpoint_in_cluster=URL&secret=SECRET&region=R or storage=gcs&bucket=B.
+// endpoint_in_cluster=URL&secret=SECRET&region=R or storage=gcs&bucket=B,
+// and large_value_bytes=N.
 //
 // See docs/kubernetes.md.
 package kubernetes
@@ -94,7 +101,13 @@ type Options struct {
 	PodCustomization func(*corev1.Pod) error
 	// StorageSpec (storage_spec), when not nil, is the bucket pods fetch
 	// the program from: GenericStorageBucketSpec or GoogleBucketSpec.
+	// Large task arguments and results travel through it too.
 	StorageSpec StorageBucketSpec
+	// LargeValueBytes is, with a StorageSpec, the size from which a
+	// task's argument or result travels through the bucket rather than
+	// the API server (large_value_bytes= in URLs); 0 means 1 MiB,
+	// negative never.
+	LargeValueBytes int64
 	// Binaries are this program built for other platforms, by
 	// "GOOS/GOARCH"; nodes are linux/amd64 today.
 	Binaries map[string]string
@@ -145,12 +158,15 @@ func newHost(ctx context.Context, opts Options) (*meadowrun.Host, error) {
 	var storage *k8shost.StorageSpec
 	if opts.StorageSpec != nil {
 		storage = opts.StorageSpec.spec()
+		storage.MinValueBytes = opts.LargeValueBytes
+	} else if opts.LargeValueBytes != 0 {
+		return nil, fmt.Errorf("kubernetes: LargeValueBytes needs a StorageSpec: without a bucket every value goes through the API server")
 	}
 	ko := k8shost.Options{Storage: storage, KubeConfig: opts.KubeConfig, Context: opts.Context, Namespace: opts.Namespace,
 		Image: opts.Image, SingleUsePods: opts.SingleUsePods, IdleTimeout: opts.IdleTimeout, ScheduleTimeout: opts.ScheduleTimeout,
 		FlagLabels: opts.FlagLabels, SpotNodeLabels: opts.SpotNodeLabels, SpotTaints: opts.SpotTaints, ContainerMounts: opts.ContainerMounts, Customize: opts.PodCustomization, Binaries: opts.Binaries, Log: opts.Log,
 		JobsVolume: opts.JobsVolume, JobsServiceAccount: opts.JobsServiceAccount}
-	rebuildable := opts.PodCustomization == nil && len(opts.FlagLabels) == 0 && len(opts.Binaries) == 0 && opts.SpotNodeLabels == nil && opts.SpotTaints == nil
+	rebuildable := opts.PodCustomization == nil && len(opts.FlagLabels) == 0 && len(opts.Binaries) == 0
 	d, err := k8shost.New(ctx, ko)
 	if err != nil {
 		return nil, err
@@ -197,36 +213,57 @@ func k8sURL(o Options, context, ns string) string {
 	if o.JobsServiceAccount != "" {
 		q.Set("jobs_service_account", o.JobsServiceAccount)
 	}
+	spotQuery(q, o.SpotNodeLabels, o.SpotTaints)
 	storageQuery(q, o.StorageSpec)
+	if o.LargeValueBytes != 0 {
+		q.Set("large_value_bytes", strconv.FormatInt(o.LargeValueBytes, 10))
+	}
 	return "k8s://" + url.PathEscape(context) + "?" + q.Encode()
 }
 
 // openK8s opens k8s://[CONTEXT]?namespace=...&kubeconfig=...&image=...&
 // reusable=...&idle=...&schedule_timeout=...
 func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
+	o, err := optionsOf(u)
+	if err != nil {
+		return nil, err
+	}
+	return newHost(ctx, o)
+}
+
+// optionsOf are the options of a k8s:// URL.
+func optionsOf(u *url.URL) (Options, error) {
 	o := Options{}
 	o.Context, _ = url.PathUnescape(u.Host)
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount", "jobs_volume", "jobs_service_account":
+		case "namespace", "kubeconfig", "image", "reusable", "idle", "schedule_timeout", "mount", "jobs_volume", "jobs_service_account", "spot_label", "spot_taint":
 		default:
 			if slices.Contains(storageParams, k) {
 				continue
 			}
-			return nil, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount, jobs_volume, jobs_service_account, %s)", k, strings.Join(storageParams, ", "))
+			return o, fmt.Errorf("unknown parameter %q (want namespace, kubeconfig, image, reusable, idle, schedule_timeout, mount, jobs_volume, jobs_service_account, spot_label, spot_taint, %s)", k, strings.Join(storageParams, ", "))
 		}
 	}
 	var err error
 	if o.StorageSpec, err = storageFromQuery(q); err != nil {
-		return nil, err
+		return o, err
+	}
+	if o.SpotNodeLabels, o.SpotTaints, err = spotFromQuery(q); err != nil {
+		return o, err
 	}
 	o.Namespace, o.KubeConfig, o.Image, o.ContainerMounts = q.Get("namespace"), q.Get("kubeconfig"), q.Get("image"), q["mount"]
 	o.JobsVolume, o.JobsServiceAccount = q.Get("jobs_volume"), q.Get("jobs_service_account")
+	if v := q.Get("large_value_bytes"); v != "" {
+		if o.LargeValueBytes, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return o, fmt.Errorf("large_value_bytes=%q: want a number of bytes (negative: never)", v)
+		}
+	}
 	if v := q.Get("reusable"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return nil, fmt.Errorf("reusable=%q: want true or false", v)
+			return o, fmt.Errorf("reusable=%q: want true or false", v)
 		}
 		o.SingleUsePods = !b
 	}
@@ -234,12 +271,12 @@ func openK8s(ctx context.Context, u *url.URL) (*meadowrun.Host, error) {
 		if v := q.Get(name); v != "" {
 			x, err := time.ParseDuration(v)
 			if err != nil {
-				return nil, fmt.Errorf("%s=%q: %w", name, v, err)
+				return o, fmt.Errorf("%s=%q: %w", name, v, err)
 			}
 			*d = x
 		}
 	}
-	return newHost(ctx, o)
+	return o, nil
 }
 
 func init() {

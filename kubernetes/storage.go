@@ -13,7 +13,10 @@ import (
 // many pods starting at once do not each pull it through the API server.
 // A pod whose image has neither (or that fails to download it) gets it
 // through the API server, as without a bucket, and the host's log says
-// why. It is GenericStorageBucketSpec or GoogleBucketSpec.
+// why. The deployment's files, and task arguments and results of at
+// least Options.LargeValueBytes, travel through the bucket too (the
+// pod's agent downloads and uploads them). It is GenericStorageBucketSpec
+// or GoogleBucketSpec.
 type StorageBucketSpec interface {
 	spec() *k8shost.StorageSpec
 }
@@ -65,7 +68,7 @@ func (s GoogleBucketSpec) spec() *k8shost.StorageSpec {
 }
 
 // storageParams are the URL parameters of a storage spec.
-var storageParams = []string{"storage", "bucket", "endpoint", "endpoint_in_cluster", "secret", "region"}
+var storageParams = []string{"storage", "bucket", "endpoint", "endpoint_in_cluster", "secret", "region", "large_value_bytes"}
 
 // storageQuery adds s to a host URL's query.
 func storageQuery(q url.Values, s StorageBucketSpec) {

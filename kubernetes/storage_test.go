@@ -39,6 +39,24 @@ type storeProxy struct {
 	URL string
 	mu  sync.Mutex
 	n   map[string]int // "METHOD PATH"
+	// objs are the requests, as "METHOD PATH NAME" (NAME: a Google
+	// upload's object, from the query).
+	objs []string
+}
+
+// requests counts the requests of method whose path or object name
+// contains part.
+func (p *storeProxy) requests(method, part string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, o := range p.objs {
+		m, rest, _ := strings.Cut(o, " ")
+		if m == method && strings.Contains(rest, part) {
+			n++
+		}
+	}
+	return n
 }
 
 func (p *storeProxy) count(method, path string) int {
@@ -62,6 +80,7 @@ func newStoreProxy(t *testing.T, ip, target string) *storeProxy {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.n[r.Method+" "+r.URL.Path]++
+		p.objs = append(p.objs, r.Method+" "+r.URL.Path+" "+r.URL.Query().Get("name"))
 		p.mu.Unlock()
 		rp.ServeHTTP(w, r)
 	})}

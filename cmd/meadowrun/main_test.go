@@ -536,3 +536,15 @@ func TestADetachedMapOnSSHMachinesIsSplit(t *testing.T) {
 	r = u.run("", "jobs", id)
 	u.want(r, 0, []string{id + ".1", "part", n.Addr("h1"), n.Addr("h2"), "4/0/4", "2/0/2"}, nil)
 }
+
+// jobs import wants job ids and a host that finds its jobs by id; the
+// local host does not, and says so.
+func TestJobsImportBadInput(t *testing.T) {
+	u := newUser(t)
+	u.env = append(u.env, "MEADOWRUN_HOST=")
+	u.want(u.run("", "jobs", "import", "--host", "local"), 2, nil, []string{"takes one job id or more"})
+	u.want(u.run("", "jobs", "import", "20261204T010203-1-1"), 2, nil, []string{"--host is needed"})
+	u.want(u.run("", "jobs", "import", "--host", "local", "20261204T010203-1-1"), 1, nil,
+		[]string{"importing job 20261204T010203-1-1", "does not find its jobs by id"})
+	u.want(u.run("", "jobs", "import", "--host", "nope://x", "20261204T010203-1-1"), 1, nil, []string{"nope"})
+}

@@ -630,11 +630,15 @@ func (a *agent) start(ctx context.Context, c *unixConn, br *bufio.Reader, req *a
 	}
 	// The client's bytes go to the worker; when the client closes the
 	// stream, the worker is asked to stop by the end of its input.
-	go func() {
-		io.Copy(w.Conn(), br)
-		w.Conn().Close()
-	}()
-	io.Copy(c, w.Conn())
+	if req.Refs != nil {
+		relayRefs(*req.Refs, c, br, w.Conn(), func() { w.Conn().Close() })
+	} else {
+		go func() {
+			io.Copy(w.Conn(), br)
+			w.Conn().Close()
+		}()
+		io.Copy(c, w.Conn())
+	}
 	c.CloseWrite()
 	<-w.Done()
 	w.Conn().Close()

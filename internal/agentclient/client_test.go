@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/meadowrun-go/meadowrun/driver"
@@ -31,6 +32,8 @@ type agentTransport struct {
 	dir     string
 	machine string
 	fail    error // Open fails with it, when set
+
+	bytes atomic.Int64 // carried by the streams dialled, both ways
 
 	mu    sync.Mutex
 	opens int
@@ -173,7 +176,14 @@ func (c *recordingConn) Write(b []byte) (int, error) {
 			c.tr.mu.Unlock()
 		}
 	})
+	c.tr.bytes.Add(int64(len(b)))
 	return c.Conn.Write(b)
+}
+
+func (c *recordingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.tr.bytes.Add(int64(n))
+	return n, err
 }
 
 // logLines is a Host's Log that signals the lines containing a word.

@@ -58,6 +58,9 @@ type Options struct {
 	// deployments, programs) by URL, which the agents download instead of
 	// receiving it over the connection.
 	Content ContentStore
+	// Values, when not nil, carries workers' large arguments and results
+	// through an object store (see ValueStore).
+	Values ValueStore
 	// Programs, when not nil, is shared with other hosts (one per
 	// Kubernetes pod, say) instead of being made from Binary and Binaries;
 	// Close leaves it open.

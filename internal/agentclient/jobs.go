@@ -162,3 +162,36 @@ func requestCtx[R any, P interface {
 		return zero, fmt.Errorf("%s: %w", m.name, ctx.Err())
 	}
 }
+
+// PutFiles uploads to machine's agent what it lacks of the deployment
+// files (paths relative to dir, "" for the working directory), through
+// the host's ContentStore when it has one, and returns them as the
+// agent's protocol names them: the agent keeps each one's content under
+// its files directory (agentproto.FileDir) by sha256. A host that keeps
+// jobs elsewhere than the agent's own journal (a Kubernetes supervisor's
+// volume) uses it to place a job's files there itself.
+func (h *Host) PutFiles(ctx context.Context, machine, dir string, files []string) ([]agentproto.File, error) {
+	if err := h.checkOpen(); err != nil {
+		return nil, err
+	}
+	refs, err := h.files.refs(dir, files)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range h.machines {
+		if m.name != machine {
+			continue
+		}
+		if _, err := m.ensure(ctx); err != nil {
+			return nil, err
+		}
+		m.mu.Lock()
+		bin := m.bin
+		m.mu.Unlock()
+		if err := m.ensureContent(bin, refs); err != nil {
+			return nil, err
+		}
+		return agentFiles(refs), nil
+	}
+	return nil, fmt.Errorf("%s: %s is not one of its machines (%s)", h.opts.Kind, machine, h.Name())
+}

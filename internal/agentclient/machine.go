@@ -400,7 +400,12 @@ func (m *machine) start(ctx context.Context, spec driver.WorkerSpec) (driver.Wor
 		m.booked.MemoryBytes -= spec.Resources.MemoryBytes
 		m.mu.Unlock()
 	}
-	conn, br, err := m.request(agentproto.Start{Session: session, Worker: agentproto.WorkerSpecOf(spec), Binary: bin.SHA, Files: refs}, nil, &agentproto.Response{})
+	start := agentproto.Start{Session: session, Worker: agentproto.WorkerSpecOf(spec), Binary: bin.SHA, Files: refs}
+	vs := m.h.opts.Values
+	if vs != nil {
+		start.Refs = &agentproto.StreamRefs{MinResultBytes: vs.MinBytes()}
+	}
+	conn, br, err := m.request(start, nil, &agentproto.Response{})
 	if err != nil {
 		if conn != nil {
 			conn.Close()
@@ -409,7 +414,14 @@ func (m *machine) start(ctx context.Context, spec driver.WorkerSpec) (driver.Wor
 		return nil, err
 	}
 	w := &worker{m: m, name: spec.Name, res: spec.Resources, digest: bin.Digest, done: make(chan struct{}), unbook: unbook}
-	w.conn = &stream{ReadWriteCloser: conn, r: br, eof: w.streamEnded}
+	if vs != nil {
+		rs := newRefStream(conn, br, vs, func(format string, args ...any) {
+			fmt.Fprintf(m.h.opts.Log, "meadowrun: %s: worker %s: %s\n", m.name, spec.Name, fmt.Sprintf(format, args...))
+		})
+		w.conn = &stream{ReadWriteCloser: rs, r: bufio.NewReaderSize(rs, 64<<10), eof: w.streamEnded}
+	} else {
+		w.conn = &stream{ReadWriteCloser: conn, r: br, eof: w.streamEnded}
+	}
 	m.mu.Lock()
 	if !m.up || m.session != session {
 		m.mu.Unlock()

@@ -73,6 +73,10 @@ type Start struct {
 	Worker  WorkerSpec `json:"worker"`
 	Binary  string     `json:"binary"`
 	Files   []File     `json:"files,omitempty"`
+	// Refs, when not nil, says that the worker's stream also carries the
+	// frames of refs.go: large arguments and results travel through an
+	// object store, the agent downloading and uploading them.
+	Refs *StreamRefs `json:"refs,omitempty"`
 }
 
 // Kill, sent on a session's control channel, kills the session's worker

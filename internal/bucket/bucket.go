@@ -34,6 +34,15 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// Fetch returns how a machine of the host downloads key within ttl.
 	Fetch(ctx context.Context, key string, ttl time.Duration) (Fetch, error)
+	// Upload returns how a machine of the host writes key within ttl.
+	Upload(ctx context.Context, key string, ttl time.Duration) (Upload, error)
+}
+
+// Upload is how a machine writes an object with a plain HTTP client: a
+// request of Method (PUT, POST) to URL whose body is the object, with
+// Header, when not "", as one more request header.
+type Upload struct {
+	Method, URL, Header string
 }
 
 // Fetch is how a machine downloads an object with a plain HTTP client

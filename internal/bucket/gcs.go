@@ -216,3 +216,18 @@ func (g *GCS) Fetch(ctx context.Context, key string, ttl time.Duration) (Fetch, 
 	}
 	return f, nil
 }
+
+// Upload implements Store: a media upload to the machines' endpoint with
+// this client's token as the authorization header (valid about an hour,
+// whatever ttl); none for an emulator.
+func (g *GCS) Upload(ctx context.Context, key string, ttl time.Duration) (Upload, error) {
+	u := Upload{Method: http.MethodPost, URL: g.mbase + "/upload/storage/v1/b/" + url.PathEscape(g.cfg.Bucket) + "/o?uploadType=media&name=" + url.QueryEscape(key)}
+	if g.tokens != nil {
+		tok, err := g.tokens.Token()
+		if err != nil {
+			return Upload{}, fmt.Errorf("bucket: %s: getting a Google token: %w", g, err)
+		}
+		u.Header = "Authorization: " + tok.Type() + " " + tok.AccessToken
+	}
+	return u, nil
+}

@@ -53,4 +53,11 @@ func TestGCSFetchCarriesTheToken(t *testing.T) {
 	if f.URL != "http://store.cluster:4443/storage/v1/b/b/o/meadowrun%2Fprograms%2Fabc?alt=media" || f.Header != "Authorization: Bearer tok" {
 		t.Fatalf("Fetch = %+v", f)
 	}
+	u, err := b.Upload(context.Background(), "meadowrun/results/r/w-1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Method != "POST" || u.URL != "http://store.cluster:4443/upload/storage/v1/b/b/o?uploadType=media&name=meadowrun%2Fresults%2Fr%2Fw-1" || u.Header != "Authorization: Bearer tok" {
+		t.Fatalf("Upload = %+v", u)
+	}
 }

@@ -140,6 +140,15 @@ func (b *S3) Fetch(ctx context.Context, key string, ttl time.Duration) (Fetch, e
 	return Fetch{URL: req.URL}, nil
 }
 
+// Upload implements Store: a presigned PUT on the machines' endpoint.
+func (b *S3) Upload(ctx context.Context, key string, ttl time.Duration) (Upload, error) {
+	req, err := b.presign.PresignPutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key)}, s3.WithPresignExpires(ttl))
+	if err != nil {
+		return Upload{}, b.err("presigning", key, err)
+	}
+	return Upload{Method: req.Method, URL: req.URL}, nil
+}
+
 // err classifies an S3 error of doing what on key ("" for the bucket).
 func (b *S3) err(what, key string, err error) error {
 	obj := b.String()

@@ -62,6 +62,40 @@ func checkStore(t *testing.T, b bucket.Store, create func()) {
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) || f.Header != "" {
 		t.Fatalf("GET %s: %s, %d bytes, header %q", f.URL, resp.Status, len(got), f.Header)
 	}
+	// A machine's upload (a plain request to its URL) writes an object
+	// the client then reads.
+	up, err := b.Upload(ctx, "meadowrun/results/r/w-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upData := bytes.Repeat([]byte("result "), 50_000)
+	req, err := http.NewRequest(up.Method, up.URL, bytes.NewReader(upData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.Header != "" {
+		t.Fatalf("upload header %q without credentials", up.Header)
+	}
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("%s %s: %s", up.Method, up.URL, resp.Status)
+	}
+	r, err = b.Get(ctx, "meadowrun/results/r/w-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, upData) {
+		t.Fatalf("Get of the uploaded object: %d bytes, %v; want %d", len(got), err, len(upData))
+	}
+	if err := b.Delete(ctx, "meadowrun/results/r/w-1"); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Delete(ctx, key); err != nil {
 		t.Fatal(err)
 	}

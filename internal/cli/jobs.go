@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -107,6 +108,7 @@ process running it died), host, start, duration, and tasks done/failed/total.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the jobs as a JSON array")
+	cmd.AddCommand(newJobsImportCmd(s))
 	return cmd
 }
 
@@ -256,7 +258,9 @@ attach leaves the job running.`,
 
 // attachMap follows a map's output and results.
 func attachMap(ctx context.Context, s *streams, j meadowrun.JobInfo, asJSON bool) error {
-	m, err := meadowrun.AttachMap[json.RawMessage](ctx, j.ID)
+	// Results as encoded, whatever the function's codec: JSON ones as
+	// they are, others (text, bytes) as JSON strings.
+	m, err := meadowrun.AttachMap[[]byte](ctx, j.ID)
 	if err != nil {
 		if !errors.Is(err, meadowrun.ErrRegistryMismatch) {
 			return err
@@ -284,7 +288,11 @@ func attachMap(ctx context.Context, s *streams, j meadowrun.JobInfo, asJSON bool
 			rep.add(-1, 0, r.Err, 0, "", nil)
 			continue
 		}
-		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, r.Value)
+		v := r.Value
+		if j.ResultCodec != "json" && len(v) > 0 {
+			v, _ = json.Marshal(string(v))
+		}
+		rep.add(r.TaskID, r.Attempt, r.Err, r.Duration, r.Worker, v)
 	}
 	wg.Wait()
 	// The summary is the job's own: its duration and its task count, not
@@ -350,5 +358,44 @@ func newVersionCmd(s *streams) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+// newJobsImportCmd copies jobs kept by a host into this machine's
+// journal (meadowrun.ImportJob).
+func newJobsImportCmd(s *streams) *cobra.Command {
+	var host string
+	cmd := &cobra.Command{
+		Use:   "import --host URL JOB...",
+		Short: "Copy jobs that a host keeps into this machine's journal",
+		Long: `import copies the record of each JOB, kept by the host, into this machine's
+journal, so that jobs, logs, attach and cancel follow it here as on the machine
+that submitted it. The host must keep its jobs itself and find them by id: a
+Kubernetes host with a jobs volume (k8s://...&jobs_volume=PVC), opened with a
+kubeconfig of this machine. A job the journal has already is left as it is.`,
+		Example: `  meadowrun jobs import --host 'k8s://prod?namespace=batch&jobs_volume=meadowrun-jobs' 20261204T010203-12-3
+  meadowrun attach 20261204T010203-12-3`,
+		Args: minArgs(1, "one job id or more"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if host == "" {
+				return usagef(cmd, "--host is needed: the URL of the host that keeps the jobs (k8s://CONTEXT?namespace=NS&jobs_volume=PVC), or $MEADOWRUN_HOST")
+			}
+			ctx := cmd.Context()
+			h, err := meadowrun.OpenHost(ctx, host)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			for _, id := range args {
+				j, err := meadowrun.ImportJob(ctx, h, id)
+				if err != nil {
+					return fmt.Errorf("importing job %s: %w", id, err)
+				}
+				fmt.Fprintf(s.out, "%s\t%s\t%s\n", j.ID, j.State, j.Machine)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&host, "host", os.Getenv("MEADOWRUN_HOST"), "the host that keeps the jobs, as a URL; $MEADOWRUN_HOST sets the default")
 	return cmd
 }

@@ -1,5 +1,5 @@
-// Package container drives a machine's Docker engine through its API (the
-// official Go client; never the docker command): it pulls images once per
+// Package container drives a machine's Docker engine through its HTTP API
+// (never the docker command): it pulls images once per
 // machine, with registry credentials when given, runs workers and sidecars
 // in containers with their resource limits, and classifies what goes wrong
 // (no engine, an image that does not exist, refused credentials, a port
@@ -13,20 +13,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/mount"
-	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/client"
-	"github.com/docker/go-connections/nat"
 
 	"github.com/meadowrun-go/meadowrun/driver"
 )
@@ -67,7 +60,7 @@ type Options struct {
 
 // Engine is a Docker engine.
 type Engine struct {
-	cli  *client.Client
+	cli  *apiClient
 	host string
 
 	mu    sync.Mutex
@@ -83,21 +76,17 @@ type pull struct {
 // Open connects to the engine and checks that it answers; otherwise the
 // error wraps ErrNoEngine and says how to start one.
 func Open(ctx context.Context, opts Options) (*Engine, error) {
-	copts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
-	if opts.Host != "" {
-		copts = append(copts, client.WithHost(opts.Host))
-	}
-	cli, err := client.NewClientWithOpts(copts...)
+	cli, err := newAPIClient(opts.Host)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoEngine, err)
 	}
-	e := &Engine{cli: cli, host: cli.DaemonHost(), pulls: map[string]*pull{}, auths: map[string]*Auth{}}
+	e := &Engine{cli: cli, host: cli.host, pulls: map[string]*pull{}, auths: map[string]*Auth{}}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := cli.Ping(pctx); err != nil {
-		cli.Close()
+	if err := cli.ping(pctx); err != nil {
+		cli.close()
 		return nil, fmt.Errorf("%w at %s (%v): start the Docker engine (for example `sudo systemctl start docker`, "+
-			"or `dockerd &` as root), or point DOCKER_HOST at one", ErrNoEngine, e.host, errors.Unwrap(err))
+			"or `dockerd &` as root), or point DOCKER_HOST at one", ErrNoEngine, e.host, err)
 	}
 	e.sweep(ctx)
 	return e, nil
@@ -108,15 +97,20 @@ func (e *Engine) Host() string { return e.host }
 
 // Version is the engine's version, for descriptions of the machine.
 func (e *Engine) Version(ctx context.Context) (string, error) {
-	v, err := e.cli.ServerVersion(ctx)
-	if err != nil {
+	var v struct {
+		Version string `json:"Version"`
+	}
+	if err := e.cli.call(ctx, http.MethodGet, "/version", nil, nil, &v); err != nil {
 		return "", err
 	}
 	return v.Version, nil
 }
 
 // Close releases the connection to the engine.
-func (e *Engine) Close() error { return e.cli.Close() }
+func (e *Engine) Close() error {
+	e.cli.close()
+	return nil
+}
 
 // Owner identifies this process among the engine's containers.
 func Owner() string {
@@ -131,9 +125,9 @@ func bootID() string {
 // sweep removes containers left by meadowrun processes of this machine
 // that died without removing them (killed with SIGKILL, say).
 func (e *Engine) sweep(ctx context.Context) {
-	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", LabelOwner))})
-	if err != nil {
+	var list []apiListed
+	q := url.Values{"all": {"1"}, "filters": {`{"label":{"` + LabelOwner + `":true}}`}}
+	if err := e.cli.call(ctx, http.MethodGet, "/containers/json", q, nil, &list); err != nil {
 		return
 	}
 	boot := bootID()
@@ -143,7 +137,7 @@ func (e *Engine) sweep(ctx context.Context) {
 		if !ok || err != nil || b != boot || processAlive(n) {
 			continue
 		}
-		e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+		e.remove(ctx, c.ID)
 	}
 }
 
@@ -160,7 +154,7 @@ func (e *Engine) Ensure(ctx context.Context, ref string, auth *Auth) error {
 	e.mu.Lock()
 	e.auths[ref] = auth
 	e.mu.Unlock()
-	if _, err := e.cli.ImageInspect(ctx, ref); err == nil {
+	if e.hasImage(ctx, ref) == nil {
 		return nil
 	}
 	e.mu.Lock()
@@ -196,21 +190,21 @@ func isDone(c chan struct{}) bool {
 // pull pulls ref and reads the engine's progress stream to its end, where
 // failures are reported.
 func (e *Engine) pull(ctx context.Context, ref string, auth *Auth) error {
-	opts := image.PullOptions{}
+	h := http.Header{}
 	if auth != nil {
-		enc, err := registry.EncodeAuthConfig(registry.AuthConfig{Username: auth.Username, Password: auth.Password,
-			ServerAddress: registryOf(ref)})
+		enc, err := registryAuth(auth, registryOf(ref))
 		if err != nil {
 			return err
 		}
-		opts.RegistryAuth = enc
+		h.Set("X-Registry-Auth", enc)
 	}
-	rc, err := e.cli.ImagePull(ctx, ref, opts)
+	name, tag := imageRef(ref)
+	resp, err := e.cli.do(ctx, http.MethodPost, "/images/create", url.Values{"fromImage": {name}, "tag": {tag}}, nil, h)
 	if err != nil {
 		return classifyPull(ref, auth, err.Error())
 	}
-	defer rc.Close()
-	dec := json.NewDecoder(rc)
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
 	for {
 		var m struct {
 			Error       string `json:"error"`
@@ -233,10 +227,15 @@ func (e *Engine) pull(ctx context.Context, ref string, auth *Auth) error {
 	}
 	// A pull that reported no error has the image; check, since some
 	// engines report failures only by not having it.
-	if _, err := e.cli.ImageInspect(ctx, ref); err != nil {
+	if err := e.hasImage(ctx, ref); err != nil {
 		return fmt.Errorf("container: pulling %s: the engine reported success but has no such image: %w", ref, err)
 	}
 	return nil
+}
+
+// hasImage is nil when the engine has image ref.
+func (e *Engine) hasImage(ctx context.Context, ref string) error {
+	return e.cli.call(ctx, http.MethodGet, "/images/"+ref+"/json", nil, nil, nil)
 }
 
 // classifyPull turns an engine's pull failure into an error that says
@@ -340,15 +339,16 @@ type Container struct {
 
 // Run creates and starts a container.
 func (e *Engine) Run(ctx context.Context, s Spec) (*Container, error) {
-	cfg := &container.Config{Image: s.Image, Entrypoint: s.Entrypoint, Cmd: s.Cmd, WorkingDir: s.WorkingDir,
+	cfg := &apiContainerConfig{Image: s.Image, Entrypoint: s.Entrypoint, Cmd: s.Cmd, WorkingDir: s.WorkingDir,
 		Env: s.Env, Labels: map[string]string{LabelOwner: Owner(), LabelRole: s.Role}}
-	hc := &container.HostConfig{NetworkMode: container.NetworkMode(s.Network), ExtraHosts: s.ExtraHosts}
+	hc := &cfg.HostConfig
+	hc.NetworkMode, hc.ExtraHosts = s.Network, s.ExtraHosts
 	if s.Init {
 		t := true
 		hc.Init = &t
 	}
 	for _, m := range s.Mounts {
-		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
+		hc.Mounts = append(hc.Mounts, apiMount{Type: "bind", Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
 	}
 	if s.MemoryBytes > 0 {
 		hc.Memory = s.MemoryBytes
@@ -356,7 +356,7 @@ func (e *Engine) Run(ctx context.Context, s Spec) (*Container, error) {
 	}
 	hc.NanoCPUs = s.NanoCPUs
 	if len(s.GPUs) > 0 {
-		hc.DeviceRequests = []container.DeviceRequest{{Driver: "nvidia", DeviceIDs: s.GPUs, Capabilities: [][]string{{"gpu"}}}}
+		hc.DeviceRequests = []apiDeviceRequest{{Driver: "nvidia", DeviceIDs: s.GPUs, Capabilities: [][]string{{"gpu"}}}}
 	}
 	if len(s.Ports) > 0 {
 		exposed, bindings, err := portMap(s.Ports)
@@ -366,22 +366,25 @@ func (e *Engine) Run(ctx context.Context, s Spec) (*Container, error) {
 		cfg.ExposedPorts = exposed
 		hc.PortBindings = bindings
 	}
-	created, err := e.cli.ContainerCreate(ctx, cfg, hc, nil, nil, "")
-	if cerrdefs.IsNotFound(err) {
+	var created struct {
+		ID string `json:"Id"`
+	}
+	err := e.cli.call(ctx, http.MethodPost, "/containers/create", nil, cfg, &created)
+	if isNotFound(err) {
 		// The image went since Ensure (removed by another program, or
 		// its tag moving in a concurrent pull): pulled again, once.
 		e.mu.Lock()
 		auth := e.auths[s.Image]
 		e.mu.Unlock()
 		if perr := e.pull(ctx, s.Image, auth); perr == nil {
-			created, err = e.cli.ContainerCreate(ctx, cfg, hc, nil, nil, "")
+			err = e.cli.call(ctx, http.MethodPost, "/containers/create", nil, cfg, &created)
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("container: creating a %s container of %s: %w", s.Role, s.Image, err)
 	}
 	c := &Container{e: e, ID: created.ID, spec: s}
-	if err := e.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+	if err := e.cli.call(ctx, http.MethodPost, "/containers/"+created.ID+"/start", nil, nil, nil); err != nil {
 		c.Remove()
 		return nil, classifyStart(s, err)
 	}
@@ -407,17 +410,17 @@ func classifyStart(s Spec, err error) error {
 
 // portMap turns "N" and "N-M" into published TCP ports on the same host
 // ports, on every address.
-func portMap(ports []string) (nat.PortSet, nat.PortMap, error) {
-	set, bindings := nat.PortSet{}, nat.PortMap{}
+func portMap(ports []string) (map[string]struct{}, map[string][]apiPortBinding, error) {
+	set, bindings := map[string]struct{}{}, map[string][]apiPortBinding{}
 	for _, p := range ports {
 		lo, hi, err := PortRange(p)
 		if err != nil {
 			return nil, nil, err
 		}
 		for n := lo; n <= hi; n++ {
-			port := nat.Port(strconv.Itoa(n) + "/tcp")
+			port := strconv.Itoa(n) + "/tcp"
 			set[port] = struct{}{}
-			bindings[port] = []nat.PortBinding{{HostPort: strconv.Itoa(n)}}
+			bindings[port] = []apiPortBinding{{HostPort: strconv.Itoa(n)}}
 		}
 	}
 	return set, bindings, nil
@@ -469,14 +472,12 @@ type Exit struct {
 
 // Wait blocks until the container stops and reports how it ended.
 func (c *Container) Wait(ctx context.Context) Exit {
-	okc, errc := c.e.cli.ContainerWait(ctx, c.ID, container.WaitConditionNotRunning)
-	select {
-	case <-okc:
-	case <-errc:
-	}
-	info, err := c.e.cli.ContainerInspect(context.WithoutCancel(ctx), c.ID)
+	// The wait's own answer is not needed: the inspection after it
+	// says how the container ended, and whether it is gone.
+	c.e.cli.call(ctx, http.MethodPost, "/containers/"+c.ID+"/wait", url.Values{"condition": {"not-running"}}, nil, nil)
+	info, err := c.inspect(context.WithoutCancel(ctx))
 	if err != nil || info.State == nil {
-		return Exit{Code: -1, Gone: cerrdefs.IsNotFound(err)}
+		return Exit{Code: -1, Gone: isNotFound(err)}
 	}
 	return Exit{Code: info.State.ExitCode, OOMKilled: info.State.OOMKilled}
 }
@@ -485,25 +486,32 @@ func (c *Container) Wait(ctx context.Context) Exit {
 // its memory: the engine learns it from an event that can come after the
 // container's exit.
 func (c *Container) OOMKilled(ctx context.Context) bool {
-	info, err := c.e.cli.ContainerInspect(ctx, c.ID)
+	info, err := c.inspect(ctx)
 	return err == nil && info.State != nil && info.State.OOMKilled
+}
+
+func (c *Container) inspect(ctx context.Context) (apiInspect, error) {
+	var info apiInspect
+	err := c.e.cli.call(ctx, http.MethodGet, "/containers/"+c.ID+"/json", nil, nil, &info)
+	return info, err
 }
 
 // Running reports whether the container runs now.
 func (c *Container) Running(ctx context.Context) bool {
-	info, err := c.e.cli.ContainerInspect(ctx, c.ID)
+	info, err := c.inspect(ctx)
 	return err == nil && info.State != nil && info.State.Running
 }
 
 // Logs returns the last max bytes of what the container wrote to its
 // stdout and stderr.
 func (c *Container) Logs(ctx context.Context, max int) []byte {
-	rc, err := c.e.cli.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "200"})
+	resp, err := c.e.cli.do(ctx, http.MethodGet, "/containers/"+c.ID+"/logs",
+		url.Values{"stdout": {"1"}, "stderr": {"1"}, "tail": {"200"}}, nil, nil)
 	if err != nil {
 		return nil
 	}
-	defer rc.Close()
-	out, _ := demux(rc)
+	defer resp.Body.Close()
+	out, _ := demux(resp.Body)
 	if len(out) > max {
 		out = out[len(out)-max:]
 	}
@@ -532,8 +540,8 @@ func demux(r io.Reader) ([]byte, error) {
 
 // Kill stops the container at once.
 func (c *Container) Kill() error {
-	err := c.e.cli.ContainerKill(context.Background(), c.ID, "KILL")
-	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
+	err := c.e.cli.call(context.Background(), http.MethodPost, "/containers/"+c.ID+"/kill", url.Values{"signal": {"KILL"}}, nil, nil)
+	if err != nil && !isNotFound(err) && !isConflict(err) {
 		return fmt.Errorf("container: killing %s: %w", c.ID[:12], err)
 	}
 	return nil
@@ -541,9 +549,18 @@ func (c *Container) Kill() error {
 
 // Remove removes the container, killing it if it still runs.
 func (c *Container) Remove() error {
-	err := c.e.cli.ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true})
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	if err := c.e.remove(context.Background(), c.ID); err != nil {
 		return fmt.Errorf("container: removing %s: %w", c.ID[:12], err)
 	}
 	return nil
+}
+
+// remove removes container id, killing it if it still runs; one already
+// gone is not an error.
+func (e *Engine) remove(ctx context.Context, id string) error {
+	err := e.cli.call(ctx, http.MethodDelete, "/containers/"+id, url.Values{"force": {"1"}}, nil, nil)
+	if isNotFound(err) {
+		return nil
+	}
+	return err
 }

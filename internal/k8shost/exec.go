@@ -48,8 +48,25 @@ type execStream struct {
 	closeOnce sync.Once
 }
 
-func (s *execStream) Read(p []byte) (int, error)  { return s.out.Read(p) }
-func (s *execStream) Write(p []byte) (int, error) { return s.in.Write(p) }
+func (s *execStream) Read(p []byte) (int, error) {
+	n, err := s.out.Read(p)
+	execBytes.Add(int64(n))
+	return n, err
+}
+
+func (s *execStream) Write(p []byte) (int, error) {
+	n, err := s.in.Write(p)
+	execBytes.Add(int64(n))
+	return n, err
+}
+
+// execBytes counts the bytes of every exec stream of the process.
+var execBytes atomic.Int64
+
+// ExecStreamBytes returns how many bytes the exec sessions of this
+// process's Kubernetes hosts have carried, both ways: a figure for tests
+// and diagnostics (what a storage bucket takes off the API server).
+func ExecStreamBytes() int64 { return execBytes.Load() }
 
 // Close implements io.Closer.
 func (s *execStream) Close() error {

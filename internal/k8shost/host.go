@@ -85,6 +85,7 @@ type Host struct {
 	store    bucket.Store // Options.Storage's, or nil
 	uploadMu sync.Mutex
 	uploads  map[string]*upload // by key
+	values   *valueStore        // nil without a bucket
 
 	mu     sync.Mutex
 	pods   map[string]*pod // by name
@@ -226,6 +227,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 			return nil, err
 		}
 		h.uploads = map[string]*upload{}
+		h.values = h.newValueStore()
 	}
 	if h.progs, err = agentclient.NewPrograms("kubernetes host", opts.Binary, opts.Binaries); err != nil {
 		return nil, err
@@ -478,7 +480,7 @@ func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (dri
 		h.forget(p)
 		return nil, err
 	}
-	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
+	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Values: h.valueStore(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
 		[]agentclient.MachineConfig{{Name: p.name, Transport: tr, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
 	if err != nil {
 		return fail(err)
@@ -795,6 +797,9 @@ func (h *Host) Close() error {
 		})
 	}
 	wg.Wait()
+	if h.values != nil {
+		h.values.close()
+	}
 	h.progs.Close()
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,8 +50,13 @@ import (
 // jobsDir is where the jobs volume is mounted in supervisor pods.
 const jobsDir = "/meadowrun-jobs"
 
-// LabelJob is on the batch Job and pod of a durable job's supervisor.
+// LabelJob is on the batch Job and pod of a durable job's supervisor,
+// and of its reader.
 const LabelJob = "meadowrun.dev/job"
+
+// LabelReader is on the batch Job and pod that serve an ended job's
+// journal from the volume.
+const LabelReader = "meadowrun.dev/reader"
 
 // inClusterContext is the context name of a host opened with the pod's
 // own service account.
@@ -92,10 +98,19 @@ type JobHost struct {
 	agents map[string]*jobAgent // by batch Job
 }
 
-// jobAgent is the agent client of a supervisor's pod.
+// jobAgent is the agent client of a supervisor's pod, or of the reader
+// pod of a job whose supervisor has ended (one per request).
 type jobAgent struct {
-	pod string
-	ah  *agentclient.Host
+	pod    string
+	ah     *agentclient.Host
+	reader bool
+}
+
+// release ends a reader's agent client once its request is answered.
+func (a *jobAgent) release() {
+	if a.reader {
+		a.ah.Close()
+	}
 }
 
 var (
@@ -177,7 +192,7 @@ func supervisorScript(id string, idle time.Duration) string {
 	return `d=` + agentDir + `; j=` + jobsDir + `; st=` + st + `; id='` + id + `'; f="$j/jobs/$id.json"; ` +
 		`mkdir -p "$st" "$d" "$j/bin" "$j/jobs" && ln -sfn "$st" "$d/state-` + m + `" || exit 1; ` +
 		`i=0; while [ ! -e "$f" ]; do i=$((i+1)); if [ $i -gt 6000 ]; then echo "meadowrun: no submission of job $id after 10 minutes"; exit 0; fi; sleep 0.1; done; ` +
-		`e="$j/bin/$(cat "$j/jobs/$id.program")"; cd "$j/jobs" || exit 1; ` +
+		`e="$j/bin/$(cat "$j/jobs/$id.program")"; w="$j/jobs"; [ -s "$j/jobs/$id.dir" ] && w="$(cat "$j/jobs/$id.dir")"; cd "$w" || exit 1; ` +
 		`XDG_STATE_HOME="$st" ` + durable.EnvSupervise + `="$id" ` + durable.EnvSuperviseState + `="$st/meadowrun" ` +
 		durable.EnvSuperviseSubmission + `="$f" "$e" </dev/null & p=$!; ` +
 		`trap 'kill -TERM $p 2>/dev/null' TERM INT; c=0; while kill -0 $p 2>/dev/null; do wait $p; c=$?; done; ` +
@@ -218,13 +233,10 @@ func (h *JobHost) supervisorPod(id string) corev1.PodSpec {
 // agent, hands the pod the submission, and returns once the supervisor has
 // taken the job, with the batch Job's name as the machine. The job runs
 // its workers on the cluster as the supervisor's pod sees it (in-cluster,
-// with the service account). The deployment's files (sub.Files) are not
-// sent: a job with MirrorLocal globs is refused.
+// with the service account). The deployment's files (sub.Files) go to
+// the volume (deployFiles), and the supervisor runs in their tree.
 func (h *JobHost) SubmitJob(ctx context.Context, machine string, sub driver.JobSubmission) (string, error) {
 	id := sub.Job.ID
-	if len(sub.Files) > 0 {
-		return "", fmt.Errorf("%w: kubernetes: a detached job supervised in the cluster cannot take deployment files yet (%d files of MirrorLocal's globs)", driver.ErrUnsupported, len(sub.Files))
-	}
 	if h.opts.ClusterURL == "" {
 		return "", fmt.Errorf("%w: kubernetes: this host has no URL that a pod of the cluster can open (a PodCustomization, FlagLabels or Binaries), so its jobs cannot be supervised in the cluster", driver.ErrUnsupported)
 	}
@@ -264,17 +276,28 @@ func (h *JobHost) SubmitJob(ctx context.Context, machine string, sub driver.JobS
 	if err != nil {
 		return fail(fmt.Errorf("%w: %w", driver.ErrPlatform, err))
 	}
+	tree := ""
+	if len(sub.Files) > 0 {
+		if tree, err = h.deployFiles(ctx, a, sub.Dir, sub.Files); err != nil {
+			return fail(err)
+		}
+	}
 	there := sub.Job
 	there.Host, there.Machine = h.opts.ClusterURL, ""
 	b, err := json.Marshal(driver.JobSubmission{Job: there, Args: sub.Args})
 	if err != nil {
 		return fail(fmt.Errorf("kubernetes: encoding job %s: %w", id, err))
 	}
+	// The tree of the deployment's files is where the supervisor runs.
+	dirLine := ""
+	if tree != "" {
+		dirLine = `echo '` + tree + `' > "$j/jobs/$id.dir" && `
+	}
 	// The program the agent got goes to the volume, then the
 	// submission, which the pod's shell waits for.
 	script := `j=` + jobsDir + `; e=` + agentDir + `/` + agentproto.BinDir + `/` + bin.SHA + `; id='` + id + `'; umask 077; ` +
 		`[ -x "$j/bin/` + bin.SHA + `" ] || { cp "$e" "$j/bin/` + bin.SHA + `.up" && mv -f "$j/bin/` + bin.SHA + `.up" "$j/bin/` + bin.SHA + `"; } || exit 1; ` +
-		`echo ` + bin.SHA + ` > "$j/jobs/$id.program" && cat > "$j/jobs/$id.json.up" && mv -f "$j/jobs/$id.json.up" "$j/jobs/$id.json" && echo submitted`
+		`echo ` + bin.SHA + ` > "$j/jobs/$id.program" && ` + dirLine + `cat > "$j/jobs/$id.json.up" && mv -f "$j/jobs/$id.json.up" "$j/jobs/$id.json" && echo submitted`
 	s, err := h.exec(a.pod, []string{"sh", "-c", script})
 	if err != nil {
 		return fail(fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, a.pod, err))
@@ -307,6 +330,71 @@ func (h *JobHost) SubmitJob(ctx context.Context, machine string, sub driver.JobS
 	}
 }
 
+// deployFiles places a job's deployment files (paths relative to dir)
+// on the volume and returns the working tree that holds them, as the
+// supervisor's pods see it. The files go to the pod's agent first (from
+// the storage bucket when the host has one, else through the exec
+// session, and only what the agent lacks), then to the volume by content
+// (files/<sha256>, once per content), from which the tree is made once
+// per list of files (deploy/<sha256 of the list>), as agents make theirs:
+// the supervisor's globs then find the files that the submitter's did,
+// and every later supervisor of the job finds them there.
+func (h *JobHost) deployFiles(ctx context.Context, a *jobAgent, dir string, files []string) (string, error) {
+	refs, err := a.ah.PutFiles(ctx, a.pod, dir, files)
+	if err != nil {
+		return "", fmt.Errorf("kubernetes: the deployment files of a durable job, to pod %s: %w", a.pod, err)
+	}
+	if len(refs) == 0 {
+		return "", nil
+	}
+	script, tree := deployScript(refs)
+	s, err := h.exec(a.pod, []string{"sh", "-s"})
+	if err != nil {
+		return "", fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, a.pod, err)
+	}
+	defer s.Close()
+	_, werr := io.WriteString(s, script)
+	s.CloseWrite()
+	out, _ := io.ReadAll(s)
+	if err := errors.Join(werr, s.wait()); err != nil || !strings.Contains(string(out), "deployed") {
+		return "", fmt.Errorf("%w: pod %s: placing the deployment's files on volume %s: %s %v", driver.ErrUnreachable, a.pod, h.opts.JobsVolume, strings.TrimSpace(string(out)), err)
+	}
+	return tree, nil
+}
+
+// deployScript is the shell script (read on standard input, so that no
+// list is too long for a command line) that copies the files' content
+// from a supervisor pod's agent to the volume and makes their working
+// tree there, and the tree's path.
+func deployScript(refs []agentproto.File) (script, tree string) {
+	sum := sha256.New()
+	for _, f := range refs {
+		fmt.Fprintf(sum, "%s\x00%s\x00%o\x00", f.Path, f.SHA, f.Mode)
+	}
+	name := hex.EncodeToString(sum.Sum(nil))
+	tree = jobsDir + "/" + agentproto.DeployDir + "/" + name
+	var b strings.Builder
+	b.WriteString(`j=` + jobsDir + `; s=` + agentDir + `/` + agentproto.FileDir + `; t=` + tree + `; umask 022
+mkdir -p "$j/files" "$j/` + agentproto.DeployDir + `" || exit 1
+if [ ! -d "$t" ]; then
+u="$j/` + agentproto.DeployDir + `/.tree-` + name[:16] + `-$$"; rm -rf "$u"; mkdir "$u" || exit 1
+f() { [ -e "$j/files/$1" ] || { cp "$s/$1" "$j/files/$1.up.$$" && mv -f "$j/files/$1.up.$$" "$j/files/$1"; } || exit 1
+  mkdir -p "$(dirname "$u/$3")" && cp "$j/files/$1" "$u/$3" && chmod "$2" "$u/$3" || exit 1; }
+`)
+	for _, f := range refs {
+		fmt.Fprintf(&b, "f %s %o %s\n", f.SHA, f.Mode&0o777, shQuote(f.Path))
+	}
+	b.WriteString(`[ -d "$t" ] || mv "$u" "$t" || exit 1
+rm -rf "$u"
+fi
+echo deployed
+`)
+	return b.String(), tree
+}
+
+// shQuote quotes s for a POSIX shell.
+func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
 // InspectJob implements driver.JobKeeper: the agent of the supervisor's
 // pod answers.
 func (h *JobHost) InspectJob(ctx context.Context, machine, id string, results bool, after uint64) (driver.JobStatus, error) {
@@ -314,6 +402,7 @@ func (h *JobHost) InspectJob(ctx context.Context, machine, id string, results bo
 	if err != nil {
 		return driver.JobStatus{}, err
 	}
+	defer a.release()
 	return a.ah.InspectJob(ctx, a.pod, id, results, after)
 }
 
@@ -323,16 +412,29 @@ func (h *JobHost) JobLog(ctx context.Context, machine, id string, offset int64) 
 	if err != nil {
 		return driver.JobStatus{}, err
 	}
+	defer a.release()
 	return a.ah.JobLog(ctx, a.pod, id, offset)
 }
 
 // CancelJob implements driver.JobKeeper: the agent of the supervisor's
 // pod marks the journal and signals the supervisor, which records the
-// end and exits, which completes the batch Job.
+// end and exits, which completes the batch Job. A job whose supervisor
+// has ended has nothing left to cancel.
 func (h *JobHost) CancelJob(ctx context.Context, machine, id string) (driver.JobStatus, error) {
 	a, err := h.agentOf(ctx, machine, false)
 	if err != nil {
 		return driver.JobStatus{}, err
+	}
+	defer a.release()
+	if a.reader {
+		st, err := a.ah.InspectJob(ctx, a.pod, id, false, 0)
+		if err != nil {
+			return st, err
+		}
+		if st.Job.Final() {
+			return st, fmt.Errorf("%w: job %s %s", driver.ErrJobFinished, id, st.Job.State)
+		}
+		return st, fmt.Errorf("%w: job %s is %s, but its supervisor Job %s has ended (its supervisor failed more times than the backoff limit allows); nothing runs it any more", driver.ErrJobFinished, id, st.Job.State, machine)
 	}
 	return a.ah.CancelJob(ctx, a.pod, id)
 }
@@ -341,8 +443,9 @@ func (h *JobHost) CancelJob(ctx context.Context, machine, id string) (driver.Job
 // a supervisor's. While the batch Job runs but its pod does not (it is
 // being replaced or scheduled) it waits for the pod, as long as the
 // scheduler may take (ScheduleTimeout) when submitting, and a minute
-// otherwise; then, and once the batch Job has ended with its pod, it is
-// an error wrapping driver.ErrUnreachable.
+// otherwise; then it is an error wrapping driver.ErrUnreachable. Once
+// the batch Job has ended with its pod, the agent is a reader pod's
+// (readerPodOf), which serves the journal from the volume.
 func (h *JobHost) agentOf(ctx context.Context, name string, submitting bool) (*jobAgent, error) {
 	if !strings.HasPrefix(name, "meadowrun-job-") {
 		return nil, fmt.Errorf("%w: %q is not the supervisor Job of a durable job of this cluster", driver.ErrJobNotFound, name)
@@ -356,8 +459,25 @@ func (h *JobHost) agentOf(ctx context.Context, name string, submitting bool) (*j
 		if err != nil {
 			return nil, err
 		}
+		reader := false
+		if pod == "" && ended && !submitting {
+			if pod, err = h.readerPodOf(ctx, name); err != nil {
+				return nil, fmt.Errorf("kubernetes: the supervisor of Job %s: %s; reading the job from volume %s: %w", name, why, h.opts.JobsVolume, err)
+			}
+			reader = true
+		}
 		if pod != "" {
 			id := h.jobID(ctx, name)
+			if reader {
+				// A reader's agent is not kept: without a client it
+				// ends, and the reader pod after it.
+				ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
+					[]agentclient.MachineConfig{{Name: pod, Transport: &transport{h: h.Host, pod: pod, id: jobMachine(id)}, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
+				if err != nil {
+					return nil, err
+				}
+				return &jobAgent{pod: pod, ah: ah, reader: true}, nil
+			}
 			h.mu.Lock()
 			a := h.agents[name]
 			if a != nil && a.pod != pod {
@@ -365,7 +485,7 @@ func (h *JobHost) agentOf(ctx context.Context, name string, submitting bool) (*j
 				a = nil
 			}
 			if a == nil {
-				ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
+				ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
 					[]agentclient.MachineConfig{{Name: pod, Transport: &transport{h: h.Host, pod: pod, id: jobMachine(id)}, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
 				if err != nil {
 					h.mu.Unlock()
@@ -386,6 +506,131 @@ func (h *JobHost) agentOf(ctx context.Context, name string, submitting bool) (*j
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// readerName is the batch Job of the reader pod of supervisor Job name
+// (at most 63 characters, as supervisor Jobs' names are at most 61).
+func readerName(name string) string { return name + "-r" }
+
+// readerIdle is how long a reader pod waits for a client before it
+// ends: the host's idle timeout, from 10 seconds to a minute.
+func readerIdle(idle time.Duration) time.Duration { return min(max(idle, 10*time.Second), time.Minute) }
+
+// readerScript is a reader pod's command: it links the agents' state
+// directory of job id to the volume (mounted read-only), and the
+// programs there (the supervisors', which a client running the same
+// program then need not upload), and waits while an agent runs, ending
+// idle seconds after the last one (or after its start, when no client
+// comes).
+func readerScript(id string, idle time.Duration) string {
+	m := jobMachine(id)
+	return `d=` + agentDir + `; mkdir -p "$d/` + agentproto.BinDir + `" && ln -sfn ` + jobsDir + `/state-` + m + ` "$d/state-` + m + `" || exit 1; ` +
+		`for b in ` + jobsDir + `/bin/*; do case "${b##*/}" in *.*) ;; *) [ -x "$b" ] && ln -s "$b" "$d/` + agentproto.BinDir + `/${b##*/}" 2>/dev/null;; esac; done; ` +
+		`t=0; while [ $t -lt ` + strconv.Itoa(int(idle.Seconds())) + ` ]; do a=; ` +
+		`for g in "$d"/agent-*.pid; do [ -s "$g" ] && kill -0 "$(cat "$g")" 2>/dev/null && a=1; done; ` +
+		`if [ -n "$a" ]; then t=0; else t=$((t+1)); fi; sleep 1; done; exit 0`
+}
+
+// readerPodOf returns the running reader pod of supervisor Job name, a
+// job whose supervisor has ended: a pod of a batch Job of its own
+// (readerName), made on demand, that mounts the jobs volume read-only
+// and runs the agent (uploaded as to any pod) over the job's journal and
+// logs. It ends once no client has used it for readerIdle, and its batch
+// Job is then removed at once (ttlSecondsAfterFinished 0), so that
+// nothing is left of it; readers of several clients share it.
+func (h *JobHost) readerPodOf(ctx context.Context, name string) (string, error) {
+	id := h.jobID(ctx, name)
+	if id == "" {
+		return "", fmt.Errorf("%w: kubernetes: the supervisor Job %s names no job", driver.ErrJobNotFound, name)
+	}
+	rname := readerName(name)
+	labels := map[string]string{LabelManaged: "true", LabelJob: name, LabelReader: "true"}
+	zero, one := int32(0), int32(1)
+	no := false
+	grace := int64(1)
+	bj := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: rname, Labels: labels, Annotations: map[string]string{AnnotationOwner: h.owner, LabelJob: id}},
+		Spec: batchv1.JobSpec{
+			Parallelism: &one, Completions: &one, BackoffLimit: &zero, TTLSecondsAfterFinished: &zero,
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				RestartPolicy:                 corev1.RestartPolicyNever,
+				TerminationGracePeriodSeconds: &grace,
+				AutomountServiceAccountToken:  &no,
+				EnableServiceLinks:            &no,
+				Containers: []corev1.Container{{
+					Name:            containerName,
+					Image:           h.opts.Image,
+					ImagePullPolicy: corev1.PullIfNotPresent,
+					Command:         []string{"sh", "-c", readerScript(id, readerIdle(h.opts.IdleTimeout))},
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+						corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
+					VolumeMounts: []corev1.VolumeMount{{Name: "meadowrun", MountPath: agentDir}, {Name: "jobs", MountPath: jobsDir, ReadOnly: true}},
+				}},
+				Volumes: []corev1.Volume{
+					{Name: "meadowrun", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+					{Name: "jobs", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: h.opts.JobsVolume, ReadOnly: true}}},
+				},
+			}},
+		},
+	}
+	deadline := time.Now().Add(h.opts.ScheduleTimeout + time.Minute)
+	why := "it has no pod yet"
+	for {
+		cur, err := h.cs.BatchV1().Jobs(h.ns).Get(ctx, rname, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err = h.cs.BatchV1().Jobs(h.ns).Create(ctx, bj, metav1.CreateOptions{})
+			if err != nil && !apierrors.IsAlreadyExists(err) {
+				return "", fmt.Errorf("kubernetes: creating the reader Job %s in namespace %s: %w", rname, h.ns, h.classify(err))
+			}
+			continue
+		case err != nil:
+			return "", fmt.Errorf("kubernetes: the reader Job %s: %w", rname, h.classify(err))
+		}
+		if cur.DeletionTimestamp == nil && jobEnded(cur) {
+			// An earlier reader that ended idle, not yet removed: a new
+			// one replaces it (only that one: another client may have
+			// made the new one already).
+			bg := metav1.DeletePropagationBackground
+			h.cs.BatchV1().Jobs(h.ns).Delete(ctx, rname, metav1.DeleteOptions{PropagationPolicy: &bg, Preconditions: &metav1.Preconditions{UID: &cur.UID}})
+		} else if cur.DeletionTimestamp == nil {
+			l, err := h.cs.CoreV1().Pods(h.ns).List(ctx, metav1.ListOptions{LabelSelector: "batch.kubernetes.io/job-name=" + rname})
+			if err != nil {
+				return "", fmt.Errorf("kubernetes: the pods of reader Job %s: %w", rname, h.classify(err))
+			}
+			var states []string
+			for _, p := range l.Items {
+				if !slices.ContainsFunc(p.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == cur.UID }) {
+					continue
+				}
+				if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+					return p.Name, nil
+				}
+				states = append(states, fmt.Sprintf("pod %s is %s%s", p.Name, p.Status.Phase, terminated(&p)))
+			}
+			if len(states) > 0 {
+				why = strings.Join(states, "; ")
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%w: kubernetes: the reader pod of Job %s: %s", driver.ErrUnreachable, rname, why)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// jobEnded reports whether batch Job j has completed or failed.
+func jobEnded(j *batchv1.Job) bool {
+	for _, c := range j.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
 
 // jobID is the job id of supervisor Job name, from its annotation.

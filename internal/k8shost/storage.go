@@ -39,6 +39,10 @@ type StorageSpec struct {
 	Secret string
 	// Region signs S3 requests; "" means us-east-1.
 	Region string
+	// MinValueBytes is the size from which a task's argument or result
+	// travels through the bucket; 0 means DefaultValueBytes, negative
+	// never.
+	MinValueBytes int64
 }
 
 // fetchTTL is how long a pod's download URL is valid: the pod uses it as

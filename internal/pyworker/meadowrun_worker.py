@@ -329,6 +329,10 @@ class Worker:
         self.running = 0
         self.running_cmd = None
         self.running_cancel = False
+        # in_user is true only while the running task's own function runs
+        # (call_user): a Cancel raises in the main thread only then, never
+        # in the worker's own code (a frame half written, say).
+        self.in_user = False
         self.main_thread = threading.get_ident()
 
     # Reading.
@@ -417,11 +421,13 @@ class Worker:
             self.running_cancel = True
             if self.running_cmd is not None:
                 kill_process(self.running_cmd)
-            else:
+            elif self.in_user:
                 # A running function: Cancelled is raised in it as soon as
                 # it runs Python code again; the signal interrupts a
                 # blocking call (time.sleep, a read), whose handler then
-                # runs Python code.
+                # runs Python code. Outside the function (the task not
+                # yet entered, or being answered) running_cancel is
+                # enough: call_user checks it before it calls.
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main_thread), ctypes.py_object(Cancelled))
                 try:
                     signal.pthread_kill(self.main_thread, CANCEL_SIGNAL)
@@ -515,9 +521,35 @@ class Worker:
         while True:
             try:
                 with self.cond:
-                    self.running, self.running_cmd = 0, None
+                    self.running, self.running_cmd, self.in_user = 0, None, False
                     if self.running_cancel:
                         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main_thread), None)
+                return
+            except Cancelled:
+                continue
+
+    def call_user(self, fn, arg):
+        """Calls the task's function, the only code a Cancel raises in."""
+        with self.cond:
+            if self.running_cancel:
+                raise Cancelled()
+            self.in_user = True
+        try:
+            return fn(arg)
+        finally:
+            self.leave_user()
+
+    def leave_user(self):
+        """Ends the window in which a Cancel raises: one raised in the
+        meantime (the function had returned) is dropped, as is one still
+        pending; the task's own outcome stands."""
+        while True:
+            try:
+                with self.cond:
+                    if self.in_user:
+                        self.in_user = False
+                        if self.running_cancel:
+                            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main_thread), None)
                 return
             except Cancelled:
                 continue
@@ -555,7 +587,7 @@ class Worker:
         except (UnicodeDecodeError, ValueError) as e:
             return failure(S_BAD_INPUT, type_name(e), "decoding the argument of %s as %s: %s" % (fn.__qualname__, codec_name(arg_codec), e))
         try:
-            res = fn(arg)
+            res = self.call_user(fn, arg)
         except Cancelled:
             raise
         except SystemExit as e:

@@ -252,3 +252,51 @@ func TestAPickledCallableRunsWhenCloudpickleIsThere(t *testing.T) {
 		return
 	}
 }
+
+// A Cancel that reaches the worker as its task ends (or before the task's
+// function is entered) must end that task as cancelled or done, never
+// raise in the worker's own code: the worker lives on and answers every
+// task.
+func TestCancelsRacingTheirTasksEndNeverKillTheWorker(t *testing.T) {
+	s := start(t)
+	if typ, _ := s.next(); typ != wire.TypeHello {
+		t.Fatalf("first frame has type %#x, want hello", typ)
+	}
+	s.send(wire.TypeDefine, wire.AppendDefine(nil, wire.Define{ID: 1, Name: "mrtest.fns.square"}))
+	const n = 1500
+	tasks := make([]wire.Task, n)
+	for i := range tasks {
+		tasks[i] = wire.Task{Key: uint64(i + 1), Func: 1, Payload: []byte("7")}
+	}
+	s.send(wire.TypeTasks, wire.AppendTasks(nil, tasks))
+	results := map[uint64]wire.Status{}
+	for len(results) < n {
+		typ, body, err := s.rd.Next()
+		if err != nil {
+			<-s.w.Done()
+			st := s.w.Exit()
+			t.Fatalf("after %d results the worker's stream ended (%v): exit %d, output:\n%s", len(results), err, st.Code, st.Output)
+		}
+		switch typ {
+		case wire.TypeStarted:
+			k, _ := wire.DecodeStarted(body)
+			s.send(wire.TypeCancel, wire.AppendCancel(nil, k))
+		case wire.TypeResults:
+			rs, err := wire.DecodeResults(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rs {
+				if r.Status != wire.StatusOK && r.Status != wire.StatusCanceled {
+					t.Fatalf("task %d: status %s (%s), want ok or cancelled", r.Key, r.Status, r.Payload)
+				}
+				results[r.Key] = r.Status
+			}
+		}
+	}
+	s.send(wire.TypeShutdown, nil)
+	<-s.w.Done()
+	if st := s.w.Exit(); st.Code != 0 {
+		t.Fatalf("after Shutdown the worker ended with %+v, want exit 0", st)
+	}
+}
