@@ -53,8 +53,9 @@ var (
 	ErrRegistryAuth = driver.ErrRegistryAuth
 	// ErrPortInUse: a port of Options.Ports is taken on the machine.
 	ErrPortInUse = driver.ErrPortInUse
-	// ErrSidecarExited: a sidecar stopped right after it started; the
-	// message has its output.
+	// ErrSidecarExited: a sidecar stopped right after it started, or
+	// (Kubernetes) while a task ran, which then fails with a *TaskError
+	// that matches it; the message has its exit code and output.
 	ErrSidecarExited = driver.ErrSidecarExited
 
 	// Errors about Python environments.
@@ -157,6 +158,8 @@ func (e *TaskError) Is(target error) bool {
 		return true
 	case ErrUnknownFunction:
 		return e.Kind == KindUnknownFunction
+	case ErrSidecarExited:
+		return e.Type == coord.TypeSidecarExited
 	}
 	return false
 }

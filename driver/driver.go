@@ -53,7 +53,7 @@ var (
 	// by something other than the job's own workers.
 	ErrPortInUse = errors.New("port in use")
 	// ErrSidecarExited means a sidecar container stopped right after it
-	// started.
+	// started, or while its worker ran (ExitStatus.Cause).
 	ErrSidecarExited = errors.New("sidecar container exited")
 )
 
@@ -292,6 +292,10 @@ type ExitStatus struct {
 	// ResultLog is the worker's result log as it was when the worker
 	// ended (docs/protocol.md, "Result log"); nil when it had none.
 	ResultLog []byte
+	// Cause, when set, is why the host ended the worker: for a sidecar
+	// that stopped while the worker ran, an error wrapping
+	// ErrSidecarExited. The task it was running fails with it.
+	Cause error `json:"-"`
 }
 
 // ResultLogger is implemented by a Worker given a result log: memory

@@ -120,6 +120,26 @@ func TestKubernetesSidecars(t *testing.T) {
 	t.Log(err)
 }
 
+// A sidecar that stops while a task runs (the kubelet restarts it) fails
+// the task with ErrSidecarExited, its exit code and the end of its log.
+func TestKubernetesSidecarStoppingMidTask(t *testing.T) {
+	c := k8stest.Require(t)
+	h, _ := ownPods(t, c, kubernetes.Options{})
+	base, tag, _ := strings.Cut(c.Image, ":")
+	o := meadowrun.Options{LogDir: t.TempDir(), Resources: small, Sidecars: []meadowrun.Container{{Repository: base, Tag: tag, Name: "brief",
+		Args: []string{"sh", "-c", "echo sidecar-is-up; sleep 5; echo sidecar-leaves-mid-task; exit 7"}}}}
+	got, err := meadowrun.RunFunction(context.Background(), k8sSleep.With(40), h, &o)
+	if !errors.Is(err, meadowrun.ErrSidecarExited) || !strings.Contains(err.Error(), "exit code 7") ||
+		!strings.Contains(err.Error(), "sidecar-leaves-mid-task") || !strings.Contains(err.Error(), "sidecar-0") {
+		t.Fatalf("a sidecar that exits mid-task: %v, %v; want ErrSidecarExited naming it, with its exit code and output", got, err)
+	}
+	var te *meadowrun.TaskError
+	if !errors.As(err, &te) {
+		t.Fatalf("%v: not a *TaskError", err)
+	}
+	t.Log(err)
+}
+
 // k8sServe listens on port, tells each client "hello from the task" and
 // returns once one answers "bye".
 var k8sServe = meadowrun.Register("k8s.Serve", func(ctx context.Context, port int) (string, error) {

@@ -110,7 +110,7 @@ func connect(ctx context.Context, p *Pool, w driver.Worker, key string, rt drive
 		w.Conn().Close()
 		st := w.Exit()
 		msg := fmt.Sprintf("%s: worker %s on %s %s", ErrWorkerStart, w.Name(), w.Machine(), cause)
-		if st.Code >= 0 || st.Signal != "" {
+		if st.Code >= 0 || st.Signal != "" || st.Lost || st.Cause != nil {
 			msg += fmt.Sprintf(" (%s)", describeExit(st))
 		}
 		if len(st.Output) > 0 {
@@ -455,6 +455,8 @@ func failureOfResult(r wire.Result) wire.Failure {
 
 func describeExit(st driver.ExitStatus) string {
 	switch {
+	case st.Cause != nil:
+		return st.Cause.Error()
 	case st.Lost:
 		return "lost: no exit status"
 	case st.OOMKilled:

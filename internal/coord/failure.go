@@ -19,6 +19,10 @@ var (
 	ErrWorkerStart = errors.New("meadowrun: worker did not start")
 )
 
+// TypeSidecarExited is the Type of a failure whose worker its host ended
+// because a sidecar of the worker stopped (driver.ErrSidecarExited).
+const TypeSidecarExited = "sidecar-exited"
+
 // Kind classifies a task failure. The root package's ErrorKind has the
 // same values, and documents each.
 type Kind int

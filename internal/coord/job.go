@@ -601,6 +601,9 @@ func (r *Job) workerDied(c *workerConn, lost []*task, running bool, st driver.Ex
 		te.Kind = KindExit
 	}
 	te.Type = "worker-" + te.Kind.String()
+	if errors.Is(st.Cause, driver.ErrSidecarExited) {
+		te.Type = TypeSidecarExited
+	}
 	if running {
 		te.Message = fmt.Sprintf("worker %s on %s ended while running the task: %s", c.w.Name(), c.w.Machine(), describeExit(st))
 	} else {

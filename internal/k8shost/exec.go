@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,10 +164,17 @@ type transport struct {
 	h   *Host
 	pod string
 	id  string // the agent's machine id
+	// starting is set while the pod is connected to before it is seen
+	// Running (bringUp): its exec sessions are retried until the
+	// container takes them, and its phase is not checked.
+	starting atomic.Bool
 }
 
 // Open implements agentclient.Transport: the pod must be running.
 func (t *transport) Open(ctx context.Context) (agentclient.Link, error) {
+	if t.starting.Load() {
+		return &link{t: t}, nil
+	}
 	if err := t.h.podRunning(ctx, t.pod); err != nil {
 		return nil, err
 	}
@@ -203,6 +211,85 @@ type link struct {
 	// session left open keeps its agent, and so its pod, from going idle).
 	conns  map[*execStream]struct{}
 	closed bool
+	// spares are dial streams opened while the agent starts, each
+	// waiting in the pod for the agent's socket: the first Dials (the
+	// control channel, the first requests and worker) find them open
+	// instead of each waiting for an exec session and this program's
+	// start in dial mode. Unused ones are closed after spareLife.
+	spares []*execStream
+}
+
+// spareCount is how many dial streams a bootstrap opens ahead: the
+// control channel, the fit request and the first worker's start.
+const spareCount = 3
+
+// spareLife is how long a spare dial stream waits to be used.
+const spareLife = 10 * time.Second
+
+// openSpares opens n dial streams to the agent of socket sock and program
+// exe that wait (at most 30 s) in the pod until the agent listens.
+func (l *link) openSpares(n int, sock, exe string) {
+	script := `s="` + sock + `"; i=0; while [ ! -S "$s" ]; do i=$((i+1)); [ $i -gt 1500 ] && exit 3; sleep 0.02; done; ` +
+		agentproto.EnvDial + `="$s" exec "` + exe + `"`
+	var opened []*execStream
+	for range n {
+		s, err := l.t.h.exec(l.t.pod, []string{"sh", "-c", script})
+		if err != nil {
+			break
+		}
+		opened = append(opened, s)
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		for _, s := range opened {
+			s.Close()
+		}
+		return
+	}
+	l.spares = append(l.spares, opened...)
+	l.mu.Unlock()
+	time.AfterFunc(spareLife, func() {
+		l.mu.Lock()
+		var old []*execStream
+		l.spares = slices.DeleteFunc(l.spares, func(s *execStream) bool {
+			if slices.Contains(opened, s) {
+				old = append(old, s)
+				return true
+			}
+			return false
+		})
+		l.mu.Unlock()
+		for _, s := range old {
+			s.Close()
+		}
+	})
+}
+
+// spare takes an open spare dial stream, nil if none; with l.mu held.
+func (l *link) spare() *execStream {
+	for len(l.spares) > 0 {
+		s := l.spares[0]
+		l.spares = l.spares[1:]
+		select {
+		case <-s.done:
+			s.Close() // it failed: the socket never came
+		default:
+			return s
+		}
+	}
+	return nil
+}
+
+// dropSpares closes the spare dial streams.
+func (l *link) dropSpares() {
+	l.mu.Lock()
+	spares := l.spares
+	l.spares = nil
+	l.mu.Unlock()
+	for _, s := range spares {
+		s.Close()
+	}
 }
 
 // Bootstrap implements agentclient.Link: one exec uploads the program
@@ -228,27 +315,54 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	// With a bucket the pod first tries to download the program (its
 	// URL and header arrive on standard input, never on a command line).
 	fetch, viaBucket := l.t.h.programFetch(ctx, pod, bin)
+	ok := false
+	defer func() {
+		if !ok {
+			l.dropSpares()
+		}
+	}()
 	script := `d=` + agentDir + `; e="` + exe + `"; s="` + sock + `"; umask 077; IFS= read -r u; IFS= read -r hd; ` +
 		fetchScript(bin.SHA) +
 		`if [ -x "$e" ]; then echo have; elif [ -n "$u" ] && m=$(fetch); then echo fetched; ` +
 		`else rm -f "$e.up$$"; echo "upload $m" | tr '\n' ' '; echo; mkdir -p "$d/` + agentproto.BinDir + `" && cat > "$e.up$$" && chmod 700 "$e.up$$" && mv -f "$e.up$$" "$e" || exit 1; fi; ` +
 		`if [ ! -S "$s" ]; then ` + agentproto.EnvAgent + `="$d" ` + agentproto.EnvMachine + `=` + l.t.id + ` ` + agentproto.EnvIdleExit + `=` + idle.String() +
 		` setsid "$e" </dev/null >>"$d/` + agentproto.LogName(l.t.id) + `" 2>&1 & fi; ` +
-		`i=0; while [ ! -S "$s" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; ` +
+		`i=0; while [ ! -S "$s" ] && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done; ` +
 		`if [ -S "$s" ]; then touch "$d/started"; echo ready; else echo "the agent does not listen after 20s"; fi`
-	s, err := l.t.h.exec(pod, []string{"sh", "-c", script})
-	if err != nil {
-		return nil, fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, pod, err)
+	var s *execStream
+	var br *bufio.Reader
+	var how string
+	for {
+		s, err = l.t.h.exec(pod, []string{"sh", "-c", script})
+		if err != nil {
+			return nil, fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, pod, err)
+		}
+		if _, err = fmt.Fprintf(s, "%s\n%s\n", fetch.URL, fetch.Header); err == nil {
+			br = bufio.NewReader(s)
+			how, err = br.ReadString('\n')
+		}
+		if err == nil {
+			break
+		}
+		err = errors.Join(err, s.wait())
+		s.Close()
+		if !l.t.starting.Load() {
+			if perr := l.t.h.podRunning(ctx, pod); perr != nil {
+				err = errors.Join(err, perr) // why: the pod's state
+			}
+			return nil, fmt.Errorf("%w: pod %s: bootstrapping the agent: %w", driver.ErrUnreachable, pod, err)
+		}
+		// The pod is on its node, its container not started yet: the
+		// script did not run.
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: pod %s: bootstrapping the agent: %w", driver.ErrUnreachable, pod, context.Cause(ctx))
+		case <-time.After(25 * time.Millisecond):
+		}
 	}
 	defer s.Close()
-	if _, err := fmt.Fprintf(s, "%s\n%s\n", fetch.URL, fetch.Header); err != nil {
-		return nil, fmt.Errorf("%w: pod %s: bootstrapping the agent: %w", driver.ErrUnreachable, pod, errors.Join(err, s.wait()))
-	}
-	br := bufio.NewReader(s)
-	how, err := br.ReadString('\n')
-	if err != nil {
-		return nil, fmt.Errorf("%w: pod %s: bootstrapping the agent: %w", driver.ErrUnreachable, pod, errors.Join(err, s.wait()))
-	}
+	// The container runs: the spare dial streams can start.
+	l.openSpares(spareCount, sock, exe)
 	how = strings.TrimSpace(how)
 	if why, ok := strings.CutPrefix(how, "upload"); ok {
 		if why = strings.TrimSpace(why); viaBucket {
@@ -284,6 +398,7 @@ func (l *link) Bootstrap(ctx context.Context, programs *agentclient.Programs) (*
 	l.mu.Lock()
 	l.sock, l.exe = sock, exe
 	l.mu.Unlock()
+	ok = true
 	return bin, nil
 }
 
@@ -307,9 +422,15 @@ func (l *link) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
 	if sock == "" {
 		return nil, errors.New("kubernetes: dial before bootstrap")
 	}
-	s, err := l.t.h.exec(l.t.pod, []string{"sh", "-c", agentproto.EnvDial + `=` + sock + ` exec ` + exe})
-	if err != nil {
-		return nil, fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, l.t.pod, err)
+	l.mu.Lock()
+	s := l.spare()
+	l.mu.Unlock()
+	if s == nil {
+		var err error
+		s, err = l.t.h.exec(l.t.pod, []string{"sh", "-c", agentproto.EnvDial + `=` + sock + ` exec ` + exe})
+		if err != nil {
+			return nil, fmt.Errorf("%w: pod %s: %w", driver.ErrUnreachable, l.t.pod, err)
+		}
 	}
 	l.mu.Lock()
 	if l.closed {
@@ -332,7 +453,12 @@ func (l *link) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
 }
 
 // KeepAlive implements agentclient.Link: the pod must still run.
-func (l *link) KeepAlive() error { return l.t.h.podRunning(context.Background(), l.t.pod) }
+func (l *link) KeepAlive() error {
+	if l.t.starting.Load() {
+		return nil // bringUp watches the pod's start
+	}
+	return l.t.h.podRunning(context.Background(), l.t.pod)
+}
 
 // Close implements agentclient.Link: streams are closed by their users.
 func (l *link) Close() error {
@@ -340,8 +466,13 @@ func (l *link) Close() error {
 	l.closed = true
 	conns := l.conns
 	l.conns = nil
+	spares := l.spares
+	l.spares = nil
 	l.mu.Unlock()
 	for s := range conns {
+		s.Close()
+	}
+	for _, s := range spares {
 		s.Close()
 	}
 	return nil

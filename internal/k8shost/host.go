@@ -104,6 +104,13 @@ type pod struct {
 	starting  bool // being started by a Start call
 	adopted   bool // made by another process
 	single    bool // removed when its worker ends (single-use, or host ports)
+	sidecars  int  // how many sidecars its spec has
+	// ws are the workers running in it; sidecarErr, once set, is the
+	// sidecar that stopped while the pod was in use (watchSidecars), and
+	// unwatch stops that watch.
+	ws         map[*worker]struct{}
+	sidecarErr error
+	unwatch    context.CancelFunc
 }
 
 // Config loads the kubeconfig of opts: the client configuration, the
@@ -397,15 +404,37 @@ func (h *Host) Start(ctx context.Context, spec driver.WorkerSpec) (driver.Worker
 		h.deletePodJob(name)
 		return nil, errors.New("kubernetes: host closed")
 	}
-	p := &pod{name: name, key: key, created: time.Now(), starting: true, single: single}
+	p := &pod{name: name, key: key, created: time.Now(), starting: true, single: single, sidecars: len(spec.Sidecars)}
 	h.pods[name] = p
 	h.mu.Unlock()
 	return h.bringUp(ctx, p, aspec)
 }
 
-// bringUp waits for p to run and starts the worker on it.
+// bringUp waits for p to run and starts the worker on it. A new pod
+// without sidecars is connected to as soon as it is bound to its node:
+// the program's upload and the agent's start then overlap the container's
+// start and the kubelet's report of it (exec sessions are retried until
+// the container takes them), and the worker is returned once the pod is
+// seen Running. A pod with sidecars is connected to once they have run
+// for sidecarGrace (settleSidecars).
 func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (driver.Worker, error) {
-	err := h.waitRunning(ctx, p.name)
+	tr := &transport{h: h, pod: p.name, id: machineID(p.name)}
+	var running <-chan error // the pod's start, while it is connected to early
+	var err error
+	if p.sidecars == 0 && !p.adopted {
+		onNode := make(chan struct{})
+		ch := make(chan error, 1)
+		tr.starting.Store(true)
+		go func() { ch <- h.waitStarted(ctx, p.name, func() { close(onNode) }) }()
+		select {
+		case err = <-ch:
+			tr.starting.Store(false)
+		case <-onNode:
+			running = ch
+		}
+	} else {
+		err = h.waitRunning(ctx, p.name)
+	}
 	var pe *errPending
 	if errors.As(err, &pe) {
 		h.mu.Lock()
@@ -419,30 +448,68 @@ func (h *Host) bringUp(ctx context.Context, p *pod, spec driver.WorkerSpec) (dri
 		h.forget(p)
 		return nil, err
 	}
-	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Values: h.valueStore(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
-		[]agentclient.MachineConfig{{Name: p.name, Transport: &transport{h: h, pod: p.name, id: machineID(p.name)}, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
-	if err != nil {
+	cctx := ctx
+	var startErr chan error // the pod's start, once connecting is over
+	if running != nil {
+		// A pod that fails to start (its image, its container) ends the
+		// connecting at once.
+		var cancel context.CancelCauseFunc
+		cctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		startErr = make(chan error, 1)
+		go func() {
+			err := <-running
+			if err == nil {
+				tr.starting.Store(false)
+			} else {
+				cancel(err)
+			}
+			startErr <- err
+		}()
+	}
+	fail := func(err error) (driver.Worker, error) {
+		if startErr != nil {
+			select {
+			case serr := <-startErr:
+				if serr != nil {
+					err = serr // why connecting failed
+				}
+			case <-time.After(5 * time.Second):
+			}
+		}
 		h.forget(p)
 		return nil, err
 	}
+	ah, err := agentclient.New(agentclient.Options{Kind: "kubernetes pod", Programs: h.progs, Content: h.content(), Values: h.valueStore(), Log: h.opts.Log, GiveUpAfter: 30 * time.Second},
+		[]agentclient.MachineConfig{{Name: p.name, Transport: tr, ConnectTimeout: 60 * time.Second, KeepAlive: 2 * time.Second}})
+	if err != nil {
+		return fail(err)
+	}
 	// Fit connects to the pod's agent (bootstrapping it) and checks that
 	// the worker fits the pod.
-	if _, err := ah.Fit(ctx, spec.Resources); err != nil {
+	if _, err := ah.Fit(cctx, spec.Resources); err != nil {
 		ah.Close()
-		h.forget(p)
-		return nil, err
+		return fail(err)
 	}
 	h.mu.Lock()
 	p.agent, p.pending, p.starting = ah, false, false
 	p.workers++
 	h.mu.Unlock()
-	w, err := ah.Start(ctx, spec)
+	w, err := ah.Start(cctx, spec)
+	if err == nil && startErr != nil {
+		if err = <-startErr; err != nil {
+			w.Kill()
+		}
+		startErr = nil
+	}
 	if err != nil {
 		h.mu.Lock()
 		p.workers--
 		h.mu.Unlock()
-		h.forget(p)
-		return nil, err
+		return fail(err)
+	}
+	if p.sidecars > 0 {
+		h.watchSidecars(p)
 	}
 	return h.wrap(p, w), nil
 }
@@ -463,7 +530,7 @@ func (h *Host) startOnExisting(ctx context.Context, key string, spec driver.Work
 	h.mu.Lock()
 	var mine []*pod
 	for _, p := range h.pods {
-		if p.key == key && p.agent != nil && !p.pending && !p.starting {
+		if p.key == key && p.agent != nil && !p.pending && !p.starting && p.sidecarErr == nil {
 			mine = append(mine, p)
 		}
 	}
@@ -516,7 +583,7 @@ func (h *Host) startOnExisting(ctx context.Context, key string, spec driver.Work
 			h.mu.Unlock()
 			continue
 		}
-		p := &pod{name: kp.Name, key: key, created: kp.CreationTimestamp.Time, starting: true, adopted: true}
+		p := &pod{name: kp.Name, key: key, created: kp.CreationTimestamp.Time, starting: true, adopted: true, sidecars: len(kp.Spec.InitContainers)}
 		h.pods[kp.Name] = p
 		h.mu.Unlock()
 		w, err := h.bringUp(ctx, p, spec)
@@ -605,6 +672,9 @@ func (h *Host) forgetIf(p *pod, cond func() bool) {
 	}
 	delete(h.pods, p.name)
 	ah := p.agent
+	if p.unwatch != nil {
+		p.unwatch()
+	}
 	h.mu.Unlock()
 	if ah != nil {
 		ah.Close()
@@ -633,6 +703,16 @@ func (h *Host) deletePodJob(name string) {
 // wrap returns w, whose end releases its pod: a single-use pod is removed.
 func (h *Host) wrap(p *pod, w driver.Worker) driver.Worker {
 	kw := &worker{Worker: w, h: h, p: p, done: make(chan struct{})}
+	h.mu.Lock()
+	if p.ws == nil {
+		p.ws = map[*worker]struct{}{}
+	}
+	p.ws[kw] = struct{}{}
+	stopped := p.sidecarErr
+	h.mu.Unlock()
+	if stopped != nil {
+		w.Kill() // a sidecar stopped as it started
+	}
 	go func() {
 		<-w.Done()
 		kw.exit = w.Exit()
@@ -640,11 +720,17 @@ func (h *Host) wrap(p *pod, w driver.Worker) driver.Worker {
 			kw.exit.Lost, kw.exit.OOMKilled = false, true
 		}
 		h.mu.Lock()
+		delete(p.ws, kw)
+		if p.sidecarErr != nil {
+			// The task fails with the sidecar's exit, and the pod, whose
+			// sidecar the kubelet restarted, serves no other.
+			kw.exit.Cause, kw.exit.Lost = p.sidecarErr, false
+		}
 		p.workers--
 		if p.workers == 0 {
 			p.idleSince = time.Now()
 		}
-		drop := p.single && p.workers == 0
+		drop := p.single && p.workers == 0 || p.sidecarErr != nil && p.workers == 0
 		h.mu.Unlock()
 		if drop || kw.exit.Lost {
 			h.forget(p)
@@ -693,6 +779,9 @@ func (h *Host) Close() error {
 		wg.Go(func() {
 			h.mu.Lock()
 			ah := p.agent
+			if p.unwatch != nil {
+				p.unwatch()
+			}
 			h.mu.Unlock()
 			if ah != nil {
 				ah.Close()

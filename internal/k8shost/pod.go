@@ -271,7 +271,7 @@ func (e *errPending) Error() string { return e.msg }
 // *errPending at once; a pod whose image cannot be pulled, that failed,
 // or was deleted is an error at once.
 func (h *Host) waitRunning(ctx context.Context, name string) error {
-	if err := h.waitStarted(ctx, name); err != nil {
+	if err := h.waitStarted(ctx, name, nil); err != nil {
 		return err
 	}
 	return h.settleSidecars(ctx, name)
@@ -329,8 +329,15 @@ func (h *Host) settleSidecars(ctx context.Context, name string) error {
 }
 
 // waitStarted waits until pod name runs (waitRunning, sidecars aside).
-func (h *Host) waitStarted(ctx context.Context, name string) error {
+// onNode, when not nil, is called once the pod is bound to its node.
+func (h *Host) waitStarted(ctx context.Context, name string, onNode func()) error {
 	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	bound := func(p *corev1.Pod) {
+		if onNode != nil && p.Spec.NodeName != "" {
+			onNode()
+			onNode = nil
+		}
+	}
 	for {
 		l, err := h.cs.CoreV1().Pods(h.ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
 		if err != nil {
@@ -339,6 +346,7 @@ func (h *Host) waitStarted(ctx context.Context, name string) error {
 		if len(l.Items) == 0 {
 			return fmt.Errorf("%w: pod %s was deleted as it started", driver.ErrUnreachable, name)
 		}
+		bound(&l.Items[0])
 		if done, err := podReady(&l.Items[0]); done {
 			return h.withSidecarLog(err)
 		}
@@ -352,6 +360,7 @@ func (h *Host) waitStarted(ctx context.Context, name string) error {
 				return fmt.Errorf("%w: pod %s was deleted as it started", driver.ErrUnreachable, name)
 			}
 			if p, ok := ev.Object.(*corev1.Pod); ok {
+				bound(p)
 				if done, err := podReady(p); done {
 					w.Stop()
 					return h.withSidecarLog(err)
@@ -363,6 +372,108 @@ func (h *Host) waitStarted(ctx context.Context, name string) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// watchSidecars watches the sidecars of pod p, once they have started,
+// until the host lets go of p: one that stops (the kubelet restarts it,
+// and its restart count rises) fails the tasks of p's workers with
+// ErrSidecarExited, its exit code and the end of its log, and p serves
+// no other worker.
+func (h *Host) watchSidecars(p *pod) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.mu.Lock()
+	if p.unwatch != nil || h.pods[p.name] != p {
+		h.mu.Unlock()
+		cancel()
+		return
+	}
+	p.unwatch = cancel
+	h.mu.Unlock()
+	go func() {
+		defer cancel()
+		err := h.sidecarStop(ctx, p.name)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		err = h.withSidecarLog(err)
+		h.mu.Lock()
+		p.sidecarErr = err
+		ws := make([]*worker, 0, len(p.ws))
+		for w := range p.ws {
+			ws = append(ws, w)
+		}
+		idle := p.workers == 0
+		h.mu.Unlock()
+		fmt.Fprintf(h.opts.Log, "[meadowrun] %v: its pod's workers are stopped\n", err)
+		for _, w := range ws {
+			w.Worker.Kill()
+		}
+		if idle {
+			h.forget(p)
+		}
+	}()
+}
+
+// sidecarStop waits until a sidecar of pod name stops (its restart count
+// rises above what it was when the watch began, or it is terminated), and
+// returns its *sidecarExitedError; nil once the pod is gone or ctx ends.
+func (h *Host) sidecarStop(ctx context.Context, name string) error {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	base := map[string]int32{}
+	check := func(p *corev1.Pod) error {
+		for _, cs := range p.Status.InitContainerStatuses {
+			if !strings.HasPrefix(cs.Name, "sidecar-") {
+				continue
+			}
+			n, seen := base[cs.Name]
+			if !seen {
+				base[cs.Name] = cs.RestartCount
+				n = cs.RestartCount
+			}
+			t := cs.State.Terminated
+			if t == nil && cs.RestartCount > n {
+				t = cs.LastTerminationState.Terminated
+			}
+			if t != nil {
+				return &sidecarExitedError{pod: p.Name, container: cs.Name, image: cs.Image, code: t.ExitCode, reason: t.Reason, running: true}
+			}
+		}
+		return nil
+	}
+	for ctx.Err() == nil {
+		l, err := h.cs.CoreV1().Pods(h.ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if len(l.Items) == 0 || l.Items[0].DeletionTimestamp != nil {
+			return nil
+		}
+		if err := check(&l.Items[0]); err != nil {
+			return err
+		}
+		w, err := h.cs.CoreV1().Pods(h.ns).Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: l.ResourceVersion})
+		if err != nil {
+			continue
+		}
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Deleted {
+				w.Stop()
+				return nil
+			}
+			if p, ok := ev.Object.(*corev1.Pod); ok {
+				if err := check(p); err != nil {
+					w.Stop()
+					return err
+				}
+			}
+		}
+		w.Stop()
+	}
+	return nil
 }
 
 // withSidecarLog adds to a sidecar's exit the end of what it printed.
@@ -427,10 +538,15 @@ type sidecarExitedError struct {
 	pod, container, image string
 	code                  int32
 	reason                string
+	running               bool // it stopped while the pod's workers ran
 }
 
 func (e *sidecarExitedError) Error() string {
-	return fmt.Sprintf("pod %s: sidecar %s (%s) exited with exit code %d (%s)", e.pod, e.container, e.image, e.code, e.reason)
+	when := ""
+	if e.running {
+		when = " while the pod was in use (the kubelet restarts it)"
+	}
+	return fmt.Sprintf("pod %s: sidecar %s (%s) exited with exit code %d (%s)%s", e.pod, e.container, e.image, e.code, e.reason, when)
 }
 
 func (e *sidecarExitedError) Unwrap() error { return driver.ErrSidecarExited }

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,9 @@ type Options struct {
 	// Limiter forces a memory enforcement mechanism: "cgroup2", "cgroup1"
 	// or "watchdog"; "" picks the best available.
 	Limiter string
+	// WatchInterval is the watchdog's sampling interval (where it is the
+	// limiter); 0 means 50 ms.
+	WatchInterval time.Duration
 	// Capacity, when set, replaces the detected capacity (tests use it to
 	// model a smaller machine).
 	Capacity *sysres.Capacity
@@ -133,7 +137,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	if opts.MemoryBytes > 0 {
 		h.cap.MemoryBytes = opts.MemoryBytes
 	}
-	lim, err := sysres.NewLimiter(sysres.LimiterOptions{Force: opts.Limiter})
+	lim, err := sysres.NewLimiter(sysres.LimiterOptions{Force: opts.Limiter, WatchInterval: opts.WatchInterval})
 	if err != nil {
 		return nil, fmt.Errorf("local host: memory enforcement: %w", err)
 	}
@@ -504,7 +508,7 @@ func (h *Host) start(spec driver.WorkerSpec, gpus, ports []int, so StartOptions)
 	p := &proc{
 		h: h, spec: spec, gpus: gpus, ports: ports, tmp: tmp,
 		run:  &processRunner{name: spec.Name, cmd: cmd, group: group, limit: spec.Resources.MemoryBytes, ooms: h.ooms, oomBase: oomBase},
-		conn: &pipeConn{r: ps.resR, w: ps.taskW}, logR: ps.logR, rlog: rlog,
+		conn: newPipeConn(ps.resR, ps.taskW, group, spec.Resources.MemoryBytes), logR: ps.logR, rlog: rlog,
 		done: make(chan struct{}),
 	}
 	h.mu.Lock()
@@ -784,9 +788,24 @@ type pipeConn struct {
 	r    *os.File
 	w    *os.File
 	once sync.Once
+	// over, when set (the watchdog's groups), checks the worker's memory
+	// limit before its output is passed on: a worker found over it is
+	// killed and what it wrote dropped.
+	over   func() bool
+	killed atomic.Bool
 }
 
-func (c *pipeConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
+func (c *pipeConn) Read(b []byte) (int, error) {
+	if c.killed.Load() {
+		return 0, io.EOF
+	}
+	n, err := c.r.Read(b)
+	if n > 0 && c.over != nil && c.over() {
+		c.killed.Store(true)
+		return 0, io.EOF
+	}
+	return n, err
+}
 func (c *pipeConn) Write(b []byte) (int, error) { return c.w.Write(b) }
 func (c *pipeConn) Close() error {
 	c.once.Do(func() {
@@ -794,6 +813,16 @@ func (c *pipeConn) Close() error {
 		c.r.Close()
 	})
 	return nil
+}
+
+// newPipeConn is the stream of a worker's task and result pipes; a
+// group of the watchdog with a limit checks it before each result.
+func newPipeConn(r, w *os.File, group sysres.Group, limit int64) *pipeConn {
+	c := &pipeConn{r: r, w: w}
+	if e, ok := group.(sysres.Enforcer); ok && limit > 0 {
+		c.over = e.Enforce
+	}
+	return c
 }
 
 // setPipeSize sets a pipe's capacity (fcntl F_SETPIPE_SZ, Linux).

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/localhost"
@@ -58,11 +59,16 @@ type session struct {
 	rd *wire.Reader
 }
 
-func start(t *testing.T) *session {
+func start(t *testing.T) *session { return startLimited(t, 0, 0) }
+
+// startLimited starts a Python worker with a memory limit of limit bytes
+// (0: none), which the watchdog enforces, sampling every interval (0:
+// its default).
+func startLimited(t *testing.T, limit int64, interval time.Duration) *session {
 	t.Helper()
 	requirePython(t)
 	ctx := context.Background()
-	h, err := localhost.New(ctx, localhost.Options{CacheDir: t.TempDir(), Limiter: "watchdog",
+	h, err := localhost.New(ctx, localhost.Options{CacheDir: t.TempDir(), Limiter: "watchdog", WatchInterval: interval,
 		Capacity: &sysres.Capacity{LogicalCPU: 1, MemoryBytes: 1 << 30}})
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +76,7 @@ func start(t *testing.T) *session {
 	t.Cleanup(func() { h.Close() })
 	py, _ := filepath.Abs(filepath.Join("..", "..", "testdata", "py"))
 	w, err := h.Start(ctx, driver.WorkerSpec{Name: "p1", Runtime: driver.RuntimePython, Env: map[string]string{"PYTHONPATH": py},
+		Resources:  driver.Resources{MemoryBytes: limit},
 		Deployment: driver.Deployment{Kind: driver.DeployInterpreter, Interpreter: "python3"}})
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +185,32 @@ func TestTheWorkerSpeaksTheProtocol(t *testing.T) {
 	<-s.w.Done()
 	if st := s.w.Exit(); st.Code != 0 {
 		t.Fatalf("after Shutdown the worker ended with %+v, want exit 0", st)
+	}
+}
+
+// A task that goes over the worker's memory limit and returns at once,
+// between two of the watchdog's samples, gets no result out: its worker is
+// killed for memory (the high-water mark read before the result passes).
+func TestATaskOverItsLimitBetweenSamplesIsKilled(t *testing.T) {
+	// No sample but the one as the worker starts: only the check of its
+	// high-water mark before its output passes can see the task.
+	s := startLimited(t, 60<<20, time.Hour)
+	s.next() // Hello
+	s.send(wire.TypeDefine, wire.AppendDefine(nil, wire.Define{ID: 1, Name: "mrtest.fns.allocates"}))
+	s.send(wire.TypeTasks, wire.AppendTasks(nil, []wire.Task{{Key: 1, Func: 1, Payload: []byte("120")}}))
+	for {
+		typ, body, err := s.rd.Next()
+		if err != nil {
+			break // the stream ends with the kill
+		}
+		if typ == wire.TypeResults {
+			rs, _ := wire.DecodeResults(body)
+			t.Fatalf("the task over its limit got results out: %+v", rs)
+		}
+	}
+	<-s.w.Done()
+	if st := s.w.Exit(); !st.OOMKilled || st.PeakMemoryBytes < 120<<20 {
+		t.Fatalf("the worker ended with %+v, want killed for memory with its 120 MiB peak", st)
 	}
 }
 

@@ -81,6 +81,18 @@ type Group interface {
 	Close() error
 }
 
+// Enforcer is implemented by the watchdog's groups, which see a worker's
+// memory only when they sample it.
+type Enforcer interface {
+	// Enforce checks the limit now, against the high-water mark (VmHWM)
+	// of each process Attach was given, kills the group if one is over
+	// it, and reports whether the group was killed for memory. A host
+	// calls it before passing on what a worker wrote, so that a worker
+	// that went over its limit between two samples and finished its task
+	// at once is killed before its result leaves the machine.
+	Enforce() bool
+}
+
 // LimiterOptions configures NewLimiter. The zero value picks the best
 // Limiter for the real machine.
 type LimiterOptions struct {

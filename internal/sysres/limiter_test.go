@@ -525,6 +525,48 @@ func TestWatchdog(t *testing.T) {
 		}
 	})
 
+	t.Run("a peak between two samples is over the limit", func(t *testing.T) {
+		// No sample but Attach's: only the high-water mark shows the
+		// 50 MiB, freed before the allocator says ready.
+		l, err := NewLimiter(LimiterOptions{Force: KindWatchdog, WatchInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		g, err := l.NewGroup("between", 30*mib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), sysresHelperEnv+"=50", sysresHoldEnv+"=20s", sysresFreeEnv+"=1")
+		c := startChild(t, cmd, true, true)
+		if err := g.Attach(c.pid()); err != nil {
+			t.Fatal(err)
+		}
+		e, ok := g.(Enforcer)
+		if !ok {
+			t.Fatal("a watchdog group is not an Enforcer")
+		}
+		if e.Enforce() {
+			t.Fatal("Enforce killed the allocator before it allocated")
+		}
+		c.release(t)
+		c.awaitReady(t)
+		if rss, err := ProcessGroupRSS(c.pid()); err != nil || rss > 30*mib {
+			t.Fatalf("the allocator's RSS after freeing: %d, %v; want under the limit", rss, err)
+		}
+		if !e.Enforce() {
+			t.Fatal("Enforce did not see the 50 MiB peak over the 30 MiB limit")
+		}
+		c.wait(t)
+		if oom, err := g.OOMKilled(); err != nil || !oom {
+			t.Errorf("OOMKilled() = %v, %v; want true", oom, err)
+		}
+		if peak, _ := g.PeakBytes(); peak < 50*mib {
+			t.Errorf("PeakBytes() = %d; want the 50 MiB high-water mark", peak)
+		}
+	})
+
 	t.Run("a killed group stays reported as OOM-killed after Close", func(t *testing.T) {
 		l := newTestLimiter(t, KindWatchdog)
 		g, err := l.NewGroup("final", 10*mib)

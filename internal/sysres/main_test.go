@@ -18,6 +18,9 @@ import (
 const (
 	sysresHelperEnv = "SYSRES_TEST_ALLOCATE_MIB"
 	sysresHoldEnv   = "SYSRES_TEST_HOLD"
+	// sysresFreeEnv makes the allocator unmap its memory before it says
+	// ready: only its high-water mark shows it.
+	sysresFreeEnv = "SYSRES_TEST_FREE"
 )
 
 func TestMain(m *testing.M) {
@@ -60,6 +63,9 @@ func allocatorMain(mibStr, holdStr string) int {
 		pageSize := os.Getpagesize()
 		for i := 0; i < len(mem); i += pageSize {
 			mem[i] = 1
+		}
+		if os.Getenv(sysresFreeEnv) != "" {
+			syscall.Munmap(mem)
 		}
 	}
 	fmt.Println("ready")

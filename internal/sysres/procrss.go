@@ -42,6 +42,9 @@ func ProcessGroupRSS(pgid int) (int64, error) {
 type groupUsage struct {
 	rss  int64 // bytes
 	live int   // processes that are neither zombies nor dead
+	// hwm is the highest resident set size any one of its processes ever
+	// had (VmHWM), in bytes: a peak that fell between two samples.
+	hwm int64
 }
 
 // scanProcessGroups reads every process below procRoot once and returns the
@@ -82,6 +85,9 @@ func scanProcessGroups(procRoot string, want map[int]bool) (map[int]groupUsage, 
 		u := usage[pgrp]
 		u.rss += kb * 1024
 		u.live++
+		if hwm, err := parseMeminfoKB(status, "VmHWM"); err == nil {
+			u.hwm = max(u.hwm, hwm*1024)
+		}
 		usage[pgrp] = u
 	}
 	return usage, nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -210,8 +211,16 @@ func (g *watchdogGroup) observe(usage map[int]groupUsage) bool {
 		g.gone = true
 		return true
 	}
-	g.peak = max(g.peak, rss)
-	if g.limit > 0 && rss > g.limit {
+	// A process's own high-water mark is a peak of the group's sum too
+	// (never above it): a worker that allocated and freed between two
+	// samples is seen over its limit at the next one.
+	hwm := int64(0)
+	for _, pgid := range g.pgids {
+		hwm = max(hwm, usage[pgid].hwm)
+	}
+	g.peak = max(g.peak, rss) // not hwm: ResetPeak could not reset it
+	if g.limit > 0 && (rss > g.limit || hwm > g.limit) {
+		g.peak = max(g.peak, hwm)
 		g.oomKilled = true
 		// Only signal process groups seen alive in this sample, so that a
 		// process group ID reused since cannot be hit.
@@ -262,6 +271,33 @@ func (g *watchdogGroup) Attach(pid int) error {
 		return fmt.Errorf("sysres: attaching pid %d to group %q: %w", pid, g.name, err)
 	}
 	return nil
+}
+
+// Enforce implements Enforcer: the high-water marks of the group's
+// process group leaders (the processes Attach was given), read now.
+func (g *watchdogGroup) Enforce() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.oomKilled || g.closed || g.limit <= 0 {
+		return g.oomKilled
+	}
+	for _, pgid := range g.pgids {
+		status, err := os.ReadFile(filepath.Join(g.l.procRoot, strconv.Itoa(pgid), "status"))
+		if err != nil {
+			continue // it exited: the samples saw it
+		}
+		hwm, err := parseMeminfoKB(status, "VmHWM")
+		if err != nil || hwm*1024 <= g.limit {
+			continue
+		}
+		g.peak = max(g.peak, hwm*1024)
+		g.oomKilled = true
+		for _, p := range g.pgids {
+			syscall.Kill(-p, syscall.SIGKILL)
+		}
+		break
+	}
+	return g.oomKilled
 }
 
 // PeakBytes implements Group.
