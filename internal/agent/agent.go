@@ -176,6 +176,10 @@ type agent struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	running  int
+	// stopping is set, with mu held, when the agent decides to exit for
+	// being idle: from then on no session opens (hello refuses with
+	// KindStopping), so that none is cut off by the exit it raced with.
+	stopping bool
 	activity chan struct{}
 	notice   *agentproto.Notice // the machine's, once told it goes away
 }
@@ -218,6 +222,7 @@ func (a *agent) idleWatch(ctx context.Context, idle time.Duration, cancel func()
 		case <-t.C:
 			a.mu.Lock()
 			busy := len(a.sessions) > 0 || a.running > 0
+			a.stopping = !busy
 			a.mu.Unlock()
 			if !busy {
 				cancel()
@@ -316,6 +321,11 @@ func (a *agent) hello(c *unixConn, br *bufio.Reader, req *agentproto.Hello) {
 	}
 	s := &session{id: req.Session, w: c, workers: map[string]driver.Worker{}}
 	a.mu.Lock()
+	if a.stopping {
+		a.mu.Unlock()
+		reply(c, agentproto.Response{Error: "agent: exiting after its idle timeout; start a new one", Kind: agentproto.KindStopping})
+		return
+	}
 	old := a.sessions[req.Session]
 	a.sessions[req.Session] = s
 	a.mu.Unlock()

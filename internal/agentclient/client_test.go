@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meadowrun-go/meadowrun/driver"
 	"github.com/meadowrun-go/meadowrun/internal/agent"
@@ -32,6 +33,10 @@ type agentTransport struct {
 	dir     string
 	machine string
 	fail    error // Open fails with it, when set
+	// idleExit and onIdle are the agent's (IdleExit -1 when 0).
+	idleExit time.Duration
+	onIdle   func()
+	starts   int // agents started
 
 	bytes atomic.Int64 // carried by the streams dialled, both ways
 
@@ -68,20 +73,31 @@ func (tr *agentTransport) startAgent(sha string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan struct{}), make(chan struct{})
 	var once sync.Once
+	idle := tr.idleExit
+	if idle == 0 {
+		idle = -1
+	}
+	tr.starts++
 	go func() {
 		defer close(done)
-		err := agent.Serve(ctx, agent.Options{Dir: tr.dir, Binary: sha, Machine: tr.machine, IdleExit: -1, CacheTTL: -1,
+		err := agent.Serve(ctx, agent.Options{Dir: tr.dir, Binary: sha, Machine: tr.machine, IdleExit: idle, OnIdle: tr.onIdle, CacheTTL: -1,
 			Ready: func() { once.Do(func() { close(ready) }) }})
 		if err != nil {
 			tr.t.Errorf("agent: %v", err)
 		}
+		// Gone (idle): the next bootstrap starts another, as a
+		// machine's would.
+		tr.mu.Lock()
+		tr.stop = nil
+		tr.mu.Unlock()
 	}()
 	select {
 	case <-ready:
 	case <-done:
 	}
-	tr.stop = func() { cancel(); <-done }
-	tr.t.Cleanup(tr.stop)
+	stop := func() { cancel(); <-done }
+	tr.stop = stop
+	tr.t.Cleanup(stop)
 }
 
 // cut breaks every link, as a network failure would.
@@ -395,5 +411,54 @@ func TestTheClientImportsNoTransport(t *testing.T) {
 		if strings.HasPrefix(dep, "golang.org/x/crypto/ssh") || strings.HasSuffix(dep, "/internal/sshhost") || strings.HasPrefix(dep, "k8s.io/") {
 			t.Errorf("agentclient depends on %s", dep)
 		}
+	}
+}
+
+// An agent that has decided to exit for being idle refuses new sessions
+// (rather than taking one and cutting it off as it exits): the client
+// bootstraps the next agent and its session lives on.
+func TestASessionIsNeverOpenedOnAnAgentThatIsExiting(t *testing.T) {
+	tr := newAgentTransport(t)
+	tr.idleExit = 200 * time.Millisecond
+	exiting, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	tr.onIdle = func() {
+		once.Do(func() {
+			close(exiting)
+			<-release // the agent has decided and waits, still serving
+		})
+	}
+	h1 := newHost(t, Options{Log: io.Discard}, tr)
+	if _, err := h1.Fit(t.Context(), driver.Resources{LogicalCPU: 0.1}); err != nil {
+		t.Fatal(err)
+	}
+	h1.Close()
+	select {
+	case <-exiting:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent did not reach its idle exit")
+	}
+	h2 := newHost(t, Options{Log: io.Discard}, tr)
+	fit := make(chan error, 1)
+	go func() {
+		_, err := h2.Fit(t.Context(), driver.Resources{LogicalCPU: 0.1})
+		fit <- err
+	}()
+	// The new client is turned away while the old agent exits.
+	time.Sleep(300 * time.Millisecond)
+	close(release)
+	if err := <-fit; err != nil {
+		t.Fatalf("Fit of a client that met an exiting agent: %v", err)
+	}
+	// Its session is on the next agent, and lasts.
+	time.Sleep(300 * time.Millisecond)
+	if ms := h2.Describe(t.Context()); len(ms) != 1 || ms[0].Err != nil {
+		t.Fatalf("after the old agent exited: %+v", ms)
+	}
+	tr.mu.Lock()
+	starts := tr.starts
+	tr.mu.Unlock()
+	if starts != 2 {
+		t.Errorf("%d agents started, want 2 (the exiting one and the next)", starts)
 	}
 }

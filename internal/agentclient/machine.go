@@ -121,6 +121,25 @@ func (m *machine) reconnectLater() {
 // started when it is not running, and opens the session's control
 // channel.
 func (m *machine) connect(ctx context.Context) error {
+	// An agent that is exiting for being idle refuses the session: the
+	// next bootstrap, once it has gone, starts a new one.
+	for try := 0; ; try++ {
+		err := m.connectOnce(ctx)
+		if !errors.Is(err, errAgentStopping) || try == 5 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond << try):
+		}
+	}
+}
+
+// errAgentStopping is an agent's refusal of a session as it exits.
+var errAgentStopping = errors.New("the agent is exiting after its idle timeout")
+
+func (m *machine) connectOnce(ctx context.Context) error {
 	c, err := m.t.Open(ctx)
 	if err != nil {
 		return err
@@ -148,6 +167,9 @@ func (m *machine) connect(ctx context.Context) error {
 	err = exchange(conn, br, agentproto.Hello{Version: agentproto.Version, Session: session}, &resp)
 	if err == nil && resp.Failed() {
 		err = errors.New(resp.Error)
+		if resp.Kind == agentproto.KindStopping {
+			err = fmt.Errorf("%w (%s)", errAgentStopping, resp.Error)
+		}
 	}
 	if err == nil && resp.Machine == nil {
 		err = errors.New("no machine description")

@@ -176,6 +176,7 @@ const (
 	KindFailed      = "failed"      // anything else
 	KindNotFound    = "not-found"   // the job is not in this machine's journal
 	KindFinished    = "finished"    // the job to cancel has already finished
+	KindStopping    = "stopping"    // the agent is exiting (idle): start another
 	// Container deployments: the first two are the same on every
 	// machine, the others the machine's own.
 	KindImageNotFound = "image-not-found" // the registry has no such image
