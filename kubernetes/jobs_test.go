@@ -188,45 +188,10 @@ func TestKubernetesDetachedJobsRunInTheCluster(t *testing.T) {
 	if info.Machine != k8shost.SupervisorJobName(id) {
 		t.Fatalf("job %s is kept by %q, want its supervisor Job %s", id, info.Machine, k8shost.SupervisorJobName(id))
 	}
-	// Wait until the tasks before the gate have their results journaled.
-	for {
-		info, err = meadowrun.GetJob(ctx, id)
-		if err == nil && info.State.Final() {
-			t.Fatalf("the map ended before the gate opened: %+v", info)
-		}
-		if err == nil && info.Done >= blockFrom {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("waiting for %d results: %+v, %v", blockFrom, info, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	// Delete the supervisor's pod mid-map: Kubernetes makes another.
+	// Once the tasks before the gate have their results journaled, the
+	// supervisor's pod is deleted mid-map.
+	first := replaceSupervisorMidMap(t, ctx, cs, c.Namespace, id, blockFrom, counts)
 	sel := k8shost.LabelJob + "=" + k8shost.SupervisorJobName(id)
-	pods, err := cs.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
-	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("supervisor pods: %v, %v; want one", pods, err)
-	}
-	first := pods.Items[0].Name
-	if err := cs.CoreV1().Pods(c.Namespace).Delete(ctx, first, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// The gate opens once the first supervisor is gone: what is left
-	// runs under the next one.
-	for {
-		_, err := cs.CoreV1().Pods(c.Namespace).Get(ctx, first, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("pod %s is not gone: %v", first, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err := os.WriteFile(filepath.Join(counts, "gate"), nil, 0o666); err != nil {
-		t.Fatal(err)
-	}
 	am, err := meadowrun.AttachMap[string](ctx, id)
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +223,7 @@ func TestKubernetesDetachedJobsRunInTheCluster(t *testing.T) {
 	if err != nil || info.State != meadowrun.JobSucceeded || info.Done != n || info.Resumed != 1 {
 		t.Fatalf("after the map: %+v, %v; want it succeeded, resumed once", info, err)
 	}
-	pods, err = cs.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	pods, err := cs.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil || len(pods.Items) < 1 || pods.Items[0].Name == first && len(pods.Items) == 1 {
 		t.Fatalf("supervisor pods after the deletion: %v, %v; want a new one", pods, err)
 	}
@@ -322,4 +287,49 @@ func TestKubernetesDetachedJobsRunInTheCluster(t *testing.T) {
 	if info, err := meadowrun.GetJob(ctx, m2.ID()); err != nil || info.State != meadowrun.JobCancelled {
 		t.Fatalf("cancelled map: %+v, %v", info, err)
 	}
+}
+
+// replaceSupervisorMidMap waits until the detached map id has blockFrom
+// results journaled (its later tasks wait for the gate file in counts),
+// deletes its supervisor's pod (Kubernetes makes another), waits until
+// that pod is gone and opens the gate: what is left runs under the next
+// supervisor.
+func replaceSupervisorMidMap(t *testing.T, ctx context.Context, cs k8s.Interface, ns, id string, blockFrom int, counts string) (deleted string) {
+	t.Helper()
+	for {
+		info, err := meadowrun.GetJob(ctx, id)
+		if err == nil && info.State.Final() {
+			t.Fatalf("the map ended before the gate opened: %+v", info)
+		}
+		if err == nil && info.Done >= blockFrom {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("waiting for %d results: %+v, %v", blockFrom, info, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	sel := k8shost.LabelJob + "=" + k8shost.SupervisorJobName(id)
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("supervisor pods: %v, %v; want one", pods, err)
+	}
+	first := pods.Items[0].Name
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, first, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := cs.CoreV1().Pods(ns).Get(ctx, first, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("pod %s is not gone: %v", first, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := os.WriteFile(filepath.Join(counts, "gate"), nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	return first
 }

@@ -18,12 +18,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/bucket"
-	"github.com/meadowrun-go/meadowrun/internal/k8shost"
 	"github.com/meadowrun-go/meadowrun/internal/k8stest"
 	"github.com/meadowrun-go/meadowrun/internal/mototest"
 	"github.com/meadowrun-go/meadowrun/kubernetes"
@@ -83,41 +81,7 @@ func TestKubernetesDetachedJobInTheClusterGetsItsFiles(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(work, "jobdata")); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		info, err := meadowrun.GetJob(ctx, id)
-		if err == nil && info.State.Final() {
-			t.Fatalf("the map ended before the gate opened: %+v", info)
-		}
-		if err == nil && info.Done >= blockFrom {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("waiting for %d results: %+v, %v", blockFrom, info, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	sel := k8shost.LabelJob + "=" + k8shost.SupervisorJobName(id)
-	pods, err := cs.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
-	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("supervisor pods: %v, %v; want one", pods, err)
-	}
-	first := pods.Items[0].Name
-	if err := cs.CoreV1().Pods(c.Namespace).Delete(ctx, first, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		_, err := cs.CoreV1().Pods(c.Namespace).Get(ctx, first, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("pod %s is not gone: %v", first, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err := os.WriteFile(filepath.Join(counts, "gate"), nil, 0o666); err != nil {
-		t.Fatal(err)
-	}
+	replaceSupervisorMidMap(t, ctx, cs, c.Namespace, id, blockFrom, counts)
 	am, err := meadowrun.AttachMap[string](ctx, id)
 	if err != nil {
 		t.Fatal(err)
