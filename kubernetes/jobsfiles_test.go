@@ -14,16 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/internal/bucket"
 	"github.com/meadowrun-go/meadowrun/internal/k8stest"
-	"github.com/meadowrun-go/meadowrun/internal/mototest"
 	"github.com/meadowrun-go/meadowrun/kubernetes"
 )
 
@@ -119,25 +115,15 @@ func TestKubernetesDetachedJobFilesComeThroughTheBucket(t *testing.T) {
 	c := k8stest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	m := mototest.Start(t)
-	p := newStoreProxy(t, nodeIP(t, c), m.Endpoint)
-	s3c := s3.NewFromConfig(m.Config(), func(o *s3.Options) { o.UsePathStyle = true })
 	b := make([]byte, 4)
 	rand.Read(b)
 	name := "meadowrun-jobfiles-" + hex.EncodeToString(b)
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatal(err)
-	}
+	p, _, spec := s3TestBucket(t, c, name, name)
 	cs := client(t, c)
 	pvc, sa := jobsVolume(t, c, cs)
 	// The supervisors open the host with its bucket: their service
 	// account reads the key pair's Secret.
 	meta := metav1.ObjectMeta{Name: name}
-	secret := &corev1.Secret{ObjectMeta: meta, Data: map[string][]byte{"username": []byte("testing"), "password": []byte("testing")}}
-	if _, err := cs.CoreV1().Secrets(c.Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cs.CoreV1().Secrets(c.Namespace).Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	role := &rbacv1.Role{ObjectMeta: meta, Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{name}, Verbs: []string{"get"}}}}
 	if _, err := cs.RbacV1().Roles(c.Namespace).Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -163,7 +149,6 @@ func TestKubernetesDetachedJobFilesComeThroughTheBucket(t *testing.T) {
 	}
 	t.Chdir(work)
 	t.Setenv("XDG_STATE_HOME", t.TempDir())
-	spec := kubernetes.GenericStorageBucketSpec{Bucket: name, EndpointURL: p.URL, UsernamePasswordSecret: name}
 	h := newK8s(t, c, kubernetes.Options{JobsVolume: pvc, JobsServiceAccount: sa, StorageSpec: spec})
 	fn, err := meadowrun.SubmitFunction(ctx, k8sReadFile.With("jobdata/in.txt"), h,
 		&meadowrun.Options{Resources: &meadowrun.Resources{LogicalCPU: 0.2, MemoryGB: 0.25}, Deployment: meadowrun.MirrorLocal([]string{"jobdata/*.txt"}, nil)}, nil)

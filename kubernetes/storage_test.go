@@ -126,23 +126,8 @@ func nodeIP(t *testing.T, c k8stest.Cluster) string {
 func TestStorageBucketS3(t *testing.T) {
 	c := k8stest.Require(t)
 	ctx := context.Background()
-	m := mototest.Start(t)
-	p := newStoreProxy(t, nodeIP(t, c), m.Endpoint)
-	s3c := s3.NewFromConfig(m.Config(), func(o *s3.Options) { o.UsePathStyle = true })
 	const name = "meadowrun-programs"
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatal(err)
-	}
-	cs := client(t, c)
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "meadowrun-test-bucket"},
-		Data: map[string][]byte{"username": []byte("testing"), "password": []byte("testing")}}
-	if _, err := cs.CoreV1().Secrets(c.Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cs.CoreV1().Secrets(c.Namespace).Delete(context.Background(), secret.Name, metav1.DeleteOptions{})
-	})
-	spec := kubernetes.GenericStorageBucketSpec{Bucket: name, EndpointURL: p.URL, UsernamePasswordSecret: secret.Name}
+	p, s3c, spec := s3TestBucket(t, c, name, "meadowrun-test-bucket")
 
 	exe, sha := selfSHA(t)
 	key := "/" + name + "/" + bucket.ContentKey(sha)
@@ -219,7 +204,7 @@ func TestStorageBucketS3(t *testing.T) {
 			spec kubernetes.GenericStorageBucketSpec
 			want []string
 		}{
-			{"a bucket that does not exist", kubernetes.GenericStorageBucketSpec{Bucket: "nope", EndpointURL: p.URL, UsernamePasswordSecret: secret.Name},
+			{"a bucket that does not exist", kubernetes.GenericStorageBucketSpec{Bucket: "nope", EndpointURL: p.URL, UsernamePasswordSecret: spec.UsernamePasswordSecret},
 				[]string{"nope", "does not exist"}},
 			{"a secret that does not exist", kubernetes.GenericStorageBucketSpec{Bucket: name, EndpointURL: p.URL, UsernamePasswordSecret: "no-such-secret"},
 				[]string{"no-such-secret", c.Namespace, "username and password"}},
@@ -238,6 +223,7 @@ func TestStorageBucketS3(t *testing.T) {
 			})
 		}
 		t.Run("a secret without a password", func(t *testing.T) {
+			cs := client(t, c)
 			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "meadowrun-test-half"}, Data: map[string][]byte{"username": []byte("u")}}
 			if _, err := cs.CoreV1().Secrets(c.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
@@ -252,7 +238,7 @@ func TestStorageBucketS3(t *testing.T) {
 	})
 	t.Run("the URL", func(t *testing.T) {
 		u := "k8s://?" + url.Values{"namespace": {c.Namespace}, "kubeconfig": {c.KubeConfig}, "storage": {"s3"}, "bucket": {"nope"},
-			"endpoint": {p.URL}, "secret": {secret.Name}}.Encode()
+			"endpoint": {p.URL}, "secret": {spec.UsernamePasswordSecret}}.Encode()
 		if _, err := meadowrun.OpenHost(ctx, u); !errors.Is(err, bucket.ErrNoBucket) {
 			t.Fatalf("OpenHost(%s): %v, want the missing bucket's error", u, err)
 		}
@@ -289,4 +275,29 @@ func TestStorageBucketGCS(t *testing.T) {
 		StorageSpec: kubernetes.GoogleBucketSpec{Bucket: "nope", EmulatorEndpoint: s.URL}}); !errors.Is(err, bucket.ErrNoBucket) {
 		t.Fatalf("a bucket that does not exist: %v", err)
 	}
+}
+
+// s3TestBucket is an S3 bucket of its own moto_server behind a counting
+// proxy the cluster's pods reach, with a Secret holding its key pair
+// (named secret; anonymous requests cannot be presigned), removed at the
+// end of the test.
+func s3TestBucket(t *testing.T, c k8stest.Cluster, name, secret string) (*storeProxy, *s3.Client, kubernetes.GenericStorageBucketSpec) {
+	t.Helper()
+	ctx := context.Background()
+	m := mototest.Start(t)
+	p := newStoreProxy(t, nodeIP(t, c), m.Endpoint)
+	s3c := s3.NewFromConfig(m.Config(), func(o *s3.Options) { o.UsePathStyle = true })
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		t.Fatal(err)
+	}
+	cs := client(t, c)
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret},
+		Data: map[string][]byte{"username": []byte("testing"), "password": []byte("testing")}}
+	if _, err := cs.CoreV1().Secrets(c.Namespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cs.CoreV1().Secrets(c.Namespace).Delete(context.Background(), secret, metav1.DeleteOptions{})
+	})
+	return p, s3c, kubernetes.GenericStorageBucketSpec{Bucket: name, EndpointURL: p.URL, UsernamePasswordSecret: secret}
 }

@@ -13,15 +13,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meadowrun-go/meadowrun"
 	"github.com/meadowrun-go/meadowrun/hosttest"
 	"github.com/meadowrun-go/meadowrun/internal/fakegcs"
 	"github.com/meadowrun-go/meadowrun/internal/k8shost"
 	"github.com/meadowrun-go/meadowrun/internal/k8stest"
-	"github.com/meadowrun-go/meadowrun/internal/mototest"
 	"github.com/meadowrun-go/meadowrun/kubernetes"
 )
 
@@ -113,23 +110,8 @@ func checkThroughBucket(t *testing.T, h *meadowrun.Host, p *storeProxy, write st
 func TestStorageBucketS3Values(t *testing.T) {
 	c := k8stest.Require(t)
 	ctx := context.Background()
-	m := mototest.Start(t)
-	p := newStoreProxy(t, nodeIP(t, c), m.Endpoint)
-	s3c := s3.NewFromConfig(m.Config(), func(o *s3.Options) { o.UsePathStyle = true })
 	const name = "meadowrun-values"
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatal(err)
-	}
-	cs := client(t, c)
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "meadowrun-test-values"},
-		Data: map[string][]byte{"username": []byte("testing"), "password": []byte("testing")}}
-	if _, err := cs.CoreV1().Secrets(c.Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cs.CoreV1().Secrets(c.Namespace).Delete(context.Background(), secret.Name, metav1.DeleteOptions{})
-	})
-	spec := kubernetes.GenericStorageBucketSpec{Bucket: name, EndpointURL: p.URL, UsernamePasswordSecret: secret.Name}
+	p, s3c, spec := s3TestBucket(t, c, name, "meadowrun-test-values")
 	left := func(prefix string) []string {
 		out, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(name), Prefix: aws.String(prefix)})
 		if err != nil {
@@ -191,7 +173,7 @@ func TestStorageBucketS3Values(t *testing.T) {
 			t.Fatalf("large_value_bytes without storage: %v", err)
 		}
 		u = "k8s://?" + url.Values{"namespace": {c.Namespace}, "kubeconfig": {c.KubeConfig}, "storage": {"s3"}, "bucket": {name},
-			"endpoint": {p.URL}, "secret": {secret.Name}, "large_value_bytes": {"lots"}}.Encode()
+			"endpoint": {p.URL}, "secret": {spec.UsernamePasswordSecret}, "large_value_bytes": {"lots"}}.Encode()
 		if _, err := meadowrun.OpenHost(ctx, u); err == nil || !strings.Contains(err.Error(), "number of bytes") {
 			t.Fatalf("large_value_bytes=lots: %v", err)
 		}
@@ -256,27 +238,11 @@ func TestStorageBucketGCSValues(t *testing.T) {
 // lost workers) behaves as on any host.
 func TestConformanceKubernetesBucket(t *testing.T) {
 	c := k8stest.Require(t)
-	m := mototest.Start(t)
-	p := newStoreProxy(t, nodeIP(t, c), m.Endpoint)
-	s3c := s3.NewFromConfig(m.Config(), func(o *s3.Options) { o.UsePathStyle = true })
-	ctx := context.Background()
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("meadowrun-suite")}); err != nil {
-		t.Fatal(err)
-	}
-	// A key pair: anonymous requests cannot be presigned.
-	cs := client(t, c)
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "meadowrun-test-suite-bucket"},
-		Data: map[string][]byte{"username": []byte("testing"), "password": []byte("testing")}}
-	if _, err := cs.CoreV1().Secrets(c.Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cs.CoreV1().Secrets(c.Namespace).Delete(context.Background(), secret.Name, metav1.DeleteOptions{})
-	})
+	p, _, spec := s3TestBucket(t, c, "meadowrun-suite", "meadowrun-test-suite-bucket")
 	hosttest.Run(t, hosttest.Config{
 		NewHost: func(t *testing.T) *meadowrun.Host {
 			return newK8s(t, c, kubernetes.Options{ContainerMounts: []string{os.TempDir() + ":" + os.TempDir()},
-				StorageSpec: kubernetes.GenericStorageBucketSpec{Bucket: "meadowrun-suite", EndpointURL: p.URL, UsernamePasswordSecret: secret.Name}, LargeValueBytes: 100})
+				StorageSpec: spec, LargeValueBytes: 100})
 		},
 		MillionTasks: millionTasks / 10,
 	})
